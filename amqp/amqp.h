@@ -1,0 +1,162 @@
+/* warren AMQP thread: the only owner of the rabbitmq-c connection.
+ *
+ * It declares the topology (DESIGN.md §2), consumes amqp.queue with manual
+ * acks and qos = amqp.prefetch, hands every delivery to a sink callback, and
+ * executes verdicts it pulls from a command source when woken: acks, nacks,
+ * ladder/park publishes with publisher confirms (then the ack of the
+ * original). It reconnects with capped exponential backoff and jitter; each
+ * new connection has a new generation and verdicts of older generations are
+ * dropped (the broker has requeued those messages already).
+ *
+ * amqp/ knows nothing of rings or sockets: the bridge supplies callbacks. */
+#ifndef WARREN_AMQP_H
+#define WARREN_AMQP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+
+typedef struct wr_amqp_s wr_amqp_t;
+
+/* What the loop decided for one delivery. */
+typedef enum {
+  WR_VERDICT_NONE = 0,
+  WR_VERDICT_ACK,      /* basic.ack */
+  WR_VERDICT_DEAD,     /* basic.nack(requeue=false) → Q.dlx → Q.dead */
+  WR_VERDICT_REQUEUE,  /* basic.nack(requeue=true) */
+  WR_VERDICT_PUBLISH,  /* publish every entry of pubs with confirms, then ack;
+                          if any publish is nacked or the channel fails, the
+                          original is not acked (it will be redelivered) */
+} wr_verdict_kind_t;
+
+typedef enum {
+  WR_PUB_RETRY = 0, /* to exchange Q.retry, routing key "<delay_ms>" */
+  WR_PUB_PARK = 1,  /* to the default exchange, routing key Q.parked */
+} wr_pub_kind_t;
+
+/* One copy of the original message to publish. The AMQP thread copies the
+ * original body, content_type, timestamp and headers, and sets/overrides the
+ * headers x-warren-attempt (attempt), x-warren-user (user, if non-NULL),
+ * x-warren-expires-at (expires_at_ms, if non-zero), x-warren-reason (reason,
+ * park only), and message_id = id. Persistent (delivery_mode 2). */
+typedef struct wr_amqp_pub_s {
+  wr_pub_kind_t kind;
+  uint32_t delay_ms;      /* retry: which ladder queue */
+  uint32_t attempt;       /* value for x-warren-attempt */
+  char *user;             /* malloc'd by the loop, freed with the delivery */
+  char *id;               /* malloc'd by the loop, freed with the delivery */
+  int64_t expires_at_ms;  /* 0 = none */
+  const char *reason;     /* static string, park only: "max_attempts", "expired" */
+} wr_amqp_pub_t;
+
+/* One consumed message. Allocated on the AMQP thread, travels to the loop and
+ * back (with a verdict) and is freed on the AMQP thread. While the loop owns
+ * it, the AMQP thread never touches it. */
+typedef struct wr_amqp_delivery_s {
+  uint64_t tag;            /* delivery tag on its channel */
+  uint64_t generation;     /* connection generation it came from (from 1) */
+  bool redelivered;
+  char *content_type;      /* NUL-terminated or NULL */
+  char *message_id;        /* NULL if absent */
+  int64_t timestamp_s;     /* AMQP timestamp property, 0 if absent */
+  int64_t consumed_at_ms;  /* CLOCK_REALTIME ms when it was read */
+  uint32_t attempt;        /* header x-warren-attempt, 0 if absent */
+  char *target_user;       /* header x-warren-user (a ladder copy for one user), or NULL */
+  int64_t expires_at_ms;   /* header x-warren-expires-at, 0 if absent */
+  uint8_t *body;
+  size_t body_len;
+
+  /* Set by the loop before it hands the delivery back. */
+  wr_verdict_kind_t verdict;
+  const char *dead_reason; /* static, for logs/counters with WR_VERDICT_DEAD */
+  wr_amqp_pub_t *pubs;     /* malloc'd array (WR_VERDICT_PUBLISH), freed with the delivery */
+  size_t n_pubs;
+
+  void *priv;              /* the AMQP thread's own data (e.g. the raw envelope) */
+} wr_amqp_delivery_t;
+
+/* Frees a delivery including pubs[] and their strings. Call only on the AMQP
+ * thread, or when no AMQP thread runs any more (tests, teardown). */
+void wr_amqp_delivery_free(wr_amqp_delivery_t *d);
+
+/* Depth and consumers of one queue, from a passive queue.declare. */
+typedef struct wr_amqp_queue_stat_s {
+  char name[256];
+  int64_t messages;  /* -1 when unknown */
+  int64_t consumers; /* -1 when unknown */
+} wr_amqp_queue_stat_t;
+
+typedef struct wr_amqp_callbacks_s {
+  void *data;
+  /* AMQP thread. Takes ownership of d. Returns 0, or -ENOSPC when the sink is
+   * full (the AMQP thread then waits a little and tries again, still servicing
+   * heartbeats). */
+  int (*deliver_cb)(wr_amqp_delivery_t *d, void *data);
+  /* AMQP thread. Returns the next delivery carrying a verdict, or NULL when
+   * none is waiting. Ownership comes back to the AMQP thread. */
+  wr_amqp_delivery_t *(*next_verdict_cb)(void *data);
+  /* AMQP thread. Connection state changes: consuming = true once basic.consume
+   * is ok on a new generation; false when the connection is lost or closed. */
+  void (*state_cb)(bool consuming, uint64_t generation, void *data);
+  /* AMQP thread. Queue depths polled every admin.queue_poll_ms (may be NULL).
+   * stats is borrowed for the call. */
+  void (*queue_stats_cb)(const wr_amqp_queue_stat_t *stats, size_t n, void *data);
+} wr_amqp_callbacks_t;
+
+/* Counters, written by the AMQP thread with relaxed atomics, readable from any
+ * thread with __atomic_load_n(…, __ATOMIC_RELAXED). */
+typedef struct wr_amqp_stats_s {
+  uint64_t connected;          /* 1 while connected and consuming */
+  uint64_t reconnects;         /* connections opened after the first */
+  uint64_t consumed;
+  uint64_t acked;
+  uint64_t dead_lettered;
+  uint64_t requeued;
+  uint64_t published;          /* ladder + park copies confirmed */
+  uint64_t publish_failures;   /* nacked or lost before confirm */
+  uint64_t stale_verdicts;     /* dropped: older generation */
+  uint64_t unacked;            /* deliveries of the current generation not yet settled */
+} wr_amqp_stats_t;
+
+/* Creates the AMQP side (does not connect). cfg and cbs are borrowed and must
+ * outlive it. Returns 0 or a negative errno. */
+int wr_amqp_new(wr_amqp_t **out, const wr_config_t *cfg, const wr_amqp_callbacks_t *cbs);
+
+/* Connects once, declares the topology and closes: used by start-up to fail
+ * fast with a clear message (e.g. queue_type mismatch). Blocking. Returns 0 or
+ * a negative errno and a message in err. */
+int wr_amqp_check(const wr_config_t *cfg, char *err, size_t errlen);
+
+/* Starts the AMQP thread (signals must already be blocked by the caller).
+ * Returns 0 or a negative errno. */
+int wr_amqp_start(wr_amqp_t *a);
+
+/* Thread-safe, async-signal-safe wake-up (an eventfd write): verdicts are
+ * waiting. Cheap to call often. */
+void wr_amqp_wake(wr_amqp_t *a);
+
+/* Thread-safe: stop consuming (basic.cancel) but keep executing verdicts. */
+void wr_amqp_cancel(wr_amqp_t *a);
+
+/* Thread-safe: executes every verdict still waiting (the bridge hands back
+ * undecided deliveries as WR_VERDICT_REQUEUE before calling this), closes the
+ * channel and connection cleanly and joins the thread. */
+void wr_amqp_stop(wr_amqp_t *a);
+
+/* Frees it (after wr_amqp_stop). */
+void wr_amqp_free(wr_amqp_t *a);
+
+const wr_amqp_stats_t *wr_amqp_stats(const wr_amqp_t *a);
+
+/* One-shot publisher for the CLI: connects to cfg->amqp_url, enables confirms,
+ * publishes body to cfg->exchange with routing_key, persistent, with
+ * content_type and message_id (may be NULL), waits for the confirm up to
+ * timeout_ms. Returns 0 when confirmed, -EPROTO when nacked/returned,
+ * -ETIMEDOUT, or another negative errno; err gets a message. Blocking. */
+int wr_amqp_publish_once(const wr_config_t *cfg, const char *routing_key, const uint8_t *body,
+                         size_t len, const char *content_type, const char *message_id,
+                         uint32_t timeout_ms, char *err, size_t errlen);
+
+#endif

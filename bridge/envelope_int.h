@@ -1,0 +1,87 @@
+/* Notification envelopes (DESIGN.md §3): decode JSON or MessagePack bodies,
+ * encode the client message once per format. Pure functions: no I/O, no logs. */
+#ifndef WARREN_BRIDGE_ENVELOPE_INT_H
+#define WARREN_BRIDGE_ENVELOPE_INT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { WR_ENV_JSON = 0, WR_ENV_MSGPACK = 1 } wr_env_format_t;
+
+/* Why a body was rejected; each maps to a Q.dead reason counter. */
+typedef enum {
+  WR_ENV_OK = 0,
+  WR_ENV_TOO_LARGE,    /* body_len > max_body */
+  WR_ENV_BAD_FORMAT,   /* unknown content type, or first byte neither '{' nor a map marker */
+  WR_ENV_BAD_JSON,     /* invalid JSON / invalid UTF-8 / not an object / trailing bytes */
+  WR_ENV_BAD_MSGPACK,  /* invalid or truncated msgpack, trailing bytes, non-string keys,
+                          bin/ext values, nesting deeper than 32, not a map */
+  WR_ENV_NO_TARGET,    /* none of user_id / user_ids / broadcast=true, or empty/invalid ones */
+  WR_ENV_BAD_FIELD,    /* a routing/known field of the wrong type (e.g. ttl_ms negative,
+                          id not a string, type not a string, user id longer than 256) */
+} wr_env_result_t;
+
+/* Short reason string for counters and x-warren-reason ("too_large", "bad_json"...). */
+const char *wr_env_result_str(wr_env_result_t r);
+
+typedef struct wr_envelope_s {
+  wr_env_format_t format; /* format of the body */
+  char *id;               /* "id" field, else fallback_id, else generated; owned */
+  char **users;           /* distinct target user ids, owned; n_users may be 0 with broadcast */
+  size_t n_users;
+  bool broadcast;
+  int64_t expires_at_ms;  /* 0 = never; from expires_at (unix s) or ttl_ms (+ base_ms) */
+  json_t *client;         /* the client message: {"type": type or "notification",
+                             "id": id, ...every non-routing field in original order};
+                             owned reference */
+} wr_envelope_t;
+
+/* Decodes body. content_type may be NULL (then the first byte decides).
+ * User ids given as integers become their decimal string. fallback_id (may be
+ * NULL) is the AMQP message_id; when neither exists an id is generated
+ * (unique per process: random 64-bit hex + counter). base_ms is the time ttl_ms
+ * counts from (the publish timestamp or now). On success env must be released
+ * with wr_envelope_close; on failure env holds nothing. */
+wr_env_result_t wr_envelope_decode(wr_envelope_t *env, const uint8_t *body, size_t body_len,
+                                   const char *content_type, const char *fallback_id,
+                                   size_t max_body, int64_t base_ms);
+
+void wr_envelope_close(wr_envelope_t *env);
+
+/* Encodes env->client for a client in format fmt (JSON text or MessagePack
+ * map). Returns a malloc'd buffer in *out/*len, or a negative errno. If
+ * prefix > 0, that many bytes are reserved (uninitialised) before the payload
+ * and *out points at the start of the reservation (for zero-copy framing). */
+int wr_envelope_encode(const wr_envelope_t *env, wr_env_format_t fmt, size_t prefix, uint8_t **out,
+                       size_t *len);
+
+/* Encodes any jansson value as MessagePack (used for welcome/pong too). */
+int wr_msgpack_from_json(const json_t *v, uint8_t **out, size_t *len);
+
+/* Decodes a MessagePack value into a new jansson value (max depth 32).
+ * Returns NULL when invalid, truncated, followed by trailing bytes, or when a
+ * map key is not a string. */
+json_t *wr_msgpack_to_json(const uint8_t *buf, size_t len);
+
+/* Client → server messages (DESIGN.md §4). */
+typedef enum {
+  WR_CMSG_ACK = 0,   /* ids/n_ids set */
+  WR_CMSG_PING,
+  WR_CMSG_INVALID,   /* not an object, unknown type, bad ids: answer with an error message */
+} wr_cmsg_kind_t;
+
+typedef struct wr_cmsg_s {
+  wr_cmsg_kind_t kind;
+  char **ids;   /* owned; at most 1000 */
+  size_t n_ids;
+  const char *error; /* static text for WR_CMSG_INVALID */
+} wr_cmsg_t;
+
+/* Parses one client message: JSON text (binary=false) or MessagePack
+ * (binary=true). Always fills m; release with wr_cmsg_close. */
+void wr_cmsg_parse(wr_cmsg_t *m, const uint8_t *buf, size_t len, bool binary);
+void wr_cmsg_close(wr_cmsg_t *m);
+
+#endif
