@@ -51,7 +51,7 @@ wr_env_result_t wr_envelope_decode(wr_envelope_t *env, const uint8_t *body, size
 void wr_envelope_close(wr_envelope_t *env);
 
 /* Encodes env->client for a client in format fmt (JSON text or MessagePack
- * map). Returns a malloc'd buffer in *out/*len, or a negative errno. If
+ * map). Returns a malloc'd buffer in *out and its length in *len, or a negative errno. If
  * prefix > 0, that many bytes are reserved (uninitialised) before the payload
  * and *out points at the start of the reservation (for zero-copy framing). */
 int wr_envelope_encode(const wr_envelope_t *env, wr_env_format_t fmt, size_t prefix, uint8_t **out,

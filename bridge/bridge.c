@@ -1,0 +1,540 @@
+/* The bridge: wires the AMQP thread to the WebSocket loop and runs the
+ * process lifecycle (start, SIGHUP reload, SIGTERM drain, teardown). */
+#include "bridge/bridge_int.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config/log.h"
+
+extern char **environ;
+
+/* ---- AMQP thread side ---------------------------------------------------- */
+
+static int deliver_cb(wr_amqp_delivery_t *d, void *data) {
+  wr_bridge_t *b = data;
+  if (wr_ring_push(&b->deliveries, d) != 0)
+    return -ENOSPC;
+  uv_async_send(&b->async);
+  return 0;
+}
+
+static wr_amqp_delivery_t *next_verdict_cb(void *data) {
+  wr_bridge_t *b = data;
+  return wr_ring_pop(&b->commands);
+}
+
+static void state_cb(bool consuming, uint64_t generation, void *data) {
+  wr_bridge_t *b = data;
+  if (!consuming) {
+    uint64_t cur = atomic_load(&b->lost_generation);
+    while (cur < generation && !atomic_compare_exchange_weak(&b->lost_generation, &cur, generation))
+      ;
+  }
+  atomic_store(&b->consuming, consuming);
+  uv_async_send(&b->async);
+}
+
+static void queue_stats_cb(const wr_amqp_queue_stat_t *stats, size_t n, void *data) {
+  wr_bridge_t *b = data;
+  if (n > WR_MAX_QUEUE_STATS)
+    n = WR_MAX_QUEUE_STATS;
+  pthread_mutex_lock(&b->qstats_lock);
+  memcpy(b->qstats, stats, n * sizeof(*stats));
+  b->n_qstats = n;
+  pthread_mutex_unlock(&b->qstats_lock);
+}
+
+/* ---- loop side ------------------------------------------------------------ */
+
+static void flush_overflow(wr_bridge_t *b) {
+  while (b->ov_len > 0) {
+    if (wr_ring_push(&b->commands, b->overflow[b->ov_head]) != 0)
+      break;
+    b->ov_head = (b->ov_head + 1) % b->ov_cap;
+    b->ov_len--;
+    b->wake_needed = true;
+  }
+  if (b->ov_len == 0)
+    uv_timer_stop(&b->retry_timer);
+}
+
+void wr_bridge_retry_cb(uv_timer_t *t) {
+  wr_bridge_t *b = t->data;
+  flush_overflow(b);
+  if (b->wake_needed) {
+    b->wake_needed = false;
+    wr_amqp_wake(b->amqp);
+  }
+}
+
+static void maybe_finish_drain(wr_bridge_t *b);
+
+static void async_cb(uv_async_t *h) {
+  wr_bridge_t *b = h->data;
+  uint64_t lost = atomic_load(&b->lost_generation);
+  wr_amqp_delivery_t *d;
+  unsigned n = 0;
+
+  bool consuming = atomic_load(&b->consuming);
+
+  if (lost > b->seen_lost_generation) {
+    b->seen_lost_generation = lost;
+    wr_delivery_discard_generation(b, lost);
+  }
+  if (consuming != b->was_consuming) {
+    b->was_consuming = consuming;
+    if (consuming)
+      wr_info("main", "ready: consuming %s, accepting clients on %s", b->cfg->queue,
+              b->cfg->server_listen);
+    else
+      wr_warn("main", "not ready: AMQP connection lost; clients stay connected");
+  }
+  /* uv_async_send coalesces: drain everything. Bound one pass so client I/O
+   * is not starved; the rest waits for the next iteration. */
+  while ((d = wr_ring_pop(&b->deliveries)) != NULL) {
+    if (d->generation <= b->seen_lost_generation) {
+      b->stats.discarded_stale++;
+      d->verdict = WR_VERDICT_REQUEUE;
+      wr_bridge_verdict(b, d);
+    } else {
+      wr_delivery_handle(b, d);
+    }
+    if (++n == 4096) {
+      uv_async_send(&b->async);
+      break;
+    }
+  }
+  if (b->phase == WR_PHASE_DRAINING)
+    maybe_finish_drain(b);
+}
+
+/* Once per loop iteration: one eventfd write for every verdict pushed. */
+static void check_cb(uv_check_t *h) {
+  wr_bridge_t *b = h->data;
+  if (b->ov_len > 0)
+    flush_overflow(b);
+  if (b->wake_needed) {
+    b->wake_needed = false;
+    wr_amqp_wake(b->amqp);
+  }
+}
+
+static void sweep_cb(uv_timer_t *t) {
+  wr_bridge_t *b = t->data;
+  wr_delivery_sweep(b, uv_now(&b->loop));
+}
+
+int wr_bridge_send_json(wr_bridge_t *b, wr_bconn_t *c, json_t *msg) {
+  wr_ws_buf_t *buf;
+  uint8_t *out = NULL;
+  size_t len = 0;
+  int rc;
+  (void)b;
+
+  if (wr_ws_conn_format(c->ws) == WR_WS_FORMAT_MSGPACK) {
+    rc = wr_msgpack_from_json(msg, &out, &len);
+    if (rc != 0)
+      return rc;
+  } else {
+    char *s = json_dumps(msg, JSON_COMPACT);
+    if (s == NULL)
+      return -ENOMEM;
+    out = (uint8_t *)s;
+    len = strlen(s);
+  }
+  buf = wr_ws_buf_new(len);
+  if (buf == NULL) {
+    free(out);
+    return -ENOMEM;
+  }
+  memcpy(buf->data, out, len);
+  free(out);
+  rc = wr_ws_conn_send(c->ws, buf, NULL);
+  wr_ws_buf_unref(buf);
+  return rc;
+}
+
+static void on_open_cb(wr_ws_conn_t *conn, void *data) {
+  wr_bridge_t *b = data;
+  wr_bconn_t *c = calloc(1, sizeof(*c));
+  wr_user_t *u;
+  json_t *w;
+
+  u = c != NULL ? wr_index_get(&b->index, wr_ws_conn_user(conn), true) : NULL;
+  if (u == NULL) {
+    free(c);
+    wr_error("bridge", "out of memory accepting connection %llu",
+             (unsigned long long)wr_ws_conn_id(conn));
+    wr_ws_conn_close(conn, WR_WS_CLOSE_INTERNAL, "out of memory");
+    return;
+  }
+  c->ws = conn;
+  wr_ws_conn_set_data(conn, c);
+  wr_index_add_conn(&b->index, u, c);
+  w = json_pack("{s:s, s:s, s:s}", "type", "welcome", "user_id", u->id, "ack_mode",
+                b->cfg->ack_mode == WR_ACK_WRITE ? "write" : "client");
+  if (w != NULL) {
+    wr_bridge_send_json(b, c, w);
+    json_decref(w);
+  }
+  wr_debug("bridge", "connection %llu open for user %s (%zu connection(s))",
+           (unsigned long long)wr_ws_conn_id(conn), u->id, u->n_conns);
+  wr_delivery_conn_opened(b, c);
+}
+
+static void on_close_cb(wr_ws_conn_t *conn, void *data) {
+  wr_bridge_t *b = data;
+  wr_bconn_t *c = wr_ws_conn_get_data(conn);
+  wr_user_t *u;
+
+  if (c == NULL)
+    return;
+  u = c->user;
+  wr_index_remove_conn(&b->index, c);
+  wr_debug("bridge", "connection %llu closed for user %s", (unsigned long long)wr_ws_conn_id(conn),
+           u->id);
+  wr_delivery_conn_closed(b, c);
+  wr_index_release(&b->index, u);
+  wr_ws_conn_set_data(conn, NULL);
+  free(c);
+}
+
+static void on_message_cb(wr_ws_conn_t *conn, const uint8_t *msg, size_t len, bool binary,
+                          void *data) {
+  wr_bridge_t *b = data;
+  wr_bconn_t *c = wr_ws_conn_get_data(conn);
+  wr_cmsg_t m;
+
+  if (c == NULL)
+    return;
+  wr_cmsg_parse(&m, msg, len, binary);
+  switch (m.kind) {
+  case WR_CMSG_ACK:
+    for (size_t i = 0; i < m.n_ids; i++)
+      wr_delivery_client_ack(b, c, m.ids[i]);
+    break;
+  case WR_CMSG_PING:
+    wr_ws_conn_send(conn, b->pong[wr_ws_conn_format(conn)], NULL);
+    break;
+  default: {
+    json_t *e = json_pack("{s:s, s:s}", "type", "error", "error", m.error ? m.error : "invalid");
+    b->stats.client_bad_messages++;
+    wr_debug("bridge", "connection %llu: invalid client message: %s",
+             (unsigned long long)wr_ws_conn_id(conn), m.error ? m.error : "invalid");
+    if (e != NULL) {
+      wr_bridge_send_json(b, c, e);
+      json_decref(e);
+    }
+    break;
+  }
+  }
+  wr_cmsg_close(&m);
+}
+
+static void on_sent_cb(wr_ws_conn_t *conn, void *ctx, int status, void *data) {
+  (void)conn;
+  wr_delivery_sent(data, ctx, status);
+}
+
+/* ---- lifecycle ------------------------------------------------------------ */
+
+static void close_handles(wr_bridge_t *b);
+
+static void final_stop(wr_bridge_t *b) {
+  wr_amqp_delivery_t *d;
+
+  /* Hand the AMQP thread every verdict still here, then let it finish: it
+   * executes them, waits for outstanding confirms and closes cleanly. */
+  flush_overflow(b);
+  while (b->ov_len > 0) {
+    /* The AMQP thread keeps popping while we wait. */
+    wr_amqp_wake(b->amqp);
+    usleep(1000);
+    flush_overflow(b);
+  }
+  wr_amqp_wake(b->amqp);
+  wr_amqp_stop(b->amqp);
+  /* Deliveries that arrived after the last pass: the AMQP thread is gone, so
+   * they are freed here; the broker requeued them when the channel closed. */
+  while ((d = wr_ring_pop(&b->deliveries)) != NULL)
+    wr_amqp_delivery_free(d);
+  while ((d = wr_ring_pop(&b->commands)) != NULL)
+    wr_amqp_delivery_free(d);
+  close_handles(b);
+}
+
+static void closing_timer_cb(uv_timer_t *t) {
+  wr_bridge_t *b = t->data;
+  /* Clients had their 1001 close frames written (or the grace ran out). */
+  if (b->index.n_conns > 0 && uv_now(&b->loop) < b->start_ms)
+    return;
+  uv_timer_stop(t);
+  final_stop(b);
+}
+
+static void begin_closing(wr_bridge_t *b) {
+  if (b->phase == WR_PHASE_CLOSING)
+    return;
+  b->phase = WR_PHASE_CLOSING;
+  uv_timer_stop(&b->drain_timer);
+  if (b->n_pendings > 0)
+    wr_info("main", "drain: requeueing %zu undelivered message(s)", b->n_pendings);
+  wr_delivery_requeue_all(b);
+  flush_overflow(b);
+  wr_amqp_wake(b->amqp);
+  wr_info("main", "closing %zu client connection(s) with 1001", b->index.n_conns);
+  wr_ws_server_close_all(b->ws, WR_WS_CLOSE_GOING_AWAY, "server shutting down");
+  /* start_ms is reused as the close deadline: up to 2 s for close frames. */
+  b->start_ms = uv_now(&b->loop) + 2000;
+  uv_timer_start(&b->drain_timer, closing_timer_cb, 10, 10);
+}
+
+static void maybe_finish_drain(wr_bridge_t *b) {
+  if (b->phase == WR_PHASE_DRAINING && b->n_pendings == 0 && b->ov_len == 0 &&
+      wr_ring_size(&b->deliveries) == 0)
+    begin_closing(b);
+}
+
+static void drain_timer_cb(uv_timer_t *t) {
+  wr_bridge_t *b = t->data;
+  if (b->phase != WR_PHASE_DRAINING)
+    return;
+  if (uv_now(&b->loop) >= b->start_ms) {
+    wr_warn("main", "drain: timeout after %u ms", b->cfg->drain_timeout_ms);
+    begin_closing(b);
+  } else {
+    maybe_finish_drain(b);
+  }
+}
+
+static void begin_drain(wr_bridge_t *b, const char *why) {
+  if (b->phase != WR_PHASE_RUNNING) {
+    if (b->phase == WR_PHASE_DRAINING) {
+      wr_warn("main", "%s again: skipping the rest of the drain", why);
+      begin_closing(b);
+    }
+    return;
+  }
+  wr_info("main", "%s: draining (%zu delivery(ies) in flight, up to %u ms)", why, b->n_pendings,
+          b->cfg->drain_timeout_ms);
+  b->phase = WR_PHASE_DRAINING;
+  wr_ws_server_stop_accepting(b->ws);
+  wr_amqp_cancel(b->amqp);
+  b->start_ms = uv_now(&b->loop) + b->cfg->drain_timeout_ms;
+  uv_timer_start(&b->drain_timer, drain_timer_cb, 20, 20);
+}
+
+static void signal_cb(uv_signal_t *h, int signum) {
+  wr_bridge_t *b = h->data;
+  if (signum == SIGHUP) {
+    wr_config_t *n;
+    char err[512];
+    if (b->n_reloaded == sizeof(b->reloaded) / sizeof(b->reloaded[0])) {
+      wr_warn("main", "SIGHUP: too many reloads; restart warren to reload again");
+      return;
+    }
+    n = calloc(1, sizeof(*n));
+    if (n == NULL)
+      return;
+    if (wr_config_load(n, b->config_path, environ, err, sizeof(err)) != 0) {
+      wr_error("main", "SIGHUP: configuration not reloaded: %s", err);
+      wr_config_close(n);
+      free(n);
+      return;
+    }
+    /* Only the log settings and JWT material are reloaded; the old config
+     * stays alive because other parts still point into it. */
+    b->reloaded[b->n_reloaded++] = n;
+    wr_log_setup(n->log_level, n->log_format);
+    wr_ws_server_set_config(b->ws, n);
+    wr_info("main", "SIGHUP: reloaded log settings and JWT key material");
+    return;
+  }
+  begin_drain(b, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void handle_closed_cb(uv_handle_t *h) {
+  (void)h;
+}
+
+static void server_freed_cb(void *arg) {
+  (void)arg;
+}
+
+static void close_handles(wr_bridge_t *b) {
+  uv_close((uv_handle_t *)&b->async, handle_closed_cb);
+  uv_close((uv_handle_t *)&b->check, handle_closed_cb);
+  uv_close((uv_handle_t *)&b->sweep, handle_closed_cb);
+  uv_close((uv_handle_t *)&b->drain_timer, handle_closed_cb);
+  uv_close((uv_handle_t *)&b->retry_timer, handle_closed_cb);
+  uv_close((uv_handle_t *)&b->sig_term, handle_closed_cb);
+  uv_close((uv_handle_t *)&b->sig_int, handle_closed_cb);
+  uv_close((uv_handle_t *)&b->sig_hup, handle_closed_cb);
+  if (b->ws != NULL) {
+    wr_ws_server_free(b->ws, server_freed_cb, NULL);
+    b->ws = NULL;
+  }
+  if (b->admin != NULL) {
+    wr_ws_server_free(b->admin, server_freed_cb, NULL);
+    b->admin = NULL;
+  }
+}
+
+static wr_ws_buf_t *make_pong(wr_ws_format_t fmt) {
+  json_t *p = json_pack("{s:s}", "type", "pong");
+  uint8_t *out = NULL;
+  size_t len = 0;
+  wr_ws_buf_t *buf = NULL;
+
+  if (p == NULL)
+    return NULL;
+  if (fmt == WR_WS_FORMAT_MSGPACK) {
+    if (wr_msgpack_from_json(p, &out, &len) != 0)
+      out = NULL;
+  } else {
+    out = (uint8_t *)json_dumps(p, JSON_COMPACT);
+    len = out ? strlen((char *)out) : 0;
+  }
+  json_decref(p);
+  if (out != NULL && (buf = wr_ws_buf_new(len)) != NULL)
+    memcpy(buf->data, out, len);
+  free(out);
+  return buf;
+}
+
+int wr_bridge_run(const wr_config_t *cfg, const char *config_path) {
+  wr_bridge_t *b;
+  sigset_t set, old;
+  size_t cap;
+  int rc, status = 1;
+  uint32_t sweep_ms;
+
+  b = calloc(1, sizeof(*b));
+  if (b == NULL)
+    return 1;
+  b->cfg = cfg;
+  b->config_path = config_path;
+  wr_list_init(&b->pendings);
+  pthread_mutex_init(&b->qstats_lock, NULL);
+  atomic_init(&b->consuming, false);
+  atomic_init(&b->lost_generation, 0);
+  signal(SIGPIPE, SIG_IGN);
+
+  /* prefetch ≤ delivery ring capacity, so the ring never overflows; the
+   * command ring also holds verdicts of a lost generation still in the loop. */
+  cap = cfg->prefetch * 2;
+  if ((rc = uv_loop_init(&b->loop)) != 0)
+    goto fail_free;
+  if (wr_ring_init(&b->deliveries, cap) != 0 || wr_ring_init(&b->commands, cap * 2) != 0 ||
+      wr_index_init(&b->index) != 0) {
+    wr_error("main", "out of memory");
+    goto fail_loop;
+  }
+  b->pong[WR_WS_FORMAT_JSON] = make_pong(WR_WS_FORMAT_JSON);
+  b->pong[WR_WS_FORMAT_MSGPACK] = make_pong(WR_WS_FORMAT_MSGPACK);
+
+  uv_async_init(&b->loop, &b->async, async_cb);
+  uv_check_init(&b->loop, &b->check);
+  uv_timer_init(&b->loop, &b->sweep);
+  uv_timer_init(&b->loop, &b->drain_timer);
+  uv_timer_init(&b->loop, &b->retry_timer);
+  uv_signal_init(&b->loop, &b->sig_term);
+  uv_signal_init(&b->loop, &b->sig_int);
+  uv_signal_init(&b->loop, &b->sig_hup);
+  b->async.data = b->check.data = b->sweep.data = b->drain_timer.data = b->retry_timer.data = b;
+  b->sig_term.data = b->sig_int.data = b->sig_hup.data = b;
+  uv_check_start(&b->check, check_cb);
+  /* Coarse sweep: ack deadlines have this resolution. */
+  sweep_ms = cfg->ack_timeout_ms / 10;
+  if (sweep_ms > 1000)
+    sweep_ms = 1000;
+  if (sweep_ms < 20)
+    sweep_ms = 20;
+  uv_timer_start(&b->sweep, sweep_cb, sweep_ms, sweep_ms);
+  uv_signal_start(&b->sig_term, signal_cb, SIGTERM);
+  uv_signal_start(&b->sig_int, signal_cb, SIGINT);
+  uv_signal_start(&b->sig_hup, signal_cb, SIGHUP);
+
+  b->ws_cbs = (wr_ws_callbacks_t){.data = b,
+                                  .on_open_cb = on_open_cb,
+                                  .on_close_cb = on_close_cb,
+                                  .on_message_cb = on_message_cb,
+                                  .on_sent_cb = on_sent_cb,
+                                  .on_http_cb = wr_public_http_cb};
+  b->admin_cbs = (wr_ws_callbacks_t){.data = b, .on_http_cb = wr_admin_http_cb};
+  if ((rc = wr_ws_server_new(&b->ws, &b->loop, cfg, &b->ws_cbs, true)) != 0)
+    goto fail_handles;
+  if ((rc = wr_ws_server_listen(b->ws, cfg->server_host, cfg->server_port)) != 0) {
+    wr_error("main", "cannot listen on %s: %s (set server.listen)", cfg->server_listen,
+             strerror(-rc));
+    goto fail_handles;
+  }
+  if (cfg->admin_enabled) {
+    if ((rc = wr_ws_server_new(&b->admin, &b->loop, cfg, &b->admin_cbs, false)) != 0)
+      goto fail_handles;
+    if ((rc = wr_ws_server_listen(b->admin, cfg->admin_host, cfg->admin_port)) != 0) {
+      wr_error("main", "cannot listen on %s: %s (set admin.listen)", cfg->admin_listen,
+               strerror(-rc));
+      goto fail_handles;
+    }
+  }
+  b->listening = true;
+
+  b->amqp_cbs = (wr_amqp_callbacks_t){.data = b,
+                                      .deliver_cb = deliver_cb,
+                                      .next_verdict_cb = next_verdict_cb,
+                                      .state_cb = state_cb,
+                                      .queue_stats_cb = queue_stats_cb};
+  if ((rc = wr_amqp_new(&b->amqp, cfg, &b->amqp_cbs)) != 0)
+    goto fail_handles;
+  /* The AMQP thread must never take a signal meant for the loop. */
+  sigfillset(&set);
+  pthread_sigmask(SIG_BLOCK, &set, &old);
+  rc = wr_amqp_start(b->amqp);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != 0) {
+    wr_error("main", "cannot start the AMQP thread: %s", strerror(-rc));
+    wr_amqp_free(b->amqp);
+    b->amqp = NULL;
+    goto fail_handles;
+  }
+  wr_info("main", "warren %s listening on %s (path %s), admin on %s, ack mode %s", WARREN_VERSION,
+          cfg->server_listen, cfg->server_path, cfg->admin_enabled ? cfg->admin_listen : "off",
+          cfg->ack_mode == WR_ACK_WRITE ? "write" : "client");
+
+  uv_run(&b->loop, UV_RUN_DEFAULT);
+  status = 0;
+  wr_amqp_free(b->amqp);
+  goto done;
+
+fail_handles:
+  close_handles(b);
+  uv_run(&b->loop, UV_RUN_DEFAULT);
+done:
+  if (uv_loop_close(&b->loop) != 0)
+    wr_warn("main", "event loop closed with handles still open");
+  wr_ws_buf_unref(b->pong[0]);
+  wr_ws_buf_unref(b->pong[1]);
+  wr_index_close(&b->index);
+  wr_ring_close(&b->deliveries);
+  wr_ring_close(&b->commands);
+  free(b->overflow);
+  for (size_t i = 0; i < b->n_reloaded; i++) {
+    wr_config_close(b->reloaded[i]);
+    free(b->reloaded[i]);
+  }
+  pthread_mutex_destroy(&b->qstats_lock);
+  if (status == 0)
+    wr_info("main", "stopped cleanly");
+  free(b);
+  return status;
+fail_loop:
+  uv_loop_close(&b->loop);
+fail_free:
+  free(b);
+  return 1;
+}
