@@ -12,7 +12,7 @@ void wr_log_setup(wr_log_level_t level, wr_log_format_t format);
 /* True when a message at level would be written. */
 int wr_log_enabled(wr_log_level_t level);
 
-/* Writes one line: "2026-11-22T07:05:56.123Z info  amqp: connected to ..." or
+/* Writes one line: "2026-11-22T07:05:56.123Z INFO  amqp: connected to ..." or
  * {"ts":"…","level":"info","module":"amqp","msg":"…"}. module is a short
  * component name ("amqp", "ws", "bridge", "config", "main"). */
 void wr_log(wr_log_level_t level, const char *module, const char *fmt, ...)
