@@ -97,9 +97,12 @@ typedef struct wr_amqp_callbacks_s {
   /* AMQP thread. Returns the next delivery carrying a verdict, or NULL when
    * none is waiting. Ownership comes back to the AMQP thread. */
   wr_amqp_delivery_t *(*next_verdict_cb)(void *data);
-  /* AMQP thread. Connection state changes: consuming = true once basic.consume
-   * is ok on a new generation; false when the connection is lost or closed. */
-  void (*state_cb)(bool consuming, uint64_t generation, void *data);
+  /* AMQP thread. State changes: consuming = true once basic.consume is ok on
+   * a generation; false after basic.cancel, a broker-side consumer cancel or
+   * when the connection ends. lost = true only when the connection of that
+   * generation is gone (its unsettled deliveries will be redelivered, so
+   * their verdicts are useless). */
+  void (*state_cb)(bool consuming, bool lost, uint64_t generation, void *data);
   /* AMQP thread. Queue depths polled every admin.queue_poll_ms (may be NULL).
    * stats is borrowed for the call. */
   void (*queue_stats_cb)(const wr_amqp_queue_stat_t *stats, size_t n, void *data);

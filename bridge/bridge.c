@@ -27,9 +27,9 @@ static wr_amqp_delivery_t *next_verdict_cb(void *data) {
   return wr_ring_pop(&b->commands);
 }
 
-static void state_cb(bool consuming, uint64_t generation, void *data) {
+static void state_cb(bool consuming, bool lost, uint64_t generation, void *data) {
   wr_bridge_t *b = data;
-  if (!consuming) {
+  if (lost) {
     uint64_t cur = atomic_load(&b->lost_generation);
     while (cur < generation && !atomic_compare_exchange_weak(&b->lost_generation, &cur, generation))
       ;

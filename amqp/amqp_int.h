@@ -1,0 +1,168 @@
+/* Internals of amqp/: shared between its .c files and its unit tests only. */
+#ifndef WARREN_AMQP_INT_H
+#define WARREN_AMQP_INT_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/time.h>
+
+#include <amqp.h>
+#include <amqp_framing.h>
+
+#include "amqp/amqp.h"
+
+#define WR_AMQP_CH_CONSUME 1 /* topology, qos, consume, acks of originals */
+#define WR_AMQP_CH_PUBLISH 2 /* confirm.select; every ladder/park copy */
+#define WR_AMQP_CH_POLL 3    /* passive queue.declare for depths */
+#define WR_AMQP_CONSUMER_TAG "warren"
+#define WR_AMQP_FRAME_MAX 131072
+#define WR_AMQP_RPC_TIMEOUT_S 10
+#define WR_AMQP_NAME_MAX 256
+
+/* What the AMQP thread keeps with each delivery so that it can republish
+ * it: the whole envelope, which rabbitmq-c makes self-contained (its own pool
+ * for the properties and headers, a malloc'd body), so it stays valid after
+ * the connection it came from is destroyed. */
+typedef struct wr_amqp_dpriv_s {
+  amqp_envelope_t env;
+  size_t pending; /* copies published and not yet confirmed */
+  bool failed;    /* a copy was nacked or returned */
+} wr_amqp_dpriv_t;
+
+/* One publish on channel 2 waiting for its confirm. */
+typedef struct wr_amqp_pending_s {
+  uint64_t seq;
+  wr_amqp_delivery_t *d;
+  size_t pub; /* index in d->pubs */
+  bool returned;
+  bool settled;
+} wr_amqp_pending_t;
+
+struct wr_amqp_s {
+  const wr_config_t *cfg;
+  const wr_amqp_callbacks_t *cbs;
+  int efd; /* eventfd: wake-ups from other threads */
+  pthread_t thread;
+  bool started;
+  int stop_req;   /* atomic */
+  int cancel_req; /* atomic */
+  wr_amqp_stats_t stats;
+
+  /* Everything below belongs to the AMQP thread. */
+  amqp_connection_state_t conn; /* NULL while disconnected */
+  uint64_t generation;          /* of conn; deliveries of others are stale */
+  bool consuming;
+  bool cancelled;
+  bool stopping;
+  bool poll_channel_open;
+  uint64_t pub_seq; /* last publish sequence number on channel 2 */
+  wr_amqp_pending_t *pending;
+  size_t n_pending, cap_pending;
+  int64_t next_poll_ms;      /* monotonic */
+  int64_t last_keepalive_ms; /* monotonic, heartbeat sent while the sink is full */
+  uint32_t delays[WR_CONFIG_MAX_DELAYS];
+  size_t n_delays;
+};
+
+#define WR_AMQP_STAT_ADD(a, field, n) __atomic_fetch_add(&(a)->stats.field, (n), __ATOMIC_RELAXED)
+#define WR_AMQP_STAT_SUB(a, field, n) __atomic_fetch_sub(&(a)->stats.field, (n), __ATOMIC_RELAXED)
+#define WR_AMQP_STAT_SET(a, field, v) __atomic_store_n(&(a)->stats.field, (v), __ATOMIC_RELAXED)
+
+/* headers.c — pure helpers, no I/O. */
+
+/* Reads x-warren-attempt (any integer kind, clamped to 0..UINT32_MAX),
+ * x-warren-user (string; *user is malloc'd, NULL if absent) and
+ * x-warren-expires-at (any integer kind). Absent or ill-typed values give 0 /
+ * NULL. Returns 0 or -ENOMEM. */
+int wr_amqp_headers_parse(const amqp_table_t *t, uint32_t *attempt, char **user,
+                          int64_t *expires_at_ms);
+
+/* Builds the headers of a ladder/park copy: every entry of orig (may be NULL)
+ * whose key does not start with "x-warren-", then x-warren-attempt (I64),
+ * x-warren-user (if pub->user), x-warren-expires-at (I64, if non-zero),
+ * x-warren-reason (park, if pub->reason). out->entries is malloc'd (release
+ * with wr_amqp_headers_release); values are borrowed from orig and pub, which
+ * must outlive out. Returns 0 or -ENOMEM. */
+int wr_amqp_headers_build(const amqp_table_t *orig, const wr_amqp_pub_t *pub, amqp_table_t *out);
+void wr_amqp_headers_release(amqp_table_t *t);
+
+/* Finds key in t, NULL if absent. */
+const amqp_field_value_t *wr_amqp_table_get(const amqp_table_t *t, const char *key);
+
+/* Integer value of any integer field kind; returns false for other kinds. */
+bool wr_amqp_field_int(const amqp_field_value_t *v, int64_t *out);
+
+/* Reconnect delay for the n-th consecutive failure (n from 0): 100 ms × 2^n
+ * capped at 30 s, scaled by 0.75 + 0.5 × rnd / UINT32_MAX (±25% jitter). */
+uint32_t wr_amqp_backoff_ms(unsigned n, uint32_t rnd);
+
+/* The distinct values of cfg->retry_delays_ms in first-seen order; returns
+ * how many were written to out (at most WR_CONFIG_MAX_DELAYS). */
+size_t wr_amqp_delays_distinct(const wr_config_t *cfg, uint32_t *out);
+
+/* NUL-terminated malloc'd copy of b (NULL for b.bytes == NULL or on ENOMEM). */
+char *wr_amqp_bytes_strdup(amqp_bytes_t b);
+
+/* "Q" + suffix into buf; returns 0 or -ENAMETOOLONG (AMQP names are ≤ 255). */
+int wr_amqp_name_fmt(char *buf, size_t len, const char *queue, const char *suffix);
+
+/* connection.c */
+
+/* Opens a TCP or TLS connection to cfg->amqp_url and logs in with warren's
+ * client properties, heartbeat cfg->heartbeat_s and the RPC timeout. On
+ * failure writes a message to err and returns a negative errno. */
+int wr_amqp_conn_open(const wr_config_t *cfg, amqp_connection_state_t *out, char *err,
+                      size_t errlen);
+
+/* Sends connection.close (if graceful; it closes every channel too), then
+ * destroys the connection. NULL is a no-op. */
+void wr_amqp_conn_close(amqp_connection_state_t conn, bool graceful);
+
+/* Translates an RPC reply: 0 for AMQP_RESPONSE_NORMAL, else a negative errno
+ * and "<what>: <reason>" in err. */
+int wr_amqp_reply_err(amqp_rpc_reply_t r, const char *what, char *err, size_t errlen);
+
+/* Opens channel ch (an RPC). */
+int wr_amqp_channel_open(amqp_connection_state_t conn, amqp_channel_t ch, char *err, size_t errlen);
+
+/* topology.c */
+
+/* Declares exchange, Q, the ladder, Q.parked, Q.dlx and Q.dead on channel ch
+ * (DESIGN.md §2), idempotently. Returns 0 or a negative errno with a message
+ * naming the object and what to do in err. */
+int wr_amqp_topology_declare(amqp_connection_state_t conn, amqp_channel_t ch,
+                             const wr_config_t *cfg, char *err, size_t errlen);
+
+/* Passive queue.declare of Q, each ladder queue, Q.parked and Q.dead on
+ * channel WR_AMQP_CH_POLL (reopened after a failed declare closes it). Fills
+ * up to cap entries of out and sets *n. Returns 0, or a negative errno when
+ * the connection itself failed. */
+int wr_amqp_topology_poll(wr_amqp_t *a, wr_amqp_queue_stat_t *out, size_t cap, size_t *n);
+
+/* consume.c — the thread body */
+void *wr_amqp_thread_main(void *arg);
+
+/* publish.c — verdicts and confirms */
+
+/* Executes the verdict of d (takes ownership). Returns 0, or a negative
+ * errno when the connection failed (d has been freed or kept as pending). */
+int wr_amqp_verdict_run(wr_amqp_t *a, wr_amqp_delivery_t *d);
+
+/* basic.ack / basic.nack from channel 2. Returns 0 or a negative errno. */
+int wr_amqp_confirm_settle(wr_amqp_t *a, uint64_t tag, bool multiple, bool ok);
+
+/* basic.return on channel 2: reads the returned message and marks the copy it
+ * belongs to as failed. Returns 0 or a negative errno. */
+int wr_amqp_confirm_return(wr_amqp_t *a, const amqp_basic_return_t *ret);
+
+/* Drops every pending confirm (connection lost): the originals are freed
+ * unacked (the broker requeues them), publish_failures counts the copies. */
+void wr_amqp_confirm_drop_all(wr_amqp_t *a);
+
+/* Monotonic and wall clocks in ms. */
+int64_t wr_amqp_now_ms(void);
+int64_t wr_amqp_wall_ms(void);
+
+#endif

@@ -1,0 +1,415 @@
+/* Opening and closing rabbitmq-c connections, error translation, and the two
+ * blocking one-shot helpers (wr_amqp_check, wr_amqp_publish_once). */
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <unistd.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <amqp_ssl_socket.h>
+#include <amqp_tcp_socket.h>
+#include <openssl/ssl.h>
+
+#include "amqp/amqp_int.h"
+
+int64_t wr_amqp_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t wr_amqp_wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int status_errno(int status) {
+  switch (status) {
+  case AMQP_STATUS_NO_MEMORY:
+    return -ENOMEM;
+  case AMQP_STATUS_TIMEOUT:
+  case AMQP_STATUS_HEARTBEAT_TIMEOUT:
+    return -ETIMEDOUT;
+  case AMQP_STATUS_CONNECTION_CLOSED:
+  case AMQP_STATUS_SOCKET_CLOSED:
+    return -ECONNRESET;
+  case AMQP_STATUS_HOSTNAME_RESOLUTION_FAILED:
+    return -EHOSTUNREACH;
+  case AMQP_STATUS_INVALID_PARAMETER:
+  case AMQP_STATUS_BAD_URL:
+    return -EINVAL;
+  default:
+    return -EPROTO;
+  }
+}
+
+int wr_amqp_reply_err(amqp_rpc_reply_t r, const char *what, char *err, size_t errlen) {
+  switch (r.reply_type) {
+  case AMQP_RESPONSE_NORMAL:
+    return 0;
+  case AMQP_RESPONSE_NONE:
+    snprintf(err, errlen, "%s: no reply (missing RPC reply type)", what);
+    return -EPROTO;
+  case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+    snprintf(err, errlen, "%s: %s", what, amqp_error_string2(r.library_error));
+    return status_errno(r.library_error);
+  case AMQP_RESPONSE_SERVER_EXCEPTION:
+    if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+      const amqp_connection_close_t *m = r.reply.decoded;
+      snprintf(err, errlen, "%s: connection closed by broker: %u %.*s", what, m->reply_code,
+               (int)m->reply_text.len, (const char *)m->reply_text.bytes);
+      return m->reply_code == AMQP_ACCESS_REFUSED ? -EACCES : -ECONNRESET;
+    }
+    if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+      const amqp_channel_close_t *m = r.reply.decoded;
+      snprintf(err, errlen, "%s: %u %.*s", what, m->reply_code, (int)m->reply_text.len,
+               (const char *)m->reply_text.bytes);
+      switch (m->reply_code) {
+      case AMQP_ACCESS_REFUSED:
+        return -EACCES;
+      case AMQP_NOT_FOUND:
+        return -ENOENT;
+      case AMQP_PRECONDITION_FAILED:
+        return -EEXIST;
+      default:
+        return -EPROTO;
+      }
+    }
+    snprintf(err, errlen, "%s: unexpected server method 0x%08x", what, r.reply.id);
+    return -EPROTO;
+  }
+  snprintf(err, errlen, "%s: unknown reply", what);
+  return -EPROTO;
+}
+
+int wr_amqp_channel_open(amqp_connection_state_t conn, amqp_channel_t ch, char *err,
+                         size_t errlen) {
+  char what[64];
+  amqp_channel_open(conn, ch);
+  snprintf(what, sizeof(what), "cannot open channel %u", ch);
+  return wr_amqp_reply_err(amqp_get_rpc_reply(conn), what, err, errlen);
+}
+
+static void socket_tune(amqp_connection_state_t conn, uint32_t heartbeat_s) {
+  int fd = amqp_get_sockfd(conn);
+  int one = 1;
+
+  if (fd < 0)
+    return;
+  /* Acks and publishes are small frames that must leave now. */
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  /* rabbitmq-c 0.11 can wait forever in a send to a broker that stopped
+   * reading; with a user timeout the kernel fails the socket instead. */
+  unsigned int ut = (heartbeat_s > 0 ? heartbeat_s : 30) * 2u * 1000u;
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof(ut));
+}
+
+/* rabbitmq-c's own connect reports every failure as "a socket error
+ * occurred"; connecting ourselves keeps the reason (refused, unreachable,
+ * timed out) for the operator. Returns a non-blocking connected fd or a
+ * negative errno. */
+static int tcp_connect(const char *host, int port, int timeout_ms, char *why, size_t whylen) {
+  struct addrinfo hints, *res = NULL;
+  char portstr[16];
+  int last = ECONNREFUSED;
+
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  snprintf(portstr, sizeof(portstr), "%d", port);
+  int g = getaddrinfo(host, portstr, &hints, &res);
+  if (g != 0) {
+    snprintf(why, whylen, "cannot resolve host: %s", gai_strerror(g));
+    return -EHOSTUNREACH;
+  }
+  int64_t deadline = wr_amqp_now_ms() + timeout_ms;
+  for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+      last = errno;
+      continue;
+    }
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+      freeaddrinfo(res);
+      return fd;
+    }
+    if (errno == EINPROGRESS) {
+      struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+      int64_t left = deadline - wr_amqp_now_ms();
+      int pr = poll(&pfd, 1, left > 0 ? (int)left : 0);
+      if (pr > 0) {
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0) {
+          freeaddrinfo(res);
+          return fd;
+        }
+        last = soerr != 0 ? soerr : errno;
+      } else {
+        last = pr == 0 ? ETIMEDOUT : errno;
+      }
+    } else {
+      last = errno;
+    }
+    close(fd);
+  }
+  freeaddrinfo(res);
+  snprintf(why, whylen, "%s", strerror(last));
+  return -last;
+}
+
+static int tls_setup(amqp_socket_t *s, char *err, size_t errlen) {
+  SSL_CTX *ctx = amqp_ssl_socket_get_context(s);
+  /* rabbitmq-c loads no CA store by default: use the system one. */
+  if (ctx == NULL || SSL_CTX_set_default_verify_paths(ctx) != 1) {
+    snprintf(err, errlen, "cannot load the system CA store for amqps://");
+    return -EPROTO;
+  }
+  amqp_ssl_socket_set_verify_peer(s, 1);
+  amqp_ssl_socket_set_verify_hostname(s, 1);
+  return 0;
+}
+
+int wr_amqp_conn_open(const wr_config_t *cfg, amqp_connection_state_t *out, char *err,
+                      size_t errlen) {
+  struct amqp_connection_info ci;
+  amqp_connection_state_t conn = NULL;
+  amqp_socket_t *s;
+  char *url = strdup(cfg->amqp_url != NULL ? cfg->amqp_url : "");
+  int rc;
+
+  *out = NULL;
+  if (url == NULL)
+    return -ENOMEM;
+  /* amqp_parse_url writes into its argument and points ci into it. */
+  if (amqp_parse_url(url, &ci) != AMQP_STATUS_OK) {
+    /* Never echo the URL: it carries the password. */
+    snprintf(err, errlen,
+             "amqp.url is not a valid AMQP URL (expected amqp://user:pass@host:port/vhost)");
+    rc = -EINVAL;
+    goto fail_url;
+  }
+  /* By the AMQP URI spec "amqp://host/" names the empty vhost, but every
+   * operator who writes it (and our own default) means "/". */
+  if (ci.vhost == NULL || ci.vhost[0] == '\0')
+    ci.vhost = "/";
+  conn = amqp_new_connection();
+  if (conn == NULL) {
+    rc = -ENOMEM;
+    goto fail_url;
+  }
+  s = ci.ssl ? amqp_ssl_socket_new(conn) : amqp_tcp_socket_new(conn);
+  if (s == NULL) {
+    snprintf(err, errlen, "cannot create %s socket", ci.ssl ? "TLS" : "TCP");
+    rc = -ENOMEM;
+    goto fail_conn;
+  }
+  if (ci.ssl && (rc = tls_setup(s, err, errlen)) < 0)
+    goto fail_conn;
+
+  struct timeval tv = {.tv_sec = WR_AMQP_RPC_TIMEOUT_S, .tv_usec = 0};
+  if (ci.ssl) {
+    rc = amqp_socket_open_noblock(s, ci.host, ci.port, &tv);
+    if (rc != AMQP_STATUS_OK) {
+      snprintf(err, errlen, "cannot connect to %s:%d: %s", ci.host, ci.port,
+               amqp_error_string2(rc));
+      rc = status_errno(rc);
+      goto fail_conn;
+    }
+  } else {
+    char why[128];
+    int fd = tcp_connect(ci.host, ci.port, WR_AMQP_RPC_TIMEOUT_S * 1000, why, sizeof(why));
+    if (fd < 0) {
+      snprintf(err, errlen, "cannot connect to %s:%d: %s", ci.host, ci.port, why);
+      rc = fd;
+      goto fail_conn;
+    }
+    /* The fd stays non-blocking: rabbitmq-c's zero-timeout reads rely on it.
+     * The connection owns it from here and closes it when destroyed. */
+    amqp_tcp_socket_set_sockfd(s, fd);
+  }
+  socket_tune(conn, cfg->heartbeat_s);
+  amqp_set_rpc_timeout(conn, &tv);
+
+  amqp_table_entry_t caps[3];
+  caps[0].key = amqp_cstring_bytes("consumer_cancel_notify");
+  caps[0].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+  caps[0].value.value.boolean = 1;
+  caps[1].key = amqp_cstring_bytes("publisher_confirms");
+  caps[1].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+  caps[1].value.value.boolean = 1;
+  caps[2].key = amqp_cstring_bytes("basic.nack");
+  caps[2].value.kind = AMQP_FIELD_KIND_BOOLEAN;
+  caps[2].value.value.boolean = 1;
+  amqp_table_entry_t props[2];
+  props[0].key = amqp_cstring_bytes("connection_name");
+  props[0].value.kind = AMQP_FIELD_KIND_UTF8;
+  props[0].value.value.bytes = amqp_cstring_bytes("warren");
+  props[1].key = amqp_cstring_bytes("capabilities");
+  props[1].value.kind = AMQP_FIELD_KIND_TABLE;
+  props[1].value.value.table.num_entries = 3;
+  props[1].value.value.table.entries = caps;
+  amqp_table_t ptable = {.num_entries = 2, .entries = props};
+
+  amqp_rpc_reply_t r =
+      amqp_login_with_properties(conn, ci.vhost, 0, WR_AMQP_FRAME_MAX, (int)cfg->heartbeat_s,
+                                 &ptable, AMQP_SASL_METHOD_PLAIN, ci.user, ci.password);
+  if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+    char why[256];
+    rc = wr_amqp_reply_err(r, "login", why, sizeof(why));
+    /* RabbitMQ answers bad credentials by closing the socket, which
+     * rabbitmq-c reports as a closed connection. */
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+        r.library_error == AMQP_STATUS_CONNECTION_CLOSED) {
+      snprintf(err, errlen,
+               "login to %s:%d as %s refused (wrong credentials in amqp.url, or no access "
+               "to vhost %s)",
+               ci.host, ci.port, ci.user, ci.vhost);
+      rc = -EACCES;
+    } else {
+      snprintf(err, errlen, "%s:%d %s", ci.host, ci.port, why);
+    }
+    goto fail_conn;
+  }
+  free(url);
+  *out = conn;
+  return 0;
+
+fail_conn:
+  amqp_destroy_connection(conn);
+fail_url:
+  free(url);
+  return rc;
+}
+
+void wr_amqp_conn_close(amqp_connection_state_t conn, bool graceful) {
+  if (conn == NULL)
+    return;
+  /* amqp_destroy_connection does not say goodbye; the broker would log an
+   * abrupt close. Closing the connection closes its channels too. */
+  if (graceful)
+    amqp_connection_close(conn, AMQP_REPLY_SUCCESS);
+  amqp_destroy_connection(conn);
+}
+
+int wr_amqp_check(const wr_config_t *cfg, char *err, size_t errlen) {
+  amqp_connection_state_t conn;
+  int rc = wr_amqp_conn_open(cfg, &conn, err, errlen);
+  if (rc < 0)
+    return rc;
+  rc = wr_amqp_channel_open(conn, WR_AMQP_CH_CONSUME, err, errlen);
+  if (rc == 0)
+    rc = wr_amqp_topology_declare(conn, WR_AMQP_CH_CONSUME, cfg, err, errlen);
+  wr_amqp_conn_close(conn, true);
+  return rc;
+}
+
+/* Waits for the confirm of publish 1 on channel 1; a basic.return before it
+ * means unroutable. */
+static int wait_confirm(amqp_connection_state_t conn, uint32_t timeout_ms, char *err,
+                        size_t errlen) {
+  int64_t deadline = wr_amqp_now_ms() + timeout_ms;
+  bool returned = false;
+
+  for (;;) {
+    int64_t left = deadline - wr_amqp_now_ms();
+    if (left <= 0) {
+      snprintf(err, errlen, "no publisher confirm within %u ms", timeout_ms);
+      return -ETIMEDOUT;
+    }
+    struct timeval tv = {.tv_sec = left / 1000, .tv_usec = (left % 1000) * 1000};
+    amqp_frame_t f;
+    int st = amqp_simple_wait_frame_noblock(conn, &f, &tv);
+    if (st == AMQP_STATUS_TIMEOUT)
+      continue;
+    if (st != AMQP_STATUS_OK) {
+      snprintf(err, errlen, "waiting for the confirm: %s", amqp_error_string2(st));
+      return status_errno(st);
+    }
+    if (f.frame_type != AMQP_FRAME_METHOD)
+      continue;
+    switch (f.payload.method.id) {
+    case AMQP_BASIC_ACK_METHOD:
+      if (returned) {
+        snprintf(err, errlen, "message returned: unroutable (no queue bound for this key)");
+        return -EPROTO;
+      }
+      return 0;
+    case AMQP_BASIC_NACK_METHOD:
+      snprintf(err, errlen, "message nacked by the broker");
+      return -EPROTO;
+    case AMQP_BASIC_RETURN_METHOD: {
+      amqp_message_t m;
+      amqp_rpc_reply_t r = amqp_read_message(conn, f.channel, &m, 0);
+      if (r.reply_type != AMQP_RESPONSE_NORMAL)
+        return wr_amqp_reply_err(r, "reading a returned message", err, errlen);
+      amqp_destroy_message(&m);
+      returned = true;
+      break;
+    }
+    case AMQP_CHANNEL_CLOSE_METHOD: {
+      amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
+                            .reply = f.payload.method};
+      return wr_amqp_reply_err(r, "publish", err, errlen);
+    }
+    case AMQP_CONNECTION_CLOSE_METHOD: {
+      amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION,
+                            .reply = f.payload.method};
+      return wr_amqp_reply_err(r, "publish", err, errlen);
+    }
+    default:
+      break;
+    }
+  }
+}
+
+int wr_amqp_publish_once(const wr_config_t *cfg, const char *routing_key, const uint8_t *body,
+                         size_t len, const char *content_type, const char *message_id,
+                         uint32_t timeout_ms, char *err, size_t errlen) {
+  amqp_connection_state_t conn;
+  int rc = wr_amqp_conn_open(cfg, &conn, err, errlen);
+  if (rc < 0)
+    return rc;
+  rc = wr_amqp_channel_open(conn, 1, err, errlen);
+  if (rc < 0)
+    goto out;
+  amqp_confirm_select(conn, 1);
+  rc = wr_amqp_reply_err(amqp_get_rpc_reply(conn), "confirm.select", err, errlen);
+  if (rc < 0)
+    goto out;
+
+  amqp_basic_properties_t p;
+  memset(&p, 0, sizeof(p));
+  p._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG;
+  p.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+  p.timestamp = (uint64_t)(wr_amqp_wall_ms() / 1000);
+  if (content_type != NULL) {
+    p._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+    p.content_type = amqp_cstring_bytes(content_type);
+  }
+  if (message_id != NULL) {
+    p._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+    p.message_id = amqp_cstring_bytes(message_id);
+  }
+  amqp_bytes_t b = {.len = len, .bytes = (void *)body};
+  int st =
+      amqp_basic_publish(conn, 1, amqp_cstring_bytes(cfg->exchange),
+                         amqp_cstring_bytes(routing_key != NULL ? routing_key : ""), 1, 0, &p, b);
+  if (st != AMQP_STATUS_OK) {
+    snprintf(err, errlen, "publish to exchange %s: %s", cfg->exchange, amqp_error_string2(st));
+    rc = status_errno(st);
+    goto out;
+  }
+  rc = wait_confirm(conn, timeout_ms, err, errlen);
+out:
+  wr_amqp_conn_close(conn, rc != -ETIMEDOUT);
+  return rc;
+}

@@ -1,0 +1,435 @@
+/* The AMQP thread: connect, declare, consume, hand deliveries to the sink,
+ * execute verdicts, reconnect. The only code that touches the connection. */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config/log.h"
+#include "amqp/amqp_int.h"
+
+#define DRAIN_BATCH 256      /* deliveries read per loop turn before verdicts run */
+#define STOP_CONFIRM_MS 5000 /* how long stop waits for outstanding confirms */
+
+static bool stop_requested(const wr_amqp_t *a) {
+  return __atomic_load_n(&a->stop_req, __ATOMIC_ACQUIRE) != 0;
+}
+
+static void efd_drain(wr_amqp_t *a) {
+  uint64_t v;
+  while (read(a->efd, &v, sizeof(v)) == (ssize_t)sizeof(v))
+    ;
+}
+
+static int drain_verdicts(wr_amqp_t *a) {
+  wr_amqp_delivery_t *d;
+  int rc = 0;
+  while ((d = a->cbs->next_verdict_cb(a->cbs->data)) != NULL) {
+    int r = wr_amqp_verdict_run(a, d);
+    if (r < 0 && rc == 0)
+      rc = r;
+  }
+  return rc;
+}
+
+static uint32_t hb_half_ms(const wr_amqp_t *a) {
+  uint32_t hb = a->cfg->heartbeat_s;
+  return hb == 0 ? 1000 : hb * 500;
+}
+
+/* While the sink is full nothing else is sent; a bare heartbeat frame keeps
+ * the broker from declaring us dead. */
+static int keepalive(wr_amqp_t *a) {
+  int64_t now = wr_amqp_now_ms();
+  if (a->cfg->heartbeat_s == 0 || now - a->last_keepalive_ms < hb_half_ms(a))
+    return 0;
+  a->last_keepalive_ms = now;
+  amqp_frame_t hb;
+  memset(&hb, 0, sizeof(hb));
+  hb.frame_type = AMQP_FRAME_HEARTBEAT;
+  hb.channel = 0;
+  return amqp_send_frame(a->conn, &hb) == AMQP_STATUS_OK ? 0 : -ECONNRESET;
+}
+
+static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, amqp_envelope_t *env) {
+  wr_amqp_delivery_t *d = calloc(1, sizeof(*d));
+  wr_amqp_dpriv_t *p = calloc(1, sizeof(*p));
+  const amqp_basic_properties_t *pr = &env->message.properties;
+
+  if (d == NULL || p == NULL)
+    goto fail;
+  p->env = *env;
+  d->priv = p;
+  d->tag = env->delivery_tag;
+  d->generation = a->generation;
+  d->redelivered = env->redelivered != 0;
+  d->consumed_at_ms = wr_amqp_wall_ms();
+  d->body = env->message.body.bytes;
+  d->body_len = env->message.body.len;
+  if ((pr->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) &&
+      (d->content_type = wr_amqp_bytes_strdup(pr->content_type)) == NULL)
+    goto fail;
+  if ((pr->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) &&
+      (d->message_id = wr_amqp_bytes_strdup(pr->message_id)) == NULL)
+    goto fail;
+  if (pr->_flags & AMQP_BASIC_TIMESTAMP_FLAG)
+    d->timestamp_s = pr->timestamp > (uint64_t)INT64_MAX ? 0 : (int64_t)pr->timestamp;
+  if (wr_amqp_headers_parse((pr->_flags & AMQP_BASIC_HEADERS_FLAG) ? &pr->headers : NULL,
+                            &d->attempt, &d->target_user, &d->expires_at_ms) < 0)
+    goto fail;
+  return d;
+
+fail:
+  /* The envelope stays with the caller on failure. */
+  if (d != NULL) {
+    d->priv = NULL;
+    d->body = NULL;
+    wr_amqp_delivery_free(d);
+  }
+  free(p);
+  return NULL;
+}
+
+static int on_delivery(wr_amqp_t *a, amqp_envelope_t *env) {
+  uint64_t tag = env->delivery_tag;
+
+  if (env->channel != WR_AMQP_CH_CONSUME) {
+    amqp_destroy_envelope(env);
+    return 0;
+  }
+  WR_AMQP_STAT_ADD(a, consumed, 1);
+  if (a->stopping) {
+    /* Nobody will decide on it any more; closing the channel requeues it. */
+    amqp_destroy_envelope(env);
+    return 0;
+  }
+  wr_amqp_delivery_t *d = delivery_build(a, env);
+  if (d == NULL) {
+    amqp_destroy_envelope(env);
+    wr_warn("amqp", "out of memory for delivery %llu; requeueing it", (unsigned long long)tag);
+    return amqp_basic_nack(a->conn, WR_AMQP_CH_CONSUME, tag, 0, 1) == AMQP_STATUS_OK ? 0
+                                                                                     : -ECONNRESET;
+  }
+  WR_AMQP_STAT_ADD(a, unacked, 1);
+  for (;;) {
+    int rc = a->cbs->deliver_cb(d, a->cbs->data);
+    if (rc == 0)
+      return 0;
+    if (rc != -ENOSPC || stop_requested(a)) {
+      wr_warn("amqp", "delivery %llu refused by the sink (%s); requeueing it",
+              (unsigned long long)tag, strerror(-rc));
+      d->verdict = WR_VERDICT_REQUEUE;
+      return wr_amqp_verdict_run(a, d);
+    }
+    /* The ring is full (it should not be: prefetch ≤ capacity); wait for the
+     * loop thread, which never blocks, to make room. */
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = 1000000};
+    nanosleep(&ts, NULL);
+    if (keepalive(a) < 0)
+      return -ECONNRESET;
+  }
+}
+
+static int server_close(wr_amqp_t *a, const amqp_method_t *m) {
+  char err[512];
+  amqp_rpc_reply_t r = {.reply_type = AMQP_RESPONSE_SERVER_EXCEPTION, .reply = *m};
+  int rc = wr_amqp_reply_err(r, "broker closed", err, sizeof(err));
+  wr_warn("amqp", "%s", err);
+  if (m->id == AMQP_CONNECTION_CLOSE_METHOD) {
+    amqp_connection_close_ok_t ok = {0};
+    amqp_send_method(a->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+  }
+  return rc < 0 ? rc : -ECONNRESET;
+}
+
+static int consume_start(wr_amqp_t *a, char *err, size_t errlen) {
+  amqp_basic_consume(a->conn, WR_AMQP_CH_CONSUME, amqp_cstring_bytes(a->cfg->queue),
+                     amqp_cstring_bytes(WR_AMQP_CONSUMER_TAG), 0, 0, 0, amqp_empty_table);
+  char what[WR_AMQP_NAME_MAX + 32];
+  snprintf(what, sizeof(what), "cannot consume from %s", a->cfg->queue);
+  int rc = wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), what, err, errlen);
+  if (rc == 0)
+    a->consuming = true;
+  return rc;
+}
+
+/* The broker cancelled our consumer: the queue was deleted (or, for quorum
+ * queues, lost its leader). Put the topology back and consume again on the
+ * same channel, so unsettled tags stay valid. */
+static int on_broker_cancel(wr_amqp_t *a) {
+  char err[512];
+  wr_error("amqp",
+           "the broker cancelled the consumer on %s (queue deleted?); redeclaring the "
+           "topology and consuming again",
+           a->cfg->queue);
+  a->consuming = false;
+  a->cbs->state_cb(false, false, a->generation, a->cbs->data);
+  WR_AMQP_STAT_SET(a, connected, 0);
+  int rc = wr_amqp_topology_declare(a->conn, WR_AMQP_CH_CONSUME, a->cfg, err, sizeof(err));
+  if (rc == 0 && !a->cancelled)
+    rc = consume_start(a, err, sizeof(err));
+  if (rc < 0) {
+    wr_error("amqp", "%s", err);
+    return rc;
+  }
+  if (a->consuming) {
+    WR_AMQP_STAT_SET(a, connected, 1);
+    a->cbs->state_cb(true, false, a->generation, a->cbs->data);
+  }
+  return 0;
+}
+
+static int on_frame(wr_amqp_t *a, const amqp_frame_t *f) {
+  if (f->frame_type != AMQP_FRAME_METHOD)
+    return 0;
+  const amqp_method_t *m = &f->payload.method;
+  switch (m->id) {
+  case AMQP_BASIC_ACK_METHOD: {
+    const amqp_basic_ack_t *ack = m->decoded;
+    if (f->channel != WR_AMQP_CH_PUBLISH)
+      return 0;
+    return wr_amqp_confirm_settle(a, ack->delivery_tag, ack->multiple != 0, true);
+  }
+  case AMQP_BASIC_NACK_METHOD: {
+    const amqp_basic_nack_t *nack = m->decoded;
+    if (f->channel != WR_AMQP_CH_PUBLISH)
+      return 0;
+    return wr_amqp_confirm_settle(a, nack->delivery_tag, nack->multiple != 0, false);
+  }
+  case AMQP_BASIC_RETURN_METHOD:
+    return wr_amqp_confirm_return(a, m->decoded);
+  case AMQP_BASIC_CANCEL_METHOD:
+    if (f->channel != WR_AMQP_CH_CONSUME)
+      return 0;
+    return on_broker_cancel(a);
+  case AMQP_CHANNEL_CLOSE_METHOD:
+  case AMQP_CONNECTION_CLOSE_METHOD:
+    return server_close(a, m);
+  default:
+    return 0;
+  }
+}
+
+/* Reads what the connection has buffered or the socket holds, without
+ * waiting. Each call into rabbitmq-c also sends a heartbeat when one is due
+ * and notices a broker that has been silent too long. */
+static int drain_frames(wr_amqp_t *a) {
+  char err[512];
+  for (int i = 0; i < DRAIN_BATCH; i++) {
+    amqp_envelope_t env;
+    struct timeval zero = {0, 0};
+    amqp_maybe_release_buffers(a->conn);
+    amqp_rpc_reply_t r = amqp_consume_message(a->conn, &env, &zero, 0);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+      int rc = on_delivery(a, &env);
+      if (rc < 0)
+        return rc;
+      continue;
+    }
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
+      if (r.library_error == AMQP_STATUS_TIMEOUT)
+        return 0;
+      if (r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
+        amqp_frame_t f;
+        int st = amqp_simple_wait_frame(a->conn, &f);
+        if (st != AMQP_STATUS_OK) {
+          wr_warn("amqp", "connection lost: %s", amqp_error_string2(st));
+          return -ECONNRESET;
+        }
+        int rc = on_frame(a, &f);
+        if (rc < 0)
+          return rc;
+        continue;
+      }
+    }
+    int rc = wr_amqp_reply_err(r, "connection lost", err, sizeof(err));
+    wr_warn("amqp", "%s", err);
+    return rc < 0 ? rc : -ECONNRESET;
+  }
+  return 0;
+}
+
+static int poll_queues(wr_amqp_t *a) {
+  wr_amqp_queue_stat_t st[WR_CONFIG_MAX_DELAYS + 3];
+  size_t n = 0;
+  int64_t now = wr_amqp_now_ms();
+
+  if (a->cbs->queue_stats_cb == NULL || now < a->next_poll_ms)
+    return 0;
+  a->next_poll_ms = now + (a->cfg->queue_poll_ms ? a->cfg->queue_poll_ms : 5000);
+  int rc = wr_amqp_topology_poll(a, st, sizeof(st) / sizeof(st[0]), &n);
+  if (rc < 0)
+    return rc;
+  a->cbs->queue_stats_cb(st, n, a->cbs->data);
+  return 0;
+}
+
+static void do_cancel(wr_amqp_t *a) {
+  a->cancelled = true;
+  if (a->conn == NULL || !a->consuming)
+    return;
+  /* An RPC: deliveries already on the wire are queued by rabbitmq-c and
+   * still reach the sink afterwards. */
+  amqp_basic_cancel(a->conn, WR_AMQP_CH_CONSUME, amqp_cstring_bytes(WR_AMQP_CONSUMER_TAG));
+  char err[256];
+  if (wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), "basic.cancel", err, sizeof(err)) < 0)
+    wr_warn("amqp", "%s", err);
+  a->consuming = false;
+  WR_AMQP_STAT_SET(a, connected, 0);
+  a->cbs->state_cb(false, false, a->generation, a->cbs->data);
+}
+
+static int session_open(wr_amqp_t *a, char *err, size_t errlen) {
+  int rc = wr_amqp_conn_open(a->cfg, &a->conn, err, errlen);
+  if (rc < 0)
+    return rc;
+  a->generation++;
+  a->pub_seq = 0;
+  a->poll_channel_open = false;
+  a->consuming = false;
+  a->next_poll_ms = 0;
+  a->last_keepalive_ms = wr_amqp_now_ms();
+  if ((rc = wr_amqp_channel_open(a->conn, WR_AMQP_CH_CONSUME, err, errlen)) < 0 ||
+      (rc = wr_amqp_topology_declare(a->conn, WR_AMQP_CH_CONSUME, a->cfg, err, errlen)) < 0)
+    return rc;
+  uint16_t prefetch = a->cfg->prefetch > 65535 ? 65535 : (uint16_t)a->cfg->prefetch;
+  amqp_basic_qos(a->conn, WR_AMQP_CH_CONSUME, 0, prefetch, 0);
+  if ((rc = wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), "basic.qos", err, errlen)) < 0)
+    return rc;
+  if ((rc = wr_amqp_channel_open(a->conn, WR_AMQP_CH_PUBLISH, err, errlen)) < 0)
+    return rc;
+  amqp_confirm_select(a->conn, WR_AMQP_CH_PUBLISH);
+  if ((rc = wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), "confirm.select", err, errlen)) < 0)
+    return rc;
+  if (!a->cancelled && (rc = consume_start(a, err, errlen)) < 0)
+    return rc;
+  return 0;
+}
+
+static void session_close(wr_amqp_t *a, bool graceful) {
+  bool was = a->consuming;
+  wr_amqp_confirm_drop_all(a);
+  wr_amqp_conn_close(a->conn, graceful);
+  a->conn = NULL;
+  a->consuming = false;
+  WR_AMQP_STAT_SET(a, connected, 0);
+  WR_AMQP_STAT_SET(a, unacked, 0);
+  (void)was;
+  a->cbs->state_cb(false, true, a->generation, a->cbs->data);
+}
+
+/* Runs one connection until it fails (negative errno) or stop completes (0). */
+static int session_run(wr_amqp_t *a) {
+  int64_t stop_deadline = 0;
+
+  for (;;) {
+    int rc;
+    if (stop_requested(a) && !a->stopping) {
+      a->stopping = true;
+      stop_deadline = wr_amqp_now_ms() + STOP_CONFIRM_MS;
+      if (a->consuming)
+        do_cancel(a);
+    } else if (!a->cancelled && __atomic_load_n(&a->cancel_req, __ATOMIC_ACQUIRE)) {
+      do_cancel(a);
+    }
+    if ((rc = drain_verdicts(a)) < 0)
+      return rc;
+    if (a->stopping) {
+      if (a->n_pending == 0)
+        return 0;
+      if (wr_amqp_now_ms() >= stop_deadline) {
+        wr_warn("amqp",
+                "stopping with %zu publish(es) unconfirmed; their originals will be "
+                "redelivered",
+                a->n_pending);
+        return 0;
+      }
+    }
+    if ((rc = drain_frames(a)) < 0)
+      return rc;
+    if (!a->stopping && (rc = poll_queues(a)) < 0)
+      return rc;
+
+    int64_t now = wr_amqp_now_ms();
+    int64_t timeout = hb_half_ms(a);
+    if (a->cbs->queue_stats_cb != NULL && a->next_poll_ms - now < timeout)
+      timeout = a->next_poll_ms - now;
+    if (a->stopping && timeout > 50)
+      timeout = 50;
+    /* Data rabbitmq-c has already read (or frames it queued during an RPC)
+     * will never wake poll(). */
+    if (amqp_frames_enqueued(a->conn) || amqp_data_in_buffer(a->conn))
+      timeout = 0;
+    if (timeout < 0)
+      timeout = 0;
+    struct pollfd pfd[2] = {{.fd = amqp_get_sockfd(a->conn), .events = POLLIN},
+                            {.fd = a->efd, .events = POLLIN}};
+    if (poll(pfd, 2, (int)timeout) < 0 && errno != EINTR) {
+      wr_error("amqp", "poll: %s", strerror(errno));
+      return -errno;
+    }
+    if (pfd[1].revents & POLLIN)
+      efd_drain(a);
+  }
+}
+
+/* Sleeps until deadline or stop, freeing (as stale) any verdict that comes
+ * back meanwhile: the connection they belong to is gone. */
+static void backoff_wait(wr_amqp_t *a, uint32_t ms) {
+  int64_t deadline = wr_amqp_now_ms() + ms;
+  for (;;) {
+    drain_verdicts(a);
+    int64_t left = deadline - wr_amqp_now_ms();
+    if (left <= 0 || stop_requested(a))
+      return;
+    struct pollfd pfd = {.fd = a->efd, .events = POLLIN};
+    if (poll(&pfd, 1, (int)left) > 0)
+      efd_drain(a);
+  }
+}
+
+void *wr_amqp_thread_main(void *arg) {
+  wr_amqp_t *a = arg;
+  unsigned failures = 0;
+  uint32_t seed = (uint32_t)wr_amqp_now_ms() ^ (uint32_t)(uintptr_t)a;
+  char err[512];
+
+  a->n_delays = wr_amqp_delays_distinct(a->cfg, a->delays);
+  while (!stop_requested(a)) {
+    int rc = session_open(a, err, sizeof(err));
+    if (rc == 0) {
+      if (a->generation > 1)
+        WR_AMQP_STAT_ADD(a, reconnects, 1);
+      wr_info("amqp", "connected (generation %llu), consuming %s with prefetch %u",
+              (unsigned long long)a->generation, a->cfg->queue, a->cfg->prefetch);
+      failures = 0;
+      if (a->consuming) {
+        WR_AMQP_STAT_SET(a, connected, 1);
+        a->cbs->state_cb(true, false, a->generation, a->cbs->data);
+      }
+      rc = session_run(a);
+      session_close(a, rc == 0);
+      if (rc == 0)
+        break;
+      wr_warn("amqp", "disconnected from the broker (generation %llu): %s; reconnecting",
+              (unsigned long long)a->generation, strerror(-rc));
+    } else {
+      wr_warn("amqp", "%s", err);
+      if (a->conn != NULL)
+        session_close(a, false);
+    }
+    if (stop_requested(a))
+      break;
+    seed = seed * 1103515245u + 12345u;
+    uint32_t ms = wr_amqp_backoff_ms(failures < 20 ? failures : 20, seed);
+    failures++;
+    wr_info("amqp", "reconnecting in %u ms", ms);
+    backoff_wait(a, ms);
+  }
+  /* Verdicts still waiting belong to a connection that is gone. */
+  drain_verdicts(a);
+  return NULL;
+}

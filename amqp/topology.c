@@ -1,0 +1,193 @@
+/* The broker objects warren needs (DESIGN.md §2), declared idempotently on
+ * every connect, and the passive declares that measure their depths. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "config/log.h"
+#include "amqp/amqp_int.h"
+
+static int declare_exchange(amqp_connection_state_t c, amqp_channel_t ch, const char *name,
+                            const char *type, char *err, size_t errlen) {
+  char why[512];
+  amqp_exchange_declare(c, ch, amqp_cstring_bytes(name), amqp_cstring_bytes(type), 0, 1, 0, 0,
+                        amqp_empty_table);
+  int rc = wr_amqp_reply_err(amqp_get_rpc_reply(c), "", why, sizeof(why));
+  if (rc == -EEXIST)
+    snprintf(err, errlen,
+             "cannot declare exchange %s (%s, durable)%s; it exists with another type or "
+             "arguments: delete it or choose another name",
+             name, type, why);
+  else if (rc < 0)
+    snprintf(err, errlen, "cannot declare exchange %s%s", name, why);
+  return rc;
+}
+
+static int declare_queue(amqp_connection_state_t c, amqp_channel_t ch, const char *name,
+                         amqp_table_t args, wr_queue_type_t type, char *err, size_t errlen) {
+  char why[512];
+  amqp_queue_declare(c, ch, amqp_cstring_bytes(name), 0, 1, 0, 0, args);
+  int rc = wr_amqp_reply_err(amqp_get_rpc_reply(c), "", why, sizeof(why));
+  if (rc == -EEXIST)
+    snprintf(err, errlen,
+             "cannot declare queue %s%s; it exists with other arguments (x-queue-type "
+             "differs?): delete it or set amqp.queue_type=%s",
+             name, why, type == WR_QUEUE_QUORUM ? "classic" : "quorum");
+  else if (rc < 0)
+    snprintf(err, errlen, "cannot declare queue %s%s", name, why);
+  return rc;
+}
+
+static int bind_queue(amqp_connection_state_t c, amqp_channel_t ch, const char *queue,
+                      const char *exchange, const char *key, char *err, size_t errlen) {
+  char why[512];
+  amqp_queue_bind(c, ch, amqp_cstring_bytes(queue), amqp_cstring_bytes(exchange),
+                  amqp_cstring_bytes(key), amqp_empty_table);
+  int rc = wr_amqp_reply_err(amqp_get_rpc_reply(c), "", why, sizeof(why));
+  if (rc < 0)
+    snprintf(err, errlen, "cannot bind queue %s to exchange %s with key \"%s\"%s", queue, exchange,
+             key, why);
+  return rc;
+}
+
+static void set_str(amqp_table_entry_t *e, const char *k, const char *v) {
+  e->key = amqp_cstring_bytes(k);
+  e->value.kind = AMQP_FIELD_KIND_UTF8;
+  e->value.value.bytes = amqp_cstring_bytes(v);
+}
+
+int wr_amqp_topology_declare(amqp_connection_state_t c, amqp_channel_t ch, const wr_config_t *cfg,
+                             char *err, size_t errlen) {
+  const char *q = cfg->queue;
+  bool quorum = cfg->queue_type == WR_QUEUE_QUORUM;
+  char retry_x[WR_AMQP_NAME_MAX], parked[WR_AMQP_NAME_MAX], dlx[WR_AMQP_NAME_MAX],
+      dead[WR_AMQP_NAME_MAX], name[WR_AMQP_NAME_MAX];
+  uint32_t delays[WR_CONFIG_MAX_DELAYS];
+  size_t n_delays = wr_amqp_delays_distinct(cfg, delays);
+  amqp_table_entry_t e[4];
+  amqp_table_t args = {.num_entries = 0, .entries = e};
+  int rc;
+
+  if (wr_amqp_name_fmt(retry_x, sizeof(retry_x), q, ".retry") < 0 ||
+      wr_amqp_name_fmt(parked, sizeof(parked), q, ".parked") < 0 ||
+      wr_amqp_name_fmt(dlx, sizeof(dlx), q, ".dlx") < 0 ||
+      wr_amqp_name_fmt(dead, sizeof(dead), q, ".dead") < 0 ||
+      wr_amqp_name_fmt(name, sizeof(name), q, ".retry.4294967295") < 0) {
+    snprintf(err, errlen, "amqp.queue is too long: queue names derived from it exceed 255 bytes");
+    return -ENAMETOOLONG;
+  }
+
+  if ((rc = declare_exchange(c, ch, cfg->exchange, "topic", err, errlen)) < 0)
+    return rc;
+
+  /* Classic queues get no x-queue-type at all so that a queue declared by an
+   * older warren (or by hand) without it still matches. */
+  set_str(&e[0], "x-dead-letter-exchange", dlx);
+  args.num_entries = 1;
+  if (quorum)
+    set_str(&e[args.num_entries++], "x-queue-type", "quorum");
+  if ((rc = declare_queue(c, ch, q, args, cfg->queue_type, err, errlen)) < 0)
+    return rc;
+  if ((rc = bind_queue(c, ch, q, cfg->exchange, "#", err, errlen)) < 0)
+    return rc;
+
+  if ((rc = declare_exchange(c, ch, retry_x, "direct", err, errlen)) < 0)
+    return rc;
+  for (size_t i = 0; i < n_delays; i++) {
+    char key[16];
+    snprintf(key, sizeof(key), "%u", delays[i]);
+    snprintf(name, sizeof(name), "%s.retry.%u", q, delays[i]);
+    e[0].key = amqp_cstring_bytes("x-message-ttl");
+    e[0].value.kind = AMQP_FIELD_KIND_I64;
+    e[0].value.value.i64 = delays[i];
+    set_str(&e[1], "x-dead-letter-exchange", "");
+    set_str(&e[2], "x-dead-letter-routing-key", q);
+    args.num_entries = 3;
+    if (quorum)
+      set_str(&e[args.num_entries++], "x-queue-type", "quorum");
+    if ((rc = declare_queue(c, ch, name, args, cfg->queue_type, err, errlen)) < 0)
+      return rc;
+    if ((rc = bind_queue(c, ch, name, retry_x, key, err, errlen)) < 0)
+      return rc;
+  }
+
+  args.num_entries = 0;
+  if (quorum)
+    set_str(&e[args.num_entries++], "x-queue-type", "quorum");
+  if ((rc = declare_queue(c, ch, parked, args, cfg->queue_type, err, errlen)) < 0)
+    return rc;
+
+  if ((rc = declare_exchange(c, ch, dlx, "fanout", err, errlen)) < 0)
+    return rc;
+  if ((rc = declare_queue(c, ch, dead, amqp_empty_table, WR_QUEUE_CLASSIC, err, errlen)) < 0)
+    return rc;
+  return bind_queue(c, ch, dead, dlx, "", err, errlen);
+}
+
+/* A failed passive declare closes the channel: acknowledge the close and open
+ * it again for the next queue. */
+static int reopen_poll_channel(wr_amqp_t *a) {
+  char err[256];
+  amqp_channel_close_ok_t ok = {0};
+  if (amqp_send_method(a->conn, WR_AMQP_CH_POLL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) !=
+      AMQP_STATUS_OK)
+    return -ECONNRESET;
+  a->poll_channel_open = false;
+  int rc = wr_amqp_channel_open(a->conn, WR_AMQP_CH_POLL, err, sizeof(err));
+  if (rc < 0) {
+    wr_warn("amqp", "%s", err);
+    return rc;
+  }
+  a->poll_channel_open = true;
+  return 0;
+}
+
+static int poll_one(wr_amqp_t *a, wr_amqp_queue_stat_t *st) {
+  amqp_queue_declare_ok_t *ok = amqp_queue_declare(
+      a->conn, WR_AMQP_CH_POLL, amqp_cstring_bytes(st->name), 1, 0, 0, 0, amqp_empty_table);
+  amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);
+
+  st->messages = -1;
+  st->consumers = -1;
+  if (r.reply_type == AMQP_RESPONSE_NORMAL && ok != NULL) {
+    st->messages = ok->message_count;
+    st->consumers = ok->consumer_count;
+    return 0;
+  }
+  if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD)
+    return reopen_poll_channel(a);
+  char err[512];
+  int rc = wr_amqp_reply_err(r, "connection lost while polling queue depths", err, sizeof(err));
+  wr_warn("amqp", "%s", err);
+  return rc < 0 ? rc : -ECONNRESET;
+}
+
+int wr_amqp_topology_poll(wr_amqp_t *a, wr_amqp_queue_stat_t *out, size_t cap, size_t *n) {
+  const char *q = a->cfg->queue;
+  size_t k = 0;
+  int rc;
+
+  *n = 0;
+  if (!a->poll_channel_open) {
+    char err[256];
+    if ((rc = wr_amqp_channel_open(a->conn, WR_AMQP_CH_POLL, err, sizeof(err))) < 0) {
+      wr_warn("amqp", "%s", err);
+      return rc;
+    }
+    a->poll_channel_open = true;
+  }
+  if (k < cap)
+    snprintf(out[k++].name, sizeof(out->name), "%s", q);
+  for (size_t i = 0; i < a->n_delays && k < cap; i++)
+    snprintf(out[k++].name, sizeof(out->name), "%s.retry.%u", q, a->delays[i]);
+  if (k < cap)
+    snprintf(out[k++].name, sizeof(out->name), "%s.parked", q);
+  if (k < cap)
+    snprintf(out[k++].name, sizeof(out->name), "%s.dead", q);
+  for (size_t i = 0; i < k; i++) {
+    if ((rc = poll_one(a, &out[i])) < 0)
+      return rc;
+  }
+  *n = k;
+  return 0;
+}
