@@ -1,0 +1,712 @@
+/* Tests for bridge/envelope.c. MessagePack bodies are built with msgpack-c's
+ * packer directly, so decoding is checked against an independent encoder. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <msgpack.h>
+
+#include "bridge/envelope_int.h"
+
+#define MAX_BODY 65536
+#define BASE_MS 1700000000000LL
+
+static wr_env_result_t dec_ct(wr_envelope_t *env, const char *body, const char *ct) {
+  return wr_envelope_decode(env, (const uint8_t *)body, strlen(body), ct, NULL, MAX_BODY, BASE_MS);
+}
+
+static wr_env_result_t dec(wr_envelope_t *env, const char *body) {
+  return dec_ct(env, body, "application/json");
+}
+
+/* Decodes body as JSON and expects reason r; checks env holds nothing. */
+static void expect_json(const char *body, wr_env_result_t r) {
+  wr_envelope_t env;
+  wr_env_result_t got = dec(&env, body);
+  if (got != r)
+    fail_msg("body %s: got %s, want %s", body, wr_env_result_str(got), wr_env_result_str(r));
+  if (r != WR_ENV_OK) {
+    assert_null(env.id);
+    assert_null(env.client);
+    assert_null(env.users);
+    assert_int_equal(env.n_users, 0);
+  }
+  wr_envelope_close(&env);
+}
+
+static char *encode_json(const wr_envelope_t *env) {
+  uint8_t *out = NULL;
+  size_t len = 0;
+  assert_int_equal(wr_envelope_encode(env, WR_ENV_JSON, 0, &out, &len), 0);
+  char *s = malloc(len + 1);
+  memcpy(s, out, len);
+  s[len] = '\0';
+  free(out);
+  return s;
+}
+
+/* A growable msgpack body built with msgpack-c's packer. */
+typedef struct {
+  msgpack_sbuffer sb;
+  msgpack_packer pk;
+} mp_t;
+
+static void mp_init(mp_t *m) {
+  msgpack_sbuffer_init(&m->sb);
+  msgpack_packer_init(&m->pk, &m->sb, msgpack_sbuffer_write);
+}
+
+static void mp_str(mp_t *m, const char *s) {
+  msgpack_pack_str(&m->pk, strlen(s));
+  msgpack_pack_str_body(&m->pk, s, strlen(s));
+}
+
+static wr_env_result_t mp_dec(mp_t *m, wr_envelope_t *env, const char *ct) {
+  return wr_envelope_decode(env, (const uint8_t *)m->sb.data, m->sb.size, ct, NULL, MAX_BODY,
+                            BASE_MS);
+}
+
+static void test_json_targets(void **state) {
+  (void)state;
+  wr_envelope_t env;
+
+  assert_int_equal(dec(&env, "{\"user_id\":\"1001\",\"title\":\"hi\"}"), WR_ENV_OK);
+  assert_int_equal(env.format, WR_ENV_JSON);
+  assert_int_equal(env.n_users, 1);
+  assert_string_equal(env.users[0], "1001");
+  assert_false(env.broadcast);
+  assert_int_equal(env.expires_at_ms, 0);
+  wr_envelope_close(&env);
+
+  assert_int_equal(dec(&env, "{\"user_ids\":[\"b\",\"a\",\"b\",3,\"3\",\"a\"]}"), WR_ENV_OK);
+  assert_int_equal(env.n_users, 3);
+  assert_string_equal(env.users[0], "b");
+  assert_string_equal(env.users[1], "a");
+  assert_string_equal(env.users[2], "3");
+  wr_envelope_close(&env);
+
+  /* user_id and user_ids together: the union, deduplicated. */
+  assert_int_equal(dec(&env, "{\"user_id\":\"x\",\"user_ids\":[\"y\",\"x\"]}"), WR_ENV_OK);
+  assert_int_equal(env.n_users, 2);
+  assert_string_equal(env.users[0], "x");
+  assert_string_equal(env.users[1], "y");
+  wr_envelope_close(&env);
+
+  assert_int_equal(dec(&env, "{\"broadcast\":true,\"title\":\"all\"}"), WR_ENV_OK);
+  assert_true(env.broadcast);
+  assert_int_equal(env.n_users, 0);
+  wr_envelope_close(&env);
+
+  /* Broadcast wins over users. */
+  assert_int_equal(dec(&env, "{\"broadcast\":true,\"user_ids\":[\"a\",\"b\"]}"), WR_ENV_OK);
+  assert_true(env.broadcast);
+  assert_int_equal(env.n_users, 0);
+  assert_null(env.users);
+  wr_envelope_close(&env);
+
+  assert_int_equal(dec(&env, "{\"broadcast\":false,\"user_id\":\"a\"}"), WR_ENV_OK);
+  assert_false(env.broadcast);
+  assert_int_equal(env.n_users, 1);
+  wr_envelope_close(&env);
+
+  expect_json("{\"broadcast\":false}", WR_ENV_NO_TARGET);
+  expect_json("{\"title\":\"nobody\"}", WR_ENV_NO_TARGET);
+  expect_json("{}", WR_ENV_NO_TARGET);
+}
+
+static void test_int_user_ids(void **state) {
+  (void)state;
+  wr_envelope_t env;
+  assert_int_equal(dec(&env, "{\"user_id\":1001}"), WR_ENV_OK);
+  assert_string_equal(env.users[0], "1001");
+  wr_envelope_close(&env);
+  assert_int_equal(dec(&env, "{\"user_ids\":[-5,9223372036854775807,0]}"), WR_ENV_OK);
+  assert_int_equal(env.n_users, 3);
+  assert_string_equal(env.users[0], "-5");
+  assert_string_equal(env.users[1], "9223372036854775807");
+  assert_string_equal(env.users[2], "0");
+  wr_envelope_close(&env);
+}
+
+static void test_user_id_limits(void **state) {
+  (void)state;
+  char body[12 * 10001 + 64];
+  char id[300];
+  memset(id, 'u', 256);
+  id[256] = '\0';
+  snprintf(body, sizeof(body), "{\"user_id\":\"%s\"}", id);
+  expect_json(body, WR_ENV_OK);
+  id[256] = 'u';
+  id[257] = '\0';
+  snprintf(body, sizeof(body), "{\"user_id\":\"%s\"}", id);
+  expect_json(body, WR_ENV_BAD_FIELD);
+
+  expect_json("{\"user_id\":\"\"}", WR_ENV_BAD_FIELD);
+  expect_json("{\"user_id\":1.5}", WR_ENV_BAD_FIELD);
+  expect_json("{\"user_id\":null}", WR_ENV_BAD_FIELD);
+  expect_json("{\"user_id\":[\"a\"]}", WR_ENV_BAD_FIELD);
+  expect_json("{\"user_id\":\"a\\nb\"}", WR_ENV_BAD_FIELD);
+  expect_json("{\"user_ids\":[]}", WR_ENV_BAD_FIELD);
+  expect_json("{\"user_ids\":\"a\"}", WR_ENV_BAD_FIELD);
+  expect_json("{\"user_ids\":[\"a\",null]}", WR_ENV_BAD_FIELD);
+  expect_json("{\"user_ids\":[\"a\",\"\"]}", WR_ENV_BAD_FIELD);
+  expect_json("{\"user_ids\":[[\"a\"]]}", WR_ENV_BAD_FIELD);
+  /* A malformed user field is refused even when broadcast=true. */
+  expect_json("{\"broadcast\":true,\"user_ids\":7}", WR_ENV_BAD_FIELD);
+
+  /* 10000 entries are fine, 10001 are not. */
+  for (int n = 10000; n <= 10001; n++) {
+    size_t off = (size_t)snprintf(body, sizeof(body), "{\"user_ids\":[");
+    for (int i = 0; i < n; i++)
+      off += (size_t)snprintf(body + off, sizeof(body) - off, "%s%d", i ? "," : "", i);
+    snprintf(body + off, sizeof(body) - off, "]}");
+    wr_envelope_t env;
+    wr_env_result_t r = wr_envelope_decode(&env, (const uint8_t *)body, strlen(body), NULL, NULL,
+                                           sizeof(body), BASE_MS);
+    if (n == 10000) {
+      assert_int_equal(r, WR_ENV_OK);
+      assert_int_equal(env.n_users, 10000);
+      assert_string_equal(env.users[9999], "9999");
+    } else {
+      assert_int_equal(r, WR_ENV_BAD_FIELD);
+    }
+    wr_envelope_close(&env);
+  }
+}
+
+static void test_msgpack_targets(void **state) {
+  (void)state;
+  wr_envelope_t env;
+  mp_t m;
+
+  mp_init(&m);
+  msgpack_pack_map(&m.pk, 2);
+  mp_str(&m, "user_id");
+  msgpack_pack_int(&m.pk, 42);
+  mp_str(&m, "title");
+  mp_str(&m, "caf\xc3\xa9");
+  assert_int_equal(mp_dec(&m, &env, "application/msgpack"), WR_ENV_OK);
+  assert_int_equal(env.format, WR_ENV_MSGPACK);
+  assert_int_equal(env.n_users, 1);
+  assert_string_equal(env.users[0], "42");
+  wr_envelope_close(&env);
+  /* Same body, no content type: the map marker decides. */
+  assert_int_equal(mp_dec(&m, &env, NULL), WR_ENV_OK);
+  assert_int_equal(env.format, WR_ENV_MSGPACK);
+  wr_envelope_close(&env);
+  assert_int_equal(mp_dec(&m, &env, "application/x-msgpack"), WR_ENV_OK);
+  wr_envelope_close(&env);
+  msgpack_sbuffer_destroy(&m.sb);
+
+  mp_init(&m);
+  msgpack_pack_map(&m.pk, 1);
+  mp_str(&m, "user_ids");
+  msgpack_pack_array(&m.pk, 3);
+  mp_str(&m, "7");
+  msgpack_pack_int(&m.pk, 7);
+  mp_str(&m, "8");
+  assert_int_equal(mp_dec(&m, &env, NULL), WR_ENV_OK);
+  assert_int_equal(env.n_users, 2);
+  assert_string_equal(env.users[0], "7");
+  assert_string_equal(env.users[1], "8");
+  wr_envelope_close(&env);
+  msgpack_sbuffer_destroy(&m.sb);
+
+  mp_init(&m);
+  msgpack_pack_map(&m.pk, 1);
+  mp_str(&m, "broadcast");
+  msgpack_pack_true(&m.pk);
+  assert_int_equal(mp_dec(&m, &env, NULL), WR_ENV_OK);
+  assert_true(env.broadcast);
+  wr_envelope_close(&env);
+  msgpack_sbuffer_destroy(&m.sb);
+
+  mp_init(&m);
+  msgpack_pack_map(&m.pk, 1);
+  mp_str(&m, "title");
+  mp_str(&m, "x");
+  assert_int_equal(mp_dec(&m, &env, NULL), WR_ENV_NO_TARGET);
+  msgpack_sbuffer_destroy(&m.sb);
+}
+
+static void test_content_type(void **state) {
+  (void)state;
+  wr_envelope_t env;
+  const char *json = "{\"user_id\":\"a\"}";
+
+  const char *json_ok[] = {"application/json",
+                           "application/json; charset=utf-8",
+                           "Application/JSON",
+                           " application/json ;charset=UTF-8",
+                           NULL,
+                           ""};
+  for (size_t i = 0; i < sizeof(json_ok) / sizeof(json_ok[0]); i++) {
+    assert_int_equal(dec_ct(&env, json, json_ok[i]), WR_ENV_OK);
+    assert_int_equal(env.format, WR_ENV_JSON);
+    wr_envelope_close(&env);
+  }
+  const char *bad_ct[] = {"text/plain", "application/jsonx", "application/json5", "application/xml",
+                          "application/msgpackx"};
+  for (size_t i = 0; i < sizeof(bad_ct) / sizeof(bad_ct[0]); i++)
+    assert_int_equal(dec_ct(&env, json, bad_ct[i]), WR_ENV_BAD_FORMAT);
+
+  /* Sniffing: leading JSON whitespace is allowed before '{'. */
+  assert_int_equal(dec_ct(&env, " \r\n\t{\"user_id\":\"a\"}", NULL), WR_ENV_OK);
+  wr_envelope_close(&env);
+  assert_int_equal(dec_ct(&env, "[{\"user_id\":\"a\"}]", NULL), WR_ENV_BAD_FORMAT);
+  assert_int_equal(dec_ct(&env, "x{}", NULL), WR_ENV_BAD_FORMAT);
+  assert_int_equal(dec_ct(&env, "   ", NULL), WR_ENV_BAD_FORMAT);
+  assert_int_equal(dec_ct(&env, "", NULL), WR_ENV_BAD_FORMAT);
+  /* An array marker is not a map marker. */
+  const uint8_t arr[] = {0x91, 0x01};
+  assert_int_equal(wr_envelope_decode(&env, arr, sizeof(arr), NULL, NULL, MAX_BODY, 0),
+                   WR_ENV_BAD_FORMAT);
+
+  /* The content type wins over the first byte. */
+  assert_int_equal(dec_ct(&env, json, "application/msgpack"), WR_ENV_BAD_MSGPACK);
+  const uint8_t map[] = {0x81, 0xa7, 'u', 's', 'e', 'r', '_', 'i', 'd', 0xa1, 'a'};
+  assert_int_equal(
+      wr_envelope_decode(&env, map, sizeof(map), "application/json", NULL, MAX_BODY, 0),
+      WR_ENV_BAD_JSON);
+  assert_int_equal(wr_envelope_decode(&env, map, sizeof(map), NULL, NULL, MAX_BODY, 0), WR_ENV_OK);
+  wr_envelope_close(&env);
+}
+
+static void test_ids(void **state) {
+  (void)state;
+  wr_envelope_t env;
+  const char *body = "{\"user_id\":\"a\"}";
+
+  assert_int_equal(
+      wr_envelope_decode(&env, (const uint8_t *)body, strlen(body), NULL, "amqp-7", MAX_BODY, 0),
+      WR_ENV_OK);
+  assert_string_equal(env.id, "amqp-7");
+  assert_string_equal(json_string_value(json_object_get(env.client, "id")), "amqp-7");
+  wr_envelope_close(&env);
+
+  body = "{\"user_id\":\"a\",\"id\":\"own\"}";
+  assert_int_equal(
+      wr_envelope_decode(&env, (const uint8_t *)body, strlen(body), NULL, "amqp-7", MAX_BODY, 0),
+      WR_ENV_OK);
+  assert_string_equal(env.id, "own");
+  wr_envelope_close(&env);
+
+  /* Generated ids: wr-<16 hex>-<counter>, unique, same prefix. */
+  body = "{\"user_id\":\"a\"}";
+  enum { N = 2000 };
+  char **ids = calloc(N, sizeof(char *));
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(wr_envelope_decode(&env, (const uint8_t *)body, strlen(body), NULL,
+                                        i % 2 ? "" : NULL, MAX_BODY, 0),
+                     WR_ENV_OK);
+    ids[i] = strdup(env.id);
+    wr_envelope_close(&env);
+    assert_int_equal(strncmp(ids[i], "wr-", 3), 0);
+    assert_int_equal(ids[i][19], '-');
+    for (int k = 3; k < 19; k++)
+      assert_non_null(strchr("0123456789abcdef", ids[i][k]));
+    assert_int_equal(strncmp(ids[i], ids[0], 20), 0);
+  }
+  for (int i = 0; i < N; i++)
+    for (int j = i + 1; j < N; j++)
+      assert_string_not_equal(ids[i], ids[j]);
+  for (int i = 0; i < N; i++)
+    free(ids[i]);
+  free(ids);
+
+  char big[400];
+  memset(big, 'i', 256);
+  big[256] = '\0';
+  char b2[600];
+  snprintf(b2, sizeof(b2), "{\"user_id\":\"a\",\"id\":\"%s\"}", big);
+  expect_json(b2, WR_ENV_OK);
+  big[256] = 'i';
+  big[257] = '\0';
+  snprintf(b2, sizeof(b2), "{\"user_id\":\"a\",\"id\":\"%s\"}", big);
+  expect_json(b2, WR_ENV_BAD_FIELD);
+}
+
+static void test_client_object(void **state) {
+  (void)state;
+  wr_envelope_t env;
+  assert_int_equal(dec(&env,
+                       "{\"title\":\"T\",\"user_ids\":[\"1\",\"2\"],\"content\":\"Caf\xc3\xa9\","
+                       "\"ttl_ms\":5,\"type\":\"order.paid\",\"data\":{\"z\":1,\"a\":[1,2.5,"
+                       "null,true,false]},\"id\":\"n1\",\"expires_at\":1795400000,"
+                       "\"broadcast\":false,\"user_id\":\"3\",\"z\":\"last\"}"),
+                   WR_ENV_OK);
+  char *s = encode_json(&env);
+  assert_string_equal(s, "{\"type\":\"order.paid\",\"id\":\"n1\",\"title\":\"T\",\"content\":"
+                         "\"Caf\xc3\xa9\",\"data\":{\"z\":1,\"a\":[1,2.5,null,true,false]},"
+                         "\"z\":\"last\"}");
+  free(s);
+
+  /* The prefix is reserved in front of the same bytes. */
+  uint8_t *out;
+  size_t len;
+  assert_int_equal(wr_envelope_encode(&env, WR_ENV_JSON, 10, &out, &len), 0);
+  assert_int_equal(len, 10 + strlen("{\"type\":\"order.paid\",\"id\":\"n1\",\"title\":\"T\","
+                                    "\"content\":\"Caf\xc3\xa9\",\"data\":{\"z\":1,\"a\":[1,2.5,"
+                                    "null,true,false]},\"z\":\"last\"}"));
+  assert_memory_equal(out + 10, "{\"type\":\"order.paid\"", 20);
+  free(out);
+  assert_int_equal(wr_envelope_encode(&env, (wr_env_format_t)7, 0, &out, &len), -EINVAL);
+  wr_envelope_close(&env);
+
+  /* Defaults: type "notification", id generated, nothing else. */
+  assert_int_equal(dec(&env, "{\"broadcast\":true}"), WR_ENV_OK);
+  s = encode_json(&env);
+  char want[128];
+  snprintf(want, sizeof(want), "{\"type\":\"notification\",\"id\":\"%s\"}", env.id);
+  assert_string_equal(s, want);
+  free(s);
+  wr_envelope_close(&env);
+
+  /* Duplicate keys: the last value stays. */
+  assert_int_equal(dec(&env, "{\"user_id\":\"a\",\"title\":1,\"title\":2}"), WR_ENV_OK);
+  assert_int_equal(json_integer_value(json_object_get(env.client, "title")), 2);
+  wr_envelope_close(&env);
+}
+
+static void check_mp_str(const msgpack_object *o, const char *want) {
+  assert_int_equal(o->type, MSGPACK_OBJECT_STR);
+  assert_int_equal(o->via.str.size, strlen(want));
+  assert_memory_equal(o->via.str.ptr, want, strlen(want));
+}
+
+static void test_msgpack_encode(void **state) {
+  (void)state;
+  wr_envelope_t env;
+  assert_int_equal(dec(&env, "{\"user_id\":\"a\",\"id\":\"m1\",\"n\":-3,\"big\":300000,"
+                             "\"r\":0.25,\"s\":\"x\",\"nil\":null,\"t\":true,\"f\":false,"
+                             "\"arr\":[1,\"two\"],\"obj\":{\"k\":\"v\"}}"),
+                   WR_ENV_OK);
+  for (size_t prefix = 0; prefix <= 14; prefix += 14) {
+    uint8_t *out;
+    size_t len, off = 0;
+    assert_int_equal(wr_envelope_encode(&env, WR_ENV_MSGPACK, prefix, &out, &len), 0);
+    assert_true(len > prefix);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    assert_int_equal(msgpack_unpack_next(&up, (const char *)out + prefix, len - prefix, &off),
+                     MSGPACK_UNPACK_SUCCESS);
+    assert_int_equal(off, len - prefix);
+    const msgpack_object *o = &up.data;
+    assert_int_equal(o->type, MSGPACK_OBJECT_MAP);
+    assert_int_equal(o->via.map.size, 11);
+    const msgpack_object_kv *kv = o->via.map.ptr;
+    check_mp_str(&kv[0].key, "type");
+    check_mp_str(&kv[0].val, "notification");
+    check_mp_str(&kv[1].key, "id");
+    check_mp_str(&kv[1].val, "m1");
+    check_mp_str(&kv[2].key, "n");
+    assert_int_equal(kv[2].val.type, MSGPACK_OBJECT_NEGATIVE_INTEGER);
+    assert_int_equal(kv[2].val.via.i64, -3);
+    check_mp_str(&kv[3].key, "big");
+    assert_int_equal(kv[3].val.type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+    assert_int_equal(kv[3].val.via.u64, 300000);
+    check_mp_str(&kv[4].key, "r");
+    assert_int_equal(kv[4].val.type, MSGPACK_OBJECT_FLOAT64);
+    assert_true(kv[4].val.via.f64 == 0.25);
+    check_mp_str(&kv[5].val, "x");
+    assert_int_equal(kv[6].val.type, MSGPACK_OBJECT_NIL);
+    assert_int_equal(kv[7].val.type, MSGPACK_OBJECT_BOOLEAN);
+    assert_true(kv[7].val.via.boolean);
+    assert_false(kv[8].val.via.boolean);
+    check_mp_str(&kv[9].key, "arr");
+    assert_int_equal(kv[9].val.type, MSGPACK_OBJECT_ARRAY);
+    assert_int_equal(kv[9].val.via.array.size, 2);
+    check_mp_str(&kv[9].val.via.array.ptr[1], "two");
+    check_mp_str(&kv[10].key, "obj");
+    assert_int_equal(kv[10].val.type, MSGPACK_OBJECT_MAP);
+    check_mp_str(&kv[10].val.via.map.ptr[0].val, "v");
+    msgpack_unpacked_destroy(&up);
+
+    /* And our own decoder reads it back to the same tree. */
+    json_t *back = wr_msgpack_to_json(out + prefix, len - prefix);
+    assert_non_null(back);
+    assert_true(json_equal(back, env.client));
+    json_decref(back);
+    free(out);
+  }
+  wr_envelope_close(&env);
+
+  /* wr_msgpack_from_json on a plain value (welcome/pong use it). */
+  json_t *pong = json_pack("{s:s}", "type", "pong");
+  uint8_t *out;
+  size_t len;
+  assert_int_equal(wr_msgpack_from_json(pong, &out, &len), 0);
+  const uint8_t want[] = {0x81, 0xa4, 't', 'y', 'p', 'e', 0xa4, 'p', 'o', 'n', 'g'};
+  assert_int_equal(len, sizeof(want));
+  assert_memory_equal(out, want, sizeof(want));
+  free(out);
+  json_decref(pong);
+}
+
+static void test_msgpack_values(void **state) {
+  (void)state;
+  mp_t m;
+  mp_init(&m);
+  msgpack_pack_map(&m.pk, 6);
+  mp_str(&m, "user_id");
+  mp_str(&m, "u");
+  mp_str(&m, ""); /* empty key and empty value are valid */
+  mp_str(&m, "");
+  mp_str(&m, "empty");
+  msgpack_pack_array(&m.pk, 0);
+  mp_str(&m, "huge");
+  msgpack_pack_uint64(&m.pk, UINT64_MAX);
+  mp_str(&m, "f32");
+  msgpack_pack_float(&m.pk, 1.5f);
+  mp_str(&m, "neg");
+  msgpack_pack_int64(&m.pk, INT64_MIN);
+  wr_envelope_t env;
+  assert_int_equal(mp_dec(&m, &env, NULL), WR_ENV_OK);
+  json_t *huge = json_object_get(env.client, "huge");
+  assert_true(json_is_real(huge));
+  assert_true(json_real_value(huge) == 18446744073709551615.0);
+  assert_true(json_real_value(json_object_get(env.client, "f32")) == 1.5);
+  assert_true(json_integer_value(json_object_get(env.client, "neg")) == INT64_MIN);
+  assert_string_equal(json_string_value(json_object_get(env.client, "")), "");
+  assert_int_equal(json_array_size(json_object_get(env.client, "empty")), 0);
+  wr_envelope_close(&env);
+  msgpack_sbuffer_destroy(&m.sb);
+}
+
+static void expect_mp(const uint8_t *b, size_t n, wr_env_result_t r) {
+  wr_envelope_t env;
+  assert_int_equal(wr_envelope_decode(&env, b, n, "application/msgpack", NULL, MAX_BODY, 0), r);
+  wr_envelope_close(&env);
+}
+
+static void test_bad_json(void **state) {
+  (void)state;
+  expect_json("{\"user_id\":\"a\"", WR_ENV_BAD_JSON);
+  expect_json("{\"user_id\":\"a\",}", WR_ENV_BAD_JSON);
+  expect_json("{user_id:\"a\"}", WR_ENV_BAD_JSON);
+  expect_json("{\"user_id\":\"\xff\"}", WR_ENV_BAD_JSON);
+  expect_json("{\"user_id\":\"a\",\"t\":\"\xc3\"}", WR_ENV_BAD_JSON);
+  expect_json("{\"user_id\":\"a\"}x", WR_ENV_BAD_JSON);
+  expect_json("{\"user_id\":\"a\"}{}", WR_ENV_BAD_JSON);
+  expect_json("[{\"user_id\":\"a\"}]", WR_ENV_BAD_JSON);
+  expect_json("\"user\"", WR_ENV_BAD_JSON);
+  expect_json("", WR_ENV_BAD_JSON);
+  expect_json("{\"user_id\":\"a\\u0000b\"}", WR_ENV_BAD_JSON);
+  /* Trailing whitespace is still one JSON text. */
+  expect_json("{\"user_id\":\"a\"} \n", WR_ENV_OK);
+
+  /* An embedded NUL byte ends nothing early: the whole length is parsed. */
+  wr_envelope_t env;
+  const char nul[] = "{\"user_id\":\"a\"}\0{}";
+  assert_int_equal(
+      wr_envelope_decode(&env, (const uint8_t *)nul, sizeof(nul) - 1, NULL, NULL, MAX_BODY, 0),
+      WR_ENV_BAD_JSON);
+}
+
+static void nest_json(char *buf, int depth) {
+  size_t off = (size_t)sprintf(buf, "{\"user_id\":\"a\",\"d\":");
+  for (int i = 1; i < depth - 1; i++)
+    off += (size_t)sprintf(buf + off, "[");
+  off += (size_t)sprintf(buf + off, "{}");
+  for (int i = 1; i < depth - 1; i++)
+    off += (size_t)sprintf(buf + off, "]");
+  sprintf(buf + off, "}");
+}
+
+static void test_depth(void **state) {
+  (void)state;
+  char buf[512];
+  nest_json(buf, 32); /* root object + 30 arrays + innermost object */
+  expect_json(buf, WR_ENV_OK);
+  nest_json(buf, 33);
+  expect_json(buf, WR_ENV_BAD_JSON);
+  nest_json(buf, 200);
+  expect_json(buf, WR_ENV_BAD_JSON);
+
+  for (int depth = 32; depth <= 34; depth++) {
+    mp_t m;
+    mp_init(&m);
+    msgpack_pack_map(&m.pk, 2);
+    mp_str(&m, "user_id");
+    mp_str(&m, "a");
+    mp_str(&m, "d");
+    for (int i = 1; i < depth; i++)
+      msgpack_pack_array(&m.pk, 1);
+    msgpack_pack_int(&m.pk, 1);
+    wr_envelope_t env;
+    assert_int_equal(mp_dec(&m, &env, NULL), depth == 32 ? WR_ENV_OK : WR_ENV_BAD_MSGPACK);
+    wr_envelope_close(&env);
+    msgpack_sbuffer_destroy(&m.sb);
+  }
+}
+
+static void test_bad_msgpack(void **state) {
+  (void)state;
+  mp_t m;
+  mp_init(&m);
+  msgpack_pack_map(&m.pk, 3);
+  mp_str(&m, "user_ids");
+  msgpack_pack_array(&m.pk, 2);
+  mp_str(&m, "a");
+  msgpack_pack_uint32(&m.pk, 70000);
+  mp_str(&m, "data");
+  msgpack_pack_map(&m.pk, 1);
+  mp_str(&m, "pi");
+  msgpack_pack_double(&m.pk, 3.14);
+  mp_str(&m, "title");
+  msgpack_pack_str(&m.pk, 40);
+  msgpack_pack_str_body(&m.pk, "0123456789012345678901234567890123456789", 40);
+  const uint8_t *b = (const uint8_t *)m.sb.data;
+  size_t n = m.sb.size;
+
+  expect_mp(b, n, WR_ENV_OK);
+  /* Every strict prefix is truncated input. */
+  for (size_t i = 0; i < n; i++)
+    expect_mp(b, i, WR_ENV_BAD_MSGPACK);
+  /* Trailing bytes. */
+  uint8_t *more = malloc(n + 1);
+  memcpy(more, b, n);
+  more[n] = 0xc0;
+  expect_mp(more, n + 1, WR_ENV_BAD_MSGPACK);
+  free(more);
+  msgpack_sbuffer_destroy(&m.sb);
+
+  /* bin and ext values, a non-string key, the never-used 0xc1 byte. */
+  const uint8_t bin[] = {0x82, 0xa7, 'u',  's', 'e',  'r',  '_', 'i', 'd',
+                         0xa1, 'a',  0xa1, 'b', 0xc4, 0x02, 'h', 'i'};
+  expect_mp(bin, sizeof(bin), WR_ENV_BAD_MSGPACK);
+  const uint8_t ext[] = {0x82, 0xa7, 'u', 's',  'e', 'r',  '_',  'i',
+                         'd',  0xa1, 'a', 0xa1, 'e', 0xd4, 0x01, 0x00};
+  expect_mp(ext, sizeof(ext), WR_ENV_BAD_MSGPACK);
+  const uint8_t tstamp[] = {0x82, 0xa7, 'u', 's',  'e',  'r', '_', 'i', 'd', 0xa1,
+                            'a',  0xa1, 't', 0xd6, 0xff, 0,   0,   0,   1};
+  expect_mp(tstamp, sizeof(tstamp), WR_ENV_BAD_MSGPACK);
+  const uint8_t intkey[] = {0x82, 0xa7, 'u', 's', 'e', 'r', '_', 'i', 'd', 0xa1, 'a', 0x01, 0x02};
+  expect_mp(intkey, sizeof(intkey), WR_ENV_BAD_MSGPACK);
+  const uint8_t c1[] = {0x82, 0xa7, 'u', 's', 'e', 'r', '_', 'i', 'd', 0xa1, 'a', 0xa1, 'x', 0xc1};
+  expect_mp(c1, sizeof(c1), WR_ENV_BAD_MSGPACK);
+  /* Invalid UTF-8 in a value and in a key; a NUL inside a string. */
+  const uint8_t badutf[] = {0x81, 0xa7, 'u', 's', 'e', 'r', '_', 'i', 'd', 0xa2, 0xc3, 0x28};
+  expect_mp(badutf, sizeof(badutf), WR_ENV_BAD_MSGPACK);
+  const uint8_t badkey[] = {0x82, 0xa7, 'u',  's', 'e',  'r',  '_',
+                            'i',  'd',  0xa1, 'a', 0xa1, 0xff, 0xc0};
+  expect_mp(badkey, sizeof(badkey), WR_ENV_BAD_MSGPACK);
+  const uint8_t nul[] = {0x81, 0xa7, 'u', 's', 'e', 'r', '_', 'i', 'd', 0xa3, 'a', 0, 'b'};
+  expect_mp(nul, sizeof(nul), WR_ENV_BAD_MSGPACK);
+  /* Top level is not a map (content type given, so format is msgpack). */
+  const uint8_t arr[] = {0x91, 0x81, 0xa1, 'a', 0xa1, 'b'};
+  expect_mp(arr, sizeof(arr), WR_ENV_BAD_MSGPACK);
+  const uint8_t scalar[] = {0x05};
+  expect_mp(scalar, sizeof(scalar), WR_ENV_BAD_MSGPACK);
+  /* NaN has no JSON form. */
+  const uint8_t nan[] = {0x82, 0xa7, 'u',  's',  'e',  'r', '_', 'i', 'd', 0xa1, 'a',
+                         0xa1, 'n',  0xcb, 0x7f, 0xf8, 0,   0,   0,   0,   0,    0};
+  expect_mp(nan, sizeof(nan), WR_ENV_BAD_MSGPACK);
+  /* Declared sizes far beyond the body: refused without reserving memory. */
+  const uint8_t hugearr[] = {0x81, 0xa1, 'd', 0xdd, 0xff, 0xff, 0xff, 0xff, 0xc0};
+  expect_mp(hugearr, sizeof(hugearr), WR_ENV_BAD_MSGPACK);
+  const uint8_t hugemap[] = {0xdf, 0xff, 0xff, 0xff, 0xff, 0xa1, 'a', 0xc0};
+  expect_mp(hugemap, sizeof(hugemap), WR_ENV_BAD_MSGPACK);
+  const uint8_t hugestr[] = {0x81, 0xa1, 'd', 0xdb, 0xff, 0xff, 0xff, 0xff, 'x'};
+  expect_mp(hugestr, sizeof(hugestr), WR_ENV_BAD_MSGPACK);
+  expect_mp((const uint8_t *)"", 0, WR_ENV_BAD_MSGPACK);
+}
+
+static void test_too_large(void **state) {
+  (void)state;
+  wr_envelope_t env;
+  const char *body = "{\"user_id\":\"a\"}";
+  size_t n = strlen(body);
+  assert_int_equal(wr_envelope_decode(&env, (const uint8_t *)body, n, NULL, NULL, n, 0), WR_ENV_OK);
+  wr_envelope_close(&env);
+  assert_int_equal(wr_envelope_decode(&env, (const uint8_t *)body, n, NULL, NULL, n - 1, 0),
+                   WR_ENV_TOO_LARGE);
+  /* Size is checked before anything else, even the format. */
+  assert_int_equal(
+      wr_envelope_decode(&env, (const uint8_t *)"garbage!", 8, "text/plain", NULL, 4, 0),
+      WR_ENV_TOO_LARGE);
+}
+
+static void test_bad_fields(void **state) {
+  (void)state;
+  const char *bad[] = {
+      "{\"user_id\":\"a\",\"id\":5}",
+      "{\"user_id\":\"a\",\"id\":\"\"}",
+      "{\"user_id\":\"a\",\"id\":null}",
+      "{\"user_id\":\"a\",\"type\":5}",
+      "{\"user_id\":\"a\",\"type\":\"\"}",
+      "{\"user_id\":\"a\",\"type\":{}}",
+      "{\"user_id\":\"a\",\"broadcast\":\"yes\"}",
+      "{\"user_id\":\"a\",\"broadcast\":1}",
+      "{\"user_id\":\"a\",\"expires_at\":\"2026-01-01\"}",
+      "{\"user_id\":\"a\",\"expires_at\":-1}",
+      "{\"user_id\":\"a\",\"ttl_ms\":-1}",
+      "{\"user_id\":\"a\",\"ttl_ms\":1.5}",
+      "{\"user_id\":\"a\",\"ttl_ms\":\"60000\"}",
+      "{\"user_id\":\"a\",\"ttl_ms\":null}",
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+    expect_json(bad[i], WR_ENV_BAD_FIELD);
+}
+
+static void test_expiry(void **state) {
+  (void)state;
+  wr_envelope_t env;
+  assert_int_equal(dec(&env, "{\"user_id\":\"a\",\"ttl_ms\":60000}"), WR_ENV_OK);
+  assert_int_equal(env.expires_at_ms, BASE_MS + 60000);
+  assert_null(json_object_get(env.client, "ttl_ms"));
+  wr_envelope_close(&env);
+  assert_int_equal(dec(&env, "{\"user_id\":\"a\",\"expires_at\":1795400000}"), WR_ENV_OK);
+  assert_int_equal(env.expires_at_ms, 1795400000000LL);
+  assert_null(json_object_get(env.client, "expires_at"));
+  wr_envelope_close(&env);
+  assert_int_equal(dec(&env, "{\"user_id\":\"a\",\"expires_at\":1795400000.25}"), WR_ENV_OK);
+  assert_int_equal(env.expires_at_ms, 1795400000250LL);
+  wr_envelope_close(&env);
+  /* Both: the earlier deadline. */
+  assert_int_equal(dec(&env, "{\"user_id\":\"a\",\"expires_at\":1795400000,\"ttl_ms\":1000}"),
+                   WR_ENV_OK);
+  assert_int_equal(env.expires_at_ms, BASE_MS + 1000);
+  wr_envelope_close(&env);
+  /* Saturates instead of overflowing. */
+  assert_int_equal(dec(&env, "{\"user_id\":\"a\",\"ttl_ms\":9223372036854775807}"), WR_ENV_OK);
+  assert_int_equal(env.expires_at_ms, INT64_MAX);
+  wr_envelope_close(&env);
+  assert_int_equal(dec(&env, "{\"user_id\":\"a\",\"expires_at\":1e300}"), WR_ENV_OK);
+  assert_int_equal(env.expires_at_ms, INT64_MAX);
+  wr_envelope_close(&env);
+  assert_int_equal(dec(&env, "{\"user_id\":\"a\"}"), WR_ENV_OK);
+  assert_int_equal(env.expires_at_ms, 0);
+  wr_envelope_close(&env);
+}
+
+static void test_result_str(void **state) {
+  (void)state;
+  assert_string_equal(wr_env_result_str(WR_ENV_OK), "ok");
+  assert_string_equal(wr_env_result_str(WR_ENV_TOO_LARGE), "too_large");
+  assert_string_equal(wr_env_result_str(WR_ENV_BAD_FORMAT), "bad_format");
+  assert_string_equal(wr_env_result_str(WR_ENV_BAD_JSON), "bad_json");
+  assert_string_equal(wr_env_result_str(WR_ENV_BAD_MSGPACK), "bad_msgpack");
+  assert_string_equal(wr_env_result_str(WR_ENV_NO_TARGET), "no_target");
+  assert_string_equal(wr_env_result_str(WR_ENV_BAD_FIELD), "bad_field");
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_json_targets),   cmocka_unit_test(test_int_user_ids),
+      cmocka_unit_test(test_user_id_limits), cmocka_unit_test(test_msgpack_targets),
+      cmocka_unit_test(test_content_type),   cmocka_unit_test(test_ids),
+      cmocka_unit_test(test_client_object),  cmocka_unit_test(test_msgpack_encode),
+      cmocka_unit_test(test_msgpack_values), cmocka_unit_test(test_bad_json),
+      cmocka_unit_test(test_depth),          cmocka_unit_test(test_bad_msgpack),
+      cmocka_unit_test(test_too_large),      cmocka_unit_test(test_bad_fields),
+      cmocka_unit_test(test_expiry),         cmocka_unit_test(test_result_str),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
