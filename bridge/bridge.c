@@ -90,8 +90,9 @@ static void async_cb(uv_async_t *h) {
     if (consuming)
       wr_info("main", "ready: consuming %s, accepting clients on %s", b->cfg->queue,
               b->cfg->server_listen);
-    else
-      wr_warn("main", "not ready: AMQP connection lost; clients stay connected");
+    else if (b->phase == WR_PHASE_RUNNING)
+      wr_warn("main", "not ready: not consuming (AMQP connection lost or consumer cancelled); "
+                      "clients stay connected");
   }
   /* uv_async_send coalesces: drain everything. Bound one pass so client I/O
    * is not starved; the rest waits for the next iteration. */
