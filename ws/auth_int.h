@@ -1,0 +1,49 @@
+/* Token extraction and origin checks for the WebSocket handshake (pure: no
+ * I/O, no logs). Tokens are secrets: callers must never log them. */
+#ifndef WARREN_WS_AUTH_INT_H
+#define WARREN_WS_AUTH_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config/config.h"
+#include "ws/handshake_int.h"
+
+/* Capacity of a user id buffer (wr_jwt_verify needs >= 257). */
+#define WR_WS_USER_MAX 257
+
+/* Finds parameter name in a raw query string ("a=1&token=x") and writes its
+ * percent-decoded value (NUL-terminated) into out. Returns the value length,
+ * -ENOENT when absent, -EINVAL for a bad %-escape or a decoded NUL, -ENOSPC
+ * when it does not fit in cap (counting the NUL). */
+ssize_t wr_ws_query_get(const char *query, const char *name, char *out, size_t cap);
+
+/* Finds cookie name in a Cookie header value ("a=1; b=2"), strips optional
+ * double quotes. Same returns as wr_ws_query_get (no decoding). */
+ssize_t wr_ws_cookie_get(const char *cookie, const char *name, char *out, size_t cap);
+
+/* Extracts the token of "Authorization: Bearer <token>" (scheme
+ * case-insensitive). Same returns as wr_ws_query_get. */
+ssize_t wr_ws_bearer_get(const char *authorization, char *out, size_t cap);
+
+/* The request's token: query "token", then the Bearer header, then cookie
+ * cookie_name (NULL = no cookie auth); an empty value counts as absent.
+ * Returns the length or -ENOENT when no source carries one. */
+ssize_t wr_ws_auth_token(const wr_ws_request_t *req, const char *cookie_name, char *out,
+                         size_t cap);
+
+/* True when origin may connect: n == 0 allows any origin; otherwise origin
+ * must equal one of allowed (ASCII case-insensitive, a trailing '/' on
+ * either side ignored). A missing or "null" origin is refused then. */
+bool wr_ws_origin_allowed(const char *origin, char *const *allowed, size_t n);
+
+/* Authenticates req against cfg's JWT settings at unix time now. Returns 0
+ * with user (capacity WR_WS_USER_MAX) and *exp (0 = none) filled, or 401
+ * with *error set to a short log-safe reason ("missing_token", "expired",
+ * "no_key"...). */
+int wr_ws_auth_check(const wr_ws_request_t *req, const wr_config_t *cfg, int64_t now, char *user,
+                     int64_t *exp, const char **error);
+
+#endif

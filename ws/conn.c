@@ -1,0 +1,698 @@
+/* One client connection: request head, handshake answer, WebSocket framing
+ * (wslay parses client frames, server data frames are framed here), the
+ * ordered output queue, and the close sequence.
+ *
+ * Every event (read, write completion, timer, send) ends in pump(), which
+ * moves wslay's control frames into the output queue, starts at most one
+ * uv_write, and cuts the TCP once a closing connection has flushed. Memory is
+ * freed only in the uv_close callback, never inside a wslay or llhttp one. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config/log.h"
+#include "ws/auth_int.h"
+#include "ws/server_int.h"
+
+/* At most this many output items are written by one uv_write. */
+#define WRITE_BATCH 32
+
+typedef struct wreq_s {
+  uv_write_t req;
+  wr_ws_conn_t *conn;
+  wr_ws_out_t *items; /* the batch, in order */
+  size_t bytes;
+  unsigned nbufs;
+  uv_buf_t bufs[];
+} wreq_t;
+
+static void pump(wr_ws_conn_t *c);
+
+static uint64_t now_ms(const wr_ws_conn_t *c) {
+  return uv_now(c->srv->loop);
+}
+
+static void out_append(wr_ws_conn_t *c, wr_ws_out_t *o) {
+  o->next = NULL;
+  if (c->q_tail != NULL)
+    c->q_tail->next = o;
+  else
+    c->q_head = o;
+  c->q_tail = o;
+  c->queued_bytes += o->len;
+}
+
+/* Queues a copy of a followed by b as raw bytes. */
+static int out_raw(wr_ws_conn_t *c, const void *a, size_t alen, const void *b, size_t blen) {
+  wr_ws_out_t *o = malloc(sizeof(*o) + alen + blen);
+  if (o == NULL)
+    return -ENOMEM;
+  memset(o, 0, sizeof(*o));
+  o->len = alen + blen;
+  if (alen > 0)
+    memcpy(o->raw, a, alen);
+  if (blen > 0)
+    memcpy(o->raw + alen, b, blen);
+  out_append(c, o);
+  return 0;
+}
+
+/* Reports one item's fate to the bridge and frees it. */
+static void out_finish(wr_ws_conn_t *c, wr_ws_out_t *o, int status) {
+  const wr_ws_callbacks_t *cbs = c->srv->cbs;
+  if (o->ctx != NULL && cbs->on_sent_cb != NULL)
+    cbs->on_sent_cb(c, o->ctx, status, cbs->data);
+  wr_ws_buf_unref(o->buf);
+  free(o);
+}
+
+static void out_cancel_list(wr_ws_conn_t *c, wr_ws_out_t *o) {
+  while (o != NULL) {
+    wr_ws_out_t *next = o->next;
+    out_finish(c, o, -ECANCELED);
+    o = next;
+  }
+}
+
+static size_t frame_header(uint8_t *h, uint8_t opcode, size_t len) {
+  h[0] = (uint8_t)(0x80 | opcode); /* FIN, never fragmented */
+  if (len < 126) {
+    h[1] = (uint8_t)len;
+    return 2;
+  }
+  if (len <= 0xffff) {
+    h[1] = 126;
+    h[2] = (uint8_t)(len >> 8);
+    h[3] = (uint8_t)len;
+    return 4;
+  }
+  h[1] = 127;
+  for (int i = 0; i < 8; i++)
+    h[2 + i] = (uint8_t)((uint64_t)len >> (56 - 8 * i));
+  return 10;
+}
+
+static void conn_close_cb(uv_handle_t *h) {
+  wr_ws_conn_t *c = h->data;
+  wr_ws_server_t *srv = c->srv;
+  const wr_ws_callbacks_t *cbs = srv->cbs;
+  /* libuv has already failed the in-flight write (UV_ECANCELED) before this
+   * callback, so the bridge sees every frame's fate before on_close_cb. */
+  out_cancel_list(c, c->q_head);
+  c->q_head = c->q_tail = NULL;
+  out_cancel_list(c, c->dropped);
+  c->dropped = NULL;
+  if (c->opened) {
+    srv->stats.connections--;
+    if (cbs->on_close_cb != NULL)
+      cbs->on_close_cb(c, cbs->data);
+  }
+  if (c->ws != NULL)
+    wslay_event_context_free(c->ws);
+  wr_ws_hs_free(c->hs);
+  free(c->user);
+  wr_ws_server_conn_gone(srv, c);
+}
+
+static void close_tcp(wr_ws_conn_t *c) {
+  if (c->state == WR_WS_STATE_CLOSED)
+    return;
+  c->state = WR_WS_STATE_CLOSED;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
+}
+
+void wr_ws_conn_abort(wr_ws_conn_t *c) {
+  close_tcp(c);
+}
+
+static void write_cb(uv_write_t *req, int status) {
+  wreq_t *w = (wreq_t *)req;
+  wr_ws_conn_t *c = w->conn;
+  wr_ws_server_t *srv = c->srv;
+  c->writing = false;
+  c->queued_bytes -= w->bytes;
+  if (status == 0)
+    srv->stats.bytes_sent += w->bytes;
+  int st = status == 0 ? 0 : (status == UV_ECANCELED ? -ECANCELED : status);
+  for (wr_ws_out_t *o = w->items; o != NULL;) {
+    wr_ws_out_t *next = o->next;
+    if (status == 0 && o->buf != NULL)
+      srv->stats.frames_sent++;
+    out_finish(c, o, st);
+    o = next;
+  }
+  free(w);
+  if (status < 0) {
+    if (status != UV_ECANCELED)
+      wr_debug("ws", "conn %llu: write failed: %s", (unsigned long long)c->id, uv_strerror(status));
+    close_tcp(c);
+    return;
+  }
+  pump(c);
+}
+
+static void start_write(wr_ws_conn_t *c) {
+  unsigned n = 0, nbufs = 0;
+  wr_ws_out_t *last = NULL;
+  for (wr_ws_out_t *o = c->q_head; o != NULL && n < WRITE_BATCH; o = o->next) {
+    nbufs += o->buf != NULL ? 2 : 1;
+    last = o;
+    n++;
+  }
+  wreq_t *w = malloc(sizeof(*w) + nbufs * sizeof(uv_buf_t));
+  if (w == NULL) {
+    close_tcp(c);
+    return;
+  }
+  w->conn = c;
+  w->items = c->q_head;
+  w->bytes = 0;
+  w->nbufs = nbufs;
+  c->q_head = last->next;
+  if (c->q_head == NULL)
+    c->q_tail = NULL;
+  last->next = NULL;
+  unsigned i = 0;
+  for (wr_ws_out_t *o = w->items; o != NULL; o = o->next) {
+    if (o->buf != NULL) {
+      w->bufs[i++] = uv_buf_init((char *)o->hdr, o->hdr_len);
+      w->bufs[i++] = uv_buf_init((char *)o->buf->data, (unsigned)o->buf->len);
+    } else {
+      w->bufs[i++] = uv_buf_init((char *)o->raw, (unsigned)o->len);
+    }
+    w->bytes += o->len;
+  }
+  int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, w->bufs, nbufs, write_cb);
+  if (r < 0) {
+    c->queued_bytes -= w->bytes;
+    out_cancel_list(c, w->items);
+    free(w);
+    close_tcp(c);
+    return;
+  }
+  c->writing = true;
+}
+
+/* wslay has just put a close frame in the output queue: count why when the
+ * decision was wslay's (a protocol error or an oversized message). */
+static void on_close_queued(wr_ws_conn_t *c) {
+  wr_ws_server_t *srv = c->srv;
+  if (c->state == WR_WS_STATE_OPEN) {
+    c->state = WR_WS_STATE_CLOSING;
+    c->close_deadline = now_ms(c) + WR_WS_CLOSE_GRACE_MS;
+  }
+  if (c->close_code != 0 || c->close_counted || wslay_event_get_close_received(c->ws))
+    return;
+  c->close_counted = true;
+  uint16_t code = wslay_event_get_status_code_sent(c->ws);
+  if (code == WR_WS_CLOSE_TOO_BIG)
+    srv->stats.closes_too_big++;
+  else if (code == WR_WS_CLOSE_PROTOCOL || code == WR_WS_CLOSE_INVALID_DATA)
+    srv->stats.closes_protocol++;
+  wr_debug("ws", "conn %llu: closed by protocol check (%u)", (unsigned long long)c->id, code);
+}
+
+static void shutdown_cb(uv_shutdown_t *req, int status) {
+  (void)status;
+  free(req);
+}
+
+/* Closing a socket that still holds unread client bytes makes the kernel
+ * send RST, which can destroy our answer before the client reads it. So
+ * shut down our side, keep reading (and discarding) until the client's EOF,
+ * and let the sweep cut the connection at close_deadline otherwise. */
+static void linger(wr_ws_conn_t *c) {
+  if (c->lingering || c->state == WR_WS_STATE_CLOSED)
+    return;
+  if (c->peer_eof) {
+    close_tcp(c);
+    return;
+  }
+  c->lingering = true;
+  uv_shutdown_t *req = malloc(sizeof(*req));
+  if (req == NULL || uv_shutdown(req, (uv_stream_t *)&c->tcp, shutdown_cb) != 0) {
+    free(req);
+    close_tcp(c);
+  }
+}
+
+static void pump(wr_ws_conn_t *c) {
+  if (c->in_wslay || c->state == WR_WS_STATE_CLOSED)
+    return;
+  if (c->ws != NULL && (c->state == WR_WS_STATE_OPEN || c->state == WR_WS_STATE_CLOSING)) {
+    bool was_sent = wslay_event_get_close_sent(c->ws);
+    c->in_wslay = true;
+    int r = wslay_event_send(c->ws);
+    c->in_wslay = false;
+    if (r != 0) {
+      close_tcp(c);
+      return;
+    }
+    if (!was_sent && wslay_event_get_close_sent(c->ws))
+      on_close_queued(c);
+  }
+  if (!c->writing && c->q_head != NULL)
+    start_write(c);
+  if (c->state == WR_WS_STATE_CLOSED || c->writing || c->q_head != NULL)
+    return;
+  /* Everything is in the kernel: a finished HTTP answer or a sent close
+   * frame ends the connection. */
+  if (c->close_after_flush || (c->ws != NULL && wslay_event_get_close_sent(c->ws)))
+    linger(c);
+}
+
+static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                          void *user) {
+  (void)flags;
+  wr_ws_conn_t *c = user;
+  if (c->in_len == 0) {
+    wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+    return -1;
+  }
+  size_t n = c->in_len < len ? c->in_len : len;
+  memcpy(buf, c->in, n);
+  c->in += n;
+  c->in_len -= n;
+  return (ssize_t)n;
+}
+
+static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                          void *user) {
+  (void)flags;
+  wr_ws_conn_t *c = user;
+  if (out_raw(c, data, len, NULL, 0) != 0) {
+    wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+    return -1;
+  }
+  return (ssize_t)len;
+}
+
+static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                      void *user) {
+  (void)ctx;
+  wr_ws_conn_t *c = user;
+  /* Control frames arrive here too; wslay answers pings and closes itself. */
+  if (arg->opcode != WSLAY_TEXT_FRAME && arg->opcode != WSLAY_BINARY_FRAME)
+    return;
+  if (c->state != WR_WS_STATE_OPEN)
+    return;
+  const wr_ws_callbacks_t *cbs = c->srv->cbs;
+  c->srv->stats.messages_received++;
+  if (cbs->on_message_cb != NULL)
+    cbs->on_message_cb(c, arg->msg, arg->msg_length, arg->opcode == WSLAY_BINARY_FRAME, cbs->data);
+}
+
+static const struct wslay_event_callbacks ws_callbacks = {
+    .recv_callback = ws_recv_cb,
+    .send_callback = ws_send_cb,
+    .on_msg_recv_callback = ws_msg_cb,
+};
+
+static void feed_ws(wr_ws_conn_t *c, const uint8_t *data, size_t len) {
+  c->in = data;
+  c->in_len = len;
+  c->in_wslay = true;
+  int r = wslay_event_recv(c->ws);
+  c->in_wslay = false;
+  /* Bytes wslay left unread (after a close) are dropped with the buffer. */
+  c->in = NULL;
+  c->in_len = 0;
+  if (r != 0) {
+    close_tcp(c);
+    return;
+  }
+  pump(c);
+}
+
+/* Queues a complete HTTP answer and closes the connection once it is
+ * written. body is copied. */
+static void respond(wr_ws_conn_t *c, int status, const char *content_type, const char *extra,
+                    const char *body, size_t body_len) {
+  /* on_http_cb may have freed the server, which already closed us. */
+  if (c->state == WR_WS_STATE_CLOSED)
+    return;
+  size_t cap = 256 + (content_type ? strlen(content_type) : 0) + (extra ? strlen(extra) : 0);
+  char *head = malloc(cap);
+  if (head == NULL) {
+    close_tcp(c);
+    return;
+  }
+  ssize_t n = wr_ws_http_head_write(head, cap, status, content_type, extra, body_len);
+  if (n < 0 || out_raw(c, head, (size_t)n, body, body_len) != 0) {
+    free(head);
+    close_tcp(c);
+    return;
+  }
+  free(head);
+  wr_ws_hs_free(c->hs);
+  c->hs = NULL;
+  c->state = WR_WS_STATE_HTTP;
+  c->close_after_flush = true;
+  c->close_deadline = now_ms(c) + WR_WS_CLOSE_GRACE_MS;
+  pump(c);
+}
+
+static void respond_error(wr_ws_conn_t *c, int status, const char *error, const char *extra) {
+  char body[128];
+  int n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}\n", error);
+  if (n < 0 || (size_t)n >= sizeof(body))
+    n = 0;
+  wr_debug("ws", "conn %llu: answered %d %s", (unsigned long long)c->id, status, error);
+  respond(c, status, "application/json", extra, body, (size_t)n);
+}
+
+static void serve_http(wr_ws_conn_t *c, const wr_ws_request_t *req) {
+  wr_ws_server_t *srv = c->srv;
+  const wr_ws_callbacks_t *cbs = srv->cbs;
+  wr_ws_http_response_t resp;
+  memset(&resp, 0, sizeof(resp));
+  srv->stats.http_requests++;
+  int r = -ENOENT;
+  if (cbs->on_http_cb != NULL)
+    r = cbs->on_http_cb(srv, req->method, req->path, req->query, &resp, cbs->data);
+  if (r == 0) {
+    respond(c, resp.status > 0 ? resp.status : 200, resp.content_type, resp.extra_headers,
+            resp.body, resp.body_len);
+    if (resp.body_owned)
+      free(resp.body);
+  } else if (r == -ENOENT) {
+    respond_error(c, 404, "not_found", NULL);
+  } else {
+    respond_error(c, 500, "internal", NULL);
+  }
+}
+
+static void open_ws(wr_ws_conn_t *c, const wr_ws_upgrade_t *up, const char *user, int64_t exp,
+                    const uint8_t *rest, size_t rest_len) {
+  wr_ws_server_t *srv = c->srv;
+  const wr_ws_callbacks_t *cbs = srv->cbs;
+  char head[256];
+  ssize_t n = wr_ws_hs_101_write(head, sizeof(head), up->accept,
+                                 up->echo_protocol ? wr_ws_format_name(up->format) : NULL);
+  c->user = strdup(user);
+  if (n < 0 || c->user == NULL || wslay_event_context_server_init(&c->ws, &ws_callbacks, c) != 0)
+    goto fail;
+  wslay_event_config_set_max_recv_msg_length(c->ws, srv->cfg->max_client_message_bytes);
+  if (out_raw(c, head, (size_t)n, NULL, 0) != 0)
+    goto fail;
+  wr_ws_hs_free(c->hs);
+  c->hs = NULL;
+  c->format = up->format;
+  c->token_exp = exp;
+  c->state = WR_WS_STATE_OPEN;
+  c->opened = true;
+  c->last_recv = c->last_ping = now_ms(c);
+  srv->stats.connections++;
+  srv->stats.handshakes_accepted++;
+  wr_debug("ws", "conn %llu: open for user %s (%s)", (unsigned long long)c->id, c->user,
+           wr_ws_format_name(c->format));
+  if (cbs->on_open_cb != NULL)
+    cbs->on_open_cb(c, cbs->data);
+  /* Frames the client sent right behind its request head. */
+  if (c->state == WR_WS_STATE_OPEN && rest_len > 0) {
+    feed_ws(c, rest, rest_len);
+    return;
+  }
+  pump(c);
+  return;
+fail:
+  wr_warn("ws", "conn %llu: out of memory opening the connection", (unsigned long long)c->id);
+  close_tcp(c);
+}
+
+static void dispatch(wr_ws_conn_t *c, const wr_ws_request_t *req, const uint8_t *rest,
+                     size_t rest_len) {
+  wr_ws_server_t *srv = c->srv;
+  const wr_config_t *cfg = srv->cfg;
+  bool ws_path = srv->websocket && strcmp(req->path, cfg->server_path) == 0;
+  if (!ws_path) {
+    if (!req->is_get) {
+      srv->stats.handshakes_bad_request++;
+      respond_error(c, 405, "method_not_allowed", "Allow: GET\r\n");
+      return;
+    }
+    serve_http(c, req);
+    return;
+  }
+  wr_ws_upgrade_t up;
+  if (wr_ws_hs_validate(req, &up) != 101) {
+    srv->stats.handshakes_bad_request++;
+    respond_error(c, up.status, up.error, up.extra_header);
+    return;
+  }
+  if (!wr_ws_origin_allowed(req->headers[WR_WS_H_ORIGIN], cfg->allowed_origins,
+                            cfg->n_allowed_origins)) {
+    srv->stats.handshakes_forbidden++;
+    respond_error(c, 403, "origin_not_allowed", NULL);
+    return;
+  }
+  /* Checked before the signature so an overloaded server spends no CPU on
+   * HMACs it would refuse anyway. */
+  if (srv->stats.connections >= cfg->max_connections) {
+    srv->stats.handshakes_over_limit++;
+    respond_error(c, 503, "over_capacity", NULL);
+    return;
+  }
+  char user[WR_WS_USER_MAX];
+  int64_t exp = 0;
+  const char *error = NULL;
+  if (wr_ws_auth_check(req, cfg, (int64_t)time(NULL), user, &exp, &error) != 0) {
+    srv->stats.handshakes_unauthorized++;
+    respond_error(c, 401, error, NULL);
+    return;
+  }
+  open_ws(c, &up, user, exp, rest, rest_len);
+}
+
+static void on_head_bytes(wr_ws_conn_t *c, const uint8_t *data, size_t len) {
+  size_t used = 0;
+  int status = 0;
+  wr_ws_hs_state_t st = wr_ws_hs_feed(c->hs, data, len, &used, &status);
+  if (st == WR_WS_HS_MORE)
+    return;
+  if (st == WR_WS_HS_ERROR) {
+    c->srv->stats.handshakes_bad_request++;
+    respond_error(c, status, status == 431 ? "head_too_large" : "bad_request", NULL);
+    return;
+  }
+  dispatch(c, wr_ws_hs_request(c->hs), data + used, len - used);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)suggested;
+  wr_ws_conn_t *c = h->data;
+  buf->base = (char *)c->srv->rbuf;
+  buf->len = sizeof(c->srv->rbuf);
+}
+
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  wr_ws_conn_t *c = s->data;
+  if (nread == 0)
+    return;
+  if (nread < 0) {
+    /* A client that half-closes after its request still gets the answer
+     * or the close frame that is being written. */
+    if (nread == UV_EOF && !c->lingering &&
+        (c->state == WR_WS_STATE_HTTP || c->state == WR_WS_STATE_CLOSING)) {
+      c->peer_eof = true;
+      uv_read_stop(s);
+      pump(c);
+      return;
+    }
+    close_tcp(c);
+    return;
+  }
+  c->last_recv = now_ms(c);
+  const uint8_t *data = (const uint8_t *)buf->base;
+  switch (c->state) {
+  case WR_WS_STATE_HANDSHAKE:
+    on_head_bytes(c, data, (size_t)nread);
+    break;
+  case WR_WS_STATE_OPEN:
+    feed_ws(c, data, (size_t)nread);
+    break;
+  default:
+    /* HTTP answer or close in progress: the client's bytes no longer
+     * matter, they are read only to reach its EOF. */
+    break;
+  }
+}
+
+int wr_ws_conn_accept(wr_ws_server_t *srv) {
+  wr_ws_conn_t *c = calloc(1, sizeof(*c));
+  if (c == NULL)
+    return -ENOMEM;
+  int r = uv_tcp_init(srv->loop, &c->tcp);
+  if (r < 0) {
+    free(c);
+    return r;
+  }
+  c->tcp.data = c;
+  c->srv = srv;
+  c->id = ++srv->next_id;
+  c->state = WR_WS_STATE_HANDSHAKE;
+  c->t_start = c->last_recv = uv_now(srv->loop);
+  c->next = srv->conns;
+  if (srv->conns != NULL)
+    srv->conns->prev = c;
+  srv->conns = c;
+  srv->handles++;
+  r = uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&c->tcp);
+  if (r < 0)
+    goto fail;
+  uv_tcp_nodelay(&c->tcp, 1);
+  c->hs = wr_ws_hs_new();
+  if (c->hs == NULL) {
+    r = -ENOMEM;
+    goto fail;
+  }
+  r = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+  if (r < 0)
+    goto fail;
+  return 0;
+fail:
+  close_tcp(c);
+  return r;
+}
+
+void wr_ws_conn_sweep(wr_ws_conn_t *c, uint64_t now, int64_t wall) {
+  wr_ws_server_t *srv = c->srv;
+  const wr_config_t *cfg = srv->cfg;
+  switch (c->state) {
+  case WR_WS_STATE_HANDSHAKE:
+    if (now - c->t_start >= cfg->handshake_timeout_ms) {
+      srv->stats.handshakes_timeout++;
+      wr_debug("ws", "conn %llu: handshake timeout", (unsigned long long)c->id);
+      close_tcp(c);
+    }
+    break;
+  case WR_WS_STATE_HTTP:
+  case WR_WS_STATE_CLOSING:
+    if (c->close_deadline != 0 && now >= c->close_deadline)
+      close_tcp(c);
+    break;
+  case WR_WS_STATE_OPEN: {
+    uint64_t idle = now - c->last_recv;
+    if (cfg->idle_timeout_ms > 0 && idle >= cfg->idle_timeout_ms) {
+      srv->stats.closes_idle++;
+      c->close_counted = true;
+      wr_ws_conn_close(c, WR_WS_CLOSE_GOING_AWAY, "idle timeout");
+    } else if (c->token_exp > 0 && wall >= c->token_exp + (int64_t)cfg->leeway_s) {
+      srv->stats.closes_token_expired++;
+      c->close_counted = true;
+      wr_ws_conn_close(c, WR_WS_CLOSE_POLICY, "token expired");
+    } else if (cfg->ping_interval_ms > 0 && idle >= cfg->ping_interval_ms &&
+               now - c->last_ping >= cfg->ping_interval_ms) {
+      struct wslay_event_msg ping = {.opcode = WSLAY_PING, .msg = NULL, .msg_length = 0};
+      c->last_ping = now;
+      if (wslay_event_queue_msg(c->ws, &ping) == 0)
+        pump(c);
+    }
+    break;
+  }
+  default:
+    break;
+  }
+}
+
+/* Moves queued data frames aside (reported -ECANCELED when the connection
+ * closes) so the close frame is not stuck behind them. */
+static void drop_data_frames(wr_ws_conn_t *c) {
+  wr_ws_out_t *keep = NULL, *keep_tail = NULL, **dtail = &c->dropped;
+  while (*dtail != NULL)
+    dtail = &(*dtail)->next;
+  for (wr_ws_out_t *o = c->q_head; o != NULL;) {
+    wr_ws_out_t *next = o->next;
+    o->next = NULL;
+    if (o->buf != NULL) {
+      c->queued_bytes -= o->len;
+      *dtail = o;
+      dtail = &o->next;
+    } else {
+      if (keep_tail != NULL)
+        keep_tail->next = o;
+      else
+        keep = o;
+      keep_tail = o;
+    }
+    o = next;
+  }
+  c->q_head = keep;
+  c->q_tail = keep_tail;
+}
+
+int wr_ws_conn_send(wr_ws_conn_t *c, wr_ws_buf_t *buf, void *ctx) {
+  if (c->state != WR_WS_STATE_OPEN)
+    return -ENOTCONN;
+  wr_ws_server_t *srv = c->srv;
+  uint8_t hdr[10];
+  size_t hlen = frame_header(
+      hdr, c->format == WR_WS_FORMAT_MSGPACK ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME, buf->len);
+  size_t total = hlen + buf->len;
+  /* queued_bytes covers what libuv still holds (the in-flight write) as well
+   * as our own queue; wslay's pending control frames count too. */
+  size_t pending = c->queued_bytes + wslay_event_get_queued_msg_length(c->ws);
+  if (pending + total > srv->cfg->max_queued_bytes) {
+    srv->stats.closes_slow_consumer++;
+    c->close_counted = true;
+    wr_info("ws", "conn %llu: slow consumer (%zu bytes queued), closing with 4008",
+            (unsigned long long)c->id, pending);
+    drop_data_frames(c);
+    wr_ws_conn_close(c, WR_WS_CLOSE_SLOW_CONSUMER, "slow consumer");
+    return -ENOBUFS;
+  }
+  wr_ws_out_t *o = malloc(sizeof(*o));
+  if (o == NULL)
+    return -ENOMEM;
+  memset(o, 0, sizeof(*o));
+  memcpy(o->hdr, hdr, hlen);
+  o->hdr_len = (uint8_t)hlen;
+  o->buf = wr_ws_buf_ref(buf);
+  o->ctx = ctx;
+  o->len = total;
+  out_append(c, o);
+  pump(c);
+  return 0;
+}
+
+void wr_ws_conn_close(wr_ws_conn_t *c, uint16_t code, const char *reason) {
+  if (c->state == WR_WS_STATE_HANDSHAKE) {
+    close_tcp(c);
+    return;
+  }
+  if (c->state != WR_WS_STATE_OPEN)
+    return;
+  c->close_code = code;
+  c->state = WR_WS_STATE_CLOSING;
+  c->close_deadline = now_ms(c) + WR_WS_CLOSE_GRACE_MS;
+  size_t rlen = reason != NULL ? strnlen(reason, 123) : 0;
+  /* Fails only when wslay already queued a close of its own; that one wins. */
+  (void)wslay_event_queue_close(c->ws, code, (const uint8_t *)reason, rlen);
+  pump(c);
+}
+
+uint64_t wr_ws_conn_id(const wr_ws_conn_t *c) {
+  return c->id;
+}
+
+const char *wr_ws_conn_user(const wr_ws_conn_t *c) {
+  return c->user != NULL ? c->user : "";
+}
+
+wr_ws_format_t wr_ws_conn_format(const wr_ws_conn_t *c) {
+  return c->format;
+}
+
+void *wr_ws_conn_get_data(const wr_ws_conn_t *c) {
+  return c->data;
+}
+
+void wr_ws_conn_set_data(wr_ws_conn_t *c, void *data) {
+  c->data = data;
+}
+
+size_t wr_ws_conn_queued_bytes(const wr_ws_conn_t *c) {
+  return c->queued_bytes;
+}
