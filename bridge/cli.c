@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "ws/jwt_int.h"
@@ -138,6 +139,20 @@ int wr_cli_publish(const wr_config_t *cfg, int argc, char **argv) {
   env = json_object();
   if (env == NULL)
     return 1;
+  if (id == NULL) {
+    /* Give every notification a stable id, so a redelivery after a crash
+     * carries the same id and clients can deduplicate it. */
+    uint8_t r[12];
+    static char gen[32];
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+      fprintf(stderr, "warren publish: cannot generate an id\n");
+      json_decref(env);
+      return 1;
+    }
+    for (size_t i = 0; i < sizeof(r); i++)
+      snprintf(gen + 2 * i, 3, "%02x", r[i]);
+    id = gen;
+  }
   if (id)
     json_object_set_new(env, "id", json_string(id));
   if (user)
@@ -197,6 +212,6 @@ int wr_cli_publish(const wr_config_t *cfg, int argc, char **argv) {
     fprintf(stderr, "warren publish: not confirmed: %s\n", err);
     return 1;
   }
-  printf("published to exchange %s (confirmed)\n", cfg->exchange);
+  printf("published %s to exchange %s (confirmed)\n", id, cfg->exchange);
   return 0;
 }
