@@ -121,6 +121,7 @@ typedef struct wr_amqp_stats_s {
   uint64_t publish_failures;   /* nacked or lost before confirm */
   uint64_t stale_verdicts;     /* dropped: older generation */
   uint64_t unacked;            /* deliveries of the current generation not yet settled */
+  uint64_t watchdog_kicks;     /* sockets shut down because the thread was stuck */
 } wr_amqp_stats_t;
 
 /* Creates the AMQP side (does not connect). cfg and cbs are borrowed and must
@@ -147,6 +148,13 @@ void wr_amqp_cancel(wr_amqp_t *a);
  * undecided deliveries as WR_VERDICT_REQUEUE before calling this), closes the
  * channel and connection cleanly and joins the thread. */
 void wr_amqp_stop(wr_amqp_t *a);
+
+/* Thread-safe; call about once a second from another thread (the loop's
+ * sweep). When the AMQP thread has made no progress for 2 × amqp.heartbeat_s
+ * (20 s with heartbeats off) while connected — stuck inside a send to a hung
+ * broker — shuts its socket down so the call fails and it reconnects. Returns
+ * true when it did. */
+bool wr_amqp_watchdog(wr_amqp_t *a);
 
 /* Frees it (after wr_amqp_stop). */
 void wr_amqp_free(wr_amqp_t *a);

@@ -64,7 +64,20 @@ struct wr_amqp_s {
   int64_t last_keepalive_ms; /* monotonic, heartbeat sent while the sink is full */
   uint32_t delays[WR_CONFIG_MAX_DELAYS];
   size_t n_delays;
+
+  /* Watchdog (LIBRARIES.md: a rabbitmq-c 0.11 send can block forever on a
+   * hung broker). The AMQP thread bumps progress every loop turn; the
+   * watchdog, called from another thread, shuts the socket down when it has
+   * not moved for too long, so the blocked call returns with an error. */
+  uint64_t progress;     /* atomic */
+  pthread_mutex_t fd_lock;
+  int sockfd;            /* guarded by fd_lock; -1 while disconnected */
+  uint64_t wd_seen;      /* watchdog caller's state */
+  int64_t wd_since_ms;
 };
+
+/* Publishes (fd >= 0) or withdraws (-1) the socket the watchdog may shut down. */
+void wr_amqp_watch_fd(wr_amqp_t *a, int fd);
 
 #define WR_AMQP_STAT_ADD(a, field, n) __atomic_fetch_add(&(a)->stats.field, (n), __ATOMIC_RELAXED)
 #define WR_AMQP_STAT_SUB(a, field, n) __atomic_fetch_sub(&(a)->stats.field, (n), __ATOMIC_RELAXED)

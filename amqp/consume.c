@@ -286,6 +286,7 @@ static int session_open(wr_amqp_t *a, char *err, size_t errlen) {
   int rc = wr_amqp_conn_open(a->cfg, &a->conn, err, errlen);
   if (rc < 0)
     return rc;
+  wr_amqp_watch_fd(a, amqp_get_sockfd(a->conn));
   a->generation++;
   a->pub_seq = 0;
   a->poll_channel_open = false;
@@ -312,7 +313,11 @@ static int session_open(wr_amqp_t *a, char *err, size_t errlen) {
 static void session_close(wr_amqp_t *a, bool graceful) {
   bool was = a->consuming;
   wr_amqp_confirm_drop_all(a);
-  wr_amqp_conn_close(a->conn, graceful);
+  /* A graceful close is a send too: stay watched until it returns. */
+  if (graceful && a->conn != NULL)
+    amqp_connection_close(a->conn, AMQP_REPLY_SUCCESS);
+  wr_amqp_watch_fd(a, -1);
+  wr_amqp_conn_close(a->conn, false);
   a->conn = NULL;
   a->consuming = false;
   WR_AMQP_STAT_SET(a, connected, 0);
@@ -327,6 +332,7 @@ static int session_run(wr_amqp_t *a) {
 
   for (;;) {
     int rc;
+    __atomic_fetch_add(&a->progress, 1, __ATOMIC_RELAXED);
     if (stop_requested(a) && !a->stopping) {
       a->stopping = true;
       stop_deadline = wr_amqp_now_ms() + STOP_CONFIRM_MS;

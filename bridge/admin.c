@@ -145,6 +145,8 @@ static void metrics(wr_bridge_t *b, sb_t *sb) {
   sb_printf(sb, "warren_amqp_connected %d\n", atomic_load(&b->consuming) ? 1 : 0);
   M("warren_amqp_reconnects_total", "counter", "AMQP connections opened after the first.");
   sb_printf(sb, "warren_amqp_reconnects_total %llu\n", (unsigned long long)rd(&as->reconnects));
+  M("warren_amqp_watchdog_kicks_total", "counter", "AMQP sockets shut down because the AMQP thread was stuck.");
+  sb_printf(sb, "warren_amqp_watchdog_kicks_total %llu\n", (unsigned long long)rd(&as->watchdog_kicks));
   M("warren_amqp_unacked", "gauge", "Deliveries in flight, not yet settled with the broker.");
   sb_printf(sb, "warren_amqp_unacked %llu\n", (unsigned long long)rd(&as->unacked));
   M("warren_delivery_latency_seconds", "histogram", "From consume to client ack or write.");

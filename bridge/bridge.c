@@ -127,6 +127,7 @@ static void check_cb(uv_check_t *h) {
 static void sweep_cb(uv_timer_t *t) {
   wr_bridge_t *b = t->data;
   wr_delivery_sweep(b, uv_now(&b->loop));
+  wr_amqp_watchdog(b->amqp);
 }
 
 int wr_bridge_send_json(wr_bridge_t *b, wr_bconn_t *c, json_t *msg) {
