@@ -52,6 +52,23 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
+  /* `warren token --config F …` works as well as `warren --config F token …`:
+   * take --config out of a subcommand's arguments before it parses them. */
+  for (int i = optind + 1; i < argc; i++) {
+    int skip = 0;
+    if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+      path = argv[i + 1];
+      skip = 2;
+    } else if (strncmp(argv[i], "--config=", 9) == 0) {
+      path = argv[i] + 9;
+      skip = 1;
+    }
+    if (skip > 0) {
+      memmove(&argv[i], &argv[i + skip], (size_t)(argc - i - skip + 1) * sizeof(*argv));
+      argc -= skip;
+      i--;
+    }
+  }
   if (wr_config_load(&cfg, path, environ, err, sizeof(err)) != 0) {
     fprintf(stderr, "warren: configuration error: %s\n", err);
     wr_config_close(&cfg);

@@ -248,18 +248,14 @@ static void test_env_errors(void **state) {
   char err[512];
   char *unknown_section[] = {"WARREN_AUTH_JWT_SECRET=" SECRET, "WARREN_FOO_BAR=1", NULL};
   char *unknown_key[] = {"WARREN_AUTH_JWT_SECRET=" SECRET, "WARREN_SERVER_LISTN=1", NULL};
-  char *no_key[] = {"WARREN_SERVER=1", NULL};
   char *bad_value[] = {"WARREN_AUTH_JWT_SECRET=" SECRET, "WARREN_AMQP_PREFETCH=0", NULL};
   (void)state;
-  assert_int_equal(wr_config_load(&c, NULL, unknown_section, err, sizeof(err)), -EINVAL);
-  assert_non_null(strstr(err, "unknown environment variable WARREN_FOO_BAR"));
+  /* Variables outside our sections (WARREN_BIN in a test shell) are not ours. */
+  assert_int_equal(wr_config_load(&c, NULL, unknown_section, err, sizeof(err)), 0);
   wr_config_close(&c);
   assert_int_equal(wr_config_load(&c, NULL, unknown_key, err, sizeof(err)), -EINVAL);
   assert_non_null(strstr(err, "WARREN_SERVER_LISTN"));
   assert_non_null(strstr(err, "unknown key server.listn (did you mean server.listen?)"));
-  wr_config_close(&c);
-  assert_int_equal(wr_config_load(&c, NULL, no_key, err, sizeof(err)), -EINVAL);
-  assert_non_null(strstr(err, "WARREN_SERVER"));
   wr_config_close(&c);
   assert_int_equal(wr_config_load(&c, NULL, bad_value, err, sizeof(err)), -EINVAL);
   assert_string_equal(err, "environment variable WARREN_AMQP_PREFETCH: amqp.prefetch: invalid "
