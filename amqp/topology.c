@@ -121,7 +121,14 @@ int wr_amqp_topology_declare(amqp_connection_state_t c, amqp_channel_t ch, const
     return rc;
   if ((rc = declare_queue(c, ch, dead, amqp_empty_table, WR_QUEUE_CLASSIC, err, errlen)) < 0)
     return rc;
-  return bind_queue(c, ch, dead, dlx, "", err, errlen);
+  if ((rc = bind_queue(c, ch, dead, dlx, "", err, errlen)) < 0)
+    return rc;
+  wr_info("amqp",
+          "topology declared: exchange %s -> queue %s (%s), %zu ladder queue(s) via %s, %s, "
+          "%s -> %s",
+          cfg->exchange, cfg->queue, quorum ? "quorum" : "classic", n_delays, retry_x, parked, dlx,
+          dead);
+  return 0;
 }
 
 /* A failed passive declare closes the channel: acknowledge the close and open

@@ -15,6 +15,7 @@
 #include "ws/ws.h"
 
 #define WR_MAX_QUEUE_STATS (WR_CONFIG_MAX_DELAYS + 4)
+#define WR_LATENCY_NBOUNDS 18 /* finite histogram bounds, see wr_latency_bounds */
 
 typedef enum { WR_PHASE_RUNNING = 0, WR_PHASE_DRAINING, WR_PHASE_CLOSING } wr_phase_t;
 
@@ -38,12 +39,15 @@ typedef struct wr_bridge_stats_s {
   uint64_t verdicts_acked;
   uint64_t requeued;
   uint64_t discarded_stale;       /* deliveries of a lost connection dropped */
-  uint64_t latency_buckets[16];   /* consume → delivered (ms), see wr_latency_bounds */
+  /* Delivery latency in ms, from the envelope's created_at, else the AMQP
+   * timestamp, else consume time, to the client ack (or write in write mode).
+   * Bucket i counts values <= wr_latency_bounds[i]; the last one is +Inf. */
+  uint64_t latency_buckets[WR_LATENCY_NBOUNDS + 1];
   uint64_t latency_count;
   double latency_sum_ms;
 } wr_bridge_stats_t;
 
-extern const double wr_latency_bounds[15];
+extern const double wr_latency_bounds[WR_LATENCY_NBOUNDS];
 
 typedef struct wr_bridge_s {
   const wr_config_t *cfg;

@@ -17,7 +17,7 @@ typedef struct wr_pending_s wr_pending_t;
 typedef struct target_s {
   wr_pending_t *p;
   wr_user_t *user;
-  wr_list_t user_node; /* in user->targets while waiting (client mode) */
+  wr_list_t user_node;     /* in user->targets while waiting (client mode) */
   uint32_t writes_pending; /* write mode: frames not yet written */
   uint32_t writes_ok;
   uint8_t state;
@@ -28,18 +28,22 @@ struct wr_pending_s {
   wr_list_t node; /* b->pendings while unresolved */
   wr_amqp_delivery_t *d;
   wr_envelope_t env;
-  uint64_t deadline_ms;  /* uv_now() + ack.timeout_ms (client mode) */
-  int64_t consumed_ms;
+  uint64_t deadline_ms; /* uv_now() + ack.timeout_ms (client mode) */
+  int64_t origin_ms;    /* latency start: created_at, AMQP timestamp or consume time */
   wr_ws_buf_t *bufs[WR_WS_NFORMATS];
-  uint32_t refs;         /* 1 while unresolved + one per frame queued with a ctx */
-  size_t n_open;         /* targets still waiting */
+  uint32_t refs; /* 1 while unresolved + one per frame queued with a ctx */
+  size_t n_open; /* targets still waiting */
   size_t n_targets;
   bool resolved;
   target_t targets[];
 };
 
-const double wr_latency_bounds[15] = {0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000,
-                                      10000, 30000};
+/* Up to 30 minutes: latency counts from the publisher's clock, so a
+ * notification that waited on the retry ladder for an offline user lands in
+ * the upper buckets. */
+const double wr_latency_bounds[WR_LATENCY_NBOUNDS] = {0.5,  1,     2,     5,     10,     25,
+                                                      50,   100,   250,   500,   1000,   2500,
+                                                      5000, 10000, 30000, 60000, 300000, 1800000};
 
 int64_t wr_now_realtime_ms(void) {
   struct timespec ts;
@@ -52,11 +56,28 @@ static void observe_latency(wr_bridge_t *b, int64_t from_ms) {
   size_t i;
   if (ms < 0)
     ms = 0;
-  for (i = 0; i < 15 && ms > wr_latency_bounds[i]; i++)
+  for (i = 0; i < WR_LATENCY_NBOUNDS && ms > wr_latency_bounds[i]; i++)
     ;
   b->stats.latency_buckets[i]++;
   b->stats.latency_count++;
   b->stats.latency_sum_ms += ms;
+}
+
+/* Where delivery latency starts: the envelope's created_at (unix ms, or
+ * seconds when the value is too small to be ms), else the AMQP timestamp
+ * (whole seconds), else the moment warren read the message. */
+static int64_t latency_origin_ms(const wr_envelope_t *env, const wr_amqp_delivery_t *d) {
+  const json_t *v = env->client != NULL ? json_object_get(env->client, "created_at") : NULL;
+  if (v != NULL && json_is_number(v)) {
+    double t = json_number_value(v);
+    if (t < 1e11)
+      t *= 1000.0;            /* seconds: 1e11 ms is 1973, 1e11 s is the year 5138 */
+    if (t > 1e12 && t < 1e14) /* after 2001, before the year 5000 */
+      return (int64_t)t;
+  }
+  if (d->timestamp_s > 0)
+    return d->timestamp_s * 1000;
+  return d->consumed_at_ms;
 }
 
 static void pending_unref(wr_pending_t *p) {
@@ -98,8 +119,10 @@ void wr_bridge_verdict(wr_bridge_t *b, wr_amqp_delivery_t *d) {
     size_t ncap = b->ov_cap ? b->ov_cap * 2 : 256;
     wr_amqp_delivery_t **n = malloc(ncap * sizeof(*n));
     if (n == NULL) {
-      wr_error("bridge", "out of memory queueing verdict for delivery %llu; it will be "
-               "redelivered after reconnect", (unsigned long long)d->tag);
+      wr_error("bridge",
+               "out of memory queueing verdict for delivery %llu; it will be "
+               "redelivered after reconnect",
+               (unsigned long long)d->tag);
       abort();
     }
     for (size_t i = 0; i < b->ov_len; i++)
@@ -211,7 +234,7 @@ static void settle(wr_bridge_t *b, target_t *t, target_state_t st) {
   t->state = st;
   if (st == T_DELIVERED) {
     b->stats.targets_delivered++;
-    observe_latency(b, p->consumed_ms);
+    observe_latency(b, p->origin_ms);
   } else {
     b->stats.targets_offline++;
   }
@@ -313,7 +336,7 @@ void wr_delivery_handle(wr_bridge_t *b, wr_amqp_delivery_t *d) {
   p->refs = 1;
   p->n_targets = n;
   p->n_open = n;
-  p->consumed_ms = d->consumed_at_ms;
+  p->origin_ms = latency_origin_ms(&p->env, d);
   p->deadline_ms = uv_now(&b->loop) + cfg->ack_timeout_ms;
   wr_list_push_back(&b->pendings, &p->node);
   b->n_pendings++;

@@ -1,0 +1,304 @@
+// Admin endpoints (DESIGN.md §7): /metrics after real traffic (delivered,
+// retried, parked, poison) has the counts a user would expect, promtool
+// accepts it, a real Prometheus server scrapes it; /api/stats carries the same
+// figures with p50/p99; /readyz is 503 while the broker is away and while
+// draining.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import {
+  startWarren,
+  cleanupAll,
+  connectClient,
+  openSocket,
+  Publisher,
+  waitFor,
+  httpGet,
+  freePort,
+  brokerCtl,
+  closeAmqp,
+  ensureBroker,
+  signJwt,
+  sleep,
+} from './lib/index.js';
+
+after(cleanupAll);
+
+// Parses Prometheus text format into { 'name{a="b"}': value } (labels in the
+// order warren prints them) plus the TYPE of every family.
+function parseMetrics(text) {
+  const values = {};
+  const types = {};
+  for (const line of text.split('\n')) {
+    if (line.startsWith('# TYPE ')) {
+      const [, , name, type] = line.split(' ');
+      types[name] = type;
+    } else if (line && !line.startsWith('#')) {
+      const i = line.lastIndexOf(' ');
+      values[line.slice(0, i)] = Number(line.slice(i + 1));
+    }
+  }
+  return { values, types };
+}
+
+async function scrape(w) {
+  const r = await httpGet(`${w.adminUrl}/metrics`);
+  assert.equal(r.status, 200);
+  assert.match(r.headers.get('content-type'), /^text\/plain; version=0\.0\.4/);
+  return { text: r.body, ...parseMetrics(r.body) };
+}
+
+let w;
+let client;
+
+before(async () => {
+  w = await startWarren({
+    name: 'metrics',
+    config: {
+      amqp: { retry_delays_ms: '300,600', max_attempts: 2 },
+      admin: { queue_poll_ms: 200 },
+    },
+  });
+});
+
+test('/metrics counts real traffic: delivered, retried, parked, dead-lettered', { timeout: 60000 }, async () => {
+  client = await connectClient(w.wsUrl(), await w.token('alice'), { name: 'alice' });
+  // A refused handshake is counted too.
+  const refused = await openSocket(w.wsUrl(), signJwt({ sub: 'x', exp: Math.floor(Date.now() / 1000) + 60 }, 'wrong-secret-wrong-secret'));
+  assert.equal(refused.status, 401);
+
+  const pub = await Publisher.open();
+  const now = Date.now();
+  await pub.publishAll(w.exchange, [
+    { id: 'j1', user_id: 'alice', title: 'a' },
+    { id: 'j2', user_id: 'alice', title: 'b' },
+    { id: 'j3', user_id: 'alice', title: 'c' },
+    // Latency counts from created_at: unix ms here, unix seconds below.
+    { id: 'j4', user_id: 'alice', title: 'd', created_at: now - 2000 },
+    { id: 'j5', user_id: 'alice', title: 'e', created_at: (now - 2000) / 1000 },
+    // Never online: retried once (step 1), then parked (max_attempts = 2).
+    { id: 'b1', user_id: 'bob', title: 'offline' },
+  ]);
+  await pub.publishAll(w.exchange, [{ id: 'm1', user_id: 'alice' }, { id: 'm2', user_id: 'alice' }], { format: 'msgpack' });
+  await pub.publishRaw(w.exchange, Buffer.from('{not json'), { contentType: 'application/json' });
+  await pub.publishRaw(w.exchange, Buffer.from('{"title":"nobody"}'), { contentType: 'application/json' });
+  await pub.confirmed();
+  await pub.close();
+
+  await client.waitForIds(['j1', 'j2', 'j3', 'j4', 'j5', 'm1', 'm2']);
+  const deadQ = w.deadQueue;
+  const parkedQ = w.parkedQueue;
+  let seen = {};
+  const m = await waitFor(
+    async () => {
+      const s = await scrape(w);
+      const v = s.values;
+      seen = Object.fromEntries(Object.entries(v).filter(([k]) => /parked_total|acks_total|queue_messages|unacked/.test(k)));
+      return v['warren_parked_total{reason="max_attempts"}'] === 1 &&
+        v['warren_client_acks_total{matched="true"}'] === 7 &&
+        v[`warren_queue_messages{queue="${parkedQ}",role="parked"}`] === 1 &&
+        v[`warren_queue_messages{queue="${deadQ}",role="dead"}`] === 2 &&
+        v['warren_amqp_unacked'] === 0
+        ? s
+        : false;
+    },
+    { timeout: 20000, what: 'counters after the traffic settled' },
+  ).catch((err) => {
+    err.message += `\nlast scrape: ${JSON.stringify(seen)}`;
+    throw err;
+  });
+  const v = m.values;
+  const expect = {
+    warren_connections: 1,
+    warren_users_online: 1,
+    warren_ready: 1,
+    warren_amqp_connected: 1,
+    'warren_handshakes_total{outcome="accepted"}': 1,
+    'warren_handshakes_total{outcome="unauthorized"}': 1,
+    // bob's original and its ladder copy are both consumed.
+    'warren_notifications_consumed_total{format="json"}': 7,
+    'warren_notifications_consumed_total{format="msgpack"}': 2,
+    warren_notifications_delivered_total: 7,
+    'warren_targets_total{outcome="delivered"}': 7,
+    'warren_targets_total{outcome="offline"}': 2,
+    'warren_client_acks_total{matched="true"}': 7,
+    'warren_retried_total{step="1",delay_ms="300"}': 1,
+    'warren_retried_total{step="2",delay_ms="600"}': 0,
+    'warren_parked_total{reason="max_attempts"}': 1,
+    'warren_parked_total{reason="expired"}': 0,
+    'warren_dead_lettered_total{reason="bad_json"}': 1,
+    'warren_dead_lettered_total{reason="no_target"}': 1,
+    'warren_dead_lettered_total{reason="too_large"}': 0,
+    'warren_amqp_nacked_total{requeue="false"}': 2,
+    // 7 delivered + bob's original (after its ladder copy) + the copy (after parking).
+    warren_amqp_acked_total: 9,
+    warren_amqp_published_total: 2,
+    warren_amqp_reconnects_total: 0,
+    warren_delivery_latency_seconds_count: 7,
+    'warren_delivery_latency_seconds_bucket{le="+Inf"}': 7,
+    [`warren_queue_messages{queue="${w.queue}",role="main"}`]: 0,
+    [`warren_queue_consumers{queue="${w.queue}",role="main"}`]: 1,
+    [`warren_queue_messages{queue="${parkedQ}",role="parked"}`]: 1,
+    [`warren_queue_messages{queue="${deadQ}",role="dead"}`]: 2,
+    [`warren_queue_messages{queue="${w.queue}.retry.300",role="retry"}`]: 0,
+    [`warren_queue_consumers{queue="${w.queue}.retry.600",role="retry"}`]: 0,
+    'warren_ring_depth{ring="delivery"}': 0,
+  };
+  for (const [k, want] of Object.entries(expect)) assert.equal(v[k], want, `${k} = ${v[k]}, expected ${want}`);
+
+  // The two with created_at 2 s in the past are the only ones over 1 s.
+  assert.equal(v['warren_delivery_latency_seconds_bucket{le="1"}'], 5, 'five fast deliveries');
+  assert.equal(v['warren_delivery_latency_seconds_bucket{le="5"}'], 7, 'two at ~2 s, from created_at (ms and s)');
+  assert.ok(v.warren_delivery_latency_seconds_sum >= 4, `latency sum ${v.warren_delivery_latency_seconds_sum} s includes 2 × ~2 s`);
+
+  // Standard process metrics, read from /proc at scrape time.
+  assert.ok(v.process_resident_memory_bytes > 1e6, 'RSS');
+  assert.ok(v.process_open_fds >= 5, 'open fds');
+  assert.ok(v.process_cpu_seconds_total >= 0, 'cpu');
+  assert.ok(Math.abs(v.process_start_time_seconds - Date.now() / 1000) < 300, 'start time is recent');
+  assert.equal(m.types.warren_delivery_latency_seconds, 'histogram');
+  assert.equal(m.types.warren_handshakes_total, 'counter');
+  assert.equal(m.types.warren_connections, 'gauge');
+
+  const parked = await w.drain(parkedQ);
+  assert.deepEqual(parked.map((x) => x.id), ['b1']);
+});
+
+test('promtool check metrics accepts /metrics without errors or lint warnings', { timeout: 20000 }, async (t) => {
+  if (!fs.existsSync('/usr/bin/promtool')) {
+    t.skip('promtool not installed (Debian package prometheus)');
+    return;
+  }
+  const { text } = await scrape(w);
+  const r = spawnSync('/usr/bin/promtool', ['check', 'metrics'], { input: text, encoding: 'utf8', timeout: 15000 });
+  assert.equal(r.status, 0, `promtool exit ${r.status}: ${r.stdout}${r.stderr}`);
+  assert.equal((r.stdout + r.stderr).trim(), '', `promtool said: ${r.stdout}${r.stderr}`);
+});
+
+test('/api/stats carries the same figures, p50/p99 and queue depths', async () => {
+  const s = await w.stats();
+  assert.equal(s.ready, true);
+  assert.equal(s.connections, 1);
+  assert.equal(s.delivered, 7);
+  assert.equal(s.consumed, 9);
+  assert.equal(s.retried, 1);
+  assert.equal(s.parked, 1);
+  assert.equal(s.dead_lettered, 2);
+  assert.equal(s.dead_lettered_by_reason.bad_json, 1);
+  assert.equal(s.handshakes.unauthorized, 1);
+  assert.equal(s.latency.count, 7);
+  // Five fast (< 1 s) and two at ~2 s: the median is fast, p99 is ~2 s.
+  assert.ok(s.latency.p50_ms >= 0 && s.latency.p50_ms <= 1000, `p50 ${s.latency.p50_ms}`);
+  assert.ok(s.latency.p99_ms > 1000 && s.latency.p99_ms <= 2500, `p99 ${s.latency.p99_ms}`);
+  assert.equal(s.latency.buckets.reduce((a, b) => a + b, 0), 7);
+  const roles = Object.fromEntries(s.queues.map((q) => [q.role + (q.role === 'retry' ? q.name.slice(-4) : ''), q]));
+  assert.equal(roles.main.consumers, 1);
+  assert.ok(roles.dead && roles.parked && s.queues.filter((q) => q.role === 'retry').length === 2, JSON.stringify(s.queues));
+  assert.ok(s.process.rss_bytes > 0 && s.process.open_fds > 0);
+  // delivered is a monotonic counter: it never goes down between polls.
+  const again = await w.stats();
+  assert.ok(again.delivered >= s.delivered);
+});
+
+test('a real Prometheus server scrapes warren and answers a query', { timeout: 60000 }, async (t) => {
+  if (!fs.existsSync('/usr/bin/prometheus')) {
+    t.skip('prometheus not installed');
+    return;
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'warren-prom-'));
+  const port = await freePort();
+  fs.writeFileSync(
+    path.join(dir, 'prometheus.yml'),
+    `global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: warren\n    static_configs:\n      - targets: ['127.0.0.1:${w.adminPort}']\n`,
+  );
+  const log = fs.openSync(path.join(dir, 'prometheus.log'), 'a');
+  const prom = spawn(
+    '/usr/bin/prometheus',
+    [
+      `--config.file=${path.join(dir, 'prometheus.yml')}`,
+      `--storage.tsdb.path=${path.join(dir, 'data')}`,
+      `--web.listen-address=127.0.0.1:${port}`,
+    ],
+    { stdio: ['ignore', log, log] },
+  );
+  fs.closeSync(log);
+  const exited = new Promise((r) => prom.on('exit', r));
+  try {
+    const api = `http://127.0.0.1:${port}/api/v1/query?query=`;
+    const result = await waitFor(
+      async () => {
+        const r = await httpGet(api + 'warren_connections', 2000);
+        if (r.status !== 200) return false;
+        const j = JSON.parse(r.body);
+        return j.status === 'success' && j.data.result.length ? j.data.result : false;
+      },
+      { timeout: 40000, interval: 500, what: 'Prometheus to return warren_connections' },
+    );
+    assert.equal(result[0].value[1], '1', `warren_connections = ${JSON.stringify(result)}`);
+    const up = JSON.parse((await httpGet(api + 'up{job="warren"}')).body);
+    assert.equal(up.data.result[0].value[1], '1');
+    const parked = JSON.parse((await httpGet(api + encodeURIComponent('warren_parked_total{reason="max_attempts"}'))).body);
+    assert.equal(parked.data.result[0].value[1], '1');
+  } catch (err) {
+    err.message += `\n--- prometheus.log ---\n${fs.readFileSync(path.join(dir, 'prometheus.log'), 'utf8').slice(-3000)}`;
+    throw err;
+  } finally {
+    prom.kill('SIGTERM');
+    const timer = setTimeout(() => prom.kill('SIGKILL'), 10000);
+    await exited;
+    clearTimeout(timer);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('/readyz is 503 while the broker is away, 200 once consuming again', { timeout: 90000 }, async (t) => {
+  const b = await ensureBroker();
+  if (!b.dir || !b.port) {
+    t.skip('WARREN_TEST_BROKER_DIR/PORT unknown: cannot drive rabbitmqctl');
+    return;
+  }
+  assert.equal(await w.readyz(), 200);
+  await closeAmqp();
+  brokerCtl('stop_app');
+  try {
+    await waitFor(async () => (await w.readyz()) === 503, { timeout: 20000, what: '/readyz 503 with the broker stopped' });
+    const body = (await httpGet(`${w.adminUrl}/readyz`)).body;
+    assert.match(body, /not consuming/);
+    const { values } = await scrape(w);
+    assert.equal(values.warren_amqp_connected, 0);
+    assert.equal(values.warren_ready, 0);
+    assert.equal((await httpGet(`${w.adminUrl}/healthz`)).status, 200, 'still alive');
+  } finally {
+    brokerCtl('start_app');
+  }
+  await waitFor(async () => (await w.readyz()) === 200, { timeout: 60000, interval: 200, what: '/readyz 200 after start_app' });
+  const { values } = await scrape(w);
+  assert.ok(values.warren_amqp_reconnects_total >= 1, 'reconnect counted');
+  assert.ok(client.connected, 'the client stayed connected');
+});
+
+test('/readyz is 503 while draining after SIGTERM', { timeout: 30000 }, async () => {
+  // A notification that is never acked keeps the drain going.
+  const holder = await connectClient(w.wsUrl(), await w.token('holder'), { name: 'holder', autoAck: false });
+  const pub = await Publisher.open();
+  await pub.publishAll(w.exchange, [{ id: 'held', user_id: 'holder' }]);
+  await pub.close();
+  await holder.waitForIds(['held']);
+  w.proc.kill('SIGTERM');
+  const r = await waitFor(
+    async () => {
+      const x = await httpGet(`${w.adminUrl}/readyz`, 1000);
+      return x.status === 503 ? x : false;
+    },
+    { timeout: 2500, interval: 20, what: '/readyz 503 during the drain' },
+  );
+  assert.match(r.body, /draining/);
+  const s = await w.stats();
+  assert.equal(s.draining, true);
+  const exit = await w.exited;
+  assert.equal(exit.code, 0);
+  await sleep(10);
+});
