@@ -11,6 +11,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
 enum kind {
   K_LISTEN,  /* host:port, required */
   K_ADMIN,   /* host:port, or "off"/"" */
@@ -20,7 +25,8 @@ enum kind {
   K_U64,
   K_BOOL,
   K_SECRET,  /* HS256 secret, never echoed */
-  K_KEYFILE, /* PEM file, must be readable now */
+  K_KEYFILE, /* PEM public key, parsed now into jwt_pkey */
+  K_FILE,    /* path of a file that must be readable now, "" = unset */
   K_OPTSTR,  /* free text, "" = unset */
   K_CLAIM,   /* JWT claim name */
   K_COOKIE,  /* cookie name token */
@@ -60,6 +66,8 @@ static const struct keydef keys[] = {
     {"server", "handshake_timeout_ms", K_U32, OFF(handshake_timeout_ms), 1, DAY_MS, "5000", NULL},
     {"server", "max_client_message_bytes", K_U32, OFF(max_client_message_bytes), 64, 16777216,
      "4096", NULL},
+    {"server", "max_client_messages_per_s", K_U32, OFF(max_client_messages_per_s), 0, 1000000,
+     "100", NULL},
     {"server", "max_queued_bytes", K_U64, OFF(max_queued_bytes), 4096, UINT64_MAX, "1048576", NULL},
     {"server", "demo", K_BOOL, OFF(demo), 0, 0, "false", NULL},
     {"auth", "jwt_secret", K_SECRET, OFF(jwt_secret), 16, 0, NULL, NULL},
@@ -79,6 +87,10 @@ static const struct keydef keys[] = {
      "1000,5000,30000,120000,600000", NULL},
     {"amqp", "max_attempts", K_U32, OFF(max_attempts), 1, 10000, "50", NULL},
     {"amqp", "max_body_bytes", K_U32, OFF(max_body_bytes), 16, 16777216, "65536", NULL},
+    {"amqp", "tls_ca_file", K_FILE, OFF(tls_ca_file), 0, 0, NULL, NULL},
+    {"amqp", "tls_cert_file", K_FILE, OFF(tls_cert_file), 0, 0, NULL, NULL},
+    {"amqp", "tls_key_file", K_FILE, OFF(tls_key_file), 0, 0, NULL, NULL},
+    {"amqp", "tls_verify", K_BOOL, OFF(tls_verify), 0, 0, "true", NULL},
     {"ack", "mode", K_ENUM, OFF(ack_mode), E_ACK_MODE, 0, "client", ack_modes},
     {"ack", "timeout_ms", K_U32, OFF(ack_timeout_ms), 100, DAY_MS, "10000", NULL},
     {"admin", "listen", K_ADMIN, OFF(admin_listen), 0, 0, "127.0.0.1:9090", NULL},
@@ -411,6 +423,82 @@ static int valid_claim(const char *v) {
   return 1;
 }
 
+/* Reads the JWT public key at path. The algorithm follows from the key (RSA ->
+ * RS256, EC P-256 -> ES256), so anything else is refused here, at start-up,
+ * rather than turning every handshake into a 401 later. A certificate is
+ * accepted too (its public key is used), since identity providers often
+ * publish one. Returns 0 with *out owned by the caller, or -EINVAL with a
+ * message naming the key and the file. */
+static int load_public_key(const struct keydef *k, const char *path, void **out, char *err,
+                           size_t errlen) {
+  char q[96], group[64] = "";
+  char buf[65536];
+  size_t n, glen = 0;
+  FILE *f;
+  BIO *bio;
+  EVP_PKEY *pkey = NULL;
+
+  quote(q, sizeof(q), path);
+  f = fopen(path, "r");
+  if (!f) {
+    int e = errno;
+    errf(err, errlen, "%s.%s: cannot read \"%s\": %s", k->section, k->name, q, strerror(e));
+    return -EINVAL;
+  }
+  n = fread(buf, 1, sizeof(buf), f);
+  if (ferror(f) || (n == sizeof(buf) && getc(f) != EOF)) {
+    errf(err, errlen, "%s.%s: cannot read \"%s\": %s", k->section, k->name, q,
+         ferror(f) ? strerror(EIO) : "larger than 64 KiB, not a public key");
+    fclose(f);
+    return -EINVAL;
+  }
+  fclose(f);
+  bio = BIO_new_mem_buf(buf, (int)n);
+  if (!bio)
+    return -ENOMEM;
+  pkey = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+  if (!pkey) {
+    X509 *x;
+    (void)BIO_reset(bio);
+    x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    if (x) {
+      pkey = X509_get_pubkey(x);
+      X509_free(x);
+    }
+  }
+  BIO_free(bio);
+  if (!pkey) {
+    bool priv = memmem(buf, n, "PRIVATE KEY-----", 16) != NULL;
+    explicit_bzero(buf, sizeof(buf));
+    errf(err, errlen, "%s.%s: \"%s\" is not a PEM public key%s", k->section, k->name, q,
+         priv ? " (it holds a private key: give the public half, from openssl pkey -pubout)"
+              : " (expected -----BEGIN PUBLIC KEY----- or a certificate)");
+    return -EINVAL;
+  }
+  explicit_bzero(buf, sizeof(buf));
+  if (EVP_PKEY_is_a(pkey, "RSA")) {
+    if (EVP_PKEY_get_bits(pkey) < 2048) {
+      errf(err, errlen, "%s.%s: \"%s\" is a %d-bit RSA key (RS256 needs at least 2048 bits)",
+           k->section, k->name, q, EVP_PKEY_get_bits(pkey));
+      EVP_PKEY_free(pkey);
+      return -EINVAL;
+    }
+  } else if (!EVP_PKEY_is_a(pkey, "EC") ||
+             !EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
+                                             &glen) ||
+             strcmp(group, "prime256v1") != 0) {
+    errf(err, errlen,
+         "%s.%s: \"%s\" holds a %s%s%s key (expected RSA for RS256 or EC P-256 for ES256)",
+         k->section, k->name, q,
+         EVP_PKEY_get0_type_name(pkey) ? EVP_PKEY_get0_type_name(pkey) : "unknown",
+         group[0] ? " " : "", group);
+    EVP_PKEY_free(pkey);
+    return -EINVAL;
+  }
+  *out = pkey;
+  return 0;
+}
+
 static int set_key(wr_config_t *cfg, const struct keydef *k, const char *v, char *err,
                    size_t errlen) {
   char text[96];
@@ -500,7 +588,20 @@ static int set_key(wr_config_t *cfg, const struct keydef *k, const char *v, char
       return -EINVAL;
     }
     return replace_str(FIELD(cfg, k, char *), v[0] ? v : NULL);
-  case K_KEYFILE:
+  case K_KEYFILE: {
+    void *pkey = NULL;
+    if (v[0] && (rc = load_public_key(k, v, &pkey, err, errlen)) != 0)
+      return rc;
+    rc = replace_str(FIELD(cfg, k, char *), v[0] ? v : NULL);
+    if (rc) {
+      EVP_PKEY_free(pkey);
+      return rc;
+    }
+    EVP_PKEY_free(cfg->jwt_pkey);
+    cfg->jwt_pkey = pkey;
+    return 0;
+  }
+  case K_FILE:
     if (v[0]) {
       FILE *f = fopen(v, "r");
       if (!f) {
@@ -681,6 +782,7 @@ void wr_config_close(wr_config_t *cfg) {
     case K_PATH:
     case K_SECRET:
     case K_KEYFILE:
+    case K_FILE:
     case K_OPTSTR:
     case K_CLAIM:
     case K_COOKIE:
@@ -693,6 +795,7 @@ void wr_config_close(wr_config_t *cfg) {
     }
   }
   free_list(cfg->allowed_origins);
+  EVP_PKEY_free(cfg->jwt_pkey);
   memset(cfg, 0, sizeof(*cfg));
 }
 
@@ -733,6 +836,19 @@ int wr_config_validate(const wr_config_t *cfg, char *err, size_t errlen) {
     errf(err, errlen,
          "auth.jwt_secret and auth.jwt_public_key_file are both set (set only one: the "
          "algorithm is pinned by the key)");
+    return -EINVAL;
+  }
+  if (!cfg->tls_cert_file != !cfg->tls_key_file) {
+    errf(err, errlen,
+         "amqp.tls_cert_file and amqp.tls_key_file go together (set both for a client "
+         "certificate, or neither)");
+    return -EINVAL;
+  }
+  if ((cfg->tls_ca_file || cfg->tls_cert_file) && cfg->amqp_url &&
+      strncmp(cfg->amqp_url, "amqps://", 8) != 0) {
+    errf(err, errlen,
+         "amqp.tls_ca_file / amqp.tls_cert_file are set but amqp.url does not start with "
+         "amqps:// (use amqps://host:5671/ to connect over TLS)");
     return -EINVAL;
   }
   if (cfg->idle_timeout_ms <= cfg->ping_interval_ms) {
@@ -957,6 +1073,7 @@ void wr_config_dump(const wr_config_t *cfg, FILE *out) {
     case K_LISTEN:
     case K_PATH:
     case K_KEYFILE:
+    case K_FILE:
     case K_OPTSTR:
     case K_CLAIM:
     case K_COOKIE:

@@ -28,12 +28,16 @@ typedef struct wr_config_s {
   uint32_t idle_timeout_ms;     /* default 60000 */
   uint32_t handshake_timeout_ms; /* default 5000 */
   uint32_t max_client_message_bytes; /* default 4096 */
+  uint32_t max_client_messages_per_s; /* per connection, burst the same; 0 = unlimited, default 100 */
   uint64_t max_queued_bytes;    /* per connection, default 1048576 */
   bool demo;                    /* server.demo: serve the demo page at "/", default false */
 
   /* [auth] */
   char *jwt_secret;             /* HS256 secret; required unless jwt_public_key_file */
   char *jwt_public_key_file;    /* PEM for RS256/ES256 (issue 4); NULL if unset */
+  void *jwt_pkey;               /* EVP_PKEY * read from jwt_public_key_file when the key is
+                                 * set (RSA >= 2048 bits -> RS256, EC P-256 -> ES256); owned,
+                                 * freed by wr_config_close; NULL if unset */
   char *issuer;                 /* NULL = not checked */
   char *audience;               /* NULL = not checked */
   uint32_t leeway_s;            /* default 30 */
@@ -51,6 +55,10 @@ typedef struct wr_config_s {
   size_t n_retry_delays;        /* >= 1 */
   uint32_t max_attempts;        /* >= 1, default 50 */
   uint32_t max_body_bytes;      /* default 65536 */
+  char *tls_ca_file;            /* amqps:// CA bundle (PEM); NULL = system store */
+  char *tls_cert_file;          /* amqps:// client certificate (PEM); NULL = none */
+  char *tls_key_file;           /* its private key (PEM); set with tls_cert_file */
+  bool tls_verify;              /* verify the broker certificate and host name, default true */
 
   /* [ack] */
   wr_ack_mode_t ack_mode;       /* default client */

@@ -28,6 +28,7 @@ typedef struct wreq_s {
 } wreq_t;
 
 static void pump(wr_ws_conn_t *c);
+static void close_slow_consumer(wr_ws_conn_t *c, size_t pending);
 
 static uint64_t now_ms(const wr_ws_conn_t *c) {
   return uv_now(c->srv->loop);
@@ -252,6 +253,12 @@ static void pump(wr_ws_conn_t *c) {
     }
     if (!was_sent && wslay_event_get_close_sent(c->ws))
       on_close_queued(c);
+    /* wslay queues pongs whether or not the client reads them: a client
+     * that pings without reading meets the same cap as notifications. */
+    if (c->state == WR_WS_STATE_OPEN && c->queued_bytes > c->srv->cfg->max_queued_bytes) {
+      close_slow_consumer(c, c->queued_bytes);
+      return;
+    }
   }
   if (!c->writing && c->q_head != NULL)
     start_write(c);
@@ -289,14 +296,45 @@ static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size
   return (ssize_t)len;
 }
 
+/* Takes one message from the connection's token bucket (server.
+ * max_client_messages_per_s per second, a burst of the same size). Returns
+ * false when the client is over its rate. Tokens are kept in thousandths so
+ * a low rate still refills between two sweeps of the loop clock. */
+static bool rate_take(wr_ws_conn_t *c) {
+  uint64_t rate = c->srv->cfg->max_client_messages_per_s;
+  if (rate == 0)
+    return true;
+  uint64_t cap = rate * 1000, now = now_ms(c);
+  uint64_t add = (now - c->rate_refill) * rate;
+  c->rate_refill = now;
+  c->rate_tokens = add >= cap - c->rate_tokens ? cap : c->rate_tokens + add;
+  if (c->rate_tokens < 1000)
+    return false;
+  c->rate_tokens -= 1000;
+  return true;
+}
+
 static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
                       void *user) {
-  (void)ctx;
   wr_ws_conn_t *c = user;
-  /* Control frames arrive here too; wslay answers pings and closes itself. */
-  if (arg->opcode != WSLAY_TEXT_FRAME && arg->opcode != WSLAY_BINARY_FRAME)
+  /* Control frames arrive here too; wslay answers pings and closes itself,
+   * but a ping costs us a pong, so pings count against the rate as well. */
+  bool data = arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME;
+  if ((!data && arg->opcode != WSLAY_PING) || c->state != WR_WS_STATE_OPEN)
     return;
-  if (c->state != WR_WS_STATE_OPEN)
+  /* A pong wslay queued for a ping that came before this message must reach
+   * the client before whatever the bridge answers to the message. */
+  if (data && wslay_event_get_queued_msg_count(ctx) > 0 && !wslay_event_get_close_sent(ctx))
+    (void)wslay_event_send(ctx); /* a failure shows again in pump() */
+  if (!rate_take(c)) {
+    c->srv->stats.closes_rate_limited++;
+    c->close_counted = true;
+    wr_info("ws", "conn %llu: more than %u messages/s, closing with 1008",
+            (unsigned long long)c->id, c->srv->cfg->max_client_messages_per_s);
+    wr_ws_conn_close(c, WR_WS_CLOSE_POLICY, "rate limit");
+    return;
+  }
+  if (!data)
     return;
   const wr_ws_callbacks_t *cbs = c->srv->cbs;
   c->srv->stats.messages_received++;
@@ -311,19 +349,39 @@ static const struct wslay_event_callbacks ws_callbacks = {
 };
 
 static void feed_ws(wr_ws_conn_t *c, const uint8_t *data, size_t len) {
-  c->in = data;
-  c->in_len = len;
-  c->in_wslay = true;
-  int r = wslay_event_recv(c->ws);
-  c->in_wslay = false;
-  /* Bytes wslay left unread (after a close) are dropped with the buffer. */
-  c->in = NULL;
-  c->in_len = 0;
-  if (r != 0) {
-    close_tcp(c);
+  wr_ws_server_t *srv = c->srv;
+  /* Frames before an offending header are still wslay's to answer. */
+  size_t ok = wr_ws_fscan_feed(&c->scan, data, len, srv->cfg->max_client_message_bytes);
+  if (ok > 0) {
+    c->in = data;
+    c->in_len = ok;
+    c->in_wslay = true;
+    int r = wslay_event_recv(c->ws);
+    c->in_wslay = false;
+    /* Bytes wslay left unread (after a close) are dropped with the buffer. */
+    c->in = NULL;
+    c->in_len = 0;
+    if (r != 0) {
+      close_tcp(c);
+      return;
+    }
+  }
+  if (c->scan.code == 0) {
+    pump(c);
     return;
   }
+  /* A close wslay queued for an earlier frame goes first and wins. */
   pump(c);
+  if (c->state != WR_WS_STATE_OPEN)
+    return;
+  bool too_big = c->scan.code == WR_WS_CLOSE_TOO_BIG;
+  if (too_big)
+    srv->stats.closes_too_big++;
+  else
+    srv->stats.closes_protocol++;
+  c->close_counted = true;
+  wr_debug("ws", "conn %llu: frame header refused (%u)", (unsigned long long)c->id, c->scan.code);
+  wr_ws_conn_close(c, c->scan.code, too_big ? "message too big" : "protocol error");
 }
 
 /* Queues a complete HTTP answer and closes the connection once it is
@@ -392,9 +450,9 @@ static void open_ws(wr_ws_conn_t *c, const wr_ws_upgrade_t *up, const char *user
   ssize_t n = wr_ws_hs_101_write(head, sizeof(head), up->accept,
                                  up->echo_protocol ? wr_ws_format_name(up->format) : NULL);
   c->user = strdup(user);
-  if (n < 0 || c->user == NULL || wslay_event_context_server_init(&c->ws, &ws_callbacks, c) != 0)
+  if (n < 0 || c->user == NULL ||
+      wr_ws_wslay_server_new(&c->ws, &ws_callbacks, c, srv->cfg->max_client_message_bytes) != 0)
     goto fail;
-  wslay_event_config_set_max_recv_msg_length(c->ws, srv->cfg->max_client_message_bytes);
   if (out_raw(c, head, (size_t)n, NULL, 0) != 0)
     goto fail;
   wr_ws_hs_free(c->hs);
@@ -404,6 +462,9 @@ static void open_ws(wr_ws_conn_t *c, const wr_ws_upgrade_t *up, const char *user
   c->state = WR_WS_STATE_OPEN;
   c->opened = true;
   c->last_recv = c->last_ping = now_ms(c);
+  c->rate_refill = c->last_recv;
+  wr_ws_fscan_init(&c->scan);
+  c->rate_tokens = (uint64_t)srv->cfg->max_client_messages_per_s * 1000;
   srv->stats.connections++;
   srv->stats.handshakes_accepted++;
   wr_debug("ws", "conn %llu: open for user %s (%s)", (unsigned long long)c->id, c->user,
@@ -623,6 +684,15 @@ static void drop_data_frames(wr_ws_conn_t *c) {
   c->q_tail = keep_tail;
 }
 
+static void close_slow_consumer(wr_ws_conn_t *c, size_t pending) {
+  c->srv->stats.closes_slow_consumer++;
+  c->close_counted = true;
+  wr_info("ws", "conn %llu: slow consumer (%zu bytes queued), closing with 4008",
+          (unsigned long long)c->id, pending);
+  drop_data_frames(c);
+  wr_ws_conn_close(c, WR_WS_CLOSE_SLOW_CONSUMER, "slow consumer");
+}
+
 int wr_ws_conn_send(wr_ws_conn_t *c, wr_ws_buf_t *buf, void *ctx) {
   if (c->state != WR_WS_STATE_OPEN)
     return -ENOTCONN;
@@ -635,12 +705,7 @@ int wr_ws_conn_send(wr_ws_conn_t *c, wr_ws_buf_t *buf, void *ctx) {
    * as our own queue; wslay's pending control frames count too. */
   size_t pending = c->queued_bytes + wslay_event_get_queued_msg_length(c->ws);
   if (pending + total > srv->cfg->max_queued_bytes) {
-    srv->stats.closes_slow_consumer++;
-    c->close_counted = true;
-    wr_info("ws", "conn %llu: slow consumer (%zu bytes queued), closing with 4008",
-            (unsigned long long)c->id, pending);
-    drop_data_frames(c);
-    wr_ws_conn_close(c, WR_WS_CLOSE_SLOW_CONSUMER, "slow consumer");
+    close_slow_consumer(c, pending);
     return -ENOBUFS;
   }
   wr_ws_out_t *o = malloc(sizeof(*o));

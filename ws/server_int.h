@@ -8,6 +8,7 @@
 #include <uv.h>
 #include <wslay/wslay.h>
 
+#include "ws/frame_int.h"
 #include "ws/handshake_int.h"
 #include "ws/ws.h"
 
@@ -57,6 +58,7 @@ struct wr_ws_conn_s {
   void *data;
   wr_ws_hs_t *hs;             /* only during HANDSHAKE */
   wslay_event_context_ptr ws; /* only once OPEN */
+  wr_ws_fscan_t scan;         /* frame headers, checked ahead of wslay */
   const uint8_t *in;          /* unread part of the current read */
   size_t in_len;
   wr_ws_out_t *q_head, *q_tail; /* not yet handed to uv_write */
@@ -67,6 +69,8 @@ struct wr_ws_conn_s {
   uint64_t last_ping;           /* ms of the last ping sent (or open) */
   uint64_t close_deadline;      /* ms after which the TCP is cut, 0 = none */
   int64_t token_exp;            /* unix s, 0 = none */
+  uint64_t rate_tokens;         /* message token bucket, in 1/1000 of a message */
+  uint64_t rate_refill;         /* ms (uv_now) of the last refill */
 };
 
 struct wr_ws_server_s {

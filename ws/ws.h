@@ -101,6 +101,7 @@ typedef struct wr_ws_stats_s {
   uint64_t closes_protocol;       /* 1002/1007 */
   uint64_t closes_idle;           /* idle timeout */
   uint64_t closes_token_expired;  /* 1008 */
+  uint64_t closes_rate_limited;   /* 1008 "rate limit": server.max_client_messages_per_s */
   uint64_t frames_sent;
   uint64_t bytes_sent;
   uint64_t messages_received;

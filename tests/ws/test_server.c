@@ -944,6 +944,177 @@ static void test_http_only_mode(void **state) {
   assert_int_equal(fx.stats.handshakes_accepted, 0);
 }
 
+static void client_flood(fx_t *fx) {
+  char head[2048], reason[128];
+  int fd = cl_open(fx, "u16", NULL, head, sizeof(head));
+  CK(fx, fd >= 0);
+  /* All in one burst: the bucket cannot refill in between. */
+  for (int i = 0; i < 20; i++)
+    CK(fx, cl_send_frame(fd, 0x1, "m", 1, true));
+  CK(fx, cl_wait_close(fd, reason, sizeof(reason)) == 1008);
+  CK(fx, strcmp(reason, "rate limit") == 0);
+  CK(fx, cl_eof(fd));
+out:
+  if (fd >= 0)
+    close(fd);
+}
+
+static void test_rate_limit_1008(void **state) {
+  (void)state;
+  fx_t fx;
+  fx_init(&fx);
+  fx.cfg.max_client_messages_per_s = 5;
+  fx_run(&fx, client_flood);
+  /* The burst is the rate: five get through, the sixth closes. */
+  assert_int_equal(fx.messages, 5);
+  assert_int_equal(fx.stats.messages_received, 5);
+  assert_int_equal(fx.stats.closes_rate_limited, 1);
+  assert_int_equal(fx.stats.closes_protocol, 0);
+  assert_int_equal(fx.closes, 1);
+}
+
+static void client_many(fx_t *fx) {
+  char head[2048];
+  int fd = cl_open(fx, "u17", NULL, head, sizeof(head));
+  CK(fx, fd >= 0);
+  for (int i = 0; i < 300; i++)
+    CK(fx, cl_send_frame(fd, 0x1, "m", 1, true));
+  uint8_t cl[2] = {0x03, 0xe8};
+  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
+  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+out:
+  if (fd >= 0)
+    close(fd);
+}
+
+static void test_rate_limit_off(void **state) {
+  (void)state;
+  fx_t fx;
+  fx_init(&fx);
+  fx.cfg.max_client_messages_per_s = 0;
+  fx_run(&fx, client_many);
+  assert_int_equal(fx.messages, 300);
+  assert_int_equal(fx.stats.closes_rate_limited, 0);
+}
+
+/* Sends one masked frame whose first byte is b0 (FIN, RSV, opcode) as is. */
+static bool cl_send_b0(int fd, uint8_t b0, const void *data, size_t len) {
+  uint8_t f[256];
+  if (len > 125)
+    return false;
+  f[0] = b0;
+  f[1] = (uint8_t)(0x80 | len);
+  memset(f + 2, 0, 4); /* a zero mask leaves the payload as it is */
+  memcpy(f + 6, data, len);
+  return cl_send(fd, f, 6 + len);
+}
+
+static void client_header_checks(fx_t *fx) {
+  char head[2048], reason[128];
+  uint8_t buf[1024];
+  uint8_t op;
+  size_t len;
+  /* A ping between two fragments: its pong comes before the reply to the
+   * message, even when all three frames arrive in one segment. */
+  int fd = cl_open(fx, "u18", NULL, head, sizeof(head));
+  CK(fx, fd >= 0);
+  uint8_t three[64];
+  size_t n = 0;
+  const uint8_t f1[] = {0x01, 0x82, 0, 0, 0, 0, 'e', 'c'};
+  const uint8_t f2[] = {0x89, 0x83, 0, 0, 0, 0, 'm', 'i', 'd'};
+  const uint8_t f3[] = {0x80, 0x82, 0, 0, 0, 0, 'h', 'o'};
+  memcpy(three + n, f1, sizeof(f1)), n += sizeof(f1);
+  memcpy(three + n, f2, sizeof(f2)), n += sizeof(f2);
+  memcpy(three + n, f3, sizeof(f3)), n += sizeof(f3);
+  CK(fx, cl_send(fd, three, n));
+  CK(fx, cl_read_frame(fd, &op, buf, sizeof(buf), &len));
+  CK(fx, op == 0xA && len == 3 && memcmp(buf, "mid", 3) == 0);
+  CK(fx, cl_read_frame(fd, &op, buf, sizeof(buf), &len));
+  CK(fx, op == 0x1 && len == 4 && memcmp(buf, "echo", 4) == 0);
+  uint8_t cl[2] = {0x03, 0xe8};
+  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
+  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+  close(fd);
+  /* A 126-byte ping: too long for a control frame. */
+  fd = cl_open(fx, "u18", NULL, head, sizeof(head));
+  CK(fx, fd >= 0);
+  uint8_t big[126];
+  memset(big, 'p', sizeof(big));
+  CK(fx, cl_send_frame(fd, 0x9, big, sizeof(big), true));
+  CK(fx, cl_wait_close(fd, reason, sizeof(reason)) == 1002);
+  close(fd);
+  /* A close frame with a 1-byte payload, and a fragmented ping. */
+  fd = cl_open(fx, "u18", NULL, head, sizeof(head));
+  CK(fx, fd >= 0);
+  CK(fx, cl_send_b0(fd, 0x88, "\x03", 1));
+  CK(fx, cl_wait_close(fd, NULL, 0) == 1002);
+  close(fd);
+  fd = cl_open(fx, "u18", NULL, head, sizeof(head));
+  CK(fx, fd >= 0);
+  CK(fx, cl_send_b0(fd, 0x09, "a", 1));
+  CK(fx, cl_wait_close(fd, NULL, 0) == 1002);
+  close(fd);
+  /* A header announcing 2^63-1 bytes, one byte at a time: closed with 1009
+   * as soon as the length is known, without waiting for any payload. */
+  fd = cl_open(fx, "u18", NULL, head, sizeof(head));
+  CK(fx, fd >= 0);
+  const uint8_t h[] = {0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0};
+  for (size_t i = 0; i < sizeof(h); i++) {
+    CK(fx, cl_send(fd, h + i, 1));
+    usleep(2000);
+  }
+  CK(fx, cl_wait_close(fd, reason, sizeof(reason)) == 1009);
+  CK(fx, strcmp(reason, "message too big") == 0);
+  CK(fx, cl_eof(fd));
+out:
+  if (fd >= 0)
+    close(fd);
+}
+
+static void test_frame_header_checks(void **state) {
+  (void)state;
+  fx_t fx;
+  fx_init(&fx);
+  fx_run(&fx, client_header_checks);
+  assert_int_equal(fx.messages, 1);
+  assert_string_equal(fx.last_msg, "echo");
+  assert_int_equal(fx.stats.closes_protocol, 3);
+  assert_int_equal(fx.stats.closes_too_big, 1);
+  assert_int_equal(fx.closes, 5);
+}
+
+static void client_ping_no_read(fx_t *fx) {
+  char head[2048];
+  int fd = cl_open(fx, "u19", NULL, head, sizeof(head));
+  CK(fx, fd >= 0);
+  /* 60,000 pings of 125 bytes (7.9 MB of pongs owed), none read: the pongs
+   * fill the kernel buffers, then the connection's own queue, which is
+   * capped like any other output. */
+  uint8_t f[6 + 125];
+  f[0] = 0x89;
+  f[1] = 0x80 | 125;
+  memset(f + 2, 0, 4);
+  memset(f + 6, 'p', 125);
+  for (int i = 0; i < 60000; i++)
+    if (!cl_send(fd, f, sizeof(f)))
+      break; /* closed under us: fine, the cap did its work */
+  CK(fx, cl_wait_close(fd, NULL, 0) == 4008);
+out:
+  if (fd >= 0)
+    close(fd);
+}
+
+static void test_pong_flood_capped(void **state) {
+  (void)state;
+  fx_t fx;
+  fx_init(&fx);
+  fx.cfg.max_client_messages_per_s = 0;
+  fx.cfg.max_queued_bytes = 65536;
+  fx_run(&fx, client_ping_no_read);
+  assert_int_equal(fx.stats.closes_slow_consumer, 1);
+  assert_int_equal(fx.closes, 1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_json_roundtrip),
@@ -962,6 +1133,10 @@ int main(void) {
       cmocka_unit_test(test_frame_glued_to_head),
       cmocka_unit_test(test_free_with_open_connection),
       cmocka_unit_test(test_http_only_mode),
+      cmocka_unit_test(test_rate_limit_1008),
+      cmocka_unit_test(test_rate_limit_off),
+      cmocka_unit_test(test_frame_header_checks),
+      cmocka_unit_test(test_pong_flood_capped),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
