@@ -315,10 +315,12 @@ static void metrics(wr_bridge_t *b, sb_t *sb) {
             "warren_connection_closes_total{reason=\"too_big\"} %llu\n"
             "warren_connection_closes_total{reason=\"protocol\"} %llu\n"
             "warren_connection_closes_total{reason=\"idle\"} %llu\n"
-            "warren_connection_closes_total{reason=\"token_expired\"} %llu\n",
+            "warren_connection_closes_total{reason=\"token_expired\"} %llu\n"
+            "warren_connection_closes_total{reason=\"rate_limited\"} %llu\n",
             (unsigned long long)ws->closes_slow_consumer, (unsigned long long)ws->closes_too_big,
             (unsigned long long)ws->closes_protocol, (unsigned long long)ws->closes_idle,
-            (unsigned long long)ws->closes_token_expired);
+            (unsigned long long)ws->closes_token_expired,
+            (unsigned long long)ws->closes_rate_limited);
   HELP("warren_client_messages_total", "counter", "Messages received from clients.");
   sb_printf(sb, "warren_client_messages_total %llu\n", (unsigned long long)ws->messages_received);
 
