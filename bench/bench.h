@@ -1,0 +1,91 @@
+/* warren-bench: load generator and measurement tool for warren (BENCHMARKS.md).
+ *
+ * Four modes share one option set: `consume` (the minimal rabbitmq-c consumer
+ * that sets the ceiling), `fill` (pre-fill a queue with confirmed envelopes),
+ * `publish` (fixed-rate publisher for latency runs, or one broadcast) and
+ * `clients` (many WebSocket connections to warren that count, ack and time
+ * every notification). Every mode prints human-readable lines and, with
+ * --json FILE, one JSON object with its figures. */
+#ifndef WARREN_BENCH_H
+#define WARREN_BENCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+typedef struct wr_bench_opts_s {
+  const char *amqp_url;   /* amqp://user:pass@host:port/vhost */
+  const char *exchange;   /* NULL: publish to the default exchange, routing key = queue */
+  const char *queue;      /* queue to declare / fill / consume */
+  bool declare;           /* fill/consume: declare `queue` as a plain durable queue */
+  uint64_t count;         /* notifications to fill / consume / expect */
+  uint32_t users;         /* user ids u0..u{users-1}; notification i targets u(i % users) */
+  uint32_t conns;         /* clients: connections (connection i is user u(i % users)) */
+  const char *run_id;     /* id prefix: notification i has id "<run>-<i>" */
+  uint32_t body_bytes;    /* target envelope size */
+  uint32_t prefetch;      /* consume: basic.qos */
+  uint32_t ack_every;     /* consume: ack multiple=true every N */
+  uint32_t window;        /* fill/publish: unconfirmed publishes in flight */
+  double rate;            /* publish: notifications per second */
+  double duration_s;      /* publish: seconds (count = rate * duration when count is 0) */
+  bool broadcast;         /* publish: one broadcast envelope per "count" */
+  const char *ws_url;     /* clients: ws://host:port/path */
+  const char *secret;     /* clients: HS256 secret to mint tokens */
+  bool client_acks;       /* clients: send {"type":"ack","id":…} for each notification */
+  uint32_t bcast_expect;  /* clients: broadcasts each connection must receive */
+  pid_t pid;              /* clients: warren's pid (RSS / CPU sampling, SIGCONT) */
+  bool cont_on_usr1;      /* clients: on SIGUSR1, SIGCONT `pid` and start the clock */
+  const char *ready_file; /* clients: created once every connection is open */
+  uint32_t settle_ms;     /* clients: wait after the last open before sampling RSS */
+  double hold_s;          /* clients: without expectations, hold connections this long */
+  double timeout_s;       /* clients/consume: give up after this long (from ready) */
+  uint32_t ramp;          /* clients: handshakes in flight while connecting */
+  uint32_t per_src;       /* clients: connections per source address 127.0.0.k */
+  const char *json_path;  /* write the JSON summary here */
+  bool quiet;
+} wr_bench_opts_t;
+
+/* util.c */
+int64_t wr_bench_now_us(void);      /* CLOCK_MONOTONIC */
+int64_t wr_bench_realtime_us(void); /* CLOCK_REALTIME */
+/* Writes an HS256 JWT with sub=user, iat=now, exp=now+ttl_s into out (NUL-terminated).
+ * Returns its length, or -ENOSPC / -EIO. */
+ssize_t wr_bench_jwt_mint(const char *secret, const char *user, int64_t ttl_s, char *out,
+                          size_t cap);
+/* Envelope i of run `run`: id "<run>-<i>" (or "<run>-b<i>" for a broadcast), user u(i % users),
+ * created_at (unix ms) and t_us (unix µs), padded to about body_bytes. Returns its length. */
+size_t wr_bench_envelope_build(char *out, size_t cap, const char *run, uint64_t i, uint32_t users,
+                               bool broadcast, uint32_t body_bytes);
+typedef struct {
+  long rss_kb;  /* VmRSS */
+  double cpu_s; /* utime + stime */
+  long threads; /* Threads */
+} wr_bench_proc_t;
+/* Samples /proc/<pid>/{stat,status}; 0 or -errno. */
+int wr_bench_proc_sample(pid_t pid, wr_bench_proc_t *out);
+/* Sorts v in place and returns the q-quantile (0..1) by nearest rank; 0 when n is 0. */
+uint32_t wr_bench_quantile(uint32_t *v, size_t n, double q);
+void wr_bench_sort_u32(uint32_t *v, size_t n);
+
+/* A flat JSON object writer: key/value pairs, appended in order. */
+typedef struct {
+  FILE *f;
+  int n;
+} wr_bench_json_t;
+int wr_bench_json_open(wr_bench_json_t *j, const char *path);
+void wr_bench_json_str(wr_bench_json_t *j, const char *k, const char *v);
+void wr_bench_json_num(wr_bench_json_t *j, const char *k, double v);
+void wr_bench_json_int(wr_bench_json_t *j, const char *k, long long v);
+int wr_bench_json_close(wr_bench_json_t *j);
+
+/* amqp_modes.c — each returns a process exit status. */
+int wr_bench_consume_run(const wr_bench_opts_t *o);
+int wr_bench_fill_run(const wr_bench_opts_t *o);
+int wr_bench_publish_run(const wr_bench_opts_t *o);
+
+/* clients.c */
+int wr_bench_clients_run(const wr_bench_opts_t *o);
+
+#endif

@@ -1,0 +1,258 @@
+/* warren-bench: load generator for warren. See bench/README.md. */
+#include "bench/bench.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+  fputs(
+      "usage: warren-bench MODE [options]\n"
+      "modes:\n"
+      "  consume   minimal rabbitmq-c consumer draining --queue (the ceiling)\n"
+      "  fill      publish --count confirmed persistent envelopes (to --exchange, else --queue)\n"
+      "  publish   publish at --rate for --duration (or --count), with confirms; --broadcast\n"
+      "  clients   open --conns WebSocket connections to --url, count/ack/time notifications\n"
+      "options:\n"
+      "  --amqp URL            broker (amqp://guest:guest@127.0.0.1:5672/)\n"
+      "  --exchange X          publish to X (routing key 'bench')\n"
+      "  --queue Q             queue to fill without --exchange, or to consume\n"
+      "  --declare             declare --queue as a plain durable queue first\n"
+      "  --count N             notifications to fill / consume / publish / expect\n"
+      "  --users U             user ids u0..u{U-1}; notification i goes to u(i %% U) (1000)\n"
+      "  --run ID              id prefix: ids are ID-0, ID-1, … (broadcasts ID-b0, …) (bench)\n"
+      "  --body-bytes B        envelope size (200)\n"
+      "  --prefetch P          consume: basic.qos (1000)\n"
+      "  --ack-every N         consume: ack multiple=true every N (100)\n"
+      "  --window W            fill/publish: unconfirmed publishes in flight (2000)\n"
+      "  --rate R              publish: per second\n"
+      "  --duration S          publish: seconds\n"
+      "  --broadcast           publish: broadcast envelopes\n"
+      "  --url ws://IP:PORT/ws clients: warren's WebSocket endpoint\n"
+      "  --secret S            clients: auth.jwt_secret to mint HS256 tokens\n"
+      "  --conns N             clients: connections (default --users); connection i is u(i %% U)\n"
+      "  --ack MODE            clients: client (ack every notification) or none (client)\n"
+      "  --expect-broadcast K  clients: broadcasts each connection must receive\n"
+      "  --pid PID             clients: warren's pid, for RSS / CPU samples\n"
+      "  --cont-on-usr1        clients: on SIGUSR1 send SIGCONT to --pid and start the clock\n"
+      "  --ready-file F        clients: created once every connection is open and settled\n"
+      "  --settle-ms MS        clients: wait after the last open before sampling RSS (1000)\n"
+      "  --hold S              clients: with nothing expected, hold this long (0)\n"
+      "  --timeout S           clients/consume: give up after S s (120)\n"
+      "  --ramp N              clients: handshakes in flight (256)\n"
+      "  --per-src N           clients: connections per source address 127.0.0.k (20000)\n"
+      "  --json FILE           write a JSON summary\n",
+      f);
+}
+
+int main(int argc, char **argv) {
+  wr_bench_opts_t o = {
+      .amqp_url = "amqp://guest:guest@127.0.0.1:5672/",
+      .users = 1000,
+      .run_id = "bench",
+      .body_bytes = 200,
+      .prefetch = 1000,
+      .ack_every = 100,
+      .window = 2000,
+      .client_acks = true,
+      .settle_ms = 1000,
+      .timeout_s = 120,
+      .ramp = 256,
+      .per_src = 20000,
+  };
+  enum {
+    O_AMQP = 256,
+    O_EXCHANGE,
+    O_QUEUE,
+    O_DECLARE,
+    O_COUNT,
+    O_USERS,
+    O_RUN,
+    O_BODY,
+    O_PREFETCH,
+    O_ACK_EVERY,
+    O_WINDOW,
+    O_RATE,
+    O_DURATION,
+    O_BROADCAST,
+    O_URL,
+    O_SECRET,
+    O_CONNS,
+    O_ACK,
+    O_BEXPECT,
+    O_PID,
+    O_CONT,
+    O_READY,
+    O_SETTLE,
+    O_HOLD,
+    O_TIMEOUT,
+    O_RAMP,
+    O_PERSRC,
+    O_JSON,
+    O_HELP
+  };
+  static const struct option opts[] = {
+      {"amqp", required_argument, 0, O_AMQP},
+      {"exchange", required_argument, 0, O_EXCHANGE},
+      {"queue", required_argument, 0, O_QUEUE},
+      {"declare", no_argument, 0, O_DECLARE},
+      {"count", required_argument, 0, O_COUNT},
+      {"users", required_argument, 0, O_USERS},
+      {"run", required_argument, 0, O_RUN},
+      {"body-bytes", required_argument, 0, O_BODY},
+      {"prefetch", required_argument, 0, O_PREFETCH},
+      {"ack-every", required_argument, 0, O_ACK_EVERY},
+      {"window", required_argument, 0, O_WINDOW},
+      {"rate", required_argument, 0, O_RATE},
+      {"duration", required_argument, 0, O_DURATION},
+      {"broadcast", no_argument, 0, O_BROADCAST},
+      {"url", required_argument, 0, O_URL},
+      {"secret", required_argument, 0, O_SECRET},
+      {"conns", required_argument, 0, O_CONNS},
+      {"ack", required_argument, 0, O_ACK},
+      {"expect-broadcast", required_argument, 0, O_BEXPECT},
+      {"pid", required_argument, 0, O_PID},
+      {"cont-on-usr1", no_argument, 0, O_CONT},
+      {"ready-file", required_argument, 0, O_READY},
+      {"settle-ms", required_argument, 0, O_SETTLE},
+      {"hold", required_argument, 0, O_HOLD},
+      {"timeout", required_argument, 0, O_TIMEOUT},
+      {"ramp", required_argument, 0, O_RAMP},
+      {"per-src", required_argument, 0, O_PERSRC},
+      {"json", required_argument, 0, O_JSON},
+      {"help", no_argument, 0, O_HELP},
+      {0, 0, 0, 0},
+  };
+  int ch;
+
+  if (argc < 2 || argv[1][0] == '-') {
+    usage(argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr);
+    return argc >= 2 && strcmp(argv[1], "--help") == 0 ? 0 : 2;
+  }
+  const char *mode = argv[1];
+  optind = 2;
+  while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (ch) {
+    case O_AMQP:
+      o.amqp_url = optarg;
+      break;
+    case O_EXCHANGE:
+      o.exchange = optarg;
+      break;
+    case O_QUEUE:
+      o.queue = optarg;
+      break;
+    case O_DECLARE:
+      o.declare = true;
+      break;
+    case O_COUNT:
+      o.count = strtoull(optarg, NULL, 10);
+      break;
+    case O_USERS:
+      o.users = (uint32_t)strtoul(optarg, NULL, 10);
+      break;
+    case O_RUN:
+      o.run_id = optarg;
+      break;
+    case O_BODY:
+      o.body_bytes = (uint32_t)strtoul(optarg, NULL, 10);
+      break;
+    case O_PREFETCH:
+      o.prefetch = (uint32_t)strtoul(optarg, NULL, 10);
+      break;
+    case O_ACK_EVERY:
+      o.ack_every = (uint32_t)strtoul(optarg, NULL, 10);
+      break;
+    case O_WINDOW:
+      o.window = (uint32_t)strtoul(optarg, NULL, 10);
+      break;
+    case O_RATE:
+      o.rate = strtod(optarg, NULL);
+      break;
+    case O_DURATION:
+      o.duration_s = strtod(optarg, NULL);
+      break;
+    case O_BROADCAST:
+      o.broadcast = true;
+      break;
+    case O_URL:
+      o.ws_url = optarg;
+      break;
+    case O_SECRET:
+      o.secret = optarg;
+      break;
+    case O_CONNS:
+      o.conns = (uint32_t)strtoul(optarg, NULL, 10);
+      break;
+    case O_ACK:
+      if (strcmp(optarg, "client") == 0)
+        o.client_acks = true;
+      else if (strcmp(optarg, "none") == 0)
+        o.client_acks = false;
+      else {
+        fprintf(stderr, "warren-bench: --ack is client or none\n");
+        return 2;
+      }
+      break;
+    case O_BEXPECT:
+      o.bcast_expect = (uint32_t)strtoul(optarg, NULL, 10);
+      break;
+    case O_PID:
+      o.pid = (pid_t)strtol(optarg, NULL, 10);
+      break;
+    case O_CONT:
+      o.cont_on_usr1 = true;
+      break;
+    case O_READY:
+      o.ready_file = optarg;
+      break;
+    case O_SETTLE:
+      o.settle_ms = (uint32_t)strtoul(optarg, NULL, 10);
+      break;
+    case O_HOLD:
+      o.hold_s = strtod(optarg, NULL);
+      break;
+    case O_TIMEOUT:
+      o.timeout_s = strtod(optarg, NULL);
+      break;
+    case O_RAMP:
+      o.ramp = (uint32_t)strtoul(optarg, NULL, 10);
+      break;
+    case O_PERSRC:
+      o.per_src = (uint32_t)strtoul(optarg, NULL, 10);
+      break;
+    case O_JSON:
+      o.json_path = optarg;
+      break;
+    case O_HELP:
+      usage(stdout);
+      return 0;
+    default:
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (optind != argc || o.users == 0 || o.window == 0 || o.ramp == 0) {
+    usage(stderr);
+    return 2;
+  }
+  if (o.conns == 0)
+    o.conns = o.users;
+  if (o.body_bytes > 3800)
+    o.body_bytes = 3800;
+  /* Output goes to files and pipes in bench/run: make every line visible at once. */
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  signal(SIGPIPE, SIG_IGN);
+  if (strcmp(mode, "consume") == 0)
+    return wr_bench_consume_run(&o);
+  if (strcmp(mode, "fill") == 0)
+    return wr_bench_fill_run(&o);
+  if (strcmp(mode, "publish") == 0)
+    return wr_bench_publish_run(&o);
+  if (strcmp(mode, "clients") == 0)
+    return wr_bench_clients_run(&o);
+  fprintf(stderr, "warren-bench: unknown mode %s\n", mode);
+  usage(stderr);
+  return 2;
+}
