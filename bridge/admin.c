@@ -332,6 +332,10 @@ static void metrics(wr_bridge_t *b, sb_t *sb) {
   HELP("warren_notifications_delivered_total", "counter",
        "Notification frames queued to client connections.");
   sb_printf(sb, "warren_notifications_delivered_total %llu\n", (unsigned long long)st->delivered);
+  HELP("warren_notifications_deferred_total", "counter",
+       "Notification frames held back because the connection had over half of "
+       "server.max_queued_bytes unwritten.");
+  sb_printf(sb, "warren_notifications_deferred_total %llu\n", (unsigned long long)st->deferred);
   HELP("warren_notifications_written_total", "counter",
        "Notification frames handed to the kernel (ack.mode=write only).");
   sb_printf(sb, "warren_notifications_written_total %llu\n", (unsigned long long)st->written);

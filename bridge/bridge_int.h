@@ -36,6 +36,7 @@ typedef struct wr_bridge_stats_s {
   uint64_t parked_max_attempts;
   uint64_t parked_expired;
   uint64_t broadcasts;
+  uint64_t deferred;              /* frames not sent: connection over half its output cap */
   uint64_t verdicts_acked;
   uint64_t requeued;
   uint64_t discarded_stale;       /* deliveries of a lost connection dropped */

@@ -12,6 +12,10 @@
 
 typedef enum { T_WAITING = 0, T_DELIVERED, T_OFFLINE } target_state_t;
 
+/* A client heard from within this long is alive: over half its output cap it
+ * is paced, not closed. */
+#define WR_BUSY_CLIENT_MS 5000
+
 typedef struct wr_pending_s wr_pending_t;
 
 typedef struct target_s {
@@ -258,6 +262,19 @@ static int send_one(wr_bridge_t *b, wr_pending_t *p, target_t *t, wr_bconn_t *c)
 
   if (buf == NULL)
     return -ENOMEM;
+  /* Backpressure: a connection with more than half of server.max_queued_bytes
+   * still unwritten, whose client spoke (acked, pinged) in the last few
+   * seconds, is busy rather than gone: it gets nothing more for now. The
+   * notification keeps waiting for the user's ack (client mode) or goes to
+   * the ladder (write mode), so a returning client with a big backlog is
+   * paced instead of being cut with 4008 over and over. A silent client is
+   * sent to as usual and meets the cap (4008): it has stopped reading. */
+  size_t queued = wr_ws_conn_queued_bytes(c->ws);
+  if (queued > 0 && queued + buf->len > b->cfg->max_queued_bytes / 2 &&
+      wr_ws_conn_idle_ms(c->ws) < WR_BUSY_CLIENT_MS) {
+    b->stats.deferred++;
+    return -EAGAIN;
+  }
   rc = wr_ws_conn_send(c->ws, buf, ctx);
   if (rc == 0) {
     b->stats.delivered++;
@@ -269,15 +286,19 @@ static int send_one(wr_bridge_t *b, wr_pending_t *p, target_t *t, wr_bconn_t *c)
   return rc;
 }
 
-static void send_to_user(wr_bridge_t *b, wr_pending_t *p, target_t *t) {
+/* Returns how many connections the frame was queued on. */
+static size_t send_to_user(wr_bridge_t *b, wr_pending_t *p, target_t *t) {
   wr_list_t *it, *next;
+  size_t sent = 0;
   /* A send can fail and close that connection (slow consumer), which removes
    * it from the list: walk with a saved next pointer. Closing is deferred by
    * ws/, so the list itself stays valid. */
   for (it = t->user->conns.next; it != &t->user->conns; it = next) {
     next = it->next;
-    send_one(b, p, t, wr_container_of(it, wr_bconn_t, user_node));
+    if (send_one(b, p, t, wr_container_of(it, wr_bconn_t, user_node)) == 0)
+      sent++;
   }
+  return sent;
 }
 
 static void dead(wr_bridge_t *b, wr_amqp_delivery_t *d, wr_env_result_t r) {
@@ -394,9 +415,10 @@ void wr_delivery_handle(wr_bridge_t *b, wr_amqp_delivery_t *d) {
       settle(b, t, T_OFFLINE);
       continue;
     }
-    send_to_user(b, p, t);
-    if (cfg->ack_mode == WR_ACK_WRITE && t->writes_pending == 0 && !p->resolved)
-      settle(b, t, T_OFFLINE); /* every send failed */
+    /* Nothing queued anywhere (every connection busy or closing): the ladder
+     * brings it back soon, rather than waiting for the ack timeout. */
+    if (send_to_user(b, p, t) == 0 && !p->resolved)
+      settle(b, t, T_OFFLINE);
   }
   pending_unref(p);
 }

@@ -185,6 +185,7 @@ static void start_write(wr_ws_conn_t *c) {
     }
     w->bytes += o->len;
   }
+  c->write_started = now_ms(c);
   int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, w->bufs, nbufs, write_cb);
   if (r < 0) {
     c->queued_bytes -= w->bytes;
@@ -636,6 +637,16 @@ void wr_ws_conn_sweep(wr_ws_conn_t *c, uint64_t now, int64_t wall) {
     break;
   case WR_WS_STATE_OPEN: {
     uint64_t idle = now - c->last_recv;
+    /* The bridge stops sending to a connection whose output would pass half
+     * the cap, so a client that has stopped reading no longer runs into the
+     * cap: it shows as a write that does not complete. One stuck for a ping
+     * interval (at most 10 s) is a slow consumer. */
+    uint64_t stuck_ms =
+        cfg->ping_interval_ms > 0 && cfg->ping_interval_ms < 10000 ? cfg->ping_interval_ms : 10000;
+    if (c->writing && now - c->write_started >= stuck_ms) {
+      close_slow_consumer(c, c->queued_bytes);
+      break;
+    }
     if (cfg->idle_timeout_ms > 0 && idle >= cfg->idle_timeout_ms) {
       srv->stats.closes_idle++;
       c->close_counted = true;
@@ -760,4 +771,8 @@ void wr_ws_conn_set_data(wr_ws_conn_t *c, void *data) {
 
 size_t wr_ws_conn_queued_bytes(const wr_ws_conn_t *c) {
   return c->queued_bytes;
+}
+
+uint64_t wr_ws_conn_idle_ms(const wr_ws_conn_t *c) {
+  return now_ms(c) - c->last_recv;
 }

@@ -67,6 +67,7 @@ struct wr_ws_conn_s {
   uint64_t t_start;             /* ms (uv_now) at accept */
   uint64_t last_recv;           /* ms of the last byte received */
   uint64_t last_ping;           /* ms of the last ping sent (or open) */
+  uint64_t write_started;       /* ms when the write in flight was started */
   uint64_t close_deadline;      /* ms after which the TCP is cut, 0 = none */
   int64_t token_exp;            /* unix s, 0 = none */
   uint64_t rate_tokens;         /* message token bucket, in 1/1000 of a message */

@@ -156,5 +156,7 @@ wr_ws_format_t wr_ws_conn_format(const wr_ws_conn_t *conn);
 void *wr_ws_conn_get_data(const wr_ws_conn_t *conn);      /* the bridge's pointer */
 void wr_ws_conn_set_data(wr_ws_conn_t *conn, void *data);
 size_t wr_ws_conn_queued_bytes(const wr_ws_conn_t *conn);
+/* Milliseconds since the last byte was received from the client. */
+uint64_t wr_ws_conn_idle_ms(const wr_ws_conn_t *conn);
 
 #endif
