@@ -15,9 +15,13 @@
 
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
 
 #include "amqp/amqp_int.h"
+#include "config/log.h"
 
 int64_t wr_amqp_now_ms(void) {
   struct timespec ts;
@@ -166,15 +170,72 @@ static int tcp_connect(const char *host, int port, int timeout_ms, char *why, si
   return -last;
 }
 
-static int tls_setup(amqp_socket_t *s, char *err, size_t errlen) {
+/* Why a TLS handshake failed, filled by the certificate verify callback:
+ * rabbitmq-c only says "SSL connection failed", which leaves an operator
+ * guessing between a wrong CA, an expired certificate and a host name that the
+ * certificate does not name. */
+struct tls_why {
+  int depth; /* depth of the first certificate that failed, -1 = none */
+  char text[160];
+};
+
+static int tls_why_index(void) {
+  /* One index for the process; CRYPTO_get_ex_new_index is thread-safe and a
+   * race here would only waste an index. */
+  static int idx = -1;
+  if (idx < 0)
+    idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+  return idx;
+}
+
+static int tls_verify_cb(int ok, X509_STORE_CTX *xs) {
+  SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+  struct tls_why *why = ssl ? SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_why_index()) : NULL;
+  if (!ok && why != NULL && why->depth < 0) {
+    int e = X509_STORE_CTX_get_error(xs);
+    why->depth = X509_STORE_CTX_get_error_depth(xs);
+    snprintf(why->text, sizeof(why->text), "%s", X509_verify_cert_error_string(e));
+  }
+  return ok;
+}
+
+static int tls_setup(const wr_config_t *cfg, amqp_socket_t *s, const char *host,
+                     struct tls_why *why, char *err, size_t errlen) {
   SSL_CTX *ctx = amqp_ssl_socket_get_context(s);
-  /* rabbitmq-c loads no CA store by default: use the system one. */
-  if (ctx == NULL || SSL_CTX_set_default_verify_paths(ctx) != 1) {
-    snprintf(err, errlen, "cannot load the system CA store for amqps://");
+  if (ctx == NULL) {
+    snprintf(err, errlen, "cannot create a TLS context for amqps://");
     return -EPROTO;
   }
-  amqp_ssl_socket_set_verify_peer(s, 1);
-  amqp_ssl_socket_set_verify_hostname(s, 1);
+  if (cfg->tls_ca_file != NULL) {
+    if (amqp_ssl_socket_set_cacert(s, cfg->tls_ca_file) != AMQP_STATUS_OK) {
+      snprintf(err, errlen, "amqp.tls_ca_file: cannot load CA certificates from %s (expected PEM)",
+               cfg->tls_ca_file);
+      return -EINVAL;
+    }
+  } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+    /* rabbitmq-c loads no CA store by default: use the system one. */
+    snprintf(err, errlen, "cannot load the system CA store for amqps:// (set amqp.tls_ca_file)");
+    return -EPROTO;
+  }
+  if (cfg->tls_cert_file != NULL &&
+      amqp_ssl_socket_set_key(s, cfg->tls_cert_file, cfg->tls_key_file) != AMQP_STATUS_OK) {
+    snprintf(err, errlen,
+             "amqp.tls_cert_file / amqp.tls_key_file: cannot load the client certificate %s with "
+             "key %s (expected PEM, unencrypted key, matching pair)",
+             cfg->tls_cert_file, cfg->tls_key_file);
+    return -EINVAL;
+  }
+  why->depth = -1;
+  why->text[0] = '\0';
+  SSL_CTX_set_ex_data(ctx, tls_why_index(), why);
+  X509_STORE_set_verify_cb(SSL_CTX_get_cert_store(ctx), tls_verify_cb);
+  amqp_ssl_socket_set_verify_peer(s, cfg->tls_verify ? 1 : 0);
+  amqp_ssl_socket_set_verify_hostname(s, cfg->tls_verify ? 1 : 0);
+  if (!cfg->tls_verify)
+    wr_warn("amqp",
+            "amqp.tls_verify = false: the certificate of %s is not checked, so anyone on the "
+            "path can impersonate the broker",
+            host);
   return 0;
 }
 
@@ -212,18 +273,37 @@ int wr_amqp_conn_open(const wr_config_t *cfg, amqp_connection_state_t *out, char
     rc = -ENOMEM;
     goto fail_conn;
   }
-  if (ci.ssl && (rc = tls_setup(s, err, errlen)) < 0)
+  struct tls_why tlsw = {.depth = -1};
+  /* Errors of an earlier attempt must not explain this one. */
+  ERR_clear_error();
+  if (ci.ssl && (rc = tls_setup(cfg, s, ci.host, &tlsw, err, errlen)) < 0)
     goto fail_conn;
 
   struct timeval tv = {.tv_sec = WR_AMQP_RPC_TIMEOUT_S, .tv_usec = 0};
   if (ci.ssl) {
     rc = amqp_socket_open_noblock(s, ci.host, ci.port, &tv);
     if (rc != AMQP_STATUS_OK) {
-      snprintf(err, errlen, "cannot connect to %s:%d: %s", ci.host, ci.port,
-               amqp_error_string2(rc));
-      rc = status_errno(rc);
+      if (tlsw.depth >= 0)
+        snprintf(err, errlen,
+                 "cannot connect to %s:%d: TLS certificate verification failed: %s (%s "
+                 "certificate; check amqp.tls_ca_file and that the certificate names %s)",
+                 ci.host, ci.port, tlsw.text, tlsw.depth == 0 ? "broker" : "issuer", ci.host);
+      else if (rc == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED)
+        snprintf(err, errlen,
+                 "cannot connect to %s:%d: TLS certificate verification failed: the broker "
+                 "certificate does not name %s (connect by a name it lists)",
+                 ci.host, ci.port, ci.host);
+      else
+        snprintf(err, errlen, "cannot connect to %s:%d: %s", ci.host, ci.port,
+                 amqp_error_string2(rc));
+      rc = rc == AMQP_STATUS_SSL_PEER_VERIFY_FAILED ||
+                   rc == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED || tlsw.depth >= 0
+               ? -EPERM
+               : status_errno(rc);
       goto fail_conn;
     }
+    /* The verify callback's context points at this stack frame. */
+    SSL_CTX_set_ex_data(amqp_ssl_socket_get_context(s), tls_why_index(), NULL);
   } else {
     char why[128];
     int fd = tcp_connect(ci.host, ci.port, WR_AMQP_RPC_TIMEOUT_S * 1000, why, sizeof(why));
@@ -274,6 +354,18 @@ int wr_amqp_conn_open(const wr_config_t *cfg, amqp_connection_state_t *out, char
                "to vhost %s)",
                ci.host, ci.port, ci.user, ci.vhost);
       rc = -EACCES;
+    } else if (ci.ssl && r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
+               r.library_error == AMQP_STATUS_SSL_ERROR) {
+      /* With TLS 1.3 the broker judges our certificate after our side of
+       * the handshake is done, so its refusal only shows up here, as an
+       * alert that OpenSSL left in this thread's error queue. */
+      const char *alert = ERR_reason_error_string(ERR_peek_last_error());
+      snprintf(err, errlen,
+               "cannot connect to %s:%d: the broker closed the TLS connection (%s; check "
+               "amqp.tls_cert_file / amqp.tls_key_file: the broker may require a client "
+               "certificate signed by a CA it trusts)",
+               ci.host, ci.port, alert != NULL ? alert : "no reason given");
+      rc = -EPERM;
     } else {
       snprintf(err, errlen, "%s:%d %s", ci.host, ci.port, why);
     }

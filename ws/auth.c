@@ -1,11 +1,14 @@
 /* Where a browser's token comes from, and which origins may connect. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "ws/auth_int.h"
 #include "ws/jwt_int.h"
+
+#include <openssl/evp.h>
 
 static int hexval(char c) {
   if (c >= '0' && c <= '9')
@@ -146,6 +149,49 @@ bool wr_ws_origin_allowed(const char *origin, char *const *allowed, size_t n) {
   return false;
 }
 
+int wr_ws_auth_key(const wr_config_t *cfg, wr_jwt_key_t *key) {
+  memset(key, 0, sizeof(*key));
+  if (cfg->jwt_secret != NULL && cfg->jwt_secret[0] != '\0') {
+    key->alg = WR_JWT_HS256;
+    key->secret = (const uint8_t *)cfg->jwt_secret;
+    key->secret_len = strlen(cfg->jwt_secret);
+    return 0;
+  }
+  /* The configuration loaded the PEM and accepted only RSA and EC P-256, so
+   * the key type alone pins the algorithm; the token's "alg" never does. */
+  EVP_PKEY *pkey = cfg->jwt_pkey;
+  if (pkey == NULL)
+    return -ENOENT;
+  if (EVP_PKEY_is_a(pkey, "RSA"))
+    key->alg = WR_JWT_RS256;
+  else if (EVP_PKEY_is_a(pkey, "EC"))
+    key->alg = WR_JWT_ES256;
+  else
+    return -ENOENT;
+  key->pkey = pkey;
+  return 0;
+}
+
+void wr_ws_auth_describe(const wr_config_t *cfg, char *out, size_t cap) {
+  wr_jwt_key_t key;
+  const char *cookie = cfg->cookie_name != NULL ? cfg->cookie_name : "";
+  if (cap == 0)
+    return;
+  if (wr_ws_auth_key(cfg, &key) != 0)
+    snprintf(out, cap, "no JWT key configured: every handshake is refused");
+  else if (key.alg == WR_JWT_HS256)
+    snprintf(out, cap,
+             "tokens: HS256 with auth.jwt_secret; from ?token=, Authorization: Bearer "
+             "or cookie %s",
+             cookie);
+  else
+    snprintf(out, cap,
+             "tokens: %s with a %d-bit %s key from %s; from ?token=, Authorization: "
+             "Bearer or cookie %s",
+             key.alg == WR_JWT_RS256 ? "RS256" : "ES256", EVP_PKEY_get_bits(key.pkey),
+             key.alg == WR_JWT_RS256 ? "RSA" : "EC P-256", cfg->jwt_public_key_file, cookie);
+}
+
 int wr_ws_auth_check(const wr_ws_request_t *req, const wr_config_t *cfg, int64_t now, char *user,
                      int64_t *exp, const char **error) {
   /* A token can be no longer than the head that carried it. */
@@ -156,16 +202,11 @@ int wr_ws_auth_check(const wr_ws_request_t *req, const wr_config_t *cfg, int64_t
     *error = "missing_token";
     return 401;
   }
-  if (cfg->jwt_secret == NULL || cfg->jwt_secret[0] == '\0') {
-    /* RS256/ES256 keys are not wired in yet: refuse rather than guess. */
+  wr_jwt_key_t key;
+  if (wr_ws_auth_key(cfg, &key) != 0) {
     *error = "no_key";
     return 401;
   }
-  wr_jwt_key_t key = {
-      .alg = WR_JWT_HS256,
-      .secret = (const uint8_t *)cfg->jwt_secret,
-      .secret_len = strlen(cfg->jwt_secret),
-  };
   wr_jwt_rules_t rules = {
       .issuer = cfg->issuer,
       .audience = cfg->audience,

@@ -39,6 +39,19 @@ ssize_t wr_ws_auth_token(const wr_ws_request_t *req, const char *cookie_name, ch
  * either side ignored). A missing or "null" origin is refused then. */
 bool wr_ws_origin_allowed(const char *origin, char *const *allowed, size_t n);
 
+struct wr_jwt_key_s;
+
+/* Fills key (borrowing from cfg) with the configured JWT key: HS256 when
+ * auth.jwt_secret is set, else RS256 for an RSA or ES256 for an EC P-256
+ * auth.jwt_public_key_file (loaded by the configuration). Returns 0, or
+ * -ENOENT when cfg holds no usable key. */
+int wr_ws_auth_key(const wr_config_t *cfg, struct wr_jwt_key_s *key);
+
+/* Writes a one-line, log-safe description of how handshakes are
+ * authenticated ("RS256 (RSA 2048-bit key from /etc/warren/jwt.pem)...") into
+ * out (NUL-terminated, truncated to cap). Never includes a secret. */
+void wr_ws_auth_describe(const wr_config_t *cfg, char *out, size_t cap);
+
 /* Authenticates req against cfg's JWT settings at unix time now. Returns 0
  * with user (capacity WR_WS_USER_MAX) and *exp (0 = none) filled, or 401
  * with *error set to a short log-safe reason ("missing_token", "expired",

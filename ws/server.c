@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "config/log.h"
+#include "ws/auth_int.h"
 #include "ws/server_int.h"
 
 #define LISTEN_BACKLOG 4096
@@ -61,6 +62,20 @@ static void connection_cb(uv_stream_t *listener, int status) {
     wr_warn("ws", "cannot accept a connection: %s", uv_strerror(r));
 }
 
+/* The cookie is sent by the browser whatever page opens the socket, so
+ * without an Origin allow-list any site the user visits can connect as them
+ * (cross-site WebSocket hijacking); ?token= and Bearer are not exposed. */
+static void log_auth(const wr_config_t *cfg) {
+  char what[512];
+  wr_ws_auth_describe(cfg, what, sizeof(what));
+  wr_info("ws", "%s", what);
+  if (cfg->n_allowed_origins == 0)
+    wr_warn("ws",
+            "server.allowed_origins is empty: any web page can open a WebSocket with the "
+            "user's %s cookie; set server.allowed_origins to your site's origins",
+            cfg->cookie_name != NULL ? cfg->cookie_name : "auth");
+}
+
 int wr_ws_server_new(wr_ws_server_t **out, uv_loop_t *loop, const wr_config_t *cfg,
                      const wr_ws_callbacks_t *cbs, bool websocket) {
   *out = NULL;
@@ -85,6 +100,8 @@ int wr_ws_server_new(wr_ws_server_t **out, uv_loop_t *loop, const wr_config_t *c
   if (period < 10)
     period = 10;
   uv_timer_start(&srv->sweep, sweep_cb, period, period);
+  if (websocket)
+    log_auth(cfg);
   *out = srv;
   return 0;
 }

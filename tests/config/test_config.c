@@ -633,10 +633,17 @@ static void test_retry_delays(void **state) {
   wr_config_close(&c);
 }
 
+/* auth.jwt_public_key_file is parsed when set: it must be a real key. */
+static const char EC_PUBLIC_PEM[] =
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAELYIgV/sL0dgRacfdITKfhUBKGx/A\n"
+    "oxtJh4LhUcSBIktymHFUljMSNCIEoMaiJHhcesY4LW+GXL806Ftl2z/K+w==\n"
+    "-----END PUBLIC KEY-----\n";
+
 static void test_validate_cross_keys(void **state) {
   wr_config_t c;
   char err[512];
-  const char *keyfile = write_file("key.pem", "-----BEGIN PUBLIC KEY-----\n");
+  const char *keyfile = write_file("key.pem", EC_PUBLIC_PEM);
   char keypath[512];
   (void)state;
   snprintf(keypath, sizeof(keypath), "%s", keyfile);
@@ -701,7 +708,7 @@ static void test_dump(void **state) {
   wr_config_close(&c);
 
   /* The dump is valid INI that loads back to the same configuration. */
-  keyfile = write_file("dump-key.pem", "-----BEGIN PUBLIC KEY-----\n");
+  keyfile = write_file("dump-key.pem", EC_PUBLIC_PEM);
   snprintf(keypath, sizeof(keypath), "%s", keyfile);
   assert_int_equal(wr_config_init(&c), 0);
   assert_int_equal(wr_config_set(&c, "auth", "jwt_public_key_file", keypath, err, sizeof(err)), 0);
