@@ -516,6 +516,39 @@ describe('demo page served by warren', { skip: daemonSkip }, () => {
     assert.equal(js.body, fs.readFileSync(path.join(webDir, 'warren.js'), 'utf8'));
   });
 
+  test('a published notification appears as a card; after warren restarts the page reconnects by itself', async (t) => {
+    const page = await browser.newPage();
+    const pageErrors = [];
+    page.on('pageerror', (e) => pageErrors.push(e));
+    const token = signJwt({ sub: 'web-restart', exp: now() + 600 }, w.secret);
+    await page.goto(`http://127.0.0.1:${w.port}/?token=${encodeURIComponent(token)}`);
+    await page.waitForFunction(() => document.getElementById('status-text').textContent === 'connected as web-restart');
+    const cards = () => page.$$eval('#list .card', (els) => els.map((e) => e.dataset.id));
+
+    const first = `web-r1-${Date.now()}`;
+    const t0 = Date.now();
+    await pub.publishAll(w.exchange, [{ id: first, user_id: 'web-restart', title: 'Before restart', content: 'one' }]);
+    await page.waitForFunction((id) => !!document.querySelector(`#list .card[data-id="${id}"]`), first, { timeout: 10000 });
+    const shownMs = Date.now() - t0;
+    t.diagnostic(`publish (confirmed) → card on the page: ${shownMs} ms`);
+
+    // Restart the daemon under the page: the page notices, backs off and
+    // reconnects with no help.
+    await w.restart();
+    await page.waitForFunction(() => /^reconnecting/.test(document.getElementById('status-text').textContent) ||
+      document.getElementById('status-text').textContent === 'connected as web-restart', null, { timeout: 10000 });
+    await page.waitForFunction(() => document.getElementById('status-text').textContent === 'connected as web-restart', null, {
+      timeout: 40000,
+    });
+    const second = `web-r2-${Date.now()}`;
+    await pub.publishAll(w.exchange, [{ id: second, user_id: 'web-restart', title: 'After restart', content: 'two' }]);
+    await page.waitForFunction((id) => !!document.querySelector(`#list .card[data-id="${id}"]`), second, { timeout: 10000 });
+    // Newest first, each shown once.
+    assert.deepEqual(await cards(), [second, first]);
+    assert.deepEqual(pageErrors, []);
+    await page.close();
+  });
+
   test('the page receives a published notification, acks it, and stops when the token expires', async () => {
     const page = await browser.newPage();
     const pageErrors = [];

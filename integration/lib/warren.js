@@ -150,7 +150,10 @@ export class Warren {
     fs.appendFileSync(this.logFile, `\n===== start #${this.starts} at ${new Date().toISOString()} =====\n`);
     const log = fs.openSync(this.logFile, 'a');
     this.exit = null;
-    const proc = spawn(WARREN_BIN, ['--config', this.iniFile], {
+    // opts.wrapper: a command the daemon runs under, e.g. ['valgrind', …].
+    const wrapper = this.opts.wrapper || [];
+    const argv = [...wrapper.slice(1), WARREN_BIN, '--config', this.iniFile];
+    const proc = spawn(wrapper.length ? wrapper[0] : WARREN_BIN, wrapper.length ? argv : argv.slice(1), {
       env: daemonEnv(this.opts.env),
       stdio: ['ignore', log, log],
     });
