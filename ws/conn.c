@@ -29,6 +29,8 @@ typedef struct wreq_s {
 
 static void pump(wr_ws_conn_t *c);
 static void close_slow_consumer(wr_ws_conn_t *c, size_t pending);
+static int ensure_ws(wr_ws_conn_t *c);
+static void maybe_release_ws(wr_ws_conn_t *c);
 
 static uint64_t now_ms(const wr_ws_conn_t *c) {
   return uv_now(c->srv->loop);
@@ -349,11 +351,34 @@ static const struct wslay_event_callbacks ws_callbacks = {
     .on_msg_recv_callback = ws_msg_cb,
 };
 
+/* A wslay context costs about 8.8 KB, mostly its input buffer, so an idle
+ * connection keeps none: it is made when client bytes or a control frame of
+ * ours need it, and dropped again once the stream sits between messages with
+ * nothing queued (the frame scanner knows the boundaries). */
+static int ensure_ws(wr_ws_conn_t *c) {
+  if (c->ws != NULL)
+    return 0;
+  return wr_ws_wslay_server_new(&c->ws, &ws_callbacks, c, c->srv->cfg->max_client_message_bytes);
+}
+
+static void maybe_release_ws(wr_ws_conn_t *c) {
+  if (c->ws == NULL || c->in_wslay || c->state != WR_WS_STATE_OPEN || !wr_ws_fscan_idle(&c->scan) ||
+      wslay_event_get_queued_msg_count(c->ws) > 0 || wslay_event_get_close_sent(c->ws) ||
+      wslay_event_get_close_received(c->ws))
+    return;
+  wslay_event_context_free(c->ws);
+  c->ws = NULL;
+}
+
 static void feed_ws(wr_ws_conn_t *c, const uint8_t *data, size_t len) {
   wr_ws_server_t *srv = c->srv;
   /* Frames before an offending header are still wslay's to answer. */
   size_t ok = wr_ws_fscan_feed(&c->scan, data, len, srv->cfg->max_client_message_bytes);
   if (ok > 0) {
+    if (ensure_ws(c) != 0) {
+      close_tcp(c);
+      return;
+    }
     c->in = data;
     c->in_len = ok;
     c->in_wslay = true;
@@ -369,6 +394,7 @@ static void feed_ws(wr_ws_conn_t *c, const uint8_t *data, size_t len) {
   }
   if (c->scan.code == 0) {
     pump(c);
+    maybe_release_ws(c);
     return;
   }
   /* A close wslay queued for an earlier frame goes first and wins. */
@@ -451,8 +477,7 @@ static void open_ws(wr_ws_conn_t *c, const wr_ws_upgrade_t *up, const char *user
   ssize_t n = wr_ws_hs_101_write(head, sizeof(head), up->accept,
                                  up->echo_protocol ? wr_ws_format_name(up->format) : NULL);
   c->user = strdup(user);
-  if (n < 0 || c->user == NULL ||
-      wr_ws_wslay_server_new(&c->ws, &ws_callbacks, c, srv->cfg->max_client_message_bytes) != 0)
+  if (n < 0 || c->user == NULL)
     goto fail;
   if (out_raw(c, head, (size_t)n, NULL, 0) != 0)
     goto fail;
@@ -659,8 +684,10 @@ void wr_ws_conn_sweep(wr_ws_conn_t *c, uint64_t now, int64_t wall) {
                now - c->last_ping >= cfg->ping_interval_ms) {
       struct wslay_event_msg ping = {.opcode = WSLAY_PING, .msg = NULL, .msg_length = 0};
       c->last_ping = now;
-      if (wslay_event_queue_msg(c->ws, &ping) == 0)
+      if (ensure_ws(c) == 0 && wslay_event_queue_msg(c->ws, &ping) == 0) {
         pump(c);
+        maybe_release_ws(c);
+      }
     }
     break;
   }
@@ -714,7 +741,7 @@ int wr_ws_conn_send(wr_ws_conn_t *c, wr_ws_buf_t *buf, void *ctx) {
   size_t total = hlen + buf->len;
   /* queued_bytes covers what libuv still holds (the in-flight write) as well
    * as our own queue; wslay's pending control frames count too. */
-  size_t pending = c->queued_bytes + wslay_event_get_queued_msg_length(c->ws);
+  size_t pending = c->queued_bytes + (c->ws != NULL ? wslay_event_get_queued_msg_length(c->ws) : 0);
   if (pending + total > srv->cfg->max_queued_bytes) {
     close_slow_consumer(c, pending);
     return -ENOBUFS;
@@ -744,6 +771,10 @@ void wr_ws_conn_close(wr_ws_conn_t *c, uint16_t code, const char *reason) {
   c->state = WR_WS_STATE_CLOSING;
   c->close_deadline = now_ms(c) + WR_WS_CLOSE_GRACE_MS;
   size_t rlen = reason != NULL ? strnlen(reason, 123) : 0;
+  if (ensure_ws(c) != 0) {
+    close_tcp(c);
+    return;
+  }
   /* Fails only when wslay already queued a close of its own; that one wins. */
   (void)wslay_event_queue_close(c->ws, code, (const uint8_t *)reason, rlen);
   pump(c);

@@ -44,6 +44,7 @@ static uint16_t judge(wr_ws_fscan_t *s, uint64_t max) {
     if (!fin || len > 125 || (opcode == 8 && len == 1))
       return CLOSE_PROTOCOL;
   } else if (opcode == 1 || opcode == 2) {
+    s->frag = !fin;
     s->msg_len = len;
     if (len > max)
       return CLOSE_TOO_BIG;
@@ -53,6 +54,8 @@ static uint16_t judge(wr_ws_fscan_t *s, uint64_t max) {
     if (len > max - s->msg_len) /* msg_len <= max always holds here */
       return CLOSE_TOO_BIG;
     s->msg_len += len;
+    if (fin)
+      s->frag = false;
   }
   s->skip = len;
   return 0;
@@ -83,6 +86,10 @@ size_t wr_ws_fscan_feed(wr_ws_fscan_t *s, const uint8_t *data, size_t len, uint6
     }
   }
   return len;
+}
+
+bool wr_ws_fscan_idle(const wr_ws_fscan_t *s) {
+  return s->code == 0 && s->hlen == 0 && s->skip == 0 && !s->frag;
 }
 
 int wr_ws_wslay_server_new(wslay_event_context_ptr *out, const struct wslay_event_callbacks *cbs,

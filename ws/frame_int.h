@@ -21,10 +21,16 @@ typedef struct wr_ws_fscan_s {
   uint64_t skip;    /* payload bytes of the current frame still to pass */
   uint64_t msg_len; /* bytes of the data message in progress (all fragments so far) */
   uint16_t code;    /* the close code decided, 0 = none yet; sticky */
+  bool frag;        /* a fragmented data message is in progress */
 } wr_ws_fscan_t;
 
 /* Starts a scanner at a frame boundary. */
 void wr_ws_fscan_init(wr_ws_fscan_t *s);
+
+/* True when the stream scanned so far ends exactly between two messages: no
+ * header or payload half-read and no fragmented message open. A parser
+ * holding no other state may then be dropped and made anew. */
+bool wr_ws_fscan_idle(const wr_ws_fscan_t *s);
 
 /* Scans len bytes (borrowed) of the client stream against a message limit of
  * max bytes. Returns how many of these bytes may go to the WebSocket parser:
