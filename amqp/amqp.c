@@ -114,8 +114,10 @@ bool wr_amqp_watchdog(wr_amqp_t *a) {
   pthread_mutex_unlock(&a->fd_lock);
   if (kicked) {
     WR_AMQP_STAT_ADD(a, watchdog_kicks, 1);
-    wr_error("amqp", "the AMQP thread made no progress for %lld ms (broker hung?); shutting its "
-             "socket down to force a reconnect", (long long)(now - a->wd_since_ms));
+    wr_error("amqp",
+             "the AMQP thread made no progress for %lld ms (broker hung?); shutting its "
+             "socket down to force a reconnect",
+             (long long)(now - a->wd_since_ms));
   }
   a->wd_since_ms = now;
   return kicked;

@@ -23,12 +23,12 @@ typedef struct wr_amqp_s wr_amqp_t;
 /* What the loop decided for one delivery. */
 typedef enum {
   WR_VERDICT_NONE = 0,
-  WR_VERDICT_ACK,      /* basic.ack */
-  WR_VERDICT_DEAD,     /* basic.nack(requeue=false) → Q.dlx → Q.dead */
-  WR_VERDICT_REQUEUE,  /* basic.nack(requeue=true) */
-  WR_VERDICT_PUBLISH,  /* publish every entry of pubs with confirms, then ack;
-                          if any publish is nacked or the channel fails, the
-                          original is not acked (it will be redelivered) */
+  WR_VERDICT_ACK,     /* basic.ack */
+  WR_VERDICT_DEAD,    /* basic.nack(requeue=false) → Q.dlx → Q.dead */
+  WR_VERDICT_REQUEUE, /* basic.nack(requeue=true) */
+  WR_VERDICT_PUBLISH, /* publish every entry of pubs with confirms, then ack;
+                         if any publish is nacked or the channel fails, the
+                         original is not acked (it will be redelivered) */
 } wr_verdict_kind_t;
 
 typedef enum {
@@ -43,28 +43,28 @@ typedef enum {
  * park only), and message_id = id. Persistent (delivery_mode 2). */
 typedef struct wr_amqp_pub_s {
   wr_pub_kind_t kind;
-  uint32_t delay_ms;      /* retry: which ladder queue */
-  uint32_t attempt;       /* value for x-warren-attempt */
-  char *user;             /* malloc'd by the loop, freed with the delivery */
-  char *id;               /* malloc'd by the loop, freed with the delivery */
-  int64_t expires_at_ms;  /* 0 = none */
-  const char *reason;     /* static string, park only: "max_attempts", "expired" */
+  uint32_t delay_ms;     /* retry: which ladder queue */
+  uint32_t attempt;      /* value for x-warren-attempt */
+  char *user;            /* malloc'd by the loop, freed with the delivery */
+  char *id;              /* malloc'd by the loop, freed with the delivery */
+  int64_t expires_at_ms; /* 0 = none */
+  const char *reason;    /* static string, park only: "max_attempts", "expired" */
 } wr_amqp_pub_t;
 
 /* One consumed message. Allocated on the AMQP thread, travels to the loop and
  * back (with a verdict) and is freed on the AMQP thread. While the loop owns
  * it, the AMQP thread never touches it. */
 typedef struct wr_amqp_delivery_s {
-  uint64_t tag;            /* delivery tag on its channel */
-  uint64_t generation;     /* connection generation it came from (from 1) */
+  uint64_t tag;        /* delivery tag on its channel */
+  uint64_t generation; /* connection generation it came from (from 1) */
   bool redelivered;
-  char *content_type;      /* NUL-terminated or NULL */
-  char *message_id;        /* NULL if absent */
-  int64_t timestamp_s;     /* AMQP timestamp property, 0 if absent */
-  int64_t consumed_at_ms;  /* CLOCK_REALTIME ms when it was read */
-  uint32_t attempt;        /* header x-warren-attempt, 0 if absent */
-  char *target_user;       /* header x-warren-user (a ladder copy for one user), or NULL */
-  int64_t expires_at_ms;   /* header x-warren-expires-at, 0 if absent */
+  char *content_type;     /* NUL-terminated or NULL */
+  char *message_id;       /* NULL if absent */
+  int64_t timestamp_s;    /* AMQP timestamp property, 0 if absent */
+  int64_t consumed_at_ms; /* CLOCK_REALTIME ms when it was read */
+  uint32_t attempt;       /* header x-warren-attempt, 0 if absent */
+  char *target_user;      /* header x-warren-user (a ladder copy for one user), or NULL */
+  int64_t expires_at_ms;  /* header x-warren-expires-at, 0 if absent */
   uint8_t *body;
   size_t body_len;
 
@@ -74,7 +74,7 @@ typedef struct wr_amqp_delivery_s {
   wr_amqp_pub_t *pubs;     /* malloc'd array (WR_VERDICT_PUBLISH), freed with the delivery */
   size_t n_pubs;
 
-  void *priv;              /* the AMQP thread's own data (e.g. the raw envelope) */
+  void *priv; /* the AMQP thread's own data (e.g. the raw envelope) */
 } wr_amqp_delivery_t;
 
 /* Frees a delivery including pubs[] and their strings. Call only on the AMQP
@@ -111,17 +111,17 @@ typedef struct wr_amqp_callbacks_s {
 /* Counters, written by the AMQP thread with relaxed atomics, readable from any
  * thread with __atomic_load_n(…, __ATOMIC_RELAXED). */
 typedef struct wr_amqp_stats_s {
-  uint64_t connected;          /* 1 while connected and consuming */
-  uint64_t reconnects;         /* connections opened after the first */
+  uint64_t connected;  /* 1 while connected and consuming */
+  uint64_t reconnects; /* connections opened after the first */
   uint64_t consumed;
   uint64_t acked;
   uint64_t dead_lettered;
   uint64_t requeued;
-  uint64_t published;          /* ladder + park copies confirmed */
-  uint64_t publish_failures;   /* nacked or lost before confirm */
-  uint64_t stale_verdicts;     /* dropped: older generation */
-  uint64_t unacked;            /* deliveries of the current generation not yet settled */
-  uint64_t watchdog_kicks;     /* sockets shut down because the thread was stuck */
+  uint64_t published;        /* ladder + park copies confirmed */
+  uint64_t publish_failures; /* nacked or lost before confirm */
+  uint64_t stale_verdicts;   /* dropped: older generation */
+  uint64_t unacked;          /* deliveries of the current generation not yet settled */
+  uint64_t watchdog_kicks;   /* sockets shut down because the thread was stuck */
 } wr_amqp_stats_t;
 
 /* Creates the AMQP side (does not connect). cfg and cbs are borrowed and must

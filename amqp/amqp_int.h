@@ -69,10 +69,10 @@ struct wr_amqp_s {
    * hung broker). The AMQP thread bumps progress every loop turn; the
    * watchdog, called from another thread, shuts the socket down when it has
    * not moved for too long, so the blocked call returns with an error. */
-  uint64_t progress;     /* atomic */
+  uint64_t progress; /* atomic */
   pthread_mutex_t fd_lock;
-  int sockfd;            /* guarded by fd_lock; -1 while disconnected */
-  uint64_t wd_seen;      /* watchdog caller's state */
+  int sockfd;       /* guarded by fd_lock; -1 while disconnected */
+  uint64_t wd_seen; /* watchdog caller's state */
   int64_t wd_since_ms;
 };
 

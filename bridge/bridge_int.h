@@ -21,13 +21,13 @@ typedef enum { WR_PHASE_RUNNING = 0, WR_PHASE_DRAINING, WR_PHASE_CLOSING } wr_ph
 
 /* Loop-thread counters (monotonic unless noted). */
 typedef struct wr_bridge_stats_s {
-  uint64_t consumed[2];           /* by body format: json, msgpack */
-  uint64_t rejected;              /* undecodable/too large/no target → Q.dead */
-  uint64_t dead_by_reason[8];     /* indexed by wr_env_result_t */
-  uint64_t delivered;             /* notification frames queued to clients */
-  uint64_t written;               /* notification frames handed to the kernel */
-  uint64_t client_acks;           /* ids acked by clients that matched a waiting target */
-  uint64_t client_acks_unknown;   /* ids acked that matched nothing (late/duplicate) */
+  uint64_t consumed[2];         /* by body format: json, msgpack */
+  uint64_t rejected;            /* undecodable/too large/no target → Q.dead */
+  uint64_t dead_by_reason[8];   /* indexed by wr_env_result_t */
+  uint64_t delivered;           /* notification frames queued to clients */
+  uint64_t written;             /* notification frames handed to the kernel */
+  uint64_t client_acks;         /* ids acked by clients that matched a waiting target */
+  uint64_t client_acks_unknown; /* ids acked that matched nothing (late/duplicate) */
   uint64_t client_bad_messages;
   uint64_t targets_delivered;
   uint64_t targets_offline;
@@ -36,10 +36,10 @@ typedef struct wr_bridge_stats_s {
   uint64_t parked_max_attempts;
   uint64_t parked_expired;
   uint64_t broadcasts;
-  uint64_t deferred;              /* frames not sent: connection over half its output cap */
+  uint64_t deferred; /* frames not sent: connection over half its output cap */
   uint64_t verdicts_acked;
   uint64_t requeued;
-  uint64_t discarded_stale;       /* deliveries of a lost connection dropped */
+  uint64_t discarded_stale; /* deliveries of a lost connection dropped */
   /* Delivery latency in ms, from the envelope's created_at, else the AMQP
    * timestamp, else consume time, to the client ack (or write in write mode).
    * Bucket i counts values <= wr_latency_bounds[i]; the last one is +Inf. */

@@ -89,14 +89,19 @@ static int add_users(json_t *env, const char *list) {
 }
 
 int wr_cli_publish(const wr_config_t *cfg, int argc, char **argv) {
-  static const struct option opts[] = {
-      {"user", required_argument, NULL, 'u'},    {"users", required_argument, NULL, 'U'},
-      {"broadcast", no_argument, NULL, 'b'},     {"title", required_argument, NULL, 't'},
-      {"content", required_argument, NULL, 'c'}, {"data", required_argument, NULL, 'd'},
-      {"type", required_argument, NULL, 'y'},    {"id", required_argument, NULL, 'i'},
-      {"ttl-ms", required_argument, NULL, 'l'},  {"msgpack", no_argument, NULL, 'm'},
-      {"routing-key", required_argument, NULL, 'r'}, {"help", no_argument, NULL, 'h'},
-      {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {{"user", required_argument, NULL, 'u'},
+                                       {"users", required_argument, NULL, 'U'},
+                                       {"broadcast", no_argument, NULL, 'b'},
+                                       {"title", required_argument, NULL, 't'},
+                                       {"content", required_argument, NULL, 'c'},
+                                       {"data", required_argument, NULL, 'd'},
+                                       {"type", required_argument, NULL, 'y'},
+                                       {"id", required_argument, NULL, 'i'},
+                                       {"ttl-ms", required_argument, NULL, 'l'},
+                                       {"msgpack", no_argument, NULL, 'm'},
+                                       {"routing-key", required_argument, NULL, 'r'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
   const char *user = NULL, *users = NULL, *title = NULL, *content = NULL, *data = NULL;
   const char *type = NULL, *id = NULL, *ttl = NULL, *rk = "warren.cli";
   bool bcast = false, msgpack = false;
@@ -109,17 +114,39 @@ int wr_cli_publish(const wr_config_t *cfg, int argc, char **argv) {
   optind = 1;
   while ((c = getopt_long(argc, argv, "u:U:bt:c:d:y:i:l:mr:h", opts, NULL)) != -1) {
     switch (c) {
-    case 'u': user = optarg; break;
-    case 'U': users = optarg; break;
-    case 'b': bcast = true; break;
-    case 't': title = optarg; break;
-    case 'c': content = optarg; break;
-    case 'd': data = optarg; break;
-    case 'y': type = optarg; break;
-    case 'i': id = optarg; break;
-    case 'l': ttl = optarg; break;
-    case 'm': msgpack = true; break;
-    case 'r': rk = optarg; break;
+    case 'u':
+      user = optarg;
+      break;
+    case 'U':
+      users = optarg;
+      break;
+    case 'b':
+      bcast = true;
+      break;
+    case 't':
+      title = optarg;
+      break;
+    case 'c':
+      content = optarg;
+      break;
+    case 'd':
+      data = optarg;
+      break;
+    case 'y':
+      type = optarg;
+      break;
+    case 'i':
+      id = optarg;
+      break;
+    case 'l':
+      ttl = optarg;
+      break;
+    case 'm':
+      msgpack = true;
+      break;
+    case 'r':
+      rk = optarg;
+      break;
     case 'h':
       printf("usage: warren [--config FILE] publish (--user U | --users A,B | --broadcast)\n"
              "       [--title T] [--content C] [--data JSON] [--type T] [--id ID]\n"
@@ -204,9 +231,9 @@ int wr_cli_publish(const wr_config_t *cfg, int argc, char **argv) {
     fprintf(stderr, "warren publish: cannot encode the envelope\n");
     return 1;
   }
-  rc = wr_amqp_publish_once(cfg, rk, body, len,
-                            msgpack ? "application/msgpack" : "application/json", id, 10000, err,
-                            sizeof(err));
+  rc =
+      wr_amqp_publish_once(cfg, rk, body, len, msgpack ? "application/msgpack" : "application/json",
+                           id, 10000, err, sizeof(err));
   free(body);
   if (rc != 0) {
     fprintf(stderr, "warren publish: not confirmed: %s\n", err);

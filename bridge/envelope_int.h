@@ -13,14 +13,14 @@ typedef enum { WR_ENV_JSON = 0, WR_ENV_MSGPACK = 1 } wr_env_format_t;
 /* Why a body was rejected; each maps to a Q.dead reason counter. */
 typedef enum {
   WR_ENV_OK = 0,
-  WR_ENV_TOO_LARGE,    /* body_len > max_body */
-  WR_ENV_BAD_FORMAT,   /* unknown content type, or first byte neither '{' nor a map marker */
-  WR_ENV_BAD_JSON,     /* invalid JSON / invalid UTF-8 / not an object / trailing bytes */
-  WR_ENV_BAD_MSGPACK,  /* invalid or truncated msgpack, trailing bytes, non-string keys,
-                          bin/ext values, nesting deeper than 32, not a map */
-  WR_ENV_NO_TARGET,    /* none of user_id / user_ids / broadcast=true, or empty/invalid ones */
-  WR_ENV_BAD_FIELD,    /* a routing/known field of the wrong type (e.g. ttl_ms negative,
-                          id not a string, type not a string, user id longer than 256) */
+  WR_ENV_TOO_LARGE,   /* body_len > max_body */
+  WR_ENV_BAD_FORMAT,  /* unknown content type, or first byte neither '{' nor a map marker */
+  WR_ENV_BAD_JSON,    /* invalid JSON / invalid UTF-8 / not an object / trailing bytes */
+  WR_ENV_BAD_MSGPACK, /* invalid or truncated msgpack, trailing bytes, non-string keys,
+                         bin/ext values, nesting deeper than 32, not a map */
+  WR_ENV_NO_TARGET,   /* none of user_id / user_ids / broadcast=true, or empty/invalid ones */
+  WR_ENV_BAD_FIELD,   /* a routing/known field of the wrong type (e.g. ttl_ms negative,
+                         id not a string, type not a string, user id longer than 256) */
 } wr_env_result_t;
 
 /* Short reason string for counters and x-warren-reason ("too_large", "bad_json"...). */
@@ -32,10 +32,10 @@ typedef struct wr_envelope_s {
   char **users;           /* distinct target user ids, owned; n_users may be 0 with broadcast */
   size_t n_users;
   bool broadcast;
-  int64_t expires_at_ms;  /* 0 = never; from expires_at (unix s) or ttl_ms (+ base_ms) */
-  json_t *client;         /* the client message: {"type": type or "notification",
-                             "id": id, ...every non-routing field in original order};
-                             owned reference */
+  int64_t expires_at_ms; /* 0 = never; from expires_at (unix s) or ttl_ms (+ base_ms) */
+  json_t *client;        /* the client message: {"type": type or "notification",
+                            "id": id, ...every non-routing field in original order};
+                            owned reference */
 } wr_envelope_t;
 
 /* Decodes body. content_type may be NULL (then the first byte decides).
@@ -67,14 +67,14 @@ json_t *wr_msgpack_to_json(const uint8_t *buf, size_t len);
 
 /* Client → server messages (DESIGN.md §4). */
 typedef enum {
-  WR_CMSG_ACK = 0,   /* ids/n_ids set */
+  WR_CMSG_ACK = 0, /* ids/n_ids set */
   WR_CMSG_PING,
-  WR_CMSG_INVALID,   /* not an object, unknown type, bad ids: answer with an error message */
+  WR_CMSG_INVALID, /* not an object, unknown type, bad ids: answer with an error message */
 } wr_cmsg_kind_t;
 
 typedef struct wr_cmsg_s {
   wr_cmsg_kind_t kind;
-  char **ids;   /* owned; at most 1000 */
+  char **ids; /* owned; at most 1000 */
   size_t n_ids;
   const char *error; /* static text for WR_CMSG_INVALID */
 } wr_cmsg_t;

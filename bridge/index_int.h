@@ -36,11 +36,11 @@ static inline void wr_list_remove(wr_list_t *n) {
 typedef struct wr_user_s {
   struct wr_user_s *hnext; /* hash chain */
   uint64_t hash;
-  wr_list_t conns;   /* wr_bconn_t.user_node */
+  wr_list_t conns; /* wr_bconn_t.user_node */
   size_t n_conns;
   wr_list_t targets; /* waiting targets (delivery.c), oldest first */
   size_t n_targets;
-  char id[];         /* NUL-terminated */
+  char id[]; /* NUL-terminated */
 } wr_user_t;
 
 /* The bridge's per-connection state, attached with wr_ws_conn_set_data. */

@@ -9,15 +9,14 @@
 extern char **environ;
 
 static void usage(FILE *out) {
-  fprintf(out,
-          "usage: warren [--config FILE] [--check-config] [--version] [--help]\n"
-          "       warren [--config FILE] token --user USER [--ttl SECONDS]\n"
-          "       warren [--config FILE] publish (--user U | --users A,B | --broadcast)\n"
-          "              [--title T] [--content C] [--data JSON] [--msgpack] ...\n"
-          "\n"
-          "Delivers notifications from a RabbitMQ queue to browsers over WebSocket.\n"
-          "Configuration: the INI file, then WARREN_<SECTION>_<KEY> environment variables\n"
-          "(e.g. WARREN_AMQP_URL, WARREN_AUTH_JWT_SECRET). See config/warren.ini.\n");
+  fprintf(out, "usage: warren [--config FILE] [--check-config] [--version] [--help]\n"
+               "       warren [--config FILE] token --user USER [--ttl SECONDS]\n"
+               "       warren [--config FILE] publish (--user U | --users A,B | --broadcast)\n"
+               "              [--title T] [--content C] [--data JSON] [--msgpack] ...\n"
+               "\n"
+               "Delivers notifications from a RabbitMQ queue to browsers over WebSocket.\n"
+               "Configuration: the INI file, then WARREN_<SECTION>_<KEY> environment variables\n"
+               "(e.g. WARREN_AMQP_URL, WARREN_AUTH_JWT_SECRET). See config/warren.ini.\n");
 }
 
 int main(int argc, char **argv) {

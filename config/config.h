@@ -17,66 +17,67 @@ typedef enum { WR_LOG_TEXT = 0, WR_LOG_JSON = 1 } wr_log_format_t;
 
 typedef struct wr_config_s {
   /* [server] */
-  char *server_listen;          /* "host:port" as written, e.g. "127.0.0.1:8080" */
-  char server_host[64];         /* parsed host of server_listen */
-  uint16_t server_port;         /* parsed port of server_listen (0 = ephemeral) */
-  char *server_path;            /* WebSocket path, starts with '/', default "/ws" */
-  char **allowed_origins;       /* NULL-terminated list; empty list = any origin */
+  char *server_listen;    /* "host:port" as written, e.g. "127.0.0.1:8080" */
+  char server_host[64];   /* parsed host of server_listen */
+  uint16_t server_port;   /* parsed port of server_listen (0 = ephemeral) */
+  char *server_path;      /* WebSocket path, starts with '/', default "/ws" */
+  char **allowed_origins; /* NULL-terminated list; empty list = any origin */
   size_t n_allowed_origins;
-  uint32_t max_connections;     /* default 100000 */
-  uint32_t ping_interval_ms;    /* default 25000 */
-  uint32_t idle_timeout_ms;     /* default 60000 */
-  uint32_t handshake_timeout_ms; /* default 5000 */
+  uint32_t max_connections;          /* default 100000 */
+  uint32_t ping_interval_ms;         /* default 25000 */
+  uint32_t idle_timeout_ms;          /* default 60000 */
+  uint32_t handshake_timeout_ms;     /* default 5000 */
   uint32_t max_client_message_bytes; /* default 4096 */
-  uint32_t max_client_messages_per_s; /* per connection, burst the same; 0 = unlimited, default 100 */
-  uint64_t max_queued_bytes;    /* per connection, default 1048576 */
-  bool demo;                    /* server.demo: serve the demo page at "/", default false */
+  uint32_t
+      max_client_messages_per_s; /* per connection, burst the same; 0 = unlimited, default 100 */
+  uint64_t max_queued_bytes;     /* per connection, default 1048576 */
+  bool demo;                     /* server.demo: serve the demo page at "/", default false */
 
   /* [auth] */
-  char *jwt_secret;             /* HS256 secret; required unless jwt_public_key_file */
-  char *jwt_public_key_file;    /* PEM for RS256/ES256 (issue 4); NULL if unset */
-  void *jwt_pkey;               /* EVP_PKEY * read from jwt_public_key_file when the key is
-                                 * set (RSA >= 2048 bits -> RS256, EC P-256 -> ES256); owned,
-                                 * freed by wr_config_close; NULL if unset */
-  char *issuer;                 /* NULL = not checked */
-  char *audience;               /* NULL = not checked */
-  uint32_t leeway_s;            /* default 30 */
-  char *user_claim;             /* default "sub" */
-  char *cookie_name;            /* auth.cookie_name, default "warren_token" */
+  char *jwt_secret;          /* HS256 secret; required unless jwt_public_key_file */
+  char *jwt_public_key_file; /* PEM for RS256/ES256 (issue 4); NULL if unset */
+  void *jwt_pkey;            /* EVP_PKEY * read from jwt_public_key_file when the key is
+                              * set (RSA >= 2048 bits -> RS256, EC P-256 -> ES256); owned,
+                              * freed by wr_config_close; NULL if unset */
+  char *issuer;              /* NULL = not checked */
+  char *audience;            /* NULL = not checked */
+  uint32_t leeway_s;         /* default 30 */
+  char *user_claim;          /* default "sub" */
+  char *cookie_name;         /* auth.cookie_name, default "warren_token" */
 
   /* [amqp] */
-  char *amqp_url;               /* default "amqp://guest:guest@127.0.0.1:5672/" */
-  char *exchange;               /* default "warren.notify" */
-  char *queue;                  /* default "warren.notify" */
-  wr_queue_type_t queue_type;   /* default classic */
-  uint32_t prefetch;            /* 1..65535, default 1000 */
-  uint32_t heartbeat_s;         /* 0 (off) or 1..3600, default 10 */
+  char *amqp_url;                                 /* default "amqp://guest:guest@127.0.0.1:5672/" */
+  char *exchange;                                 /* default "warren.notify" */
+  char *queue;                                    /* default "warren.notify" */
+  wr_queue_type_t queue_type;                     /* default classic */
+  uint32_t prefetch;                              /* 1..65535, default 1000 */
+  uint32_t heartbeat_s;                           /* 0 (off) or 1..3600, default 10 */
   uint32_t retry_delays_ms[WR_CONFIG_MAX_DELAYS]; /* ascending not required; last repeats */
-  size_t n_retry_delays;        /* >= 1 */
-  uint32_t max_attempts;        /* >= 1, default 50 */
-  uint32_t max_body_bytes;      /* default 65536 */
-  char *tls_ca_file;            /* amqps:// CA bundle (PEM); NULL = system store */
-  char *tls_cert_file;          /* amqps:// client certificate (PEM); NULL = none */
-  char *tls_key_file;           /* its private key (PEM); set with tls_cert_file */
-  bool tls_verify;              /* verify the broker certificate and host name, default true */
+  size_t n_retry_delays;                          /* >= 1 */
+  uint32_t max_attempts;                          /* >= 1, default 50 */
+  uint32_t max_body_bytes;                        /* default 65536 */
+  char *tls_ca_file;   /* amqps:// CA bundle (PEM); NULL = system store */
+  char *tls_cert_file; /* amqps:// client certificate (PEM); NULL = none */
+  char *tls_key_file;  /* its private key (PEM); set with tls_cert_file */
+  bool tls_verify;     /* verify the broker certificate and host name, default true */
 
   /* [ack] */
-  wr_ack_mode_t ack_mode;       /* default client */
-  uint32_t ack_timeout_ms;      /* default 10000 */
+  wr_ack_mode_t ack_mode;  /* default client */
+  uint32_t ack_timeout_ms; /* default 10000 */
 
   /* [admin] */
-  char *admin_listen;           /* default "127.0.0.1:9090"; "" or "off" disables */
+  char *admin_listen; /* default "127.0.0.1:9090"; "" or "off" disables */
   char admin_host[64];
   uint16_t admin_port;
   bool admin_enabled;
-  uint32_t queue_poll_ms;       /* admin.queue_poll_ms, default 5000 */
+  uint32_t queue_poll_ms; /* admin.queue_poll_ms, default 5000 */
 
   /* [log] */
-  wr_log_level_t log_level;     /* default info */
-  wr_log_format_t log_format;   /* default text */
+  wr_log_level_t log_level;   /* default info */
+  wr_log_format_t log_format; /* default text */
 
   /* [shutdown] */
-  uint32_t drain_timeout_ms;    /* default 10000 */
+  uint32_t drain_timeout_ms; /* default 10000 */
 } wr_config_t;
 
 /* Fills cfg with the defaults of DESIGN.md §6. Strings are heap copies owned by
@@ -94,8 +95,7 @@ int wr_config_set(wr_config_t *cfg, const char *section, const char *key, const 
  * the cross-key checks (wr_config_validate). On error returns a negative errno
  * and a message naming the key (and file:line for the file) in err. cfg must be
  * released with wr_config_close in every case. */
-int wr_config_load(wr_config_t *cfg, const char *path, char *const *envp, char *err,
-                   size_t errlen);
+int wr_config_load(wr_config_t *cfg, const char *path, char *const *envp, char *err, size_t errlen);
 
 /* Cross-key checks: a JWT key is configured, prefetch fits, etc. */
 int wr_config_validate(const wr_config_t *cfg, char *err, size_t errlen);

@@ -18,7 +18,6 @@ int wr_log_enabled(wr_log_level_t level);
 void wr_log(wr_log_level_t level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-
 #define wr_error(m, ...) wr_log(WR_LOG_ERROR, m, __VA_ARGS__)
 #define wr_warn(m, ...) wr_log(WR_LOG_WARN, m, __VA_ARGS__)
 #define wr_info(m, ...) wr_log(WR_LOG_INFO, m, __VA_ARGS__)

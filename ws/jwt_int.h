@@ -12,12 +12,12 @@ typedef struct wr_jwt_key_s {
   wr_jwt_alg_t alg;
   const uint8_t *secret; /* HS256: borrowed */
   size_t secret_len;
-  void *pkey;            /* RS256/ES256: EVP_PKEY *, borrowed (issue 4) */
+  void *pkey; /* RS256/ES256: EVP_PKEY *, borrowed (issue 4) */
 } wr_jwt_key_t;
 
 typedef struct wr_jwt_rules_s {
-  const char *issuer;     /* NULL = not checked */
-  const char *audience;   /* NULL = not checked; "aud" may be a string or an array */
+  const char *issuer;   /* NULL = not checked */
+  const char *audience; /* NULL = not checked; "aud" may be a string or an array */
   uint32_t leeway_s;
   const char *user_claim; /* e.g. "sub"; the claim may be a string or an integer */
 } wr_jwt_rules_t;
@@ -25,14 +25,14 @@ typedef struct wr_jwt_rules_s {
 /* Outcome codes (returned negated is not used: these are positive reasons). */
 typedef enum {
   WR_JWT_OK = 0,
-  WR_JWT_MALFORMED,     /* not three base64url parts, bad JSON, bad base64 */
-  WR_JWT_BAD_ALG,       /* alg missing, "none", or not the configured one */
+  WR_JWT_MALFORMED, /* not three base64url parts, bad JSON, bad base64 */
+  WR_JWT_BAD_ALG,   /* alg missing, "none", or not the configured one */
   WR_JWT_BAD_SIGNATURE,
   WR_JWT_EXPIRED,       /* exp + leeway <= now */
   WR_JWT_NOT_YET_VALID, /* nbf - leeway > now */
   WR_JWT_BAD_ISSUER,
   WR_JWT_BAD_AUDIENCE,
-  WR_JWT_NO_USER,       /* user claim missing, empty, not string/integer, or > 256 bytes */
+  WR_JWT_NO_USER, /* user claim missing, empty, not string/integer, or > 256 bytes */
 } wr_jwt_result_t;
 
 /* Short, log-safe name of a result ("expired", "bad_signature"...). */
@@ -42,8 +42,8 @@ const char *wr_jwt_result_str(wr_jwt_result_t r);
  * user id (NUL-terminated) into user (capacity usercap, must be >= 257) and
  * the exp claim into *exp (0 when absent). Never reads past len. */
 wr_jwt_result_t wr_jwt_verify(const char *token, size_t len, const wr_jwt_key_t *key,
-                              const wr_jwt_rules_t *rules, int64_t now, char *user,
-                              size_t usercap, int64_t *exp);
+                              const wr_jwt_rules_t *rules, int64_t now, char *user, size_t usercap,
+                              int64_t *exp);
 
 /* Mints an HS256 token {"sub"/user_claim: user, "iat": now, "exp": now+ttl_s}
  * plus "iss"/"aud" when set in rules. Returns a malloc'd NUL-terminated

@@ -56,7 +56,7 @@ typedef struct wr_ws_http_response_s {
   const char *extra_headers; /* NULL or "Name: value\r\n" lines */
   char *body;                /* owned by the server once returned when body_owned */
   size_t body_len;
-  bool body_owned;           /* true: the server free()s body after writing it */
+  bool body_owned; /* true: the server free()s body after writing it */
 } wr_ws_http_response_t;
 
 typedef struct wr_ws_callbacks_s {
@@ -88,20 +88,20 @@ typedef struct wr_ws_callbacks_s {
 
 /* Counters, monotonic, read on the loop thread. */
 typedef struct wr_ws_stats_s {
-  uint64_t connections;          /* open WebSocket connections now */
+  uint64_t connections; /* open WebSocket connections now */
   uint64_t handshakes_accepted;
-  uint64_t handshakes_bad_request; /* 400/404/405/426/431 */
+  uint64_t handshakes_bad_request;  /* 400/404/405/426/431 */
   uint64_t handshakes_unauthorized; /* 401 */
   uint64_t handshakes_forbidden;    /* 403 bad origin */
   uint64_t handshakes_over_limit;   /* 503 max_connections */
   uint64_t handshakes_timeout;
-  uint64_t http_requests;         /* plain HTTP requests served */
-  uint64_t closes_slow_consumer;  /* 4008 */
-  uint64_t closes_too_big;        /* 1009 */
-  uint64_t closes_protocol;       /* 1002/1007 */
-  uint64_t closes_idle;           /* idle timeout */
-  uint64_t closes_token_expired;  /* 1008 */
-  uint64_t closes_rate_limited;   /* 1008 "rate limit": server.max_client_messages_per_s */
+  uint64_t http_requests;        /* plain HTTP requests served */
+  uint64_t closes_slow_consumer; /* 4008 */
+  uint64_t closes_too_big;       /* 1009 */
+  uint64_t closes_protocol;      /* 1002/1007 */
+  uint64_t closes_idle;          /* idle timeout */
+  uint64_t closes_token_expired; /* 1008 */
+  uint64_t closes_rate_limited;  /* 1008 "rate limit": server.max_client_messages_per_s */
   uint64_t frames_sent;
   uint64_t bytes_sent;
   uint64_t messages_received;
@@ -150,10 +150,10 @@ int wr_ws_conn_send(wr_ws_conn_t *conn, wr_ws_buf_t *buf, void *ctx);
  * a short grace time). on_close_cb follows. */
 void wr_ws_conn_close(wr_ws_conn_t *conn, uint16_t code, const char *reason);
 
-uint64_t wr_ws_conn_id(const wr_ws_conn_t *conn);         /* unique per process, from 1 */
-const char *wr_ws_conn_user(const wr_ws_conn_t *conn);    /* authenticated user id */
+uint64_t wr_ws_conn_id(const wr_ws_conn_t *conn);      /* unique per process, from 1 */
+const char *wr_ws_conn_user(const wr_ws_conn_t *conn); /* authenticated user id */
 wr_ws_format_t wr_ws_conn_format(const wr_ws_conn_t *conn);
-void *wr_ws_conn_get_data(const wr_ws_conn_t *conn);      /* the bridge's pointer */
+void *wr_ws_conn_get_data(const wr_ws_conn_t *conn); /* the bridge's pointer */
 void wr_ws_conn_set_data(wr_ws_conn_t *conn, void *data);
 size_t wr_ws_conn_queued_bytes(const wr_ws_conn_t *conn);
 /* Milliseconds since the last byte was received from the client. */
