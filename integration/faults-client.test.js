@@ -140,15 +140,20 @@ test('client that stops reading: capped, closed with 4008, retried; others unaff
     others_lost: N * 2 - [...pool.received].filter((id) => /^(base|with)-/.test(id)).length,
   };
   report(t, 'slow-client', fig);
-  assert.equal(fig.slow_close_code, 4008);
+  // warren decided 4008 (its log line was awaited above, and it is counted
+  // below). The client sees that code when it reads again within the 2 s
+  // close grace; a client still not reading by then cannot receive the close
+  // frame through its full buffers and sees the TCP close (1006).
+  assert.ok([4008, 1006].includes(fig.slow_close_code), `client saw ${fig.slow_close_code}`);
+  assert.equal(fig.slow_consumer_closes_total, 1, 'one slow-consumer close, not a cycle of them');
   assert.ok(fig.queued_bytes_at_close_max <= CAP, `queued ${fig.queued_bytes_at_close_max} > ${CAP}`);
   assert.equal(fig.slow_lost, 0, 'notifications of the slow client lost');
   assert.equal(fig.others_lost, 0);
   pool.close();
   await pub.close();
-  // Known problem (reported): a returning client whose backlog is larger
-  // than max_queued_bytes is sent all of it at once and closed with 4008
-  // again, so the backlog cycles through the ladder instead of arriving.
+  // The returning client's backlog is paced (bridge backpressure), not cut
+  // with 4008 again: all of it arrives.
+  assert.equal(fig.slow_received_after_reconnect, SLOW_N, 'backlog delivered after reconnect');
   t.diagnostic(`slow client's backlog delivered after reconnect: ${fig.slow_received_after_reconnect}/${SLOW_N}`);
 });
 
