@@ -94,8 +94,10 @@ static void async_cb(uv_async_t *h) {
       wr_warn("main", "not ready: not consuming (AMQP connection lost or consumer cancelled); "
                       "clients stay connected");
   }
-  /* uv_async_send coalesces: drain everything. Bound one pass so client I/O
-   * is not starved; the rest waits for the next iteration. */
+  /* uv_async_send coalesces: drain everything, but in passes of at most 256
+   * deliveries (a few milliseconds of decoding), re-arming the async handle
+   * so client I/O and pongs run between passes: a burst of thousands must not
+   * stall the loop for hundreds of milliseconds. */
   while ((d = wr_ring_pop(&b->deliveries)) != NULL) {
     if (d->generation <= b->seen_lost_generation) {
       b->stats.discarded_stale++;
@@ -104,7 +106,7 @@ static void async_cb(uv_async_t *h) {
     } else {
       wr_delivery_handle(b, d);
     }
-    if (++n == 4096) {
+    if (++n == 256) {
       uv_async_send(&b->async);
       break;
     }
