@@ -271,23 +271,42 @@ const wr_ws_request_t *wr_ws_hs_request(const wr_ws_hs_t *hs) {
   return hs->state == WR_WS_HS_DONE ? &hs->req : NULL;
 }
 
+/* Steps through a comma-separated header value (RFC 9110 list syntax):
+ * returns the next item, trimmed of spaces and tabs, in *start / *len and
+ * advances *s past it; false at the end. Empty items are skipped. */
+static bool next_list_item(const char **s, const char **start, size_t *len) {
+  const char *p = *s;
+  for (;;) {
+    while (*p == ' ' || *p == '\t' || *p == ',')
+      p++;
+    if (*p == '\0') {
+      *s = p;
+      return false;
+    }
+    const char *b = p;
+    while (*p != '\0' && *p != ',')
+      p++;
+    const char *e = p;
+    while (e > b && (e[-1] == ' ' || e[-1] == '\t'))
+      e--;
+    if (e > b) {
+      *s = p;
+      *start = b;
+      *len = (size_t)(e - b);
+      return true;
+    }
+  }
+}
+
 bool wr_ws_hs_has_token(const char *value, const char *token) {
+  const char *item;
+  size_t n, tlen;
   if (value == NULL)
     return false;
-  size_t tlen = strlen(token);
-  const char *s = value;
-  while (*s != '\0') {
-    while (*s == ' ' || *s == '\t' || *s == ',')
-      s++;
-    const char *start = s;
-    while (*s != '\0' && *s != ',')
-      s++;
-    const char *end = s;
-    while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-      end--;
-    if ((size_t)(end - start) == tlen && strncasecmp(start, token, tlen) == 0)
+  tlen = strlen(token);
+  while (next_list_item(&value, &item, &n))
+    if (n == tlen && strncasecmp(item, token, tlen) == 0)
       return true;
-  }
   return false;
 }
 
@@ -300,24 +319,14 @@ int wr_ws_hs_select_protocol(const char *value, wr_ws_format_t *format, bool *ec
   *echo = false;
   if (value == NULL)
     return 0;
-  const char *s = value;
+  const char *item;
+  size_t n;
   bool any = false;
-  while (*s != '\0') {
-    while (*s == ' ' || *s == '\t' || *s == ',')
-      s++;
-    const char *start = s;
-    while (*s != '\0' && *s != ',')
-      s++;
-    const char *end = s;
-    while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-      end--;
-    size_t n = (size_t)(end - start);
-    if (n == 0)
-      continue;
+  while (next_list_item(&value, &item, &n)) {
     any = true;
     for (int f = 0; f < WR_WS_NFORMATS; f++) {
       const char *name = wr_ws_format_name((wr_ws_format_t)f);
-      if (n == strlen(name) && memcmp(start, name, n) == 0) {
+      if (n == strlen(name) && memcmp(item, name, n) == 0) {
         *format = (wr_ws_format_t)f;
         *echo = true;
         return 0;
