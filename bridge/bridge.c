@@ -132,31 +132,35 @@ static void sweep_cb(uv_timer_t *t) {
   wr_amqp_watchdog(b->amqp);
 }
 
-int wr_bridge_send_json(wr_bridge_t *b, wr_bconn_t *c, json_t *msg) {
-  wr_ws_buf_t *buf;
+/* Encodes a small server message (welcome, pong, error) for a client format. */
+static wr_ws_buf_t *encode_msg(const json_t *msg, wr_ws_format_t fmt) {
   uint8_t *out = NULL;
   size_t len = 0;
+  wr_ws_buf_t *buf;
+
+  if (fmt == WR_WS_FORMAT_MSGPACK) {
+    if (wr_msgpack_from_json(msg, &out, &len) != 0)
+      return NULL;
+  } else {
+    out = (uint8_t *)json_dumps(msg, JSON_COMPACT);
+    if (out == NULL)
+      return NULL;
+    len = strlen((char *)out);
+  }
+  buf = wr_ws_buf_new(len);
+  if (buf != NULL)
+    memcpy(buf->data, out, len);
+  free(out);
+  return buf;
+}
+
+int wr_bridge_send_json(wr_bridge_t *b, wr_bconn_t *c, json_t *msg) {
+  wr_ws_buf_t *buf = encode_msg(msg, wr_ws_conn_format(c->ws));
   int rc;
   (void)b;
 
-  if (wr_ws_conn_format(c->ws) == WR_WS_FORMAT_MSGPACK) {
-    rc = wr_msgpack_from_json(msg, &out, &len);
-    if (rc != 0)
-      return rc;
-  } else {
-    char *s = json_dumps(msg, JSON_COMPACT);
-    if (s == NULL)
-      return -ENOMEM;
-    out = (uint8_t *)s;
-    len = strlen(s);
-  }
-  buf = wr_ws_buf_new(len);
-  if (buf == NULL) {
-    free(out);
+  if (buf == NULL)
     return -ENOMEM;
-  }
-  memcpy(buf->data, out, len);
-  free(out);
   rc = wr_ws_conn_send(c->ws, buf, NULL);
   wr_ws_buf_unref(buf);
   return rc;
@@ -390,23 +394,8 @@ static void close_handles(wr_bridge_t *b) {
 
 static wr_ws_buf_t *make_pong(wr_ws_format_t fmt) {
   json_t *p = json_pack("{s:s}", "type", "pong");
-  uint8_t *out = NULL;
-  size_t len = 0;
-  wr_ws_buf_t *buf = NULL;
-
-  if (p == NULL)
-    return NULL;
-  if (fmt == WR_WS_FORMAT_MSGPACK) {
-    if (wr_msgpack_from_json(p, &out, &len) != 0)
-      out = NULL;
-  } else {
-    out = (uint8_t *)json_dumps(p, JSON_COMPACT);
-    len = out ? strlen((char *)out) : 0;
-  }
+  wr_ws_buf_t *buf = p != NULL ? encode_msg(p, fmt) : NULL;
   json_decref(p);
-  if (out != NULL && (buf = wr_ws_buf_new(len)) != NULL)
-    memcpy(buf->data, out, len);
-  free(out);
   return buf;
 }
 

@@ -101,13 +101,12 @@ static wr_ws_buf_t *encoded(wr_pending_t *p, wr_ws_format_t fmt) {
 
   if (p->bufs[fmt] != NULL)
     return p->bufs[fmt];
-  if (wr_envelope_encode(&p->env, fmt == WR_WS_FORMAT_MSGPACK ? WR_ENV_MSGPACK : WR_ENV_JSON, 0,
-                         &out, &len) != 0)
+  /* Encoded once per format straight into the shared buffer: the encoder
+   * reserves the buffer's header, so nothing is copied. */
+  if (wr_envelope_encode(&p->env, fmt == WR_WS_FORMAT_MSGPACK ? WR_ENV_MSGPACK : WR_ENV_JSON,
+                         WR_WS_BUF_HEADER, &out, &len) != 0)
     return NULL;
-  buf = wr_ws_buf_new(len);
-  if (buf != NULL)
-    memcpy(buf->data, out, len);
-  free(out);
+  buf = wr_ws_buf_adopt(out, len - WR_WS_BUF_HEADER);
   p->bufs[fmt] = buf;
   return buf;
 }

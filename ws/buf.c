@@ -17,6 +17,13 @@ wr_ws_buf_t *wr_ws_buf_new(size_t len) {
   return b;
 }
 
+wr_ws_buf_t *wr_ws_buf_adopt(void *mem, size_t len) {
+  wr_ws_buf_t *b = mem;
+  b->refs = 1;
+  b->len = len;
+  return b;
+}
+
 wr_ws_buf_t *wr_ws_buf_ref(wr_ws_buf_t *b) {
   assert(b != NULL && b->refs > 0 && b->refs < UINT32_MAX);
   b->refs++;

@@ -44,6 +44,13 @@ typedef struct wr_ws_buf_s {
 
 /* Allocates a buffer of len bytes with one reference. Returns NULL on ENOMEM. */
 wr_ws_buf_t *wr_ws_buf_new(size_t len);
+/* Bytes that precede the payload in a buffer's allocation. */
+#define WR_WS_BUF_HEADER offsetof(wr_ws_buf_t, data)
+/* Makes a buffer of mem without copying: mem is a malloc'd block of
+ * WR_WS_BUF_HEADER + len bytes whose payload starts at WR_WS_BUF_HEADER (an
+ * encoder asked to reserve that prefix). Takes ownership of mem; returns the
+ * buffer with one reference. */
+wr_ws_buf_t *wr_ws_buf_adopt(void *mem, size_t len);
 /* Adds a reference and returns b. */
 wr_ws_buf_t *wr_ws_buf_ref(wr_ws_buf_t *b);
 /* Drops a reference; frees at zero. NULL is accepted. */
