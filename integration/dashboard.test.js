@@ -7,25 +7,12 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { createRequire } from 'node:module';
-import { startWarren, cleanupAll, connectClient, Publisher, httpGet, sleep, ARTIFACTS_DIR, REPO_ROOT } from './lib/index.js';
+import {
+  startWarren, cleanupAll, connectClient, Publisher, httpGet, sleep, ARTIFACTS_DIR, REPO_ROOT, browserSkip, launchBrowser,
+} from './lib/index.js';
 
-const require = createRequire(import.meta.url);
 
-function loadPlaywright() {
-  try {
-    return require('playwright-core');
-  } catch {
-    return null;
-  }
-}
-const chromiumPath = process.env.WARREN_CHROMIUM || '/usr/bin/chromium';
-const pw = loadPlaywright();
-const skip = !pw
-  ? 'npm package playwright-core is not installed'
-  : !fs.existsSync(chromiumPath)
-    ? chromiumPath + ' not found (apt-get install chromium)'
-    : false;
+const skip = browserSkip;
 
 let browser;
 after(async () => {
@@ -54,19 +41,7 @@ test('the dashboard plots live traffic and raises an alert when Q.dead grows', {
     // in a retry queue; nothing parks during the test.
     config: { amqp: { retry_delays_ms: '4000,8000' }, admin: { queue_poll_ms: 200 } },
   });
-  browser = await pw.chromium.launch({
-    executablePath: chromiumPath,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchBrowser();
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   const pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(e.message));

@@ -13,7 +13,6 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
 import {
   startWarren,
   cleanupAll,
@@ -23,9 +22,10 @@ import {
   freePort,
   httpGet,
   waitFor,
+  browserSkip,
+  launchBrowser,
 } from './lib/index.js';
 
-const require = createRequire(import.meta.url);
 const now = () => Math.floor(Date.now() / 1000);
 const b64 = (o) => Buffer.from(typeof o === 'string' ? o : JSON.stringify(o)).toString('base64url');
 
@@ -330,25 +330,13 @@ describe('Origin allow-list', () => {
   });
 
   // Cross-site WebSocket hijacking in a real browser.
-  function loadPlaywright() {
-    try {
-      return require('playwright-core');
-    } catch {
-      return null;
-    }
-  }
-  const chromiumPath = process.env.WARREN_CHROMIUM || '/usr/bin/chromium';
-  const pw = loadPlaywright();
-  const skip = !pw ? 'playwright-core is not installed' : !fs.existsSync(chromiumPath) ? `${chromiumPath} not found` : false;
+  const skip = browserSkip;
 
   describe('Chromium with the user\'s cookie', { skip }, () => {
     let browser;
     let site; // the attacker's page server
     before(async () => {
-      browser = await pw.chromium.launch({
-        executablePath: chromiumPath,
-        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-      });
+      browser = await launchBrowser();
       site = http.createServer((req, res) => {
         res.setHeader('Content-Type', 'text/html');
         res.end('<!doctype html><title>other site</title><p>cat pictures</p>');

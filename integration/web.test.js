@@ -14,7 +14,9 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { WebSocketServer, WebSocket } from 'ws';
-import { startWarren, cleanupAll, Publisher, assertQueuesEmpty, httpGet, signJwt, WARREN_BIN } from './lib/index.js';
+import {
+  startWarren, cleanupAll, Publisher, assertQueuesEmpty, httpGet, signJwt, WARREN_BIN, browserSkip, launchBrowser,
+} from './lib/index.js';
 
 const require = createRequire(import.meta.url);
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -367,37 +369,6 @@ describe('warren.js client', () => {
 });
 
 // The demo page in a real headless Chromium.
-function loadPlaywright() {
-  try {
-    return require('playwright-core');
-  } catch {
-    return null;
-  }
-}
-const chromiumPath = process.env.WARREN_CHROMIUM || '/usr/bin/chromium';
-const pw = loadPlaywright();
-const browserSkip = !pw
-  ? 'npm package playwright-core is not installed'
-  : !fs.existsSync(chromiumPath)
-    ? chromiumPath + ' not found (apt-get install chromium)'
-    : false;
-
-function launchBrowser() {
-  return pw.chromium.launch({
-    executablePath: chromiumPath,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
-}
-
 describe('demo page in Chromium', { skip: browserSkip }, () => {
   let server;
   let browser;

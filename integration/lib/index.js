@@ -4,3 +4,4 @@ export * from './broker.js';
 export * from './client.js';
 export * from './warren.js';
 export * from './load.js';
+export * from './browser.js';
