@@ -311,7 +311,6 @@ static int session_open(wr_amqp_t *a, char *err, size_t errlen) {
 }
 
 static void session_close(wr_amqp_t *a, bool graceful) {
-  bool was = a->consuming;
   wr_amqp_confirm_drop_all(a);
   /* A graceful close is a send too: stay watched until it returns. */
   if (graceful && a->conn != NULL)
@@ -322,7 +321,6 @@ static void session_close(wr_amqp_t *a, bool graceful) {
   a->consuming = false;
   WR_AMQP_STAT_SET(a, connected, 0);
   WR_AMQP_STAT_SET(a, unacked, 0);
-  (void)was;
   a->cbs->state_cb(false, true, a->generation, a->cbs->data);
 }
 

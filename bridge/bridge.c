@@ -278,7 +278,7 @@ static void final_stop(wr_bridge_t *b) {
 static void closing_timer_cb(uv_timer_t *t) {
   wr_bridge_t *b = t->data;
   /* Clients had their 1001 close frames written (or the grace ran out). */
-  if (b->index.n_conns > 0 && uv_now(&b->loop) < b->start_ms)
+  if (b->index.n_conns > 0 && uv_now(&b->loop) < b->deadline_ms)
     return;
   uv_timer_stop(t);
   final_stop(b);
@@ -296,8 +296,8 @@ static void begin_closing(wr_bridge_t *b) {
   wr_amqp_wake(b->amqp);
   wr_info("main", "closing %zu client connection(s) with 1001", b->index.n_conns);
   wr_ws_server_close_all(b->ws, WR_WS_CLOSE_GOING_AWAY, "server shutting down");
-  /* start_ms is reused as the close deadline: up to 2 s for close frames. */
-  b->start_ms = uv_now(&b->loop) + 2000;
+  /* Up to 2 s for the close frames to be written. */
+  b->deadline_ms = uv_now(&b->loop) + 2000;
   uv_timer_start(&b->drain_timer, closing_timer_cb, 10, 10);
 }
 
@@ -311,7 +311,7 @@ static void drain_timer_cb(uv_timer_t *t) {
   wr_bridge_t *b = t->data;
   if (b->phase != WR_PHASE_DRAINING)
     return;
-  if (uv_now(&b->loop) >= b->start_ms) {
+  if (uv_now(&b->loop) >= b->deadline_ms) {
     wr_warn("main", "drain: timeout after %u ms", b->cfg->drain_timeout_ms);
     begin_closing(b);
   } else {
@@ -332,7 +332,7 @@ static void begin_drain(wr_bridge_t *b, const char *why) {
   b->phase = WR_PHASE_DRAINING;
   wr_ws_server_stop_accepting(b->ws);
   wr_amqp_cancel(b->amqp);
-  b->start_ms = uv_now(&b->loop) + b->cfg->drain_timeout_ms;
+  b->deadline_ms = uv_now(&b->loop) + b->cfg->drain_timeout_ms;
   uv_timer_start(&b->drain_timer, drain_timer_cb, 20, 20);
 }
 

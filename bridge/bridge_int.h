@@ -92,7 +92,7 @@ typedef struct wr_bridge_s {
   bool was_consuming; /* loop's view, for logs */
   wr_phase_t phase;
   bool listening;
-  uint64_t start_ms;
+  uint64_t deadline_ms; /* loop time: end of the drain, then of the close grace */
   int exit_code;
   wr_ws_buf_t *pong[WR_WS_NFORMATS];
   wr_bridge_stats_t stats;

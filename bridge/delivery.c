@@ -3,6 +3,7 @@
  * and the pending delivery's verdict follows from its targets. */
 #include "bridge/bridge_int.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -503,10 +504,8 @@ void wr_delivery_sweep(wr_bridge_t *b, uint64_t now_ms) {
         settle(b, &p->targets[i], T_OFFLINE);
       }
     }
-    if (!p->resolved) {
-      /* Cannot happen: every waiting target was just settled. */
-      retire(b, p);
-    }
+    /* Every waiting target was just settled, so p is retired. */
+    assert(p->resolved);
     pending_unref(p);
   }
 }
