@@ -40,6 +40,36 @@ typedef struct wr_amqp_pending_s {
   bool settled;
 } wr_amqp_pending_t;
 
+/* Acks of originals on channel 1, coalesced: a verdict to ack marks its tag,
+ * and once per loop turn the contiguous settled prefix of tags goes out as
+ * one basic.ack(multiple=true). A tag is OPEN until marked (delivered and
+ * undecided, or never seen), so multiple=true never covers a delivery nobody
+ * decided on. Acks behind an open tag are sent singly at the same flush, so
+ * nothing is held back against the prefetch window. Tags restart at 1 with
+ * every channel: reset on each new connection. */
+typedef struct wr_amqp_acks_s {
+  uint8_t *st;       /* ring of states for tags base .. base + cap - 1 */
+  size_t cap;        /* power of two, 0 before the first mark */
+  size_t head;       /* index of base in st */
+  uint64_t base;     /* lowest tag not yet settled on the wire */
+  uint64_t *recent;  /* tags marked acked since the last flush */
+  size_t n_recent, cap_recent;
+} wr_amqp_acks_t;
+
+/* Sends one ack: tag, multiple, and how many deliveries it settles. */
+typedef int (*wr_amqp_acks_send_cb)(uint64_t tag, bool multiple, size_t count, void *data);
+
+void wr_amqp_acks_reset(wr_amqp_acks_t *t);
+void wr_amqp_acks_free(wr_amqp_acks_t *t);
+/* Marks tag as decided: acked (to be sent by the next flush) or settled
+ * already on the wire (a nack). Returns 0 or -ENOMEM. */
+int wr_amqp_acks_mark(wr_amqp_acks_t *t, uint64_t tag, bool acked);
+/* Sends the acks marked since the last flush; returns the first negative
+ * result of send, else 0. */
+int wr_amqp_acks_flush(wr_amqp_acks_t *t, wr_amqp_acks_send_cb send, void *data);
+/* Flushes a->acks on the current connection (publish.c). */
+int wr_amqp_acks_send(wr_amqp_t *a);
+
 struct wr_amqp_s {
   const wr_config_t *cfg;
   const wr_amqp_callbacks_t *cbs;
@@ -59,6 +89,7 @@ struct wr_amqp_s {
   bool poll_channel_open;
   uint64_t pub_seq; /* last publish sequence number on channel 2 */
   wr_amqp_pending_t *pending;
+  wr_amqp_acks_t acks; /* channel 1, this connection */
   size_t n_pending, cap_pending;
   int64_t next_poll_ms;      /* monotonic */
   int64_t last_keepalive_ms; /* monotonic, heartbeat sent while the sink is full */

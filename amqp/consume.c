@@ -32,6 +32,8 @@ static int drain_verdicts(wr_amqp_t *a) {
     if (r < 0 && rc == 0)
       rc = r;
   }
+  if (rc == 0)
+    rc = wr_amqp_acks_send(a);
   return rc;
 }
 
@@ -289,6 +291,7 @@ static int session_open(wr_amqp_t *a, char *err, size_t errlen) {
   wr_amqp_watch_fd(a, amqp_get_sockfd(a->conn));
   a->generation++;
   a->pub_seq = 0;
+  wr_amqp_acks_reset(&a->acks);
   a->poll_channel_open = false;
   a->consuming = false;
   a->next_poll_ms = 0;
@@ -363,6 +366,9 @@ static int session_run(wr_amqp_t *a) {
       timeout = a->next_poll_ms - now;
     if (a->stopping && timeout > 50)
       timeout = 50;
+    /* Acks marked by confirms that drain_frames read. */
+    if ((rc = wr_amqp_acks_send(a)) < 0)
+      return rc;
     /* Data rabbitmq-c has already read (or frames it queued during an RPC)
      * will never wake poll(). */
     if (amqp_frames_enqueued(a->conn) || amqp_data_in_buffer(a->conn))

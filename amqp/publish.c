@@ -41,6 +41,11 @@ static int settle_original(wr_amqp_t *a, wr_amqp_delivery_t *d, wr_verdict_kind_
   int st;
   switch (how) {
   case WR_VERDICT_ACK:
+    /* Sent by the next wr_amqp_acks_send(), coalesced with its neighbours. */
+    if (wr_amqp_acks_mark(&a->acks, d->tag, true) == 0) {
+      st = AMQP_STATUS_OK;
+      break;
+    }
     st = amqp_basic_ack(a->conn, WR_AMQP_CH_CONSUME, d->tag, 0);
     if (st == AMQP_STATUS_OK)
       WR_AMQP_STAT_ADD(a, acked, 1);
@@ -56,12 +61,32 @@ static int settle_original(wr_amqp_t *a, wr_amqp_delivery_t *d, wr_verdict_kind_
       WR_AMQP_STAT_ADD(a, requeued, 1);
     break;
   }
+  if (how != WR_VERDICT_ACK && st == AMQP_STATUS_OK)
+    (void)wr_amqp_acks_mark(&a->acks, tag, false); /* out of memory: the tag just stays open */
   WR_AMQP_STAT_SUB(a, unacked, 1);
   wr_amqp_delivery_free(d);
   if (st != AMQP_STATUS_OK)
     wr_warn("amqp", "cannot settle delivery %llu: %s", (unsigned long long)tag,
             amqp_error_string2(st));
   return send_status(st);
+}
+
+static int send_ack_cb(uint64_t tag, bool multiple, size_t count, void *data) {
+  wr_amqp_t *a = data;
+  int st = amqp_basic_ack(a->conn, WR_AMQP_CH_CONSUME, tag, multiple ? 1 : 0);
+  if (st != AMQP_STATUS_OK) {
+    wr_warn("amqp", "cannot ack delivery %llu%s: %s", (unsigned long long)tag,
+            multiple ? " and those before it" : "", amqp_error_string2(st));
+    return -ECONNRESET;
+  }
+  WR_AMQP_STAT_ADD(a, acked, count);
+  return 0;
+}
+
+int wr_amqp_acks_send(wr_amqp_t *a) {
+  if (a->conn == NULL)
+    return 0;
+  return wr_amqp_acks_flush(&a->acks, send_ack_cb, a);
 }
 
 static int pending_push(wr_amqp_t *a, uint64_t seq, wr_amqp_delivery_t *d, size_t pub) {
