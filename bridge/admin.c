@@ -279,6 +279,36 @@ static void metrics_process(sb_t *sb) {
   }
 }
 
+static void loop_histogram(sb_t *sb, const char *name, const uint64_t *buckets, double sum_ms,
+                           uint64_t count) {
+  uint64_t cum = 0;
+  for (size_t i = 0; i < WR_LOOP_NBOUNDS; i++) {
+    cum += buckets[i];
+    sb_printf(sb, "%s_bucket{le=\"%g\"} %llu\n", name, wr_loop_bounds[i] / 1000.0,
+              (unsigned long long)cum);
+  }
+  cum += buckets[WR_LOOP_NBOUNDS];
+  sb_printf(sb, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
+            (unsigned long long)cum, name, sum_ms / 1000.0, name, (unsigned long long)count);
+}
+
+static void metrics_loop(const wr_bridge_stats_t *st, sb_t *sb) {
+  HELP("warren_loop_busy_seconds", "histogram",
+       "Event-loop iterations by wall time spent outside poll: how long a client could wait.");
+  loop_histogram(sb, "warren_loop_busy_seconds", st->loop_buckets, st->loop_busy_ms,
+                 st->loop_iterations);
+  HELP("warren_loop_cpu_seconds", "histogram",
+       "Event-loop iterations by CPU time of the loop thread (busy wall time far above this "
+       "means the thread waited for a core).");
+  loop_histogram(sb, "warren_loop_cpu_seconds", st->loop_cpu_buckets, st->loop_cpu_ms,
+                 st->loop_iterations);
+  HELP("warren_loop_busy_max_seconds", "gauge", "Longest event-loop iteration since start (wall).");
+  sb_printf(sb, "warren_loop_busy_max_seconds %.6f\n", st->loop_busy_max_ms / 1000.0);
+  HELP("warren_loop_cpu_max_seconds", "gauge",
+       "Most CPU time one event-loop iteration used since start.");
+  sb_printf(sb, "warren_loop_cpu_max_seconds %.6f\n", st->loop_cpu_max_ms / 1000.0);
+}
+
 static void metrics(wr_bridge_t *b, sb_t *sb) {
   const wr_ws_stats_t *ws = wr_ws_server_stats(b->ws);
   const wr_amqp_stats_t *as = wr_amqp_stats(b->amqp);
@@ -429,6 +459,7 @@ static void metrics(wr_bridge_t *b, sb_t *sb) {
             "warren_delivery_latency_seconds_count %llu\n",
             (unsigned long long)cum, st->latency_sum_ms / 1000.0,
             (unsigned long long)st->latency_count);
+  metrics_loop(st, sb);
   metrics_queues(b, sb);
   metrics_process(sb);
 }

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config/log.h"
@@ -73,11 +74,15 @@ void wr_bridge_retry_cb(uv_timer_t *t) {
 
 static void maybe_finish_drain(wr_bridge_t *b);
 
+#define PASS_MAX 256            /* deliveries handled per loop iteration */
+#define PASS_BYTES (512 * 1024) /* body bytes decoded per loop iteration */
+
 static void async_cb(uv_async_t *h) {
   wr_bridge_t *b = h->data;
   uint64_t lost = atomic_load(&b->lost_generation);
   wr_amqp_delivery_t *d;
   unsigned n = 0;
+  size_t bytes = 0;
 
   bool consuming = atomic_load(&b->consuming);
 
@@ -94,11 +99,13 @@ static void async_cb(uv_async_t *h) {
       wr_warn("main", "not ready: not consuming (AMQP connection lost or consumer cancelled); "
                       "clients stay connected");
   }
-  /* uv_async_send coalesces: drain everything, but in passes of at most 256
-   * deliveries (a few milliseconds of decoding), re-arming the async handle
-   * so client I/O and pongs run between passes: a burst of thousands must not
-   * stall the loop for hundreds of milliseconds. */
+  /* uv_async_send coalesces: drain everything, but in passes of at most
+   * PASS_MAX deliveries or PASS_BYTES of bodies (a few milliseconds of
+   * decoding), re-arming the async handle so client I/O and pongs run between
+   * passes: a burst of thousands, or of large bodies, must not stall the loop
+   * for hundreds of milliseconds. */
   while ((d = wr_ring_pop(&b->deliveries)) != NULL) {
+    bytes += d->body_len;
     if (d->generation <= b->seen_lost_generation) {
       b->stats.discarded_stale++;
       d->verdict = WR_VERDICT_REQUEUE;
@@ -106,7 +113,7 @@ static void async_cb(uv_async_t *h) {
     } else {
       wr_delivery_handle(b, d);
     }
-    if (++n == 256) {
+    if (++n == PASS_MAX || bytes >= PASS_BYTES) {
       uv_async_send(&b->async);
       break;
     }
@@ -124,6 +131,48 @@ static void check_cb(uv_check_t *h) {
     b->wake_needed = false;
     wr_amqp_wake(b->amqp);
   }
+}
+
+const double wr_loop_bounds[WR_LOOP_NBOUNDS] = {1, 2, 5, 10, 25, 50, 100, 250, 1000};
+
+static uint64_t thread_cpu_ns(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+    return 0;
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void loop_bucket(uint64_t *buckets, double ms) {
+  size_t i;
+  for (i = 0; i < WR_LOOP_NBOUNDS && ms > wr_loop_bounds[i]; i++)
+    ;
+  buckets[i]++;
+}
+
+/* Right before the loop polls: what the iteration since the previous poll
+ * cost. This is the stall a client sees (its ping waits that long). */
+static void prepare_cb(uv_prepare_t *h) {
+  wr_bridge_t *b = h->data;
+  wr_bridge_stats_t *st = &b->stats;
+  uint64_t wall = uv_hrtime(), idle = uv_metrics_idle_time(&b->loop), cpu = thread_cpu_ns();
+
+  if (b->it_wall_ns != 0) {
+    uint64_t span = wall - b->it_wall_ns, waited = idle - b->it_idle_ns;
+    double busy = (double)(span > waited ? span - waited : 0) / 1e6;
+    double used = (double)(cpu - b->it_cpu_ns) / 1e6;
+    loop_bucket(st->loop_buckets, busy);
+    loop_bucket(st->loop_cpu_buckets, used);
+    st->loop_iterations++;
+    st->loop_busy_ms += busy;
+    st->loop_cpu_ms += used;
+    if (busy > st->loop_busy_max_ms)
+      st->loop_busy_max_ms = busy;
+    if (used > st->loop_cpu_max_ms)
+      st->loop_cpu_max_ms = used;
+  }
+  b->it_wall_ns = wall;
+  b->it_idle_ns = idle;
+  b->it_cpu_ns = cpu;
 }
 
 static void sweep_cb(uv_timer_t *t) {
@@ -376,6 +425,7 @@ static void server_freed_cb(void *arg) {
 static void close_handles(wr_bridge_t *b) {
   uv_close((uv_handle_t *)&b->async, handle_closed_cb);
   uv_close((uv_handle_t *)&b->check, handle_closed_cb);
+  uv_close((uv_handle_t *)&b->prepare, handle_closed_cb);
   uv_close((uv_handle_t *)&b->sweep, handle_closed_cb);
   uv_close((uv_handle_t *)&b->drain_timer, handle_closed_cb);
   uv_close((uv_handle_t *)&b->retry_timer, handle_closed_cb);
@@ -422,6 +472,8 @@ int wr_bridge_run(const wr_config_t *cfg, const char *config_path) {
   cap = cfg->prefetch * 2;
   if ((rc = uv_loop_init(&b->loop)) != 0)
     goto fail_free;
+  /* For the iteration figures of prepare_cb (libuv >= 1.39). */
+  uv_loop_configure(&b->loop, UV_METRICS_IDLE_TIME);
   if (wr_ring_init(&b->deliveries, cap) != 0 || wr_ring_init(&b->commands, cap * 2) != 0 ||
       wr_index_init(&b->index) != 0) {
     wr_error("main", "out of memory");
@@ -432,15 +484,18 @@ int wr_bridge_run(const wr_config_t *cfg, const char *config_path) {
 
   uv_async_init(&b->loop, &b->async, async_cb);
   uv_check_init(&b->loop, &b->check);
+  uv_prepare_init(&b->loop, &b->prepare);
   uv_timer_init(&b->loop, &b->sweep);
   uv_timer_init(&b->loop, &b->drain_timer);
   uv_timer_init(&b->loop, &b->retry_timer);
   uv_signal_init(&b->loop, &b->sig_term);
   uv_signal_init(&b->loop, &b->sig_int);
   uv_signal_init(&b->loop, &b->sig_hup);
+  b->prepare.data = b;
   b->async.data = b->check.data = b->sweep.data = b->drain_timer.data = b->retry_timer.data = b;
   b->sig_term.data = b->sig_int.data = b->sig_hup.data = b;
   uv_check_start(&b->check, check_cb);
+  uv_prepare_start(&b->prepare, prepare_cb);
   /* Coarse sweep: ack deadlines have this resolution. */
   sweep_ms = cfg->ack_timeout_ms / 10;
   if (sweep_ms > 1000)

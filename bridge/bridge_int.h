@@ -16,6 +16,7 @@
 
 #define WR_MAX_QUEUE_STATS (WR_CONFIG_MAX_DELAYS + 4)
 #define WR_LATENCY_NBOUNDS 18 /* finite histogram bounds, see wr_latency_bounds */
+#define WR_LOOP_NBOUNDS 9     /* see wr_loop_bounds */
 
 typedef enum { WR_PHASE_RUNNING = 0, WR_PHASE_DRAINING, WR_PHASE_CLOSING } wr_phase_t;
 
@@ -46,9 +47,19 @@ typedef struct wr_bridge_stats_s {
   uint64_t latency_buckets[WR_LATENCY_NBOUNDS + 1];
   uint64_t latency_count;
   double latency_sum_ms;
+  /* Event-loop iterations by busy time (wall, from one poll to the next,
+   * minus the time blocked in poll) and by the loop thread's CPU time over
+   * the same span; bucket i counts values <= wr_loop_bounds[i] ms. A busy
+   * wall time far above its CPU time means the thread waited for a core. */
+  uint64_t loop_buckets[WR_LOOP_NBOUNDS + 1];
+  uint64_t loop_cpu_buckets[WR_LOOP_NBOUNDS + 1];
+  uint64_t loop_iterations;
+  double loop_busy_ms, loop_cpu_ms;         /* sums */
+  double loop_busy_max_ms, loop_cpu_max_ms; /* largest single iteration */
 } wr_bridge_stats_t;
 
 extern const double wr_latency_bounds[WR_LATENCY_NBOUNDS];
+extern const double wr_loop_bounds[WR_LOOP_NBOUNDS];
 
 typedef struct wr_bridge_s {
   const wr_config_t *cfg;
@@ -67,6 +78,8 @@ typedef struct wr_bridge_s {
   wr_ring_t commands;   /* loop → AMQP thread */
   uv_async_t async;
   uv_check_t check;
+  uv_prepare_t prepare; /* measures each loop iteration */
+  uint64_t it_wall_ns, it_idle_ns, it_cpu_ns; /* at the previous prepare */
   uv_timer_t sweep;
   uv_timer_t drain_timer;
   uv_timer_t retry_timer; /* flushes the overflow when the command ring was full */

@@ -36,6 +36,12 @@ after(async () => {
   if (broker) await broker.stop();
 });
 
+// Iterations over 100 ms between two scrapes of a loop histogram.
+const overLoop = (a, b, name) => {
+  const over = (m) => m[`${name}_count`] - m[`${name}_bucket{le="0.1"}`];
+  return over(b) - over(a);
+};
+
 test(`broker hung ${HANG_MS / 1000} s (heartbeat ${HEARTBEAT_S} s): detected, loop responsive, lost 0`, { timeout: FULL ? 600000 : 180000 }, async (t) => {
   const w = await startWarren({
     name: 'fault-hang',
@@ -73,6 +79,7 @@ test(`broker hung ${HANG_MS / 1000} s (heartbeat ${HEARTBEAT_S} s): detected, lo
   broker.signal('SIGCONT');
   await waitFor(() => watch.firstAfter(contAt, (s) => s === 200), { timeout: 60000, what: '/readyz 200 after SIGCONT' }).catch(() => {});
   const probeMaxDuringFault = probe.maxDelayMs;
+  const mCont = await metrics(w);
 
   await publishing;
   await pub.settle(30000);
@@ -120,6 +127,14 @@ test(`broker hung ${HANG_MS / 1000} s (heartbeat ${HEARTBEAT_S} s): detected, lo
     ping_p99_ms: round(probe.p99Ms),
     pings: probe.count,
     pings_over_100ms: probe.over100,
+    // warren's own view of its loop from the stop to readiness after CONT:
+    // iterations longer than 100 ms in wall time, and in the loop thread's
+    // CPU time (wall far above CPU = the thread waited for one of the cores).
+    loop_over_100ms: overLoop(m0, mCont, 'warren_loop_busy_seconds'),
+    loop_cpu_over_100ms: overLoop(m0, mCont, 'warren_loop_cpu_seconds'),
+    loop_iterations: mCont.warren_loop_busy_seconds_count - m0.warren_loop_busy_seconds_count,
+    loop_busy_max_ms: round(mCont.warren_loop_busy_max_seconds * 1000),
+    loop_cpu_max_ms: round(mCont.warren_loop_cpu_max_seconds * 1000),
     load_avg_1m: round(os.loadavg()[0], 2),
     detect_log: detectLine ? detectLine.slice(0, 160) : null,
   };
