@@ -61,7 +61,9 @@ size_t wr_bench_envelope_build(char *out, size_t cap, const char *run, uint64_t 
 typedef struct {
   long rss_kb;  /* VmRSS */
   double cpu_s; /* utime + stime */
+  double sys_s; /* stime: the kernel's share (socket writes, wake-ups) */
   long threads; /* Threads */
+  long long ctxsw; /* voluntary + involuntary context switches, all threads */
 } wr_bench_proc_t;
 /* Samples /proc/<pid>/{stat,status}; 0 or -errno. */
 int wr_bench_proc_sample(pid_t pid, wr_bench_proc_t *out);

@@ -579,6 +579,8 @@ static void report(clients_t *cl) {
   uint64_t bc_lost = 0;
   wr_bench_proc_t *pc = cl->t_go ? &cl->p_go : &cl->p_open;
   double cpu = cl->have_pid ? cl->p_end.cpu_s - pc->cpu_s : 0;
+  double sys = cl->have_pid ? cl->p_end.sys_s - pc->sys_s : 0;
+  long long ctxsw = cl->have_pid ? cl->p_end.ctxsw - pc->ctxsw : 0;
   uint64_t delivered = cl->good + cl->blat_n;
   uint32_t p50 = 0, p99 = 0, p999 = 0, pmax = 0, b_first = 0, b_p50 = 0, b_p99 = 0, b_last = 0;
 
@@ -611,9 +613,11 @@ static void report(clients_t *cl) {
            cl->welcomed, cl->blat_n, bc_lost, b_first / 1e3, b_p50 / 1e3, b_p99 / 1e3,
            b_last / 1e3);
   if (cl->have_pid)
-    printf("clients: warren CPU %.2f s for %" PRIu64 " deliveries (%.2f s per million), RSS max "
+    printf("clients: warren CPU %.2f s (%.2f s in the kernel) for %" PRIu64
+           " deliveries (%.2f s per million), %.2f context switches per delivery, RSS max "
            "%ld kB\n",
-           cpu, delivered, delivered ? cpu * 1e6 / (double)delivered : 0.0, cl->rss_max_kb);
+           cpu, sys, delivered, delivered ? cpu * 1e6 / (double)delivered : 0.0,
+           delivered ? (double)ctxsw / (double)delivered : 0.0, cl->rss_max_kb);
   struct rusage ru;
   double self_cpu = 0;
   if (getrusage(RUSAGE_SELF, &ru) == 0)
@@ -644,6 +648,8 @@ static void report(clients_t *cl) {
           cl->welcomed ? (double)(cl->p_open.rss_kb - cl->p0.rss_kb) * 1024.0 / cl->welcomed : 0);
       wr_bench_json_num(&j, "cpu_s", cpu);
       wr_bench_json_num(&j, "cpu_s_per_million", delivered ? cpu * 1e6 / (double)delivered : 0.0);
+      wr_bench_json_num(&j, "sys_s", sys);
+      wr_bench_json_num(&j, "ctxsw_per_delivery", delivered ? (double)ctxsw / (double)delivered : 0.0);
     }
     if (o->count) {
       wr_bench_json_int(&j, "expected", (long long)cl->expected_total);

@@ -2,6 +2,7 @@
  * /proc sampling, quantiles and the JSON summary. */
 #include "bench/bench.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -105,6 +106,35 @@ size_t wr_bench_envelope_build(char *out, size_t cap, const char *run, uint64_t 
   return len;
 }
 
+/* Context switches of every thread of pid (each has its own counters). */
+static long long ctxsw_sum(pid_t pid) {
+  char path[96], line[256];
+  long long sum = 0;
+  DIR *d;
+  struct dirent *e;
+
+  snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+  if (!(d = opendir(path)))
+    return 0;
+  while ((e = readdir(d)) != NULL) {
+    FILE *f;
+    if (e->d_name[0] == '.')
+      continue;
+    snprintf(path, sizeof path, "/proc/%d/task/%.16s/status", (int)pid, e->d_name);
+    if (!(f = fopen(path, "r")))
+      continue;
+    while (fgets(line, sizeof line, f)) {
+      if (strncmp(line, "voluntary_ctxt_switches:", 24) == 0)
+        sum += strtoll(line + 24, NULL, 10);
+      else if (strncmp(line, "nonvoluntary_ctxt_switches:", 27) == 0)
+        sum += strtoll(line + 27, NULL, 10);
+    }
+    fclose(f);
+  }
+  closedir(d);
+  return sum;
+}
+
 int wr_bench_proc_sample(pid_t pid, wr_bench_proc_t *out) {
   char path[64];
   char buf[4096];
@@ -136,6 +166,8 @@ int wr_bench_proc_sample(pid_t pid, wr_bench_proc_t *out) {
     p++;
   }
   out->cpu_s = (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+  out->sys_s = (double)stime / (double)sysconf(_SC_CLK_TCK);
+  out->ctxsw = ctxsw_sum(pid);
 
   snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
   if (!(f = fopen(path, "r")))
