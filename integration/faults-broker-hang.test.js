@@ -17,7 +17,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import os from 'node:os';
 import { startWarren, cleanupAll, ClientPool, waitFor, sleep, signJwt } from './lib/index.js';
-import { FULL, size, report, PrivateBroker, lossOf, metrics, ReadyWatch, PingProbe, round } from './lib/faults.js';
+import { FULL, size, report, PrivateBroker, lossOf, metrics, ReadyWatch, PingProbe, round, overLoop } from './lib/faults.js';
 
 const HEARTBEAT_S = size(2, 5);
 const HANG_MS = size(10000, 30000);
@@ -35,12 +35,6 @@ after(async () => {
   await cleanupAll();
   if (broker) await broker.stop();
 });
-
-// Iterations over 100 ms between two scrapes of a loop histogram.
-const overLoop = (a, b, name) => {
-  const over = (m) => m[`${name}_count`] - m[`${name}_bucket{le="0.1"}`];
-  return over(b) - over(a);
-};
 
 test(`broker hung ${HANG_MS / 1000} s (heartbeat ${HEARTBEAT_S} s): detected, loop responsive, lost 0`, { timeout: FULL ? 600000 : 180000 }, async (t) => {
   const w = await startWarren({

@@ -23,7 +23,7 @@ import {
   assertQueuesEmpty,
   INTEGRATION_DIR,
 } from './lib/index.js';
-import { size, report, metrics, percentile, round, memoryKb } from './lib/faults.js';
+import { size, report, metrics, percentile, round, memoryKb, overLoop } from './lib/faults.js';
 
 after(cleanupAll);
 
@@ -80,6 +80,22 @@ test('client that stops reading: capped, closed with 4008, retried; others unaff
   const pub = await Publisher.open();
   const base = await pacedLatency(w, pub, pool, N, 'base');
 
+  // Control: the same flood into a queue warren does not read. What the
+  // flood costs the others here is the broker's and this machine's share.
+  const SLOW_N = size(300, 1000);
+  const pad = 'y'.repeat(8 * 1024);
+  const ctlQueue = `${w.queue}.control`;
+  await pub.ch.assertQueue(ctlQueue, { durable: true });
+  const ctlPub = await Publisher.open({ dedicated: true });
+  const ctlFlood = (async () => {
+    for (let i = 0; i < SLOW_N; i++) await ctlPub.publish('', { id: `ctl-${i}`, user_id: 'slow', pad }, { routingKey: ctlQueue });
+    await ctlPub.confirmed();
+    await ctlPub.close();
+  })();
+  const control = await pacedLatency(w, pub, pool, N, 'ctl');
+  await ctlFlood;
+  await pub.ch.deleteQueue(ctlQueue);
+
   // The slow client: welcomed, then its socket is never read again.
   const exp = Math.floor(Date.now() / 1000) + 3600;
   const slowTok = signJwt({ sub: 'slow', exp }, w.secret);
@@ -90,14 +106,18 @@ test('client that stops reading: capped, closed with 4008, retried; others unaff
   slow.on('error', () => {});
   await sleep(100);
   slow._socket.pause();
-  const SLOW_N = size(300, 1000);
-  const pad = 'y'.repeat(8 * 1024);
   const slowIds = Array.from({ length: SLOW_N }, (_, i) => `slow-${i}`);
+  // Another service floods the slow user: its own connection, as in
+  // production, so the measured publishes do not wait behind its bytes.
+  const floodPub = await Publisher.open({ dedicated: true });
+  const mA = await metrics(w);
   const flooding = (async () => {
-    for (const id of slowIds) await pub.publish(w.exchange, { id, user_id: 'slow', pad });
-    await pub.confirmed();
+    for (const id of slowIds) await floodPub.publish(w.exchange, { id, user_id: 'slow', pad });
+    await floodPub.confirmed();
+    await floodPub.close();
   })();
   const withSlow = await pacedLatency(w, pub, pool, N, 'with');
+  const mB = await metrics(w);
   await flooding;
   const t0 = Date.now();
   await waitFor(() => /slow consumer/.test(w.logText()), { timeout: 20000, what: '4008 logged' });
@@ -136,8 +156,17 @@ test('client that stops reading: capped, closed with 4008, retried; others unaff
     others_p50_ms_with: withSlow.p50,
     others_p99_ms_with: withSlow.p99,
     p99_ratio: round(withSlow.p99 / Math.max(1, base.p99), 2),
+    others_p99_ms_control: control.p99,
+    control_p99_ratio: round(control.p99 / Math.max(1, base.p99), 2),
+    with_vs_control_p99_ratio: round(withSlow.p99 / Math.max(1, control.p99), 2),
+    // warren's loop while the slow client was flooded: its longest
+    // iteration (since start) and the iterations over 10 ms in the phase.
+    loop_busy_max_ms: round(mB.warren_loop_busy_max_seconds * 1000),
+    loop_cpu_max_ms: round(mB.warren_loop_cpu_max_seconds * 1000),
+    loop_over_10ms_with: overLoop(mA, mB, 'warren_loop_busy_seconds', '0.01'),
+    warren_cpu_s_with: round(mB.process_cpu_seconds_total - mA.process_cpu_seconds_total, 2),
     warren_rss_kb: rssKb,
-    others_lost: N * 2 - [...pool.received].filter((id) => /^(base|with)-/.test(id)).length,
+    others_lost: N * 3 - [...pool.received].filter((id) => /^(base|ctl|with)-/.test(id)).length,
   };
   report(t, 'slow-client', fig);
   // warren decided 4008 (its log line was awaited above, and it is counted

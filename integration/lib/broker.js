@@ -189,14 +189,24 @@ export function encodeEnvelope(env, { format = 'json', contentType } = {}) {
 // A publisher on a confirm channel. publish() respects the channel's write
 // back-pressure; confirmed() waits until the broker confirmed everything.
 export class Publisher {
-  static async open() {
-    const c = await amqpConnection();
+  // dedicated: its own AMQP connection (another service publishing), so its
+  // bytes do not queue ahead of the shared connection's in one TCP stream.
+  static async open({ dedicated = false } = {}) {
+    let c;
+    if (dedicated) {
+      c = await amqplib.connect((await ensureBroker()).url);
+      c.on('error', () => {});
+    } else {
+      c = await amqpConnection();
+    }
     const p = new Publisher();
     p.ch = await c.createConfirmChannel();
     p.ch.on('error', (err) => {
       p.error = err;
     });
     p.nacked = 0;
+    p.dedicated = dedicated;
+    p.conn = c;
     return p;
   }
 
@@ -228,5 +238,6 @@ export class Publisher {
 
   async close() {
     await this.ch.close().catch(() => {});
+    if (this.dedicated) await this.conn.close().catch(() => {});
   }
 }

@@ -54,6 +54,13 @@ export async function metrics(w) {
   return out;
 }
 
+// Loop iterations longer than le seconds between two scrapes (metrics()) of
+// one of warren's loop histograms (warren_loop_busy_seconds, _cpu_seconds).
+export function overLoop(a, b, name, le = '0.1') {
+  const over = (m) => m[`${name}_count`] - m[`${name}_bucket{le="${le}"}`];
+  return over(b) - over(a);
+}
+
 // /readyz status, or 0 when the admin port does not answer in time (a loop
 // that stalls would show up here as 0).
 export async function readyz(w, timeout = 1000) {
