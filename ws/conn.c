@@ -15,6 +15,9 @@
 #include "ws/auth_int.h"
 #include "ws/server_int.h"
 
+/* A connection quiet this long gives its wslay context back (see feed_ws). */
+#define WS_CTX_IDLE_MS 2000
+
 /* At most this many output items are written by one uv_write. */
 #define WRITE_BATCH 32
 
@@ -393,8 +396,10 @@ static void feed_ws(wr_ws_conn_t *c, const uint8_t *data, size_t len) {
     }
   }
   if (c->scan.code == 0) {
+    /* The context stays while the client talks (an ack per notification
+     * would otherwise create and free one each time); the sweep releases it
+     * once the connection has been quiet for WS_CTX_IDLE_MS. */
     pump(c);
-    maybe_release_ws(c);
     return;
   }
   /* A close wslay queued for an earlier frame goes first and wins. */
@@ -688,6 +693,8 @@ void wr_ws_conn_sweep(wr_ws_conn_t *c, uint64_t now, int64_t wall) {
         pump(c);
         maybe_release_ws(c);
       }
+    } else if (idle >= WS_CTX_IDLE_MS) {
+      maybe_release_ws(c);
     }
     break;
   }
