@@ -832,6 +832,14 @@ int wr_config_validate(const wr_config_t *cfg, char *err, size_t errlen) {
          "or in WARREN_AUTH_JWT_SECRET)");
     return -EINVAL;
   }
+  /* Whoever knows the shipped example knows this secret and can sign a
+   * token for any user. */
+  if (cfg->jwt_secret && strcmp(cfg->jwt_secret, WR_CONFIG_EXAMPLE_SECRET) == 0) {
+    errf(err, errlen,
+         "auth.jwt_secret is still the example's placeholder; set a long random secret "
+         "(for example: openssl rand -hex 32)");
+    return -EINVAL;
+  }
   if (cfg->jwt_secret && cfg->jwt_public_key_file) {
     errf(err, errlen,
          "auth.jwt_secret and auth.jwt_public_key_file are both set (set only one: the "

@@ -98,6 +98,9 @@ int wr_config_set(wr_config_t *cfg, const char *section, const char *key, const 
 int wr_config_load(wr_config_t *cfg, const char *path, char *const *envp, char *err, size_t errlen);
 
 /* Cross-key checks: a JWT key is configured, prefetch fits, etc. */
+/* The placeholder auth.jwt_secret of config/warren.ini, which validation refuses. */
+#define WR_CONFIG_EXAMPLE_SECRET "change-me-to-a-long-random-secret"
+
 int wr_config_validate(const wr_config_t *cfg, char *err, size_t errlen);
 
 /* Writes the effective configuration as INI to out (secrets shown as "***"). */

@@ -729,7 +729,7 @@ static void test_dump(void **state) {
 }
 
 /* The shipped example must load, list every key and show the real defaults:
- * its dump equals the dump of the built-in defaults (plus its placeholder). */
+ * its dump equals the dump of the built-in defaults (plus a secret). */
 static void test_example_ini(void **state) {
   wr_config_t c, d;
   char err[512], path[1024];
@@ -739,12 +739,14 @@ static void test_example_ini(void **state) {
   if (!data)
     skip();
   snprintf(path, sizeof(path), "%s/../config/warren.ini", data);
-  assert_int_equal(wr_config_load(&c, path, NULL, err, sizeof(err)), 0);
-  assert_string_equal(c.jwt_secret, "change-me-to-a-long-random-secret");
+  /* Used as it is, the example is refused: its secret is public. */
+  assert_int_equal(wr_config_load(&c, path, NULL, err, sizeof(err)), -EINVAL);
+  assert_non_null(strstr(err, "auth.jwt_secret is still the example's placeholder"));
+  char *const envp[] = {"WARREN_AUTH_JWT_SECRET=" SECRET, NULL};
+  assert_int_equal(wr_config_load(&c, path, envp, err, sizeof(err)), 0);
+  assert_string_equal(c.jwt_secret, SECRET);
   assert_int_equal(wr_config_init(&d), 0);
-  assert_int_equal(wr_config_set(&d, "auth", "jwt_secret", "change-me-to-a-long-random-secret", err,
-                                 sizeof(err)),
-                   0);
+  assert_int_equal(wr_config_set(&d, "auth", "jwt_secret", SECRET, err, sizeof(err)), 0);
   dc = dump_to_string(&c);
   dd = dump_to_string(&d);
   assert_string_equal(dc, dd);
