@@ -55,7 +55,97 @@ static const char *parse_ack(wr_cmsg_t *m, const json_t *root) {
   return NULL;
 }
 
+/* ---- fast path ----
+ * Nearly every client message is {"type":"ack","id":"<id>"} (or a ping)
+ * with plain ASCII strings. Those are recognised here without building a
+ * tree; anything else (escapes, non-ASCII, other keys, ids arrays, errors)
+ * goes to the full parser below, so both give the same result. */
+
+static const uint8_t *skip_ws(const uint8_t *p, const uint8_t *end) {
+  while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+    p++;
+  return p;
+}
+
+/* A string of printable ASCII without escapes: sets *s, *n past the quotes. */
+static const uint8_t *plain_string(const uint8_t *p, const uint8_t *end, const uint8_t **s,
+                                   size_t *n) {
+  const uint8_t *q;
+  if (p >= end || *p != '"')
+    return NULL;
+  for (q = ++p; q < end && *q != '"'; q++)
+    if (*q < 0x20 || *q > 0x7e || *q == '\\')
+      return NULL;
+  if (q >= end)
+    return NULL;
+  *s = p;
+  *n = (size_t)(q - p);
+  return q + 1;
+}
+
+static bool parse_fast(wr_cmsg_t *m, const uint8_t *p, size_t len) {
+  const uint8_t *end = p + len, *type = NULL, *id = NULL;
+  size_t type_n = 0, id_n = 0;
+
+  p = skip_ws(p, end);
+  if (p >= end || *p++ != '{')
+    return false;
+  for (int i = 0; i < 2; i++) {
+    const uint8_t *k, *v;
+    size_t kn, vn;
+    p = plain_string(skip_ws(p, end), end, &k, &kn);
+    if (p == NULL)
+      return false;
+    p = skip_ws(p, end);
+    if (p >= end || *p++ != ':')
+      return false;
+    p = plain_string(skip_ws(p, end), end, &v, &vn);
+    if (p == NULL)
+      return false;
+    if (kn == 4 && memcmp(k, "type", 4) == 0 && type == NULL) {
+      type = v;
+      type_n = vn;
+    } else if (kn == 2 && memcmp(k, "id", 2) == 0 && id == NULL) {
+      id = v;
+      id_n = vn;
+    } else {
+      return false;
+    }
+    p = skip_ws(p, end);
+    if (p < end && *p == ',' && i == 0) {
+      p++;
+      continue;
+    }
+    break;
+  }
+  if (p >= end || *p++ != '}' || skip_ws(p, end) != end || type == NULL)
+    return false;
+  if (type_n == 4 && memcmp(type, "ping", 4) == 0 && id == NULL) {
+    m->kind = WR_CMSG_PING;
+    return true;
+  }
+  if (type_n != 3 || memcmp(type, "ack", 3) != 0 || id == NULL || id_n < 1 ||
+      id_n > MAX_ID_LEN)
+    return false;
+  m->ids = calloc(1, sizeof(char *));
+  if (m->ids == NULL || (m->ids[0] = strndup((const char *)id, id_n)) == NULL) {
+    free(m->ids);
+    m->ids = NULL;
+    return false; /* the full parser reports the lack of memory */
+  }
+  m->kind = WR_CMSG_ACK;
+  m->n_ids = 1;
+  return true;
+}
+
 void wr_cmsg_parse(wr_cmsg_t *m, const uint8_t *buf, size_t len, bool binary) {
+  memset(m, 0, sizeof(*m));
+  if (!binary && buf != NULL && parse_fast(m, buf, len))
+    return;
+  wr_cmsg_parse_full(m, buf, len, binary);
+}
+
+void wr_cmsg_parse_full(wr_cmsg_t *m, const uint8_t *buf, size_t len, bool binary) {
   json_t *root;
   const json_t *type;
   const char *err = NULL;

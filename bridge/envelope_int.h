@@ -82,6 +82,9 @@ typedef struct wr_cmsg_s {
 /* Parses one client message: JSON text (binary=false) or MessagePack
  * (binary=true). Always fills m; release with wr_cmsg_close. */
 void wr_cmsg_parse(wr_cmsg_t *m, const uint8_t *buf, size_t len, bool binary);
+/* The same without the fast path for plain acks and pings (jansson for all):
+ * what the fuzzer checks wr_cmsg_parse against. */
+void wr_cmsg_parse_full(wr_cmsg_t *m, const uint8_t *buf, size_t len, bool binary);
 void wr_cmsg_close(wr_cmsg_t *m);
 
 #endif

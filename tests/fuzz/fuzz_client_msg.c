@@ -1,5 +1,5 @@
 /* libFuzzer target for bridge/client_msg.c: the first byte picks text or
- * binary (MessagePack). */
+ * binary (MessagePack); the result must match the full (jansson) parser's. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +33,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   default:
     abort();
   }
+  /* The fast path must agree with the full parser. */
+  wr_cmsg_t full;
+  wr_cmsg_parse_full(&full, data + 1, size - 1, data[0] & 1);
+  if (full.kind != m.kind || full.n_ids != m.n_ids || (full.error == NULL) != (m.error == NULL) ||
+      (full.error != NULL && strcmp(full.error, m.error) != 0))
+    abort();
+  for (size_t i = 0; i < m.n_ids; i++)
+    if (strcmp(full.ids[i], m.ids[i]) != 0)
+      abort();
+  wr_cmsg_close(&full);
   wr_cmsg_close(&m);
   return 0;
 }
