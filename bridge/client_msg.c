@@ -124,8 +124,7 @@ static bool parse_fast(wr_cmsg_t *m, const uint8_t *p, size_t len) {
     m->kind = WR_CMSG_PING;
     return true;
   }
-  if (type_n != 3 || memcmp(type, "ack", 3) != 0 || id == NULL || id_n < 1 ||
-      id_n > MAX_ID_LEN)
+  if (type_n != 3 || memcmp(type, "ack", 3) != 0 || id == NULL || id_n < 1 || id_n > MAX_ID_LEN)
     return false;
   m->ids = calloc(1, sizeof(char *));
   if (m->ids == NULL || (m->ids[0] = strndup((const char *)id, id_n)) == NULL) {

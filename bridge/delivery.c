@@ -72,9 +72,8 @@ static void observe_latency(wr_bridge_t *b, int64_t from_ms) {
  * seconds when the value is too small to be ms), else the AMQP timestamp
  * (whole seconds), else the moment warren read the message. */
 static int64_t latency_origin_ms(const wr_envelope_t *env, const wr_amqp_delivery_t *d) {
-  const json_t *v = env->client != NULL ? json_object_get(env->client, "created_at") : NULL;
-  if (v != NULL && json_is_number(v)) {
-    double t = json_number_value(v);
+  if (env->has_created_at) {
+    double t = env->created_at;
     if (t < 1e11)
       t *= 1000.0;            /* seconds: 1e11 ms is 1973, 1e11 s is the year 5138 */
     if (t > 1e12 && t < 1e14) /* after 2001, before the year 5000 */

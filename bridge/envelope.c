@@ -494,7 +494,7 @@ out:
 static _Atomic uint64_t id_seed;
 static _Atomic uint64_t id_counter;
 
-static char *generate_id(void) {
+char *wr_envelope_new_id(void) {
   uint64_t seed = atomic_load(&id_seed);
   char buf[64];
 
@@ -573,9 +573,15 @@ static wr_env_result_t build(wr_envelope_t *env, json_t *root, const char *fallb
   const json_t *bc = json_object_get(root, "broadcast");
   const json_t *id = json_object_get(root, "id");
   const json_t *type = json_object_get(root, "type");
+  const json_t *created = json_object_get(root, "created_at");
   const char *key;
   json_t *item;
   wr_env_result_t r;
+
+  if (json_is_number(created)) {
+    env->created_at = json_number_value(created);
+    env->has_created_at = true;
+  }
 
   if (bc && !json_is_boolean(bc))
     return WR_ENV_BAD_FIELD;
@@ -610,7 +616,7 @@ static wr_env_result_t build(wr_envelope_t *env, json_t *root, const char *fallb
   else if (fallback_id && *fallback_id)
     env->id = strdup(fallback_id);
   else
-    env->id = generate_id();
+    env->id = wr_envelope_new_id();
   if (!env->id)
     return WR_ENV_BAD_FIELD; /* out of memory */
 
@@ -629,11 +635,9 @@ static wr_env_result_t build(wr_envelope_t *env, json_t *root, const char *fallb
   return WR_ENV_OK;
 }
 
-/* The header has no out-of-memory outcome; an allocation failure while
- * decoding is reported as BAD_FIELD (see the report to the lead). */
-wr_env_result_t wr_envelope_decode(wr_envelope_t *env, const uint8_t *body, size_t body_len,
-                                   const char *content_type, const char *fallback_id,
-                                   size_t max_body, int64_t base_ms) {
+static wr_env_result_t decode(wr_envelope_t *env, const uint8_t *body, size_t body_len,
+                              const char *content_type, const char *fallback_id, size_t max_body,
+                              int64_t base_ms, bool fast) {
   wr_env_format_t fmt;
   json_t *root = NULL;
   wr_env_result_t r;
@@ -645,6 +649,10 @@ wr_env_result_t wr_envelope_decode(wr_envelope_t *env, const uint8_t *body, size
     return WR_ENV_BAD_FORMAT;
   if (pick_format(body, body_len, content_type, &fmt) < 0)
     return WR_ENV_BAD_FORMAT;
+  /* Most bodies are JSON the one-pass scanner decides (env_scan.c). */
+  if (fast && fmt == WR_ENV_JSON &&
+      wr_envelope_scan_json(env, body, body_len, fallback_id, base_ms) == 0)
+    return WR_ENV_OK;
   env->format = fmt;
 
   if (fmt == WR_ENV_JSON) {
@@ -675,9 +683,24 @@ fail:
   return r;
 }
 
+/* The header has no out-of-memory outcome; an allocation failure while
+ * decoding is reported as BAD_FIELD. */
+wr_env_result_t wr_envelope_decode(wr_envelope_t *env, const uint8_t *body, size_t body_len,
+                                   const char *content_type, const char *fallback_id,
+                                   size_t max_body, int64_t base_ms) {
+  return decode(env, body, body_len, content_type, fallback_id, max_body, base_ms, true);
+}
+
+wr_env_result_t wr_envelope_decode_full(wr_envelope_t *env, const uint8_t *body, size_t body_len,
+                                        const char *content_type, const char *fallback_id,
+                                        size_t max_body, int64_t base_ms) {
+  return decode(env, body, body_len, content_type, fallback_id, max_body, base_ms, false);
+}
+
 void wr_envelope_close(wr_envelope_t *env) {
   if (!env)
     return;
+  free(env->client_json);
   free(env->id);
   for (size_t i = 0; i < env->n_users; i++)
     free(env->users[i]);
@@ -691,8 +714,27 @@ int wr_envelope_encode(const wr_envelope_t *env, wr_env_format_t fmt, size_t pre
   size_t need;
   uint8_t *buf;
 
-  if (!env || !env->client || !out || !len)
+  if (!env || (!env->client && !env->client_json) || !out || !len)
     return -EINVAL;
+  if (env->client_json != NULL) {
+    if (fmt == WR_ENV_JSON) {
+      need = env->client_json_len;
+      if (need > SIZE_MAX - prefix || (buf = malloc(prefix + need)) == NULL)
+        return -ENOMEM;
+      memcpy(buf + prefix, env->client_json, need);
+      *out = buf;
+      *len = prefix + need;
+      return 0;
+    }
+    if (fmt != WR_ENV_MSGPACK)
+      return -EINVAL;
+    /* MessagePack subscribers of a JSON body: rare enough to go through a
+     * tree, built from the compact text. */
+    json_t *tree = json_loadb((const char *)env->client_json, env->client_json_len, 0, NULL);
+    int rc = tree != NULL ? msgpack_encode(tree, prefix, out, len) : -EINVAL;
+    json_decref(tree);
+    return rc;
+  }
   if (fmt == WR_ENV_MSGPACK)
     return msgpack_encode(env->client, prefix, out, len);
   if (fmt != WR_ENV_JSON)

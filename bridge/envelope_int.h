@@ -35,7 +35,11 @@ typedef struct wr_envelope_s {
   int64_t expires_at_ms; /* 0 = never; from expires_at (unix s) or ttl_ms (+ base_ms) */
   json_t *client;        /* the client message: {"type": type or "notification",
                             "id": id, ...every non-routing field in original order};
-                            owned reference */
+                            owned reference, or NULL when client_json holds it */
+  uint8_t *client_json;  /* the same message as compact JSON text, owned (fast path) */
+  size_t client_json_len;
+  double created_at; /* the top-level "created_at" number, if has_created_at */
+  bool has_created_at;
 } wr_envelope_t;
 
 /* Decodes body. content_type may be NULL (then the first byte decides).
@@ -49,6 +53,21 @@ wr_env_result_t wr_envelope_decode(wr_envelope_t *env, const uint8_t *body, size
                                    size_t max_body, int64_t base_ms);
 
 void wr_envelope_close(wr_envelope_t *env);
+
+/* The same decoder without its fast path (jansson for every body): what the
+ * fuzzer checks wr_envelope_decode against. */
+wr_env_result_t wr_envelope_decode_full(wr_envelope_t *env, const uint8_t *body, size_t body_len,
+                                        const char *content_type, const char *fallback_id,
+                                        size_t max_body, int64_t base_ms);
+
+/* env_scan.c: decodes a JSON body in one pass into env (client_json set,
+ * client NULL). Returns 0, or -1 with env empty when the body needs the full
+ * decoder (which decides every error). */
+int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
+                          const char *fallback_id, int64_t base_ms);
+
+/* A new id, unique across processes and threads (malloc'd, NULL on ENOMEM). */
+char *wr_envelope_new_id(void);
 
 /* Encodes env->client for a client in format fmt (JSON text or MessagePack
  * map). Returns a malloc'd buffer in *out and its length in *len, or a negative errno. If

@@ -17,11 +17,11 @@
 enum { UNDECIDED = 0, WANT_ACK, NACKED };
 
 typedef struct {
-  uint8_t decided[MAXT + 1];     /* what warren decided for each tag */
-  bool outstanding[MAXT + 1];    /* broker side: delivered, not settled */
-  size_t acked;                  /* deliveries the broker saw acked */
-  size_t sends, multiples;       /* frames sent */
-  size_t counted;                /* sum of the count argument */
+  uint8_t decided[MAXT + 1];  /* what warren decided for each tag */
+  bool outstanding[MAXT + 1]; /* broker side: delivered, not settled */
+  size_t acked;               /* deliveries the broker saw acked */
+  size_t sends, multiples;    /* frames sent */
+  size_t counted;             /* sum of the count argument */
 } broker_t;
 
 static int send_cb(uint64_t tag, bool multiple, size_t count, void *data) {
@@ -36,8 +36,8 @@ static int send_cb(uint64_t tag, bool multiple, size_t count, void *data) {
         continue;
       /* The whole point: never settle a delivery not decided as ack. */
       if (b->decided[t] != WANT_ACK)
-        fail_msg("multiple ack up to %llu covers tag %llu (decided %d)",
-                 (unsigned long long)tag, (unsigned long long)t, b->decided[t]);
+        fail_msg("multiple ack up to %llu covers tag %llu (decided %d)", (unsigned long long)tag,
+                 (unsigned long long)t, b->decided[t]);
       b->outstanding[t] = false;
       n++;
     }

@@ -25,6 +25,19 @@ static wr_env_result_t dec(wr_envelope_t *env, const char *body) {
   return dec_ct(env, body, "application/json");
 }
 
+/* The client message as a tree, whichever way the decoder kept it (the
+ * fast path keeps compact JSON text). Borrowed until the next call. */
+static json_t *tree(const wr_envelope_t *env) {
+  static json_t *last;
+  json_decref(last);
+  if (env->client != NULL)
+    last = json_incref(env->client);
+  else
+    last = json_loadb((const char *)env->client_json, env->client_json_len, 0, NULL);
+  assert_non_null(last);
+  return last;
+}
+
 /* Decodes body as JSON and expects reason r; checks env holds nothing. */
 static void expect_json(const char *body, wr_env_result_t r) {
   wr_envelope_t env;
@@ -34,6 +47,7 @@ static void expect_json(const char *body, wr_env_result_t r) {
   if (r != WR_ENV_OK) {
     assert_null(env.id);
     assert_null(env.client);
+    assert_null(env.client_json);
     assert_null(env.users);
     assert_int_equal(env.n_users, 0);
   }
@@ -287,7 +301,7 @@ static void test_ids(void **state) {
       wr_envelope_decode(&env, (const uint8_t *)body, strlen(body), NULL, "amqp-7", MAX_BODY, 0),
       WR_ENV_OK);
   assert_string_equal(env.id, "amqp-7");
-  assert_string_equal(json_string_value(json_object_get(env.client, "id")), "amqp-7");
+  assert_string_equal(json_string_value(json_object_get(tree(&env), "id")), "amqp-7");
   wr_envelope_close(&env);
 
   body = "{\"user_id\":\"a\",\"id\":\"own\"}";
@@ -370,7 +384,7 @@ static void test_client_object(void **state) {
 
   /* Duplicate keys: the last value stays. */
   assert_int_equal(dec(&env, "{\"user_id\":\"a\",\"title\":1,\"title\":2}"), WR_ENV_OK);
-  assert_int_equal(json_integer_value(json_object_get(env.client, "title")), 2);
+  assert_int_equal(json_integer_value(json_object_get(tree(&env), "title")), 2);
   wr_envelope_close(&env);
 }
 
@@ -431,7 +445,7 @@ static void test_msgpack_encode(void **state) {
     /* And our own decoder reads it back to the same tree. */
     json_t *back = wr_msgpack_to_json(out + prefix, len - prefix);
     assert_non_null(back);
-    assert_true(json_equal(back, env.client));
+    assert_true(json_equal(back, tree(&env)));
     json_decref(back);
     free(out);
   }
@@ -468,13 +482,13 @@ static void test_msgpack_values(void **state) {
   msgpack_pack_int64(&m.pk, INT64_MIN);
   wr_envelope_t env;
   assert_int_equal(mp_dec(&m, &env, NULL), WR_ENV_OK);
-  json_t *huge = json_object_get(env.client, "huge");
+  json_t *huge = json_object_get(tree(&env), "huge");
   assert_true(json_is_real(huge));
   assert_true(json_real_value(huge) == 18446744073709551615.0);
-  assert_true(json_real_value(json_object_get(env.client, "f32")) == 1.5);
-  assert_true(json_integer_value(json_object_get(env.client, "neg")) == INT64_MIN);
-  assert_string_equal(json_string_value(json_object_get(env.client, "")), "");
-  assert_int_equal(json_array_size(json_object_get(env.client, "empty")), 0);
+  assert_true(json_real_value(json_object_get(tree(&env), "f32")) == 1.5);
+  assert_true(json_integer_value(json_object_get(tree(&env), "neg")) == INT64_MIN);
+  assert_string_equal(json_string_value(json_object_get(tree(&env), "")), "");
+  assert_int_equal(json_array_size(json_object_get(tree(&env), "empty")), 0);
   wr_envelope_close(&env);
   msgpack_sbuffer_destroy(&m.sb);
 }
@@ -660,11 +674,11 @@ static void test_expiry(void **state) {
   wr_envelope_t env;
   assert_int_equal(dec(&env, "{\"user_id\":\"a\",\"ttl_ms\":60000}"), WR_ENV_OK);
   assert_int_equal(env.expires_at_ms, BASE_MS + 60000);
-  assert_null(json_object_get(env.client, "ttl_ms"));
+  assert_null(json_object_get(tree(&env), "ttl_ms"));
   wr_envelope_close(&env);
   assert_int_equal(dec(&env, "{\"user_id\":\"a\",\"expires_at\":1795400000}"), WR_ENV_OK);
   assert_int_equal(env.expires_at_ms, 1795400000000LL);
-  assert_null(json_object_get(env.client, "expires_at"));
+  assert_null(json_object_get(tree(&env), "expires_at"));
   wr_envelope_close(&env);
   assert_int_equal(dec(&env, "{\"user_id\":\"a\",\"expires_at\":1795400000.25}"), WR_ENV_OK);
   assert_int_equal(env.expires_at_ms, 1795400000250LL);
@@ -697,6 +711,52 @@ static void test_result_str(void **state) {
   assert_string_equal(wr_env_result_str(WR_ENV_BAD_FIELD), "bad_field");
 }
 
+/* The one-pass path (env_scan.c) takes the usual body and writes the client
+ * message itself: compact, routing fields gone, other bytes as sent. */
+static void test_fast_path(void **state) {
+  (void)state;
+  wr_envelope_t env;
+  const char *body = "{ \"id\": \"o-1\", \"user_ids\": [\"1001\", 1002, \"1001\"],\n"
+                     "  \"type\": \"order.paid\", \"title\": \"Pay\\u00e9 \\\"ok\\\"\",\n"
+                     "  \"data\": { \"order\": [1, 2.50, -3e2, true, null] },\n"
+                     "  \"created_at\": 1795400000123, \"ttl_ms\": 60000 }";
+  assert_int_equal(dec(&env, body), WR_ENV_OK);
+  assert_null(env.client);
+  assert_non_null(env.client_json);
+  assert_string_equal(env.id, "o-1");
+  assert_int_equal(env.n_users, 2);
+  assert_string_equal(env.users[0], "1001");
+  assert_string_equal(env.users[1], "1002");
+  assert_int_equal(env.expires_at_ms, BASE_MS + 60000);
+  assert_true(env.has_created_at && env.created_at == 1795400000123.0);
+  char *json = encode_json(&env);
+  assert_string_equal(json, "{\"type\":\"order.paid\",\"id\":\"o-1\",\"title\":\"Pay\\u00e9 "
+                            "\\\"ok\\\"\",\"data\":{\"order\":[1,2.50,-3e2,true,null]},"
+                            "\"created_at\":1795400000123}");
+  free(json);
+  wr_envelope_close(&env);
+
+  /* What it leaves to the full decoder still decodes, the same way. */
+  static const char *const full[] = {
+      "{\"user\\u005fid\":\"a\",\"k\":1}",           /* escaped key */
+      "{\"user_id\":\"a\",\"k\":1,\"k\":2}",         /* duplicate key */
+      "{\"user_id\":\"a\\u0062\"}",                  /* escaped user id */
+      "{\"user_id\":\"a\",\"n\":12345678901234567}", /* 17 digits: still fast */
+  };
+  for (size_t i = 0; i < sizeof(full) / sizeof(full[0]); i++) {
+    assert_int_equal(dec(&env, full[i]), WR_ENV_OK);
+    assert_true((env.client == NULL) == (i == 3));
+    wr_envelope_close(&env);
+  }
+  assert_int_equal(dec(&env, "{\"user\\u005fid\":\"a\"}"), WR_ENV_OK);
+  assert_string_equal(env.users[0], "a");
+  assert_null(json_object_get(tree(&env), "user_id"));
+  wr_envelope_close(&env);
+  assert_int_equal(dec(&env, "{\"user_id\":\"a\",\"k\":1,\"k\":2}"), WR_ENV_OK);
+  assert_int_equal(json_integer_value(json_object_get(tree(&env), "k")), 2);
+  wr_envelope_close(&env);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_json_targets),   cmocka_unit_test(test_int_user_ids),
@@ -707,6 +767,7 @@ int main(void) {
       cmocka_unit_test(test_depth),          cmocka_unit_test(test_bad_msgpack),
       cmocka_unit_test(test_too_large),      cmocka_unit_test(test_bad_fields),
       cmocka_unit_test(test_expiry),         cmocka_unit_test(test_result_str),
+      cmocka_unit_test(test_fast_path),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,9 @@
-/* libFuzzer target for bridge/envelope.c. The first byte picks the content
- * type; on success both encodings are produced and the MessagePack one must
- * decode back to the same tree. */
+/* libFuzzer target for bridge/envelope.c and its one-pass fast path
+ * (env_scan.c). The first byte picks the content type. Every input is decoded
+ * twice, by wr_envelope_decode (fast path first) and by the full jansson
+ * decoder alone, and both must agree: same result, same targets, expiry, id,
+ * created_at, and client messages that are the same JSON value in both
+ * encodings. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,40 +12,72 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* The client message of env in format fmt, decoded back into a tree. */
+static json_t *client_tree(const wr_envelope_t *env, wr_env_format_t fmt) {
+  uint8_t *out;
+  size_t len;
+  json_t *t;
+  if (wr_envelope_encode(env, fmt, 3, &out, &len) != 0)
+    abort();
+  if (fmt == WR_ENV_JSON)
+    t = json_loadb((const char *)out + 3, len - 3, 0, NULL);
+  else
+    t = wr_msgpack_to_json(out + 3, len - 3);
+  free(out);
+  if (t == NULL || !json_is_object(t))
+    abort();
+  return t;
+}
+
+static bool generated(const char *id) {
+  return strncmp(id, "wr-", 3) == 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const char *const types[] = {NULL, "application/json", "application/msgpack",
                                       "application/x-msgpack; charset=binary", ""};
-  wr_envelope_t env;
-  uint8_t *out;
-  size_t len;
+  wr_envelope_t env, ref;
 
   if (size < 1)
     return 0;
   const char *ct = types[data[0] % 5];
-  wr_env_result_t r =
-      wr_envelope_decode(&env, data + 1, size - 1, ct, (data[0] & 0x80) ? "fb" : NULL, 65536, 1000);
+  const char *fb = (data[0] & 0x80) ? "fb" : NULL;
+  wr_env_result_t r = wr_envelope_decode(&env, data + 1, size - 1, ct, fb, 65536, 1000);
+  wr_env_result_t rr = wr_envelope_decode_full(&ref, data + 1, size - 1, ct, fb, 65536, 1000);
+  if (r != rr)
+    abort();
   if (r != WR_ENV_OK) {
-    if (env.id || env.client || env.users)
+    if (env.id || env.client || env.client_json || env.users)
       abort();
     return 0;
   }
-  if (!env.id || !json_is_object(env.client) || env.n_users > 10000 ||
+  if (!env.id || (!env.client && !env.client_json) || env.n_users > 10000 ||
       env.broadcast == (env.n_users > 0))
     abort();
-  if (wr_envelope_encode(&env, WR_ENV_JSON, 3, &out, &len) != 0)
+  if (env.format != ref.format || env.broadcast != ref.broadcast || env.n_users != ref.n_users ||
+      env.expires_at_ms != ref.expires_at_ms || env.has_created_at != ref.has_created_at ||
+      (env.has_created_at && env.created_at != ref.created_at))
     abort();
-  json_t *again = json_loadb((const char *)out + 3, len - 3, 0, NULL);
-  if (!again || !json_equal(again, env.client))
+  for (size_t i = 0; i < env.n_users; i++)
+    if (strcmp(env.users[i], ref.users[i]) != 0)
+      abort();
+  bool gen = generated(env.id) && generated(ref.id) && !fb;
+  if (!gen && strcmp(env.id, ref.id) != 0)
     abort();
-  json_decref(again);
-  free(out);
-  if (wr_envelope_encode(&env, WR_ENV_MSGPACK, 0, &out, &len) != 0)
-    abort();
-  json_t *back = wr_msgpack_to_json(out, len);
-  if (!back || !json_equal(back, env.client))
-    abort();
-  json_decref(back);
-  free(out);
+
+  json_t *want = client_tree(&ref, WR_ENV_JSON);
+  if (gen)
+    json_object_set_new(want, "id", json_string("gen"));
+  for (int fmt = 0; fmt < 2; fmt++) {
+    json_t *got = client_tree(&env, (wr_env_format_t)fmt);
+    if (gen)
+      json_object_set_new(got, "id", json_string("gen"));
+    if (!json_equal(got, want))
+      abort();
+    json_decref(got);
+  }
+  json_decref(want);
   wr_envelope_close(&env);
+  wr_envelope_close(&ref);
   return 0;
 }

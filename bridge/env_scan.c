@@ -1,0 +1,576 @@
+/* The fast path of envelope decoding: one pass over a JSON body that
+ * validates it, reads the routing fields and writes the client message as
+ * JSON text, copying every other field's bytes (whitespace removed) instead
+ * of building a jansson tree and dumping it again.
+ *
+ * It takes only what it can decide exactly as the full decoder would
+ * (envelope.c): anything unusual — an error of any kind, escapes in keys or
+ * routing strings, lone surrogates, \u0000, integers over 18 digits, nesting
+ * over 32, duplicate top-level keys, more than 64 top-level fields or user ids
+ * — makes it give up, and the full decoder decides. The fuzzer checks that
+ * both agree (tests/fuzz/fuzz_envelope.c). Pure functions: no I/O, no logs. */
+#include "bridge/envelope_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_DEPTH 32
+#define MAX_FIELDS 64
+#define MAX_FAST_USERS 64
+#define MAX_STR 256 /* id, type and user id lengths */
+
+typedef struct {
+  const uint8_t *p, *end;
+  uint8_t *out; /* minified copy goes here when not NULL */
+  size_t out_len;
+} scan_t;
+
+typedef struct {
+  const uint8_t *k; /* key without quotes */
+  size_t kn;
+  const uint8_t *v; /* value, raw */
+  size_t vn;
+} field_t;
+
+static void ws(scan_t *s) {
+  while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+    s->p++;
+}
+
+static void emit(scan_t *s, const uint8_t *from, size_t n) {
+  if (s->out != NULL) {
+    memcpy(s->out + s->out_len, from, n);
+    s->out_len += n;
+  }
+}
+
+static int hex4(const uint8_t *p, unsigned *v) {
+  *v = 0;
+  for (int i = 0; i < 4; i++) {
+    uint8_t c = p[i];
+    *v <<= 4;
+    if (c >= '0' && c <= '9')
+      *v |= c - '0';
+    else if (c >= 'a' && c <= 'f')
+      *v |= c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F')
+      *v |= c - 'A' + 10;
+    else
+      return -1;
+  }
+  return 0;
+}
+
+/* Length of the valid UTF-8 sequence at p (RFC 3629: no overlongs, no
+ * surrogates, at most U+10FFFF), 0 if invalid. */
+static size_t utf8_len(const uint8_t *p, const uint8_t *end) {
+  size_t n = (size_t)(end - p);
+  uint8_t c = p[0];
+  if (c < 0x80)
+    return 1;
+  if (c >= 0xc2 && c <= 0xdf)
+    return n >= 2 && (p[1] & 0xc0) == 0x80 ? 2 : 0;
+  if (c >= 0xe0 && c <= 0xef) {
+    if (n < 3 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80)
+      return 0;
+    if ((c == 0xe0 && p[1] < 0xa0) || (c == 0xed && p[1] > 0x9f))
+      return 0;
+    return 3;
+  }
+  if (c >= 0xf0 && c <= 0xf4) {
+    if (n < 4 || (p[1] & 0xc0) != 0x80 || (p[2] & 0xc0) != 0x80 || (p[3] & 0xc0) != 0x80)
+      return 0;
+    if ((c == 0xf0 && p[1] < 0x90) || (c == 0xf4 && p[1] > 0x8f))
+      return 0;
+    return 4;
+  }
+  return 0;
+}
+
+/* A string at s->p (on its quote). *plain tells whether it has no escapes
+ * and no byte outside printable ASCII except UTF-8 (and no DEL). */
+static int string(scan_t *s, bool *plain) {
+  const uint8_t *start = s->p, *q;
+  bool pl = true;
+  if (s->p >= s->end || *s->p != '"')
+    return -1;
+  q = s->p + 1;
+  while (q < s->end && *q != '"') {
+    uint8_t c = *q;
+    if (c < 0x20)
+      return -1;
+    if (c == '\\') {
+      pl = false;
+      if (q + 1 >= s->end)
+        return -1;
+      c = q[1];
+      if (c == 'u') {
+        unsigned v, w;
+        if (s->end - q < 6 || hex4(q + 2, &v) < 0 || v == 0)
+          return -1;
+        q += 6;
+        if (v >= 0xdc00 && v <= 0xdfff)
+          return -1;
+        if (v >= 0xd800 && v <= 0xdbff) {
+          if (s->end - q < 6 || q[0] != '\\' || q[1] != 'u' || hex4(q + 2, &w) < 0 || w < 0xdc00 ||
+              w > 0xdfff)
+            return -1;
+          q += 6;
+        }
+        continue;
+      }
+      if (c != '"' && c != '\\' && c != '/' && c != 'b' && c != 'f' && c != 'n' && c != 'r' &&
+          c != 't')
+        return -1;
+      q += 2;
+      continue;
+    }
+    if (c >= 0x80) {
+      size_t n = utf8_len(q, s->end);
+      if (n == 0)
+        return -1;
+      q += n;
+      continue;
+    }
+    if (c == 0x7f)
+      pl = false;
+    q++;
+  }
+  if (q >= s->end)
+    return -1;
+  s->p = q + 1;
+  emit(s, start, (size_t)(s->p - start));
+  if (plain != NULL)
+    *plain = pl;
+  return 0;
+}
+
+/* A number: JSON grammar; integers of at most 18 digits (jansson refuses
+ * what overflows int64), reals that do not overflow a double. */
+static int number(scan_t *s, bool *is_int) {
+  const uint8_t *start = s->p, *q = s->p;
+  size_t digits = 0;
+  bool real = false;
+  if (q < s->end && *q == '-')
+    q++;
+  if (q >= s->end)
+    return -1;
+  if (*q == '0') {
+    q++;
+    digits = 1;
+  } else if (*q >= '1' && *q <= '9') {
+    while (q < s->end && *q >= '0' && *q <= '9') {
+      q++;
+      digits++;
+    }
+  } else {
+    return -1;
+  }
+  if (q < s->end && *q == '.') {
+    real = true;
+    q++;
+    if (q >= s->end || *q < '0' || *q > '9')
+      return -1;
+    while (q < s->end && *q >= '0' && *q <= '9')
+      q++;
+  }
+  if (q < s->end && (*q == 'e' || *q == 'E')) {
+    real = true;
+    q++;
+    if (q < s->end && (*q == '+' || *q == '-'))
+      q++;
+    if (q >= s->end || *q < '0' || *q > '9')
+      return -1;
+    while (q < s->end && *q >= '0' && *q <= '9')
+      q++;
+  }
+  if (real) {
+    char buf[64];
+    size_t n = (size_t)(q - start);
+    if (n >= sizeof(buf))
+      return -1;
+    memcpy(buf, start, n);
+    buf[n] = '\0';
+    if (isinf(strtod(buf, NULL)))
+      return -1;
+  } else if (digits > 18) {
+    return -1;
+  }
+  s->p = q;
+  emit(s, start, (size_t)(q - start));
+  if (is_int != NULL)
+    *is_int = !real;
+  return 0;
+}
+
+static int literal(scan_t *s, const char *word, size_t n) {
+  if ((size_t)(s->end - s->p) < n || memcmp(s->p, word, n) != 0)
+    return -1;
+  emit(s, s->p, n);
+  s->p += n;
+  return 0;
+}
+
+static int value(scan_t *s, int depth);
+
+static int container(scan_t *s, int depth, bool object) {
+  uint8_t close = object ? '}' : ']';
+  if (depth >= MAX_DEPTH)
+    return -1;
+  emit(s, s->p, 1);
+  s->p++;
+  ws(s);
+  if (s->p < s->end && *s->p == close) {
+    emit(s, s->p, 1);
+    s->p++;
+    return 0;
+  }
+  for (;;) {
+    if (object) {
+      ws(s);
+      if (string(s, NULL) < 0)
+        return -1;
+      ws(s);
+      if (s->p >= s->end || *s->p != ':')
+        return -1;
+      emit(s, s->p, 1);
+      s->p++;
+    }
+    if (value(s, depth + 1) < 0)
+      return -1;
+    ws(s);
+    if (s->p >= s->end)
+      return -1;
+    if (*s->p == ',') {
+      emit(s, s->p, 1);
+      s->p++;
+      continue;
+    }
+    if (*s->p != close)
+      return -1;
+    emit(s, s->p, 1);
+    s->p++;
+    return 0;
+  }
+}
+
+/* One value at s->p (after whitespace), depth = containers around it. */
+static int value(scan_t *s, int depth) {
+  ws(s);
+  if (s->p >= s->end)
+    return -1;
+  switch (*s->p) {
+  case '"':
+    return string(s, NULL);
+  case '{':
+    return container(s, depth, true);
+  case '[':
+    return container(s, depth, false);
+  case 't':
+    return literal(s, "true", 4);
+  case 'f':
+    return literal(s, "false", 5);
+  case 'n':
+    return literal(s, "null", 4);
+  default:
+    return number(s, NULL);
+  }
+}
+
+static bool key_is(const field_t *f, const char *k) {
+  size_t n = strlen(k);
+  return f->kn == n && memcmp(f->k, k, n) == 0;
+}
+
+/* A plain string value (quotes included in v/vn): its content, 1..MAX_STR
+ * bytes, no escapes, no DEL. */
+static int plain_str(const uint8_t *v, size_t vn, const uint8_t **c, size_t *cn) {
+  scan_t s = {.p = v, .end = v + vn};
+  bool plain;
+  if (vn < 2 || v[0] != '"' || string(&s, &plain) < 0 || !plain)
+    return -1;
+  *c = v + 1;
+  *cn = vn - 2;
+  return *cn >= 1 && *cn <= MAX_STR ? 0 : -1;
+}
+
+/* Reads the integer of a raw number value (at most 18 digits, checked). */
+static int int_of(const uint8_t *v, size_t vn, int64_t *out) {
+  scan_t s = {.p = v, .end = v + vn};
+  bool is_int;
+  char buf[24];
+  if (vn >= sizeof(buf) || number(&s, &is_int) < 0 || !is_int || s.p != s.end)
+    return -1;
+  memcpy(buf, v, vn);
+  buf[vn] = '\0';
+  *out = strtoll(buf, NULL, 10);
+  return 0;
+}
+
+static int real_of(const uint8_t *v, size_t vn, double *out) {
+  scan_t s = {.p = v, .end = v + vn};
+  char buf[64];
+  if (vn >= sizeof(buf) || number(&s, NULL) < 0 || s.p != s.end)
+    return -1;
+  memcpy(buf, v, vn);
+  buf[vn] = '\0';
+  *out = strtod(buf, NULL);
+  return 0;
+}
+
+/* One user id value: a plain string or an integer, as user_from_json. */
+static char *user_of(const uint8_t *v, size_t vn) {
+  const uint8_t *c;
+  size_t cn;
+  int64_t n;
+  char tmp[32];
+  if (vn > 0 && v[0] == '"') {
+    if (plain_str(v, vn, &c, &cn) < 0)
+      return NULL;
+    return strndup((const char *)c, cn);
+  }
+  if (int_of(v, vn, &n) < 0)
+    return NULL;
+  snprintf(tmp, sizeof(tmp), "%" PRId64, n);
+  return strdup(tmp);
+}
+
+static int add_user(wr_envelope_t *env, char *u) {
+  if (u == NULL)
+    return -1;
+  for (size_t i = 0; i < env->n_users; i++)
+    if (strcmp(env->users[i], u) == 0) {
+      free(u);
+      return 0;
+    }
+  env->users[env->n_users++] = u;
+  return 0;
+}
+
+/* user_id and user_ids (either may be NULL). */
+static int read_users(wr_envelope_t *env, const field_t *one, const field_t *many) {
+  const uint8_t *items[MAX_FAST_USERS];
+  size_t lens[MAX_FAST_USERS], n = 0;
+
+  if (many != NULL) {
+    scan_t s = {.p = many->v, .end = many->v + many->vn};
+    if (*s.p != '[')
+      return -1;
+    s.p++;
+    ws(&s);
+    if (s.p < s.end && *s.p == ']')
+      return -1; /* empty: the full decoder names the error */
+    for (;;) {
+      const uint8_t *start;
+      ws(&s);
+      start = s.p;
+      if (n == MAX_FAST_USERS || value(&s, 1) < 0)
+        return -1;
+      items[n] = start;
+      lens[n++] = (size_t)(s.p - start);
+      ws(&s);
+      if (s.p < s.end && *s.p == ',') {
+        s.p++;
+        continue;
+      }
+      break;
+    }
+  }
+  env->users = calloc(n + 1, sizeof(char *));
+  if (env->users == NULL)
+    return -1;
+  if (one != NULL && add_user(env, user_of(one->v, one->vn)) < 0)
+    return -1;
+  for (size_t i = 0; i < n; i++)
+    if (add_user(env, user_of(items[i], lens[i])) < 0)
+      return -1;
+  return 0;
+}
+
+static size_t put(uint8_t *o, const void *p, size_t n) {
+  memcpy(o, p, n);
+  return n;
+}
+
+/* A fallback or generated id as a JSON string body: printable ASCII without
+ * quote or backslash only (anything else: the full decoder). */
+static bool id_plain(const char *id) {
+  for (const char *c = id; *c; c++)
+    if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e || *c == '"' || *c == '\\')
+      return false;
+  return true;
+}
+
+int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
+                          const char *fallback_id, int64_t base_ms) {
+  field_t f[MAX_FIELDS];
+  size_t nf = 0;
+  const field_t *user_id = NULL, *user_ids = NULL, *broadcast = NULL, *expires_at = NULL,
+                *ttl_ms = NULL, *type = NULL, *id = NULL, *created_at = NULL;
+  scan_t s = {.p = body, .end = body + len};
+  const uint8_t *type_c = (const uint8_t *)"notification", *id_c;
+  size_t type_n = 12, id_n, cap, o;
+  int64_t from_at = 0, from_ttl = 0;
+
+  memset(env, 0, sizeof(*env));
+  /* Pass 1: validate, and find the top-level fields. */
+  ws(&s);
+  if (s.p >= s.end || *s.p != '{')
+    return -1;
+  s.p++;
+  ws(&s);
+  if (s.p < s.end && *s.p == '}') {
+    s.p++;
+  } else {
+    for (;;) {
+      bool plain;
+      const uint8_t *kstart;
+      ws(&s);
+      kstart = s.p;
+      if (nf == MAX_FIELDS || string(&s, &plain) < 0 || !plain)
+        return -1;
+      f[nf].k = kstart + 1;
+      f[nf].kn = (size_t)(s.p - kstart) - 2;
+      ws(&s);
+      if (s.p >= s.end || *s.p != ':')
+        return -1;
+      s.p++;
+      ws(&s);
+      f[nf].v = s.p;
+      if (value(&s, 1) < 0)
+        return -1;
+      f[nf].vn = (size_t)(s.p - f[nf].v);
+      for (size_t i = 0; i < nf; i++)
+        if (f[i].kn == f[nf].kn && memcmp(f[i].k, f[nf].k, f[nf].kn) == 0)
+          return -1; /* duplicate key: jansson keeps the last, let it */
+      nf++;
+      ws(&s);
+      if (s.p < s.end && *s.p == ',') {
+        s.p++;
+        continue;
+      }
+      if (s.p >= s.end || *s.p != '}')
+        return -1;
+      s.p++;
+      break;
+    }
+  }
+  ws(&s);
+  if (s.p != s.end)
+    return -1;
+
+  for (size_t i = 0; i < nf; i++) {
+    const field_t *x = &f[i];
+    if (key_is(x, "user_id"))
+      user_id = x;
+    else if (key_is(x, "user_ids"))
+      user_ids = x;
+    else if (key_is(x, "broadcast"))
+      broadcast = x;
+    else if (key_is(x, "expires_at"))
+      expires_at = x;
+    else if (key_is(x, "ttl_ms"))
+      ttl_ms = x;
+    else if (key_is(x, "type"))
+      type = x;
+    else if (key_is(x, "id"))
+      id = x;
+    else if (key_is(x, "created_at"))
+      created_at = x;
+  }
+
+  /* Routing fields, with the rules of envelope.c's build(). */
+  if (broadcast != NULL && !(broadcast->vn == 4 && memcmp(broadcast->v, "true", 4) == 0) &&
+      !(broadcast->vn == 5 && memcmp(broadcast->v, "false", 5) == 0))
+    return -1;
+  if (id != NULL && plain_str(id->v, id->vn, &id_c, &id_n) < 0)
+    return -1;
+  if (type != NULL && plain_str(type->v, type->vn, &type_c, &type_n) < 0)
+    return -1;
+  if (expires_at != NULL) {
+    double sec;
+    if (real_of(expires_at->v, expires_at->vn, &sec) < 0 || !(sec >= 0) ||
+        sec * 1000.0 >= 9223372036854775807.0)
+      return -1;
+    from_at = (int64_t)(sec * 1000.0);
+    if (sec > 0 && from_at == 0)
+      from_at = 1;
+  }
+  if (ttl_ms != NULL) {
+    int64_t ttl;
+    if (int_of(ttl_ms->v, ttl_ms->vn, &ttl) < 0 || ttl < 0 || base_ms < 0 ||
+        base_ms > INT64_MAX - ttl)
+      return -1;
+    from_ttl = base_ms + ttl;
+    if (from_ttl <= 0)
+      from_ttl = 1;
+  }
+  if (from_at && from_ttl)
+    env->expires_at_ms = from_at < from_ttl ? from_at : from_ttl;
+  else
+    env->expires_at_ms = from_at ? from_at : from_ttl;
+  if (created_at != NULL && real_of(created_at->v, created_at->vn, &env->created_at) == 0)
+    env->has_created_at = true;
+
+  if ((user_id != NULL || user_ids != NULL) && read_users(env, user_id, user_ids) < 0)
+    goto giveup;
+  if (broadcast != NULL && broadcast->v[0] == 't') {
+    for (size_t i = 0; i < env->n_users; i++)
+      free(env->users[i]);
+    free(env->users);
+    env->users = NULL;
+    env->n_users = 0;
+    env->broadcast = true;
+  } else if (env->n_users == 0) {
+    goto giveup; /* no target: the full decoder counts the reason */
+  }
+
+  if (id != NULL)
+    env->id = strndup((const char *)id_c, id_n);
+  else if (fallback_id != NULL && *fallback_id)
+    env->id = id_plain(fallback_id) && strlen(fallback_id) <= MAX_STR ? strdup(fallback_id) : NULL;
+  else
+    env->id = wr_envelope_new_id();
+  if (env->id == NULL || !id_plain(env->id))
+    goto giveup;
+  id_n = strlen(env->id);
+
+  /* Pass 2: the client message, every non-routing field minified. */
+  cap = 32 + type_n + id_n + len;
+  env->client_json = malloc(cap);
+  if (env->client_json == NULL)
+    goto giveup;
+  o = put(env->client_json, "{\"type\":\"", 9);
+  o += put(env->client_json + o, type_c, type_n);
+  o += put(env->client_json + o, "\",\"id\":\"", 8);
+  o += put(env->client_json + o, env->id, id_n);
+  o += put(env->client_json + o, "\"", 1);
+  for (size_t i = 0; i < nf; i++) {
+    const field_t *x = &f[i];
+    if (x == user_id || x == user_ids || x == broadcast || x == expires_at || x == ttl_ms ||
+        x == type || x == id)
+      continue;
+    scan_t w = {.p = x->v, .end = x->v + x->vn, .out = env->client_json, .out_len = o};
+    env->client_json[w.out_len++] = ',';
+    env->client_json[w.out_len++] = '"';
+    memcpy(env->client_json + w.out_len, x->k, x->kn);
+    w.out_len += x->kn;
+    env->client_json[w.out_len++] = '"';
+    env->client_json[w.out_len++] = ':';
+    if (value(&w, 1) < 0)
+      goto giveup; /* cannot happen: pass 1 validated it */
+    o = w.out_len;
+  }
+  env->client_json[o++] = '}';
+  env->client_json_len = o;
+  env->format = WR_ENV_JSON;
+  return 0;
+
+giveup:
+  wr_envelope_close(env);
+  return -1;
+}
