@@ -115,6 +115,7 @@ typedef struct wr_amqp_stats_s {
   uint64_t reconnects; /* connections opened after the first */
   uint64_t consumed;
   uint64_t acked;
+  uint64_t ack_frames; /* basic.ack frames that carried them (multiple=true coalesces) */
   uint64_t dead_lettered;
   uint64_t requeued;
   uint64_t published;        /* ladder + park copies confirmed */

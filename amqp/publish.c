@@ -47,8 +47,10 @@ static int settle_original(wr_amqp_t *a, wr_amqp_delivery_t *d, wr_verdict_kind_
       break;
     }
     st = amqp_basic_ack(a->conn, WR_AMQP_CH_CONSUME, d->tag, 0);
-    if (st == AMQP_STATUS_OK)
+    if (st == AMQP_STATUS_OK) {
       WR_AMQP_STAT_ADD(a, acked, 1);
+      WR_AMQP_STAT_ADD(a, ack_frames, 1);
+    }
     break;
   case WR_VERDICT_DEAD:
     st = amqp_basic_nack(a->conn, WR_AMQP_CH_CONSUME, d->tag, 0, 0);
@@ -80,6 +82,7 @@ static int send_ack_cb(uint64_t tag, bool multiple, size_t count, void *data) {
     return -ECONNRESET;
   }
   WR_AMQP_STAT_ADD(a, acked, count);
+  WR_AMQP_STAT_ADD(a, ack_frames, 1);
   return 0;
 }
 

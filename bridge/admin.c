@@ -421,6 +421,9 @@ static void metrics(wr_bridge_t *b, sb_t *sb) {
   sb_printf(sb, "warren_amqp_reconnects_total %llu\n", (unsigned long long)rd(&as->reconnects));
   HELP("warren_amqp_acked_total", "counter", "Messages acked to the broker.");
   sb_printf(sb, "warren_amqp_acked_total %llu\n", (unsigned long long)rd(&as->acked));
+  HELP("warren_amqp_ack_frames_total", "counter",
+       "basic.ack frames sent; acked_total / ack_frames_total is the coalescing factor.");
+  sb_printf(sb, "warren_amqp_ack_frames_total %llu\n", (unsigned long long)rd(&as->ack_frames));
   HELP("warren_amqp_nacked_total", "counter",
        "Messages nacked to the broker: to Q.dead (requeue=false) or back to Q (requeue=true).");
   sb_printf(sb,
