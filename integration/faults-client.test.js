@@ -71,7 +71,10 @@ test('client that stops reading: capped, closed with 4008, retried; others unaff
     name: 'fault-slow',
     config: {
       server: { max_queued_bytes: CAP, ping_interval_ms: 20000, idle_timeout_ms: 60000 },
-      amqp: { retry_delays_ms: '500,1000', max_attempts: 1000 },
+      // The first two steps of the default ladder (1 s, 5 s): every stalled
+      // notification is republished on each step, so the ladder's pace is the
+      // load the stalled user puts on the broker.
+      amqp: { retry_delays_ms: '1000,5000', max_attempts: 1000 },
       ack: { timeout_ms: 5000 },
     },
   });
