@@ -420,8 +420,13 @@ export class ReadyWatch {
     })();
   }
 
+  // The first moment at or after t when pred holds: t itself when the status
+  // in force at t already satisfies it (warren can be ready again before the
+  // broker's own start script returns), else the first later transition.
   firstAfter(t, pred) {
-    const e = this.transitions.find((x) => x.at >= t && pred(x.status));
+    const before = this.transitions.filter((x) => x.at <= t).pop();
+    if (before && pred(before.status)) return t;
+    const e = this.transitions.find((x) => x.at > t && pred(x.status));
     return e ? e.at : null;
   }
 
