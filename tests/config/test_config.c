@@ -742,6 +742,7 @@ static void test_example_ini(void **state) {
   /* Used as it is, the example is refused: its secret is public. */
   assert_int_equal(wr_config_load(&c, path, NULL, err, sizeof(err)), -EINVAL);
   assert_non_null(strstr(err, "auth.jwt_secret is still the example's placeholder"));
+  wr_config_close(&c);
   char *const envp[] = {"WARREN_AUTH_JWT_SECRET=" SECRET, NULL};
   assert_int_equal(wr_config_load(&c, path, envp, err, sizeof(err)), 0);
   assert_string_equal(c.jwt_secret, SECRET);
