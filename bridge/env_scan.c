@@ -34,7 +34,14 @@ typedef struct {
   size_t kn;
   const uint8_t *v; /* value, raw */
   size_t vn;
+  bool routing; /* a routing or head field: not copied to the client */
 } field_t;
+
+/* Top-level keys the scanner reads: the routing and head fields first. */
+static const char *const named_keys[] = {"user_id", "user_ids", "broadcast", "expires_at",
+                                         "ttl_ms",  "type",     "id",        "created_at"};
+#define N_NAMED (sizeof(named_keys) / sizeof(named_keys[0]))
+#define N_ROUTING 7
 
 static void ws(scan_t *s) {
   while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
@@ -408,6 +415,7 @@ static bool id_plain(const char *id) {
 int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
                           const char *fallback_id, int64_t base_ms) {
   field_t f[MAX_FIELDS];
+  const field_t *named[N_NAMED] = {NULL};
   size_t nf = 0;
   const field_t *user_id = NULL, *user_ids = NULL, *broadcast = NULL, *expires_at = NULL,
                 *ttl_ms = NULL, *type = NULL, *id = NULL, *created_at = NULL;
@@ -435,6 +443,7 @@ int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
         return -1;
       f[nf].k = kstart + 1;
       f[nf].kn = (size_t)(s.p - kstart) - 2;
+      f[nf].routing = false;
       ws(&s);
       if (s.p >= s.end || *s.p != ':')
         return -1;
@@ -463,25 +472,21 @@ int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
   if (s.p != s.end)
     return -1;
 
-  for (size_t i = 0; i < nf; i++) {
-    const field_t *x = &f[i];
-    if (key_is(x, "user_id"))
-      user_id = x;
-    else if (key_is(x, "user_ids"))
-      user_ids = x;
-    else if (key_is(x, "broadcast"))
-      broadcast = x;
-    else if (key_is(x, "expires_at"))
-      expires_at = x;
-    else if (key_is(x, "ttl_ms"))
-      ttl_ms = x;
-    else if (key_is(x, "type"))
-      type = x;
-    else if (key_is(x, "id"))
-      id = x;
-    else if (key_is(x, "created_at"))
-      created_at = x;
-  }
+  /* The first seven never reach the client; created_at does. */
+  for (size_t i = 0; i < nf; i++)
+    for (size_t j = 0; j < N_NAMED; j++)
+      if (key_is(&f[i], named_keys[j])) {
+        named[j] = &f[i];
+        f[i].routing = j < N_ROUTING;
+      }
+  user_id = named[0];
+  user_ids = named[1];
+  broadcast = named[2];
+  expires_at = named[3];
+  ttl_ms = named[4];
+  type = named[5];
+  id = named[6];
+  created_at = named[7];
 
   /* Routing fields, with the rules of envelope.c's build(). */
   if (broadcast != NULL && !(broadcast->vn == 4 && memcmp(broadcast->v, "true", 4) == 0) &&
@@ -551,8 +556,7 @@ int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
   o += put(env->client_json + o, "\"", 1);
   for (size_t i = 0; i < nf; i++) {
     const field_t *x = &f[i];
-    if (x == user_id || x == user_ids || x == broadcast || x == expires_at || x == ttl_ms ||
-        x == type || x == id)
+    if (x->routing)
       continue;
     scan_t w = {.p = x->v, .end = x->v + x->vn, .out = env->client_json, .out_len = o};
     env->client_json[w.out_len++] = ',';
