@@ -277,6 +277,10 @@ static int send_one(wr_bridge_t *b, wr_pending_t *p, target_t *t, wr_bconn_t *c)
   rc = wr_ws_conn_send(c->ws, buf, ctx);
   if (rc == 0) {
     b->stats.delivered++;
+    /* The client answers each notification with an ack: that answer does
+     * not count against its message rate. */
+    if (b->cfg->ack_mode == WR_ACK_CLIENT)
+      wr_ws_conn_grant(c->ws);
     if (ctx != NULL) {
       t->writes_pending++;
       p->refs++;

@@ -227,6 +227,33 @@ test('message flood: closed with 1008 "rate limit"; a client within the rate is 
   polite.close();
 });
 
+// Acks answer notifications: a client acking a burst one by one (ack mode
+// client) is far over RATE messages/s and must not be cut for it; acks of
+// ids it was never sent still count.
+test('acking a burst of 10 × the rate one by one is not a flood; unsolicited acks are', { timeout: 60000 }, async (t) => {
+  const user = 'burst-acker';
+  const c = await connectClient(w.wsUrl(), await w.token(user), { name: user });
+  const pub = await Publisher.open();
+  const acks0 = (await w.stats()).client_acks;
+  const ids = Array.from({ length: RATE * 10 }, (_, i) => `burst-${Date.now()}-${i}`);
+  const t0 = Date.now();
+  await pub.publishAll(w.exchange, ids.map((id) => ({ id, user_id: user, title: 'burst' })));
+  await c.waitForIds(ids, { timeout: 20000 });
+  const ms = Date.now() - t0;
+  t.diagnostic(`${ids.length} notifications received and acked one by one in ${ms} ms`);
+  // Each ack matched its notification at warren (and was passed to the broker).
+  await waitFor(async () => (await w.stats()).client_acks - acks0 === ids.length, { timeout: 15000, what: 'every ack matched' });
+  assert.equal(c.closes.length, 0, `closed: ${JSON.stringify(c.closes)}`);
+  assert.ok(c.connected);
+  assert.equal(c.duplicates, 0);
+  // The same connection sending acks nobody asked for is throttled as usual.
+  for (let i = 0; i < 1000 && c.connected; i++) c.send({ type: 'ack', id: `never-sent-${i}` });
+  const close = await c.waitForClose();
+  assert.equal(close.code, 1008);
+  assert.equal(close.reason, 'rate limit');
+  await pub.close();
+});
+
 test('oversized and deeply nested envelopes go to Q.dead; delivery goes on', { timeout: 60000 }, async (t) => {
   const pub = await Publisher.open();
   const user = 'nested-victim';

@@ -320,6 +320,11 @@ static bool rate_take(wr_ws_conn_t *c) {
   return true;
 }
 
+void wr_ws_conn_grant(wr_ws_conn_t *c) {
+  if (c->replies_owed < UINT32_MAX)
+    c->replies_owed++;
+}
+
 static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
                       void *user) {
   wr_ws_conn_t *c = user;
@@ -332,7 +337,9 @@ static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_m
    * the client before whatever the bridge answers to the message. */
   if (data && wslay_event_get_queued_msg_count(ctx) > 0 && !wslay_event_get_close_sent(ctx))
     (void)wslay_event_send(ctx); /* a failure shows again in pump() */
-  if (!rate_take(c)) {
+  if (data && c->replies_owed > 0)
+    c->replies_owed--;
+  else if (!rate_take(c)) {
     c->srv->stats.closes_rate_limited++;
     c->close_counted = true;
     wr_info("ws", "conn %llu: more than %u messages/s, closing with 1008",

@@ -54,6 +54,7 @@ struct wr_ws_conn_s {
   bool peer_eof;      /* the client half-closed while we were still writing */
   wr_ws_format_t format;
   uint16_t close_code; /* close we initiated, 0 = none */
+  uint32_t replies_owed; /* client messages allowed outside the rate (wr_ws_conn_grant) */
   char *user;
   void *data;
   wr_ws_hs_t *hs;             /* only during HANDSHAKE */

@@ -156,6 +156,12 @@ int wr_ws_conn_send(wr_ws_conn_t *conn, wr_ws_buf_t *buf, void *ctx);
 /* Sends a close frame and closes the connection after it is written (or after
  * a short grace time). on_close_cb follows. */
 void wr_ws_conn_close(wr_ws_conn_t *conn, uint16_t code, const char *reason);
+/* Lets the client send one data message outside server.max_client_messages_
+ * per_s: an answer the server asked for. The bridge grants one per
+ * notification it sends in ack mode client, so a client acking a burst of
+ * notifications one by one is never closed for its rate; pings, invalid
+ * messages and acks beyond what was sent still count. */
+void wr_ws_conn_grant(wr_ws_conn_t *conn);
 
 uint64_t wr_ws_conn_id(const wr_ws_conn_t *conn);      /* unique per process, from 1 */
 const char *wr_ws_conn_user(const wr_ws_conn_t *conn); /* authenticated user id */

@@ -56,6 +56,7 @@ struct fx_s {
   bool last_binary;
   wr_ws_conn_t *conn;
   const char *welcome; /* sent on open when non-NULL */
+  int grants;          /* wr_ws_conn_grant calls on open */
   wr_ws_stats_t stats; /* copied just before the server is freed */
   atomic_int slow;     /* set when a send returned -ENOBUFS */
 };
@@ -278,6 +279,8 @@ static void on_open(wr_ws_conn_t *c, void *data) {
     if (r != 0)
       fx->send_enobufs = -1000;
   }
+  for (int i = 0; i < fx->grants; i++)
+    wr_ws_conn_grant(c);
   if (fx->flood_frame > 0)
     uv_timer_start(&fx->flood, flood_cb, 1, 1);
 }
@@ -973,6 +976,46 @@ static void test_rate_limit_1008(void **state) {
   assert_int_equal(fx.closes, 1);
 }
 
+/* Granted answers (acks of notifications the server sent) do not count
+ * against the rate; the messages after them do. */
+static void test_rate_limit_grants(void **state) {
+  (void)state;
+  fx_t fx;
+  fx_init(&fx);
+  fx.cfg.max_client_messages_per_s = 5;
+  fx.grants = 10;
+  fx_run(&fx, client_flood);
+  assert_int_equal(fx.messages, 15);
+  assert_int_equal(fx.stats.closes_rate_limited, 1);
+  assert_int_equal(fx.closes, 1);
+}
+
+/* Pings are never answers the server asked for: granted messages do not
+ * cover them. */
+static void client_ping_flood(fx_t *fx) {
+  char head[2048], reason[64];
+  int fd = cl_open(fx, "u17", NULL, head, sizeof(head));
+  CK(fx, fd >= 0);
+  for (int i = 0; i < 20; i++)
+    CK(fx, cl_send_frame(fd, 0x9, "p", 1, true));
+  CK(fx, cl_wait_close(fd, reason, sizeof(reason)) == 1008);
+  CK(fx, strcmp(reason, "rate limit") == 0);
+out:
+  if (fd >= 0)
+    close(fd);
+}
+
+static void test_rate_limit_grants_not_pings(void **state) {
+  (void)state;
+  fx_t fx;
+  fx_init(&fx);
+  fx.cfg.max_client_messages_per_s = 5;
+  fx.grants = 10;
+  fx_run(&fx, client_ping_flood);
+  assert_int_equal(fx.messages, 0);
+  assert_int_equal(fx.stats.closes_rate_limited, 1);
+}
+
 static void client_many(fx_t *fx) {
   char head[2048];
   int fd = cl_open(fx, "u17", NULL, head, sizeof(head));
@@ -1134,6 +1177,8 @@ int main(void) {
       cmocka_unit_test(test_free_with_open_connection),
       cmocka_unit_test(test_http_only_mode),
       cmocka_unit_test(test_rate_limit_1008),
+      cmocka_unit_test(test_rate_limit_grants),
+      cmocka_unit_test(test_rate_limit_grants_not_pings),
       cmocka_unit_test(test_rate_limit_off),
       cmocka_unit_test(test_frame_header_checks),
       cmocka_unit_test(test_pong_flood_capped),
