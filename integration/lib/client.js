@@ -188,7 +188,11 @@ export class WarrenClient {
     return waitFor(() => ids.every((id) => this.ids.has(id)), {
       timeout,
       interval: 20,
-      what: `ids ${ids.filter((id) => !this.ids.has(id)).slice(0, 5).join(',')}… on client ${this.opts.name || ''}`,
+      what: () => {
+        const missing = ids.filter((id) => !this.ids.has(id));
+        const more = missing.length > 5 ? ` and ${missing.length - 5} more` : '';
+        return `ids ${missing.slice(0, 5).join(',')}${more} (${missing.length} of ${ids.length} missing) on client ${this.opts.name || ''}`;
+      },
     });
   }
 

@@ -59,7 +59,8 @@ export function portIsFree(port) {
 // Polls fn (sync or async) until it returns a truthy value, which is returned.
 // On timeout throws an error naming what was awaited and the last value seen,
 // so a failing test says what it was waiting for. fn may throw an error with
-// .fatal = true to stop waiting at once.
+// .fatal = true to stop waiting at once. what may be a function, called at
+// the timeout (to name what is still missing then).
 export async function waitFor(fn, { timeout = 10000, interval = 50, what = 'condition' } = {}) {
   const deadline = Date.now() + timeout;
   let last;
@@ -76,7 +77,8 @@ export async function waitFor(fn, { timeout = 10000, interval = 50, what = 'cond
     }
     if (Date.now() >= deadline) {
       const seen = lastErr ? `last error: ${lastErr.message}` : `last value: ${fmt(last)}`;
-      throw new Error(`timed out after ${timeout} ms waiting for ${what} (${seen})`);
+      const name = typeof what === 'function' ? what() : what;
+      throw new Error(`timed out after ${timeout} ms waiting for ${name} (${seen})`);
     }
     await sleep(interval);
   }
