@@ -422,8 +422,20 @@ describe('demo page in Chromium', { skip: browserSkip }, () => {
     assert.equal(await page.textContent('#count'), '0');
     assert.equal(await page.$$eval('#list .card', (els) => els.length), 0);
 
+    // The reconnect delay is uniform under 1 s (full jitter): a short one
+    // shows "reconnecting" for less than a polling interval, so every text
+    // the status line shows is recorded.
+    await page.evaluate(() => {
+      const el = document.getElementById('status-text');
+      window.statusLog = [];
+      new MutationObserver((records) => {
+        for (const r of records) for (const n of r.addedNodes) window.statusLog.push(n.textContent);
+      }).observe(el, {
+        childList: true,
+      });
+    });
     c.ws.close(4008, 'slow consumer');
-    await page.waitForFunction(() => /^reconnecting in \d+s \(attempt 1\)$/.test(document.getElementById('status-text').textContent));
+    await page.waitForFunction(() => window.statusLog.some((s) => /^reconnecting in \d+s \(attempt 1\)$/.test(s)));
     await page.waitForFunction(() => document.getElementById('status-text').textContent === 'connected as 1001', null, {
       timeout: 5000,
     });
