@@ -13,11 +13,11 @@
 //
 // SHORT: heartbeat 2 s, hung 10 s. FULL: heartbeat 5 s, hung 30 s.
 // Runs its own RabbitMQ node (WARREN_TEST_FAULT_BROKER_PORT, default 5681).
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import os from 'node:os';
-import { startWarren, cleanupAll, ClientPool, waitFor, sleep, signJwt } from './lib/index.js';
-import { FULL, size, report, PrivateBroker, lossOf, metrics, ReadyWatch, PingProbe, round, overLoop } from './lib/faults.js';
+import { startWarren, ClientPool, waitFor, sleep, signJwt } from './lib/index.js';
+import { FULL, size, report, usePrivateBroker, lossOf, metrics, ReadyWatch, PingProbe, round, overLoop } from './lib/faults.js';
 
 const HEARTBEAT_S = size(2, 5);
 const HANG_MS = size(10000, 30000);
@@ -27,13 +27,8 @@ const BURST = size(3000, 10000);
 const PAD = 'x'.repeat(16 * 1024);
 
 let broker;
-before(() => {
-  broker = new PrivateBroker();
-  broker.start();
-});
-after(async () => {
-  await cleanupAll();
-  if (broker) await broker.stop();
+usePrivateBroker(undefined, (b) => {
+  broker = b;
 });
 
 test(`broker hung ${HANG_MS / 1000} s (heartbeat ${HEARTBEAT_S} s): detected, loop responsive, lost 0`, { timeout: FULL ? 600000 : 180000 }, async (t) => {

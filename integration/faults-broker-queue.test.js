@@ -13,25 +13,23 @@
 // RabbitMQ 3.10 checks consumer_timeout on the channel tick, every
 // channel_tick_interval (60 s by default): the node runs with
 // `-rabbit channel_tick_interval 1000` so the timeout fires within ~6 s.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startWarren, cleanupAll, connectClient, waitFor, sleep } from './lib/index.js';
-import { report, PrivateBroker, lossOf, metrics, ReadyWatch } from './lib/faults.js';
+import { startWarren, connectClient, waitFor, sleep } from './lib/index.js';
+import { report, usePrivateBroker, lossOf, metrics, ReadyWatch } from './lib/faults.js';
 
 const CONSUMER_TIMEOUT_MS = 5000;
 
 let broker;
-before(() => {
-  broker = new PrivateBroker({
+usePrivateBroker(
+  {
     extraConf: `consumer_timeout = ${CONSUMER_TIMEOUT_MS}`,
     erlArgs: '-rabbit channel_tick_interval 1000',
-  });
-  broker.start();
-});
-after(async () => {
-  await cleanupAll();
-  if (broker) await broker.stop();
-});
+  },
+  (b) => {
+    broker = b;
+  },
+);
 
 function start(name, extra = {}) {
   return startWarren({

@@ -7,22 +7,17 @@
 //
 // Runs its own RabbitMQ node (WARREN_TEST_FAULT_BROKER_PORT, default 5681),
 // never the run's shared one.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startWarren, cleanupAll, ClientPool, waitFor, sleep } from './lib/index.js';
-import { size, report, PrivateBroker, lossOf, metrics, ReadyWatch } from './lib/faults.js';
+import { startWarren, ClientPool, waitFor, sleep } from './lib/index.js';
+import { size, report, usePrivateBroker, lossOf, metrics, ReadyWatch } from './lib/faults.js';
 
 const USERS = size(20, 200);
 const PER_PHASE = size(3000, 20000);
 
 let broker;
-before(() => {
-  broker = new PrivateBroker();
-  broker.start();
-});
-after(async () => {
-  await cleanupAll();
-  if (broker) await broker.stop();
+usePrivateBroker(undefined, (b) => {
+  broker = b;
 });
 
 // Publishes n notifications while the fault happens: fault() runs once a

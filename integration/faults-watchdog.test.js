@@ -12,10 +12,10 @@
 //
 // SHORT: heartbeat 3 s. FULL: heartbeat 5 s. Both 1,000 × 60 KiB.
 // Runs its own RabbitMQ node (WARREN_TEST_FAULT_BROKER_PORT, default 5681).
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startWarren, cleanupAll, connectClient, waitFor, sleep, signJwt } from './lib/index.js';
-import { FULL, size, report, PrivateBroker, lossOf, metrics, ReadyWatch } from './lib/faults.js';
+import { startWarren, connectClient, waitFor, sleep, signJwt } from './lib/index.js';
+import { FULL, size, report, usePrivateBroker, lossOf, metrics, ReadyWatch } from './lib/faults.js';
 
 const HEARTBEAT_S = size(3, 5);
 // More than the loopback socket buffers hold (tcp_rmem can grow to 32 MiB).
@@ -25,13 +25,8 @@ const PAD = 'w'.repeat(60 * 1024);
 const ACK_TIMEOUT_MS = 3000;
 
 let broker;
-before(() => {
-  broker = new PrivateBroker();
-  broker.start();
-});
-after(async () => {
-  await cleanupAll();
-  if (broker) await broker.stop();
+usePrivateBroker(undefined, (b) => {
+  broker = b;
 });
 
 test(`broker hung while warren publishes 60 MB of ladder copies: noticed within 2 × heartbeat + 1 s, lost 0`, { timeout: FULL ? 600000 : 180000 }, async (t) => {

@@ -13,7 +13,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import amqplib from 'amqplib';
+import { before, after } from 'node:test';
 import { encodeEnvelope } from './broker.js';
+import { cleanupAll } from './warren.js';
 import { ARTIFACTS_DIR, BROKER_SH, INTEGRATION_DIR, httpGet, sleep, waitFor } from './util.js';
 
 // FULL forms (sizes of the issue) run under WARREN_RELIABILITY_FULL=1, from
@@ -69,6 +71,21 @@ export async function readyz(w, timeout = 1000) {
   } catch {
     return 0;
   }
+}
+
+// One PrivateBroker for the whole test file: started before its tests,
+// stopped after them (once every warren is gone). started(broker) receives it.
+export function usePrivateBroker(opts, started) {
+  let broker = null;
+  before(() => {
+    broker = new PrivateBroker(opts);
+    broker.start();
+    started(broker);
+  });
+  after(async () => {
+    await cleanupAll();
+    if (broker) await broker.stop();
+  });
 }
 
 // A private RabbitMQ node (scripts/broker.sh) for one test file. Port from
