@@ -148,6 +148,15 @@ test('/metrics counts real traffic: delivered, retried, parked, dead-lettered', 
     'warren_ring_depth{ring="delivery"}': 0,
   };
   for (const [k, want] of Object.entries(expect)) assert.equal(v[k], want, `${k} = ${v[k]}, expected ${want}`);
+  // Acks coalesce: at least one frame, never more frames than messages acked.
+  assert.ok(v.warren_amqp_ack_frames_total >= 1 && v.warren_amqp_ack_frames_total <= v.warren_amqp_acked_total,
+    `ack frames ${v.warren_amqp_ack_frames_total} for ${v.warren_amqp_acked_total} acks`);
+  // The loop timing histograms saw the iterations that did this work, and
+  // no iteration takes more CPU than wall time allows.
+  assert.ok(v.warren_loop_busy_seconds_count > 0, 'no loop iteration measured');
+  assert.equal(v.warren_loop_cpu_seconds_count, v.warren_loop_busy_seconds_count);
+  assert.equal(v['warren_loop_busy_seconds_bucket{le="+Inf"}'], v.warren_loop_busy_seconds_count);
+  assert.ok(v.warren_loop_busy_max_seconds > 0 && v.warren_loop_cpu_max_seconds > 0);
 
   // The two with created_at 2 s in the past are the only ones over 1 s.
   assert.equal(v['warren_delivery_latency_seconds_bucket{le="1"}'], 5, 'five fast deliveries');
