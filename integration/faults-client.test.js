@@ -67,16 +67,20 @@ async function pacedLatency(w, pub, pool, n, tag) {
   return { p50: percentile(lat, 0.5), p99: percentile(lat, 0.99), max: Math.max(...lat), n: lat.length };
 }
 
-// Publishes n notifications of 8 KiB for user from a dedicated connection
-// (another service, as in production), spread evenly over spreadMs, and
-// waits for their confirms. ids are prefix-0 … prefix-(n-1); opts.routingKey
-// with exchange '' sends them straight to a queue.
-async function flood(exchange, user, prefix, n, spreadMs, opts = {}) {
+// The ids flood() gives user's n notifications.
+const floodIds = (user, n) => Array.from({ length: n }, (_, i) => `${user}-${i}`);
+
+// Publishes n notifications of 8 KiB for user (ids floodIds(user, n)) from a
+// dedicated connection (another service, as in production), spread evenly
+// over spreadMs, and waits for their confirms. opts.routingKey with exchange
+// '' sends them straight to a queue.
+async function flood(exchange, user, n, spreadMs, opts = {}) {
   const p = await Publisher.open({ dedicated: true });
   const pad = 'y'.repeat(8 * 1024);
   const t0 = Date.now();
+  const ids = floodIds(user, n);
   for (let i = 0; i < n; i++) {
-    await p.publish(exchange, { id: `${prefix}-${i}`, user_id: user, pad }, opts);
+    await p.publish(exchange, { id: ids[i], user_id: user, pad }, opts);
     const ahead = t0 + ((i + 1) * spreadMs) / n - Date.now();
     if (ahead > 5) await sleep(ahead);
   }
@@ -112,7 +116,7 @@ test('client that stops reading: capped, closed with 4008, retried; others unaff
   // flood costs the others here is the broker's and this machine's share.
   const ctlQueue = `${w.queue}.control`;
   await pub.ch.assertQueue(ctlQueue, { durable: true });
-  const ctlFlood = flood('', 'slow', 'ctl', SLOW_N, SPREAD_MS, { routingKey: ctlQueue });
+  const ctlFlood = flood('', 'control', SLOW_N, SPREAD_MS, { routingKey: ctlQueue });
   const control = await pacedLatency(w, pub, pool, N, 'ctl');
   await ctlFlood;
   await pub.ch.deleteQueue(ctlQueue);
@@ -121,18 +125,17 @@ test('client that stops reading: capped, closed with 4008, retried; others unaff
   // What this costs the others is the price of the traffic itself through
   // warren; the slow client's own effect is what it adds on top.
   const healthy = await connectClient(w.wsUrl(), await w.token('healthy'), { name: 'healthy' });
-  const healthyIds = Array.from({ length: SLOW_N }, (_, i) => `healthy-${i}`);
-  const hFlood = flood(w.exchange, 'healthy', 'healthy', SLOW_N, SPREAD_MS);
+  const hFlood = flood(w.exchange, 'healthy', SLOW_N, SPREAD_MS);
   const withHealthy = await pacedLatency(w, pub, pool, N, 'hty');
   await hFlood;
-  await healthy.waitForIds(healthyIds, { timeout: 30000 });
+  await healthy.waitForIds(floodIds('healthy', SLOW_N), { timeout: 30000 });
   healthy.close();
 
   // A stalled client: welcomed, then its socket is never read again.
   const stalled = async (user) => {
     const tok = signJwt({ sub: user, exp: Math.floor(Date.now() / 1000) + 3600 }, w.secret);
     const { ws } = await openSocket(w.wsUrl(), tok);
-    const st = { user, tok, ws, closes: [], ids: Array.from({ length: SLOW_N }, (_, i) => `${user}-${i}`) };
+    const st = { user, tok, ws, closes: [], ids: floodIds(user, SLOW_N) };
     ws.on('close', (code) => st.closes.push(code));
     ws.on('error', () => {});
     await sleep(100);
@@ -141,7 +144,7 @@ test('client that stops reading: capped, closed with 4008, retried; others unaff
   };
   const slow = await stalled('slow');
   const mA = await metrics(w);
-  const flooding = flood(w.exchange, 'slow', 'slow', SLOW_N, SPREAD_MS);
+  const flooding = flood(w.exchange, 'slow', SLOW_N, SPREAD_MS);
   const withSlow = await pacedLatency(w, pub, pool, N, 'with');
   const mB = await metrics(w);
   await flooding;
@@ -150,13 +153,13 @@ test('client that stops reading: capped, closed with 4008, retried; others unaff
   // reading client, then to another stalled one. Others' notifications
   // behind the burst in Q wait for it either way.
   const healthyB = await connectClient(w.wsUrl(), await w.token('healthy-b'), { name: 'healthy-b' });
-  const hbFlood = flood(w.exchange, 'healthy-b', 'healthy-b', SLOW_N, 0);
+  const hbFlood = flood(w.exchange, 'healthy-b', SLOW_N, 0);
   const healthyBurst = await pacedLatency(w, pub, pool, N, 'htyb');
   await hbFlood;
-  await healthyB.waitForIds(Array.from({ length: SLOW_N }, (_, i) => `healthy-b-${i}`), { timeout: 30000 });
+  await healthyB.waitForIds(floodIds('healthy-b', SLOW_N), { timeout: 30000 });
   healthyB.close();
   const slowB = await stalled('slow-b');
-  const sbFlood = flood(w.exchange, 'slow-b', 'slow-b', SLOW_N, 0);
+  const sbFlood = flood(w.exchange, 'slow-b', SLOW_N, 0);
   const withSlowBurst = await pacedLatency(w, pub, pool, N, 'withb');
   await sbFlood;
 

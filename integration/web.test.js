@@ -430,9 +430,7 @@ describe('demo page in Chromium', { skip: browserSkip }, () => {
       window.statusLog = [];
       new MutationObserver((records) => {
         for (const r of records) for (const n of r.addedNodes) window.statusLog.push(n.textContent);
-      }).observe(el, {
-        childList: true,
-      });
+      }).observe(el, { childList: true });
     });
     c.ws.close(4008, 'slow consumer');
     await page.waitForFunction(() => window.statusLog.some((s) => /^reconnecting in \d+s \(attempt 1\)$/.test(s)));
