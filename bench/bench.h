@@ -44,6 +44,7 @@ typedef struct wr_bench_opts_s {
   uint32_t ramp;          /* clients: handshakes in flight while connecting */
   uint32_t per_src;       /* clients: connections per source address 127.0.0.k */
   const char *json_path;  /* write the JSON summary here */
+  const char *trace_path; /* clients: one line per receipt: seq, receive time, latency (µs) */
   bool quiet;
 } wr_bench_opts_t;
 

@@ -58,6 +58,7 @@ struct clients_s {
   uint64_t expected_total; /* receipts expected over all ids */
   uint64_t good, dups, foreign;
   uint32_t *lat; /* µs, one per good receipt */
+  FILE *trace;   /* --trace: seq recv_us lat_us per good receipt */
   uint64_t lat_n;
   uint32_t *blat; /* broadcast latencies, µs */
   uint64_t blat_n;
@@ -252,6 +253,8 @@ static void on_message(conn_t *c, const char *p, size_t len, uint8_t *ack, size_
     cl->seen[seq]++;
     cl->good++;
     cl->lat[cl->lat_n++] = lat;
+    if (cl->trace)
+      fprintf(cl->trace, "%llu %lld %u\n", (unsigned long long)seq, (long long)now_rt, lat);
   }
   if (!cl->t_first)
     cl->t_first = now;
@@ -747,6 +750,10 @@ int wr_bench_clients_run(const wr_bench_opts_t *o) {
     fprintf(stderr, "warren-bench clients: out of memory\n");
     goto out;
   }
+  if (o->trace_path && (cl.trace = fopen(o->trace_path, "w")) == NULL) {
+    fprintf(stderr, "warren-bench clients: %s: %s\n", o->trace_path, strerror(errno));
+    goto out;
+  }
   cl.have_pid = o->pid > 0;
   if (cl.have_pid && wr_bench_proc_sample(o->pid, &cl.p0) != 0) {
     fprintf(stderr, "warren-bench clients: cannot read /proc/%d\n", (int)o->pid);
@@ -771,6 +778,8 @@ int wr_bench_clients_run(const wr_bench_opts_t *o) {
   uv_run(cl.loop, UV_RUN_DEFAULT);
   rc = uv_loop_close(cl.loop) == 0 ? cl.rc : 1;
 out:
+  if (cl.trace)
+    fclose(cl.trace);
   free(cl.conns);
   free(cl.seen);
   free(cl.lat);

@@ -42,6 +42,7 @@ static void usage(FILE *f) {
       "  --timeout S           clients/consume: give up after S s (120)\n"
       "  --ramp N              clients: handshakes in flight (256)\n"
       "  --per-src N           clients: connections per source address 127.0.0.k (20000)\n"
+      "  --trace FILE          clients: one line per notification: seq recv_us latency_us\n"
       "  --json FILE           write a JSON summary\n",
       f);
 }
@@ -90,6 +91,7 @@ int main(int argc, char **argv) {
     O_RAMP,
     O_PERSRC,
     O_JSON,
+    O_TRACE,
     O_HELP
   };
   static const struct option opts[] = {
@@ -113,6 +115,7 @@ int main(int argc, char **argv) {
       {"ack", required_argument, 0, O_ACK},
       {"expect-broadcast", required_argument, 0, O_BEXPECT},
       {"pid", required_argument, 0, O_PID},
+      {"trace", required_argument, 0, O_TRACE},
       {"cont-on-usr1", no_argument, 0, O_CONT},
       {"ready-file", required_argument, 0, O_READY},
       {"settle-ms", required_argument, 0, O_SETTLE},
@@ -224,6 +227,9 @@ int main(int argc, char **argv) {
       break;
     case O_JSON:
       o.json_path = optarg;
+      break;
+    case O_TRACE:
+      o.trace_path = optarg;
       break;
     case O_HELP:
       usage(stdout);
