@@ -104,7 +104,9 @@ static void conn_close_cb(uv_handle_t *h) {
   wr_ws_server_t *srv = c->srv;
   const wr_ws_callbacks_t *cbs = srv->cbs;
   /* libuv has already failed the in-flight write (UV_ECANCELED) before this
-   * callback, so the bridge sees every frame's fate before on_close_cb. */
+   * callback, so the bridge sees every frame's fate before on_close_cb;
+   * frames written directly are reported first (they were written first). */
+  wr_ws_server_flush_sent(srv);
   out_cancel_list(c, c->q_head);
   c->q_head = c->q_tail = NULL;
   out_cancel_list(c, c->dropped);
@@ -144,7 +146,7 @@ static void write_cb(uv_write_t *req, int status) {
   int st = status == 0 ? 0 : (status == UV_ECANCELED ? -ECANCELED : status);
   for (wr_ws_out_t *o = w->items; o != NULL;) {
     wr_ws_out_t *next = o->next;
-    if (status == 0 && o->buf != NULL)
+    if (status == 0 && o->frame)
       srv->stats.frames_sent++;
     out_finish(c, o, st);
     o = next;
@@ -745,6 +747,55 @@ static void close_slow_consumer(wr_ws_conn_t *c, size_t pending) {
   wr_ws_conn_close(c, WR_WS_CLOSE_SLOW_CONSUMER, "slow consumer");
 }
 
+/* The common case: nothing queued or in flight, so the frame goes to the
+ * kernel now with one writev and no allocation (no output item, no write
+ * request, no POLLOUT watcher change). Returns 0 when the frame is written
+ * or its unsent rest queued, 1 when it must take the queued path, or a
+ * negative errno. */
+static int write_direct(wr_ws_conn_t *c, const uint8_t *hdr, size_t hlen, wr_ws_buf_t *buf,
+                        void *ctx) {
+  wr_ws_server_t *srv = c->srv;
+  size_t total = hlen + buf->len;
+  if (c->writing || c->q_head != NULL || c->in_wslay ||
+      (c->ws != NULL && wslay_event_want_write(c->ws)))
+    return 1;
+  /* Room for the owed on_sent_cb first: once written there is no way back. */
+  if (ctx != NULL && srv->n_sent == srv->cap_sent) {
+    size_t cap = srv->cap_sent ? srv->cap_sent * 2 : 256;
+    wr_ws_sent_t *n = realloc(srv->sent, cap * sizeof(*n));
+    if (n == NULL)
+      return 1;
+    srv->sent = n;
+    srv->cap_sent = cap;
+  }
+  uv_buf_t bufs[2] = {uv_buf_init((char *)hdr, (unsigned)hlen),
+                      uv_buf_init((char *)buf->data, (unsigned)buf->len)};
+  int n = uv_try_write((uv_stream_t *)&c->tcp, bufs, 2);
+  if (n <= 0)
+    return 1; /* EAGAIN, or an error uv_write will report and close on */
+  if ((size_t)n < total) {
+    /* The socket buffer filled up mid-frame: queue a copy of the rest. */
+    size_t off = (size_t)n;
+    const uint8_t *h = off < hlen ? hdr + off : NULL;
+    size_t h_left = off < hlen ? hlen - off : 0;
+    size_t b_off = off < hlen ? 0 : off - hlen;
+    if (out_raw(c, h, h_left, buf->data + b_off, buf->len - b_off) != 0) {
+      close_tcp(c); /* half a frame is on the wire: the stream is broken */
+      return -ENOMEM;
+    }
+    c->q_tail->ctx = ctx;
+    c->q_tail->frame = true;
+    srv->stats.bytes_sent += off;
+    pump(c);
+    return 0;
+  }
+  srv->stats.bytes_sent += total;
+  srv->stats.frames_sent++;
+  if (ctx != NULL)
+    srv->sent[srv->n_sent++] = (wr_ws_sent_t){c, ctx};
+  return 0;
+}
+
 int wr_ws_conn_send(wr_ws_conn_t *c, wr_ws_buf_t *buf, void *ctx) {
   if (c->state != WR_WS_STATE_OPEN)
     return -ENOTCONN;
@@ -760,6 +811,9 @@ int wr_ws_conn_send(wr_ws_conn_t *c, wr_ws_buf_t *buf, void *ctx) {
     close_slow_consumer(c, pending);
     return -ENOBUFS;
   }
+  int rc = write_direct(c, hdr, hlen, buf, ctx);
+  if (rc <= 0)
+    return rc;
   wr_ws_out_t *o = malloc(sizeof(*o));
   if (o == NULL)
     return -ENOMEM;
@@ -769,6 +823,7 @@ int wr_ws_conn_send(wr_ws_conn_t *c, wr_ws_buf_t *buf, void *ctx) {
   o->buf = wr_ws_buf_ref(buf);
   o->ctx = ctx;
   o->len = total;
+  o->frame = true;
   out_append(c, o);
   pump(c);
   return 0;

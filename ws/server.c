@@ -16,6 +16,7 @@ static void maybe_finish(wr_ws_server_t *srv) {
     return;
   void (*done_cb)(void *) = srv->done_cb;
   void *arg = srv->done_arg;
+  free(srv->sent);
   free(srv);
   if (done_cb != NULL)
     done_cb(arg);
@@ -37,6 +38,23 @@ void wr_ws_server_conn_gone(wr_ws_server_t *srv, wr_ws_conn_t *c) {
   free(c);
   srv->handles--;
   maybe_finish(srv);
+}
+
+void wr_ws_server_flush_sent(wr_ws_server_t *srv) {
+  const wr_ws_callbacks_t *cbs = srv->cbs;
+  /* A callback may send again and append (and realloc): index, re-read n. */
+  for (size_t i = 0; i < srv->n_sent; i++) {
+    wr_ws_sent_t e = srv->sent[i];
+    if (cbs->on_sent_cb != NULL)
+      cbs->on_sent_cb(e.conn, e.ctx, 0, cbs->data);
+  }
+  srv->n_sent = 0;
+}
+
+static void sent_check_cb(uv_check_t *h) {
+  wr_ws_server_t *srv = h->data;
+  if (srv->n_sent > 0)
+    wr_ws_server_flush_sent(srv);
 }
 
 static void sweep_cb(uv_timer_t *t) {
@@ -100,6 +118,10 @@ int wr_ws_server_new(wr_ws_server_t **out, uv_loop_t *loop, const wr_config_t *c
   if (period < 10)
     period = 10;
   uv_timer_start(&srv->sweep, sweep_cb, period, period);
+  uv_check_init(loop, &srv->sent_check);
+  srv->sent_check.data = srv;
+  srv->handles++;
+  uv_check_start(&srv->sent_check, sent_check_cb);
   if (websocket)
     log_auth(cfg);
   *out = srv;
@@ -173,6 +195,8 @@ void wr_ws_server_free(wr_ws_server_t *srv, void (*done_cb)(void *arg), void *ar
   wr_ws_server_stop_accepting(srv);
   uv_timer_stop(&srv->sweep);
   uv_close((uv_handle_t *)&srv->sweep, handle_close_cb);
+  wr_ws_server_flush_sent(srv);
+  uv_close((uv_handle_t *)&srv->sent_check, handle_close_cb);
   for (wr_ws_conn_t *c = srv->conns, *next; c != NULL; c = next) {
     next = c->next;
     wr_ws_conn_abort(c);

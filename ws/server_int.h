@@ -36,8 +36,15 @@ typedef struct wr_ws_out_s {
   size_t len;       /* total bytes: header + payload, or raw length */
   uint8_t hdr_len;
   uint8_t hdr[10];
+  bool frame;    /* counts in frames_sent (a data frame, or the unsent rest of one) */
   uint8_t raw[]; /* raw bytes when buf == NULL */
 } wr_ws_out_t;
+
+/* A frame written straight to the socket whose on_sent_cb is still owed. */
+typedef struct {
+  wr_ws_conn_t *conn;
+  void *ctx;
+} wr_ws_sent_t;
 
 struct wr_ws_conn_s {
   uv_tcp_t tcp; /* first: the handle's data points back here too */
@@ -84,6 +91,11 @@ struct wr_ws_server_s {
   bool freeing;
   uv_tcp_t listener;
   uv_timer_t sweep;
+  /* on_sent_cb is never called from inside wr_ws_conn_send: frames written
+   * there wait here for the check handle (same loop iteration). */
+  uv_check_t sent_check;
+  wr_ws_sent_t *sent;
+  size_t n_sent, cap_sent;
   unsigned handles; /* initialized handles not yet closed */
   wr_ws_conn_t *conns;
   uint64_t next_id;
@@ -104,6 +116,9 @@ void wr_ws_conn_sweep(wr_ws_conn_t *c, uint64_t now, int64_t wall);
 /* Closes the TCP handle now (no close frame). on_close_cb follows from the
  * close callback for opened connections. */
 void wr_ws_conn_abort(wr_ws_conn_t *c);
+
+/* Runs the owed on_sent_cb(0) of frames written directly, in order. */
+void wr_ws_server_flush_sent(wr_ws_server_t *srv);
 
 /* Called by conn.c from the last close callback of a connection. */
 void wr_ws_server_conn_gone(wr_ws_server_t *srv, wr_ws_conn_t *c);

@@ -46,6 +46,8 @@ struct fx_s {
   char why[512]; /* first failed client check, "" = none */
   /* loop side */
   int opens, closes, messages, sent_ok, sent_cancelled, send_enobufs, accepted;
+  bool in_send;      /* inside wr_ws_conn_send with a ctx */
+  int sent_reentered; /* on_sent_cb called from inside wr_ws_conn_send */
   int send_after_close;
   bool http_only;
   int leak_fd; /* a client socket left open on purpose, closed after the loop */
@@ -274,7 +276,9 @@ static void on_open(wr_ws_conn_t *c, void *data) {
     size_t n = strlen(fx->welcome);
     wr_ws_buf_t *b = wr_ws_buf_new(n);
     memcpy(b->data, fx->welcome, n);
+    fx->in_send = true;
     int r = wr_ws_conn_send(c, b, fx);
+    fx->in_send = false;
     wr_ws_buf_unref(b);
     if (r != 0)
       fx->send_enobufs = -1000;
@@ -316,6 +320,8 @@ static void on_sent(wr_ws_conn_t *c, void *ctx, int status, void *data) {
   fx_t *fx = data;
   if (ctx == NULL)
     return;
+  if (fx->in_send)
+    fx->sent_reentered++;
   if (status == 0)
     fx->sent_ok++;
   else if (status == -ECANCELED)
@@ -347,7 +353,9 @@ static void flood_cb(uv_timer_t *t) {
   wr_ws_buf_t *b = wr_ws_buf_new(fx->flood_frame);
   memset(b->data, 'x', fx->flood_frame);
   for (int i = 0; i < 4 && fx->conn != NULL; i++) {
+    fx->in_send = true;
     int r = wr_ws_conn_send(fx->conn, b, fx);
+    fx->in_send = false;
     if (r == 0)
       fx->accepted++;
     if (r == -ENOBUFS) {
@@ -462,6 +470,8 @@ static void test_json_roundtrip(void **state) {
   assert_string_equal(fx.last_msg, "echo");
   assert_false(fx.last_binary);
   assert_int_equal(fx.sent_ok, 1);
+  /* The welcome went straight to the socket, its report came afterwards. */
+  assert_int_equal(fx.sent_reentered, 0);
   assert_int_equal(fx.stats.handshakes_accepted, 1);
   assert_int_equal(fx.stats.messages_received, 2);
   assert_int_equal(fx.stats.frames_sent, 2);
@@ -751,6 +761,7 @@ static void test_slow_consumer_4008(void **state) {
   assert_true(fx.sent_ok > 0);
   assert_int_equal(fx.sent_ok + fx.sent_cancelled, fx.accepted);
   assert_int_equal(fx.sent_ok, (int)fx.stats.frames_sent);
+  assert_int_equal(fx.sent_reentered, 0);
 }
 
 static void client_idle(fx_t *fx) {
