@@ -345,6 +345,8 @@ int wr_bench_consume_run(const wr_bench_opts_t *o) {
   if (!rpc_ok(l.conn, "basic.consume"))
     goto out;
   int64_t t0 = wr_bench_now_us();
+  wr_bench_cpu_t c0, c1;
+  wr_bench_cpu_sample(o->broker_pid, &c0);
   /* Without --count, drain until the queue has been quiet for 2 s. */
   int64_t idle_limit_us = o->count ? (int64_t)(o->timeout_s * 1e6) : 2000000;
   while (!o->count || got < o->count) {
@@ -384,6 +386,7 @@ int wr_bench_consume_run(const wr_bench_opts_t *o) {
   }
   if (last_tag != acked_tag)
     amqp_basic_ack(l.conn, CH, last_tag, 1);
+  wr_bench_cpu_sample(o->broker_pid, &c1);
   double secs = t_last > t0 ? (double)(t_last - t0) / 1e6 : 0;
   double rate = secs > 0 ? (double)got / secs : 0;
   printf("consume: %" PRIu64 " messages from %s in %.2f s: %.0f/s (prefetch %u, ack multiple "
@@ -394,8 +397,13 @@ int wr_bench_consume_run(const wr_bench_opts_t *o) {
            p999 = wr_bench_quantile(lat, lat_n, 0.999);
   printf("consume: latency since t_us p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms\n", p50 / 1e3,
          p99 / 1e3, p999 / 1e3);
+  wr_bench_budget_t bu;
+  if (o->broker_pid > 0)
+    wr_bench_budget("consume", &c0, &c1, -1, got, &bu);
   if (wr_bench_json_open(&j, o->json_path) == 0) {
     wr_bench_json_str(&j, "mode", "consume");
+    if (o->broker_pid > 0)
+      wr_bench_json_budget(&j, &bu);
     wr_bench_json_int(&j, "consumed", (long long)got);
     wr_bench_json_num(&j, "seconds", secs);
     wr_bench_json_num(&j, "rate", rate);

@@ -36,6 +36,7 @@ typedef struct wr_bench_opts_s {
   bool client_acks;       /* clients: send {"type":"ack","id":…} for each notification */
   uint32_t bcast_expect;  /* clients: broadcasts each connection must receive */
   pid_t pid;              /* clients: warren's pid (RSS / CPU sampling, SIGCONT) */
+  pid_t broker_pid;       /* clients/consume: the broker's pid, for the CPU budget */
   bool cont_on_usr1;      /* clients: on SIGUSR1, SIGCONT `pid` and start the clock */
   const char *ready_file; /* clients: created once every connection is open */
   uint32_t settle_ms;     /* clients: wait after the last open before sampling RSS */
@@ -66,6 +67,26 @@ typedef struct {
   long threads; /* Threads */
   long long ctxsw; /* voluntary + involuntary context switches, all threads */
 } wr_bench_proc_t;
+/* CPU used by the broker (all its threads), this process, and the machine,
+ * at one instant: the budget that bounds a rate on a shared machine. */
+typedef struct {
+  double broker_s;          /* broker utime + stime; 0 without a broker pid */
+  double self_s;            /* this process, from getrusage */
+  unsigned long long busy;  /* /proc/stat ticks not idle or iowait, all CPUs */
+  unsigned long long total; /* /proc/stat ticks, all CPUs */
+} wr_bench_cpu_t;
+void wr_bench_cpu_sample(pid_t broker_pid, wr_bench_cpu_t *out);
+/* CPU per notification between two samples, and the rate the machine's
+ * cores could carry at that cost (all of them busy with this pipeline). */
+typedef struct {
+  double broker_us, mid_us, self_us; /* mid: warren (clients) or nothing (consume) */
+  double busy_pct;                   /* the machine's CPUs, busy share */
+  double bound_rate;                 /* ncpu / (broker + mid + self) per second */
+} wr_bench_budget_t;
+/* Fills bu for n notifications between a and b (mid_s: warren's CPU seconds
+ * over the same interval, or < 0 for none) and prints one line after who. */
+void wr_bench_budget(const char *who, const wr_bench_cpu_t *a, const wr_bench_cpu_t *b,
+                     double mid_s, uint64_t n, wr_bench_budget_t *bu);
 /* Samples /proc/<pid>/{stat,status}; 0 or -errno. */
 int wr_bench_proc_sample(pid_t pid, wr_bench_proc_t *out);
 /* Sorts v in place and returns the q-quantile (0..1) by nearest rank; 0 when n is 0. */
@@ -82,6 +103,7 @@ void wr_bench_json_str(wr_bench_json_t *j, const char *k, const char *v);
 void wr_bench_json_num(wr_bench_json_t *j, const char *k, double v);
 void wr_bench_json_int(wr_bench_json_t *j, const char *k, long long v);
 int wr_bench_json_close(wr_bench_json_t *j);
+void wr_bench_json_budget(wr_bench_json_t *j, const wr_bench_budget_t *bu);
 
 /* amqp_modes.c — each returns a process exit status. */
 int wr_bench_consume_run(const wr_bench_opts_t *o);

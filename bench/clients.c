@@ -65,6 +65,7 @@ struct clients_s {
   uint32_t bcast_done; /* connections that got every broadcast */
 
   wr_bench_proc_t p0, p_open, p_go, p_end;
+  wr_bench_cpu_t c_open, c_go, c_end; /* same instants: broker, self, machine */
   long rss_max_kb;
   bool have_pid;
   int rc;
@@ -526,6 +527,7 @@ static void tick_cb(uv_timer_t *t) {
     cl->ready = true;
     cl->t_ready = now;
     sample(cl, &cl->p_open);
+    wr_bench_cpu_sample(cl->o->broker_pid, &cl->c_open);
     if (cl->have_pid && cl->welcomed) {
       printf("clients: warren RSS %ld kB with 0 connections, %ld kB with %u: %.0f bytes per "
              "connection\n",
@@ -559,6 +561,7 @@ static void usr1_cb(uv_signal_t *s, int signum) {
   if (cl->t_go)
     return;
   sample(cl, &cl->p_go);
+  wr_bench_cpu_sample(cl->o->broker_pid, &cl->c_go);
   cl->t_go = wr_bench_now_us();
   if (cl->have_pid && cl->o->cont_on_usr1)
     kill(cl->o->pid, SIGCONT);
@@ -621,6 +624,11 @@ static void report(clients_t *cl) {
            "%ld kB\n",
            cpu, sys, delivered, delivered ? cpu * 1e6 / (double)delivered : 0.0,
            delivered ? (double)ctxsw / (double)delivered : 0.0, cl->rss_max_kb);
+  wr_bench_budget_t bu;
+  bool budget = o->broker_pid > 0 && cl->have_pid && delivered > 0;
+  if (budget)
+    wr_bench_budget("clients", cl->t_go ? &cl->c_go : &cl->c_open, &cl->c_end, cpu, delivered,
+                    &bu);
   struct rusage ru;
   double self_cpu = 0;
   if (getrusage(RUSAGE_SELF, &ru) == 0)
@@ -654,6 +662,8 @@ static void report(clients_t *cl) {
       wr_bench_json_num(&j, "sys_s", sys);
       wr_bench_json_num(&j, "ctxsw_per_delivery", delivered ? (double)ctxsw / (double)delivered : 0.0);
     }
+    if (budget)
+      wr_bench_json_budget(&j, &bu);
     if (o->count) {
       wr_bench_json_int(&j, "expected", (long long)cl->expected_total);
       wr_bench_json_int(&j, "received", (long long)cl->good);
@@ -684,6 +694,7 @@ static void finish(clients_t *cl) {
   if (cl->finishing)
     return;
   sample(cl, &cl->p_end);
+  wr_bench_cpu_sample(cl->o->broker_pid, &cl->c_end);
   cl->finishing = true;
   report(cl);
   for (uint32_t i = 0; i < cl->next; i++)

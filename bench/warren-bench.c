@@ -35,6 +35,7 @@ static void usage(FILE *f) {
       "  --ack MODE            clients: client (ack every notification) or none (client)\n"
       "  --expect-broadcast K  clients: broadcasts each connection must receive\n"
       "  --pid PID             clients: warren's pid, for RSS / CPU samples\n"
+      "  --broker-pid PID      clients/consume: the broker's pid, for CPU per notification\n"
       "  --cont-on-usr1        clients: on SIGUSR1 send SIGCONT to --pid and start the clock\n"
       "  --ready-file F        clients: created once every connection is open and settled\n"
       "  --settle-ms MS        clients: wait after the last open before sampling RSS (1000)\n"
@@ -92,6 +93,7 @@ int main(int argc, char **argv) {
     O_PERSRC,
     O_JSON,
     O_TRACE,
+    O_BPID,
     O_HELP
   };
   static const struct option opts[] = {
@@ -116,6 +118,7 @@ int main(int argc, char **argv) {
       {"expect-broadcast", required_argument, 0, O_BEXPECT},
       {"pid", required_argument, 0, O_PID},
       {"trace", required_argument, 0, O_TRACE},
+      {"broker-pid", required_argument, 0, O_BPID},
       {"cont-on-usr1", no_argument, 0, O_CONT},
       {"ready-file", required_argument, 0, O_READY},
       {"settle-ms", required_argument, 0, O_SETTLE},
@@ -230,6 +233,9 @@ int main(int argc, char **argv) {
       break;
     case O_TRACE:
       o.trace_path = optarg;
+      break;
+    case O_BPID:
+      o.broker_pid = (pid_t)strtol(optarg, NULL, 10);
       break;
     case O_HELP:
       usage(stdout);
