@@ -26,7 +26,12 @@
  * for the properties and headers, a malloc'd body), so it stays valid after
  * the connection it came from is destroyed. */
 typedef struct wr_amqp_dpriv_s {
-  amqp_envelope_t env;
+  /* The original's properties that ladder and park copies carry over:
+   * content_type and message_id point at the delivery's own strings, the
+   * headers table (if any) lives in pool. Other fields are cleared. */
+  amqp_basic_properties_t props;
+  amqp_pool_t pool;
+  bool has_pool;
   size_t pending; /* copies published and not yet confirmed */
   bool failed;    /* a copy was nacked or returned */
 } wr_amqp_dpriv_t;

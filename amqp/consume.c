@@ -56,68 +56,168 @@ static int keepalive(wr_amqp_t *a) {
   return amqp_send_frame(a->conn, &hb) == AMQP_STATUS_OK ? 0 : -ECONNRESET;
 }
 
-static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, amqp_envelope_t *env) {
-  wr_amqp_delivery_t *d = calloc(1, sizeof(*d));
-  wr_amqp_dpriv_t *p = calloc(1, sizeof(*p));
-  const amqp_basic_properties_t *pr = &env->message.properties;
+static int server_close(wr_amqp_t *a, const amqp_method_t *m);
 
-  if (d == NULL || p == NULL)
-    goto fail;
-  p->env = *env;
+/* One allocation per delivery: the delivery, its private part, the body and
+ * the two property strings. (amqp_consume_message would make about six:
+ * three copies of deliver fields we do not use, a 4 KiB property pool, the
+ * body; they were most of this thread's malloc time.) */
+typedef struct {
+  wr_amqp_delivery_t d;
+  wr_amqp_dpriv_t p;
+} dblock_t;
+
+static char *put_str(char **at, amqp_bytes_t b) {
+  char *s = *at;
+  if (b.len > 0)
+    memcpy(s, b.bytes, b.len);
+  s[b.len] = '\0';
+  *at += b.len + 1;
+  return s;
+}
+
+/* Builds the delivery from a content header; the body follows. NULL when out
+ * of memory. */
+static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver_t *m,
+                                          const amqp_basic_properties_t *pr, size_t body_len) {
+  bool has_ct = (pr->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) != 0;
+  bool has_mid = (pr->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) != 0;
+  size_t extra = body_len + (has_ct ? pr->content_type.len + 1 : 0) +
+                 (has_mid ? pr->message_id.len + 1 : 0);
+  if (extra > SIZE_MAX - sizeof(dblock_t) - 1)
+    return NULL;
+  dblock_t *blk = malloc(sizeof(*blk) + extra + 1);
+  if (blk == NULL)
+    return NULL;
+  memset(blk, 0, sizeof(*blk));
+  wr_amqp_delivery_t *d = &blk->d;
+  wr_amqp_dpriv_t *p = &blk->p;
+  char *at = (char *)(blk + 1);
+
   d->priv = p;
-  d->tag = env->delivery_tag;
+  d->tag = m->delivery_tag;
   d->generation = a->generation;
-  d->redelivered = env->redelivered != 0;
+  d->redelivered = m->redelivered != 0;
   d->consumed_at_ms = wr_amqp_wall_ms();
-  d->body = env->message.body.bytes;
-  d->body_len = env->message.body.len;
-  if ((pr->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) &&
-      (d->content_type = wr_amqp_bytes_strdup(pr->content_type)) == NULL)
-    goto fail;
-  if ((pr->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) &&
-      (d->message_id = wr_amqp_bytes_strdup(pr->message_id)) == NULL)
-    goto fail;
-  if (pr->_flags & AMQP_BASIC_TIMESTAMP_FLAG)
+  d->body = (uint8_t *)at;
+  d->body_len = body_len;
+  at += body_len;
+  p->props._flags = pr->_flags & (AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
+                                  AMQP_BASIC_TIMESTAMP_FLAG);
+  if (has_ct) {
+    d->content_type = put_str(&at, pr->content_type);
+    p->props.content_type = (amqp_bytes_t){.len = pr->content_type.len, .bytes = d->content_type};
+  }
+  if (has_mid) {
+    d->message_id = put_str(&at, pr->message_id);
+    p->props.message_id = (amqp_bytes_t){.len = pr->message_id.len, .bytes = d->message_id};
+  }
+  if (pr->_flags & AMQP_BASIC_TIMESTAMP_FLAG) {
+    p->props.timestamp = pr->timestamp;
     d->timestamp_s = pr->timestamp > (uint64_t)INT64_MAX ? 0 : (int64_t)pr->timestamp;
+  }
+  /* The headers go on to ladder copies whole, so they are kept (in a pool). */
+  if (pr->_flags & AMQP_BASIC_HEADERS_FLAG) {
+    init_amqp_pool(&p->pool, 1024);
+    p->has_pool = true;
+    if (amqp_table_clone(&pr->headers, &p->props.headers, &p->pool) != AMQP_STATUS_OK)
+      goto fail;
+    p->props._flags |= AMQP_BASIC_HEADERS_FLAG;
+  }
   if (wr_amqp_headers_parse((pr->_flags & AMQP_BASIC_HEADERS_FLAG) ? &pr->headers : NULL,
                             &d->attempt, &d->target_user, &d->expires_at_ms) < 0)
     goto fail;
   return d;
 
 fail:
-  /* The envelope stays with the caller on failure. */
-  if (d != NULL) {
-    d->priv = NULL;
-    d->body = NULL;
-    wr_amqp_delivery_free(d);
-  }
-  free(p);
+  wr_amqp_delivery_free(d);
   return NULL;
 }
 
-static int on_delivery(wr_amqp_t *a, amqp_envelope_t *env) {
-  uint64_t tag = env->delivery_tag;
+static int on_frame(wr_amqp_t *a, const amqp_frame_t *f);
 
-  if (env->channel != WR_AMQP_CH_CONSUME) {
-    amqp_destroy_envelope(env);
-    return 0;
+/* The next frame of a message in progress on channel ch. Frames of other
+ * channels (publisher confirms on the publish channel) may come in between:
+ * they are handled as they arrive. Returns 0, or a negative errno after
+ * logging (the connection is then dropped). */
+static int content_frame(wr_amqp_t *a, amqp_channel_t ch, uint8_t type, amqp_frame_t *f) {
+  for (;;) {
+    int st = amqp_simple_wait_frame(a->conn, f);
+    if (st != AMQP_STATUS_OK) {
+      wr_warn("amqp", "connection lost: %s", amqp_error_string2(st));
+      return -ECONNRESET;
+    }
+    if (f->channel == ch)
+      break;
+    int rc = on_frame(a, f);
+    if (rc < 0)
+      return rc;
   }
+  if (f->frame_type == type)
+    return 0;
+  if (f->frame_type == AMQP_FRAME_METHOD && (f->payload.method.id == AMQP_CHANNEL_CLOSE_METHOD ||
+                                             f->payload.method.id == AMQP_CONNECTION_CLOSE_METHOD))
+    return server_close(a, &f->payload.method);
+  wr_warn("amqp", "broker sent frame type %u inside a message on channel %u; reconnecting",
+          (unsigned)f->frame_type, (unsigned)ch);
+  return -EPROTO;
+}
+
+/* A basic.deliver method frame: reads the content header and body frames
+ * that follow it on its channel and hands the delivery to the sink. */
+static int on_delivery(wr_amqp_t *a, const amqp_frame_t *mf) {
+  amqp_basic_deliver_t m = *(const amqp_basic_deliver_t *)mf->payload.method.decoded;
+  amqp_channel_t ch = mf->channel;
+  amqp_frame_t f;
+  int rc;
+
+  if ((rc = content_frame(a, ch, AMQP_FRAME_HEADER, &f)) < 0)
+    return rc;
+  uint64_t body_size = f.payload.properties.body_size;
+  if (body_size > SIZE_MAX / 2) {
+    wr_warn("amqp", "delivery %llu announces %llu body bytes; reconnecting",
+            (unsigned long long)m.delivery_tag, (unsigned long long)body_size);
+    return -EPROTO;
+  }
+  wr_amqp_delivery_t *d = NULL;
+  if (ch == WR_AMQP_CH_CONSUME && !a->stopping)
+    d = delivery_build(a, &m, f.payload.properties.decoded, (size_t)body_size);
+  /* The body frames are read (and dropped when there is no delivery to put
+   * them in) so the next frame read is the next method. */
+  size_t got = 0;
+  while (got < body_size) {
+    if ((rc = content_frame(a, ch, AMQP_FRAME_BODY, &f)) < 0) {
+      wr_amqp_delivery_free(d);
+      return rc;
+    }
+    amqp_bytes_t frag = f.payload.body_fragment;
+    if (frag.len > body_size - got) {
+      wr_warn("amqp", "delivery %llu: body longer than announced; reconnecting",
+              (unsigned long long)m.delivery_tag);
+      wr_amqp_delivery_free(d);
+      return -EPROTO;
+    }
+    if (d != NULL && frag.len > 0)
+      memcpy(d->body + got, frag.bytes, frag.len);
+    got += frag.len;
+  }
+
+  if (ch != WR_AMQP_CH_CONSUME)
+    return 0;
   WR_AMQP_STAT_ADD(a, consumed, 1);
   if (a->stopping) {
     /* Nobody will decide on it any more; closing the channel requeues it. */
-    amqp_destroy_envelope(env);
     return 0;
   }
-  wr_amqp_delivery_t *d = delivery_build(a, env);
+  uint64_t tag = m.delivery_tag;
   if (d == NULL) {
-    amqp_destroy_envelope(env);
     wr_warn("amqp", "out of memory for delivery %llu; requeueing it", (unsigned long long)tag);
     return amqp_basic_nack(a->conn, WR_AMQP_CH_CONSUME, tag, 0, 1) == AMQP_STATUS_OK ? 0
                                                                                      : -ECONNRESET;
   }
   WR_AMQP_STAT_ADD(a, unacked, 1);
   for (;;) {
-    int rc = a->cbs->deliver_cb(d, a->cbs->data);
+    rc = a->cbs->deliver_cb(d, a->cbs->data);
     if (rc == 0)
       return 0;
     if (rc != -ENOSPC || stop_requested(a)) {
@@ -219,37 +319,22 @@ static int on_frame(wr_amqp_t *a, const amqp_frame_t *f) {
  * waiting. Each call into rabbitmq-c also sends a heartbeat when one is due
  * and notices a broker that has been silent too long. */
 static int drain_frames(wr_amqp_t *a) {
-  char err[512];
   for (int i = 0; i < DRAIN_BATCH; i++) {
-    amqp_envelope_t env;
+    amqp_frame_t f;
     struct timeval zero = {0, 0};
     amqp_maybe_release_buffers(a->conn);
-    amqp_rpc_reply_t r = amqp_consume_message(a->conn, &env, &zero, 0);
-    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
-      int rc = on_delivery(a, &env);
-      if (rc < 0)
-        return rc;
-      continue;
+    int st = amqp_simple_wait_frame_noblock(a->conn, &f, &zero);
+    if (st == AMQP_STATUS_TIMEOUT)
+      return 0;
+    if (st != AMQP_STATUS_OK) {
+      wr_warn("amqp", "connection lost: %s", amqp_error_string2(st));
+      return -ECONNRESET;
     }
-    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
-      if (r.library_error == AMQP_STATUS_TIMEOUT)
-        return 0;
-      if (r.library_error == AMQP_STATUS_UNEXPECTED_STATE) {
-        amqp_frame_t f;
-        int st = amqp_simple_wait_frame(a->conn, &f);
-        if (st != AMQP_STATUS_OK) {
-          wr_warn("amqp", "connection lost: %s", amqp_error_string2(st));
-          return -ECONNRESET;
-        }
-        int rc = on_frame(a, &f);
-        if (rc < 0)
-          return rc;
-        continue;
-      }
-    }
-    int rc = wr_amqp_reply_err(r, "connection lost", err, sizeof(err));
-    wr_warn("amqp", "%s", err);
-    return rc < 0 ? rc : -ECONNRESET;
+    int rc = f.frame_type == AMQP_FRAME_METHOD && f.payload.method.id == AMQP_BASIC_DELIVER_METHOD
+                 ? on_delivery(a, &f)
+                 : on_frame(a, &f);
+    if (rc < 0)
+      return rc;
   }
   return 0;
 }

@@ -13,21 +13,22 @@ void wr_amqp_delivery_free(wr_amqp_delivery_t *d) {
   if (d == NULL)
     return;
   wr_amqp_dpriv_t *p = d->priv;
-  if (p != NULL) {
-    amqp_destroy_envelope(&p->env);
-    free(p);
-  } else {
-    /* A delivery built without an envelope (tests) owns its body. */
-    free(d->body);
-  }
   for (size_t i = 0; i < d->n_pubs; i++) {
     free(d->pubs[i].user);
     free(d->pubs[i].id);
   }
   free(d->pubs);
-  free(d->content_type);
-  free(d->message_id);
   free(d->target_user);
+  if (p != NULL) {
+    /* Read from the broker: one block holds d, p, the body and the strings. */
+    if (p->has_pool)
+      empty_amqp_pool(&p->pool);
+  } else {
+    /* Built by hand (tests): each part is its own allocation. */
+    free(d->body);
+    free(d->content_type);
+    free(d->message_id);
+  }
   free(d);
 }
 
@@ -107,7 +108,7 @@ static int pending_push(wr_amqp_t *a, uint64_t seq, wr_amqp_delivery_t *d, size_
 
 static int publish_copy(wr_amqp_t *a, wr_amqp_delivery_t *d, const wr_amqp_pub_t *pub) {
   wr_amqp_dpriv_t *p = d->priv;
-  const amqp_basic_properties_t *orig = &p->env.message.properties;
+  const amqp_basic_properties_t *orig = &p->props;
   amqp_basic_properties_t props;
   char exchange[WR_AMQP_NAME_MAX], key[WR_AMQP_NAME_MAX];
   int rc;
@@ -144,7 +145,8 @@ static int publish_copy(wr_amqp_t *a, wr_amqp_delivery_t *d, const wr_amqp_pub_t
   /* mandatory: a copy that no queue takes (a ladder queue deleted by hand)
    * comes back as basic.return instead of vanishing. */
   int st = amqp_basic_publish(a->conn, WR_AMQP_CH_PUBLISH, amqp_cstring_bytes(exchange),
-                              amqp_cstring_bytes(key), 1, 0, &props, p->env.message.body);
+                              amqp_cstring_bytes(key), 1, 0, &props,
+                              (amqp_bytes_t){.len = d->body_len, .bytes = d->body});
   wr_amqp_headers_release(&props.headers);
   if (st != AMQP_STATUS_OK) {
     wr_warn("amqp", "cannot publish a copy of delivery %llu to %s/%s: %s",
