@@ -62,6 +62,7 @@ typedef struct wr_amqp_delivery_s {
   char *message_id;       /* NULL if absent */
   int64_t timestamp_s;    /* AMQP timestamp property, 0 if absent */
   int64_t consumed_at_ms; /* CLOCK_REALTIME ms when it was read */
+  uint64_t consumed_ns;   /* CLOCK_MONOTONIC ns when it was read (0 = unknown) */
   uint32_t attempt;       /* header x-warren-attempt, 0 if absent */
   char *target_user;      /* header x-warren-user (a ladder copy for one user), or NULL */
   int64_t expires_at_ms;  /* header x-warren-expires-at, 0 if absent */
@@ -80,6 +81,9 @@ typedef struct wr_amqp_delivery_s {
 /* Frees a delivery including pubs[] and their strings. Call only on the AMQP
  * thread, or when no AMQP thread runs any more (tests, teardown). */
 void wr_amqp_delivery_free(wr_amqp_delivery_t *d);
+
+/* CLOCK_MONOTONIC in ns: the clock of consumed_ns. Any thread. */
+uint64_t wr_amqp_now_ns(void);
 
 /* Depth and consumers of one queue, from a passive queue.declare. */
 typedef struct wr_amqp_queue_stat_s {

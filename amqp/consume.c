@@ -82,8 +82,8 @@ static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver
                                           const amqp_basic_properties_t *pr, size_t body_len) {
   bool has_ct = (pr->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) != 0;
   bool has_mid = (pr->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) != 0;
-  size_t extra = body_len + (has_ct ? pr->content_type.len + 1 : 0) +
-                 (has_mid ? pr->message_id.len + 1 : 0);
+  size_t extra =
+      body_len + (has_ct ? pr->content_type.len + 1 : 0) + (has_mid ? pr->message_id.len + 1 : 0);
   if (extra > SIZE_MAX - sizeof(dblock_t) - 1)
     return NULL;
   dblock_t *blk = malloc(sizeof(*blk) + extra + 1);
@@ -99,6 +99,7 @@ static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver
   d->generation = a->generation;
   d->redelivered = m->redelivered != 0;
   d->consumed_at_ms = wr_amqp_wall_ms();
+  d->consumed_ns = wr_amqp_now_ns();
   d->body = (uint8_t *)at;
   d->body_len = body_len;
   at += body_len;

@@ -279,8 +279,9 @@ static void metrics_process(sb_t *sb) {
   }
 }
 
-static void loop_histogram(sb_t *sb, const char *name, const uint64_t *buckets, double sum_ms,
-                           uint64_t count) {
+/* A histogram over wr_loop_bounds (ms), exposed in seconds. */
+static void ms_histogram(sb_t *sb, const char *name, const uint64_t *buckets, double sum_ms,
+                         uint64_t count) {
   uint64_t cum = 0;
   for (size_t i = 0; i < WR_LOOP_NBOUNDS; i++) {
     cum += buckets[i];
@@ -295,13 +296,13 @@ static void loop_histogram(sb_t *sb, const char *name, const uint64_t *buckets, 
 static void metrics_loop(const wr_bridge_stats_t *st, sb_t *sb) {
   HELP("warren_loop_busy_seconds", "histogram",
        "Event-loop iterations by wall time spent outside poll: how long a client could wait.");
-  loop_histogram(sb, "warren_loop_busy_seconds", st->loop_buckets, st->loop_busy_ms,
-                 st->loop_iterations);
+  ms_histogram(sb, "warren_loop_busy_seconds", st->loop_buckets, st->loop_busy_ms,
+               st->loop_iterations);
   HELP("warren_loop_cpu_seconds", "histogram",
        "Event-loop iterations by CPU time of the loop thread (busy wall time far above this "
        "means the thread waited for a core).");
-  loop_histogram(sb, "warren_loop_cpu_seconds", st->loop_cpu_buckets, st->loop_cpu_ms,
-                 st->loop_iterations);
+  ms_histogram(sb, "warren_loop_cpu_seconds", st->loop_cpu_buckets, st->loop_cpu_ms,
+               st->loop_iterations);
   HELP("warren_loop_busy_max_seconds", "gauge", "Longest event-loop iteration since start (wall).");
   sb_printf(sb, "warren_loop_busy_max_seconds %.6f\n", st->loop_busy_max_ms / 1000.0);
   HELP("warren_loop_cpu_max_seconds", "gauge",
@@ -371,6 +372,17 @@ static void metrics(wr_bridge_t *b, sb_t *sb) {
   sb_printf(sb, "warren_notifications_written_total %llu\n", (unsigned long long)st->written);
   HELP("warren_broadcasts_total", "counter", "Broadcast notifications sent.");
   sb_printf(sb, "warren_broadcasts_total %llu\n", (unsigned long long)st->broadcasts);
+  HELP("warren_broadcast_fanout_seconds", "histogram",
+       "Broadcasts by time from consume to the frame handed to the last connection's socket.");
+  ms_histogram(sb, "warren_broadcast_fanout_seconds", st->fanout_buckets, st->fanout_ms,
+               st->fanout_count);
+  HELP("warren_broadcast_last_fanout_seconds", "gauge",
+       "Fan-out time of the latest broadcast (see warren_broadcast_fanout_seconds).");
+  sb_printf(sb, "warren_broadcast_last_fanout_seconds %.6f\n", st->fanout_last_ms / 1000.0);
+  HELP("warren_broadcast_last_connections", "gauge",
+       "Connections the latest broadcast was sent to.");
+  sb_printf(sb, "warren_broadcast_last_connections %llu\n",
+            (unsigned long long)st->fanout_last_conns);
   HELP("warren_targets_total", "counter",
        "Per-user targets settled: delivered (acked or written) or offline (sent to the ladder).");
   sb_printf(sb,

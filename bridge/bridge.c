@@ -142,7 +142,7 @@ static uint64_t thread_cpu_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void loop_bucket(uint64_t *buckets, double ms) {
+void wr_loop_bucket(uint64_t *buckets, double ms) {
   size_t i;
   for (i = 0; i < WR_LOOP_NBOUNDS && ms > wr_loop_bounds[i]; i++)
     ;
@@ -160,8 +160,8 @@ static void prepare_cb(uv_prepare_t *h) {
     uint64_t span = wall - b->it_wall_ns, waited = idle - b->it_idle_ns;
     double busy = (double)(span > waited ? span - waited : 0) / 1e6;
     double used = (double)(cpu - b->it_cpu_ns) / 1e6;
-    loop_bucket(st->loop_buckets, busy);
-    loop_bucket(st->loop_cpu_buckets, used);
+    wr_loop_bucket(st->loop_buckets, busy);
+    wr_loop_bucket(st->loop_cpu_buckets, used);
     st->loop_iterations++;
     st->loop_busy_ms += busy;
     st->loop_cpu_ms += used;

@@ -37,6 +37,13 @@ typedef struct wr_bridge_stats_s {
   uint64_t parked_max_attempts;
   uint64_t parked_expired;
   uint64_t broadcasts;
+  /* Broadcast fan-out: from consume (AMQP thread) to the frame handed to the
+   * last connection's socket, by wr_loop_bounds ms buckets, and the last one. */
+  uint64_t fanout_buckets[WR_LOOP_NBOUNDS + 1];
+  uint64_t fanout_count;
+  double fanout_ms;      /* sum */
+  double fanout_last_ms; /* the latest broadcast */
+  uint64_t fanout_last_conns;
   uint64_t deferred; /* frames not sent: connection over half its output cap */
   uint64_t verdicts_acked;
   uint64_t requeued;
@@ -60,6 +67,8 @@ typedef struct wr_bridge_stats_s {
 
 extern const double wr_latency_bounds[WR_LATENCY_NBOUNDS];
 extern const double wr_loop_bounds[WR_LOOP_NBOUNDS];
+/* Counts ms in buckets[] (WR_LOOP_NBOUNDS + 1 of them) by wr_loop_bounds. */
+void wr_loop_bucket(uint64_t *buckets, double ms);
 
 typedef struct wr_bridge_s {
   const wr_config_t *cfg;
@@ -78,7 +87,7 @@ typedef struct wr_bridge_s {
   wr_ring_t commands;   /* loop → AMQP thread */
   uv_async_t async;
   uv_check_t check;
-  uv_prepare_t prepare; /* measures each loop iteration */
+  uv_prepare_t prepare;                       /* measures each loop iteration */
   uint64_t it_wall_ns, it_idle_ns, it_cpu_ns; /* at the previous prepare */
   uv_timer_t sweep;
   uv_timer_t drain_timer;

@@ -314,13 +314,27 @@ static void dead(wr_bridge_t *b, wr_amqp_delivery_t *d, wr_env_result_t r) {
   set_verdict(b, d, WR_VERDICT_DEAD);
 }
 
-static void broadcast(wr_bridge_t *b, wr_pending_t *p) {
+static void broadcast(wr_bridge_t *b, wr_pending_t *p, uint64_t consumed_ns) {
+  wr_bridge_stats_t *st = &b->stats;
   wr_list_t *it, *next;
-  b->stats.broadcasts++;
+  uint64_t sent = 0;
+  st->broadcasts++;
   for (it = b->index.all_conns.next; it != &b->index.all_conns; it = next) {
     next = it->next;
-    send_one(b, p, NULL, wr_container_of(it, wr_bconn_t, all_node));
+    if (send_one(b, p, NULL, wr_container_of(it, wr_bconn_t, all_node)) == 0)
+      sent++;
   }
+  /* Fan-out time: the frame is now in every socket (or, for a socket that
+   * could not take it all, queued behind its earlier frames). */
+  if (consumed_ns == 0)
+    return;
+  uint64_t now = wr_amqp_now_ns();
+  double ms = now > consumed_ns ? (double)(now - consumed_ns) / 1e6 : 0;
+  wr_loop_bucket(st->fanout_buckets, ms);
+  st->fanout_count++;
+  st->fanout_ms += ms;
+  st->fanout_last_ms = ms;
+  st->fanout_last_conns = sent;
 }
 
 void wr_delivery_handle(wr_bridge_t *b, wr_amqp_delivery_t *d) {
@@ -389,7 +403,7 @@ void wr_delivery_handle(wr_bridge_t *b, wr_amqp_delivery_t *d) {
 
   if (n == 0) {
     /* Broadcast: everyone online now, then ack; never retried. */
-    broadcast(b, p);
+    broadcast(b, p, d->consumed_ns);
     finish(b, p);
     retire(b, p);
     return;
