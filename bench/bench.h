@@ -46,6 +46,8 @@ typedef struct wr_bench_opts_s {
   uint32_t per_src;       /* clients: connections per source address 127.0.0.k */
   const char *json_path;  /* write the JSON summary here */
   const char *trace_path; /* clients: one line per receipt: seq, receive time, latency (µs) */
+  double burn_share;      /* burn: share of one core to take, over all threads */
+  uint32_t burn_threads;  /* burn: threads (2) */
   bool quiet;
 } wr_bench_opts_t;
 
@@ -61,10 +63,10 @@ ssize_t wr_bench_jwt_mint(const char *secret, const char *user, int64_t ttl_s, c
 size_t wr_bench_envelope_build(char *out, size_t cap, const char *run, uint64_t i, uint32_t users,
                                bool broadcast, uint32_t body_bytes);
 typedef struct {
-  long rss_kb;  /* VmRSS */
-  double cpu_s; /* utime + stime */
-  double sys_s; /* stime: the kernel's share (socket writes, wake-ups) */
-  long threads; /* Threads */
+  long rss_kb;     /* VmRSS */
+  double cpu_s;    /* utime + stime */
+  double sys_s;    /* stime: the kernel's share (socket writes, wake-ups) */
+  long threads;    /* Threads */
   long long ctxsw; /* voluntary + involuntary context switches, all threads */
 } wr_bench_proc_t;
 /* CPU used by the broker (all its threads), this process, and the machine,
@@ -112,5 +114,7 @@ int wr_bench_publish_run(const wr_bench_opts_t *o);
 
 /* clients.c */
 int wr_bench_clients_run(const wr_bench_opts_t *o);
+/* burn.c */
+int wr_bench_burn_run(const wr_bench_opts_t *o);
 
 #endif

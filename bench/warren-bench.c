@@ -14,6 +14,8 @@ static void usage(FILE *f) {
       "  fill      publish --count confirmed persistent envelopes (to --exchange, else --queue)\n"
       "  publish   publish at --rate for --duration (or --count), with confirms; --broadcast\n"
       "  clients   open --conns WebSocket connections to --url, count/ack/time notifications\n"
+      "  burn      take --share of a core in --threads threads waking 5,000 times a second,\n"
+      "            for --duration s or until SIGTERM (a stand-in for a bridge's CPU)\n"
       "options:\n"
       "  --amqp URL            broker (amqp://guest:guest@127.0.0.1:5672/)\n"
       "  --exchange X          publish to X (routing key 'bench')\n"
@@ -27,7 +29,9 @@ static void usage(FILE *f) {
       "  --ack-every N         consume: ack multiple=true every N (100)\n"
       "  --window W            fill/publish: unconfirmed publishes in flight (2000)\n"
       "  --rate R              publish: per second\n"
-      "  --duration S          publish: seconds\n"
+      "  --duration S          publish/burn: seconds\n"
+      "  --share F             burn: share of one core, over all threads\n"
+      "  --threads N           burn: threads (2)\n"
       "  --broadcast           publish: broadcast envelopes\n"
       "  --url ws://IP:PORT/ws clients: warren's WebSocket endpoint\n"
       "  --secret S            clients: auth.jwt_secret to mint HS256 tokens\n"
@@ -62,6 +66,7 @@ int main(int argc, char **argv) {
       .timeout_s = 120,
       .ramp = 256,
       .per_src = 20000,
+      .burn_threads = 2,
   };
   enum {
     O_AMQP = 256,
@@ -94,6 +99,8 @@ int main(int argc, char **argv) {
     O_JSON,
     O_TRACE,
     O_BPID,
+    O_SHARE,
+    O_THREADS,
     O_HELP
   };
   static const struct option opts[] = {
@@ -119,6 +126,8 @@ int main(int argc, char **argv) {
       {"pid", required_argument, 0, O_PID},
       {"trace", required_argument, 0, O_TRACE},
       {"broker-pid", required_argument, 0, O_BPID},
+      {"share", required_argument, 0, O_SHARE},
+      {"threads", required_argument, 0, O_THREADS},
       {"cont-on-usr1", no_argument, 0, O_CONT},
       {"ready-file", required_argument, 0, O_READY},
       {"settle-ms", required_argument, 0, O_SETTLE},
@@ -237,6 +246,12 @@ int main(int argc, char **argv) {
     case O_BPID:
       o.broker_pid = (pid_t)strtol(optarg, NULL, 10);
       break;
+    case O_SHARE:
+      o.burn_share = strtod(optarg, NULL);
+      break;
+    case O_THREADS:
+      o.burn_threads = (uint32_t)strtoul(optarg, NULL, 10);
+      break;
     case O_HELP:
       usage(stdout);
       return 0;
@@ -264,6 +279,8 @@ int main(int argc, char **argv) {
     return wr_bench_publish_run(&o);
   if (strcmp(mode, "clients") == 0)
     return wr_bench_clients_run(&o);
+  if (strcmp(mode, "burn") == 0)
+    return wr_bench_burn_run(&o);
   fprintf(stderr, "warren-bench: unknown mode %s\n", mode);
   usage(stderr);
   return 2;
