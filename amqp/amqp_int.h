@@ -46,8 +46,8 @@ typedef struct wr_amqp_pending_s {
 } wr_amqp_pending_t;
 
 /* Acks of originals on channel 1, coalesced: a verdict to ack marks its tag,
- * and once per loop turn the contiguous settled prefix of tags goes out as
- * one basic.ack(multiple=true). A tag is OPEN until marked (delivered and
+ * and at each flush (consume.c batches them) the contiguous settled prefix
+ * of tags goes out as one basic.ack(multiple=true). A tag is OPEN until marked (delivered and
  * undecided, or never seen), so multiple=true never covers a delivery nobody
  * decided on. Acks behind an open tag are sent singly at the same flush, so
  * nothing is held back against the prefetch window. Tags restart at 1 with
@@ -94,7 +94,8 @@ struct wr_amqp_s {
   bool poll_channel_open;
   uint64_t pub_seq; /* last publish sequence number on channel 2 */
   wr_amqp_pending_t *pending;
-  wr_amqp_acks_t acks; /* channel 1, this connection */
+  wr_amqp_acks_t acks;  /* channel 1, this connection */
+  int64_t acks_since_ms; /* monotonic: first ack of the unsent batch, -1 when none */
   size_t n_pending, cap_pending;
   int64_t next_poll_ms;      /* monotonic */
   int64_t last_keepalive_ms; /* monotonic, heartbeat sent while the sink is full */

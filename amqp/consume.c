@@ -18,10 +18,39 @@ static bool stop_requested(const wr_amqp_t *a) {
   return __atomic_load_n(&a->stop_req, __ATOMIC_ACQUIRE) != 0;
 }
 
+/* One read resets an eventfd counter (not EFD_SEMAPHORE). */
 static void efd_drain(wr_amqp_t *a) {
   uint64_t v;
-  while (read(a->efd, &v, sizeof(v)) == (ssize_t)sizeof(v))
-    ;
+  ssize_t n = read(a->efd, &v, sizeof(v));
+  (void)n;
+}
+
+/* Acks of originals go out in batches: every basic.ack costs the broker
+ * (its busiest process handles each frame) and us a send. A batch leaves when
+ * it holds a quarter of the prefetch window (at most ACK_BATCH_MAX, so the
+ * broker never waits on the window), when its first ack is ACK_LAG_MS old, or
+ * when the thread is stopping. *timeout (when given) is shortened to the lag
+ * left, so a batch never waits longer than that in poll(). */
+#define ACK_BATCH_MAX 64
+#define ACK_LAG_MS 1
+
+static int acks_maybe_send(wr_amqp_t *a, int64_t now, int64_t *timeout) {
+  size_t batch = a->cfg->prefetch / 4;
+  if (a->acks.n_recent == 0) {
+    a->acks_since_ms = -1;
+    return 0;
+  }
+  if (a->acks_since_ms < 0)
+    a->acks_since_ms = now;
+  int64_t due = a->acks_since_ms + ACK_LAG_MS;
+  if (a->acks.n_recent >= (batch < ACK_BATCH_MAX ? batch : ACK_BATCH_MAX) || now >= due ||
+      a->stopping) {
+    a->acks_since_ms = -1;
+    return wr_amqp_acks_send(a);
+  }
+  if (timeout != NULL && *timeout > due - now)
+    *timeout = due - now;
+  return 0;
 }
 
 static int drain_verdicts(wr_amqp_t *a) {
@@ -33,7 +62,7 @@ static int drain_verdicts(wr_amqp_t *a) {
       rc = r;
   }
   if (rc == 0)
-    rc = wr_amqp_acks_send(a);
+    rc = acks_maybe_send(a, wr_amqp_now_ms(), NULL);
   return rc;
 }
 
@@ -323,6 +352,12 @@ static int drain_frames(wr_amqp_t *a) {
   for (int i = 0; i < DRAIN_BATCH; i++) {
     amqp_frame_t f;
     struct timeval zero = {0, 0};
+    /* Once what the last read brought is used up, go back to poll(): another
+     * call would cost a recv() that finds nothing and a poll() with a zero
+     * timeout inside rabbitmq-c. The first call of a turn always goes in, for
+     * the heartbeats it sends and checks. */
+    if (i > 0 && !amqp_data_in_buffer(a->conn) && !amqp_frames_enqueued(a->conn))
+      return 0;
     amqp_maybe_release_buffers(a->conn);
     int st = amqp_simple_wait_frame_noblock(a->conn, &f, &zero);
     if (st == AMQP_STATUS_TIMEOUT)
@@ -378,6 +413,7 @@ static int session_open(wr_amqp_t *a, char *err, size_t errlen) {
   a->generation++;
   a->pub_seq = 0;
   wr_amqp_acks_reset(&a->acks);
+  a->acks_since_ms = -1;
   a->poll_channel_open = false;
   a->consuming = false;
   a->next_poll_ms = 0;
@@ -452,8 +488,8 @@ static int session_run(wr_amqp_t *a) {
       timeout = a->next_poll_ms - now;
     if (a->stopping && timeout > 50)
       timeout = 50;
-    /* Acks marked by confirms that drain_frames read. */
-    if ((rc = wr_amqp_acks_send(a)) < 0)
+    /* Acks marked by verdicts and by confirms that drain_frames read. */
+    if ((rc = acks_maybe_send(a, now, &timeout)) < 0)
       return rc;
     /* Data rabbitmq-c has already read (or frames it queued during an RPC)
      * will never wake poll(). */
