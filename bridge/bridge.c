@@ -51,6 +51,8 @@ static void queue_stats_cb(const wr_amqp_queue_stat_t *stats, size_t n, void *da
 
 /* ---- loop side ------------------------------------------------------------ */
 
+static void wake_amqp(wr_bridge_t *b);
+
 static void flush_overflow(wr_bridge_t *b) {
   while (b->ov_len > 0) {
     if (wr_ring_push(&b->commands, b->overflow[b->ov_head]) != 0)
@@ -66,10 +68,8 @@ static void flush_overflow(wr_bridge_t *b) {
 void wr_bridge_retry_cb(uv_timer_t *t) {
   wr_bridge_t *b = t->data;
   flush_overflow(b);
-  if (b->wake_needed) {
-    b->wake_needed = false;
-    wr_amqp_wake(b->amqp);
-  }
+  if (b->wake_needed)
+    wake_amqp(b);
 }
 
 static void maybe_finish_drain(wr_bridge_t *b);
@@ -122,15 +122,47 @@ static void async_cb(uv_async_t *h) {
     maybe_finish_drain(b);
 }
 
-/* Once per loop iteration: one eventfd write for every verdict pushed. */
+/* Waking the AMQP thread for verdicts. Under load it wakes for broker data
+ * many times a millisecond and takes every verdict in the ring each time, so
+ * an eventfd write per loop iteration mostly buys a context switch. The loop
+ * wakes it at once only when a batch is waiting (never more than a quarter
+ * of the prefetch window, so the broker is not kept waiting for acks) or when
+ * warren is shutting down; otherwise the ack timer looks again after
+ * VERDICT_LAG_MS and wakes it if the verdicts are still there. */
+#define VERDICT_LAG_MS 1
+#define VERDICT_BATCH_MAX 64
+
+static void wake_amqp(wr_bridge_t *b) {
+  b->wake_needed = false;
+  uv_timer_stop(&b->verdict_timer);
+  wr_amqp_wake(b->amqp);
+}
+
+static void verdict_timer_cb(uv_timer_t *t) {
+  wr_bridge_t *b = t->data;
+  if (wr_ring_size(&b->commands) > 0)
+    wake_amqp(b);
+  else
+    b->wake_needed = false; /* the AMQP thread took them meanwhile */
+}
+
+/* Once per loop iteration, after the verdicts of this iteration are pushed. */
 static void check_cb(uv_check_t *h) {
   wr_bridge_t *b = h->data;
   if (b->ov_len > 0)
     flush_overflow(b);
-  if (b->wake_needed) {
+  if (!b->wake_needed)
+    return;
+  size_t queued = wr_ring_size(&b->commands);
+  size_t batch = b->cfg->prefetch / 4;
+  if (batch > VERDICT_BATCH_MAX)
+    batch = VERDICT_BATCH_MAX;
+  if (queued == 0 && b->ov_len == 0)
     b->wake_needed = false;
-    wr_amqp_wake(b->amqp);
-  }
+  else if (queued >= batch || b->ov_len > 0 || b->phase != WR_PHASE_RUNNING)
+    wake_amqp(b);
+  else if (!uv_is_active((uv_handle_t *)&b->verdict_timer))
+    uv_timer_start(&b->verdict_timer, verdict_timer_cb, VERDICT_LAG_MS, 0);
 }
 
 const double wr_loop_bounds[WR_LOOP_NBOUNDS] = {1, 2, 5, 10, 25, 50, 100, 250, 1000};
@@ -429,6 +461,7 @@ static void close_handles(wr_bridge_t *b) {
   uv_close((uv_handle_t *)&b->sweep, handle_closed_cb);
   uv_close((uv_handle_t *)&b->drain_timer, handle_closed_cb);
   uv_close((uv_handle_t *)&b->retry_timer, handle_closed_cb);
+  uv_close((uv_handle_t *)&b->verdict_timer, handle_closed_cb);
   uv_close((uv_handle_t *)&b->sig_term, handle_closed_cb);
   uv_close((uv_handle_t *)&b->sig_int, handle_closed_cb);
   uv_close((uv_handle_t *)&b->sig_hup, handle_closed_cb);
@@ -488,11 +521,13 @@ int wr_bridge_run(const wr_config_t *cfg, const char *config_path) {
   uv_timer_init(&b->loop, &b->sweep);
   uv_timer_init(&b->loop, &b->drain_timer);
   uv_timer_init(&b->loop, &b->retry_timer);
+  uv_timer_init(&b->loop, &b->verdict_timer);
   uv_signal_init(&b->loop, &b->sig_term);
   uv_signal_init(&b->loop, &b->sig_int);
   uv_signal_init(&b->loop, &b->sig_hup);
   b->prepare.data = b;
   b->async.data = b->check.data = b->sweep.data = b->drain_timer.data = b->retry_timer.data = b;
+  b->verdict_timer.data = b;
   b->sig_term.data = b->sig_int.data = b->sig_hup.data = b;
   uv_check_start(&b->check, check_cb);
   uv_prepare_start(&b->prepare, prepare_cb);

@@ -91,7 +91,8 @@ typedef struct wr_bridge_s {
   uint64_t it_wall_ns, it_idle_ns, it_cpu_ns; /* at the previous prepare */
   uv_timer_t sweep;
   uv_timer_t drain_timer;
-  uv_timer_t retry_timer; /* flushes the overflow when the command ring was full */
+  uv_timer_t retry_timer;   /* flushes the overflow when the command ring was full */
+  uv_timer_t verdict_timer; /* wakes the AMQP thread for verdicts it has not taken */
   uv_signal_t sig_term, sig_int, sig_hup;
 
   wr_index_t index;
