@@ -18,6 +18,7 @@ void wr_amqp_acks_reset(wr_amqp_acks_t *t) {
   t->base = 1;
   t->head = 0;
   t->n_recent = 0;
+  t->since_ms = -1;
 }
 
 void wr_amqp_acks_free(wr_amqp_acks_t *t) {
@@ -69,6 +70,25 @@ int wr_amqp_acks_mark(wr_amqp_acks_t *t, uint64_t tag, bool acked) {
   return 0;
 }
 
+size_t wr_amqp_batch(uint32_t prefetch) {
+  size_t n = prefetch / 4;
+  return n < 1 ? 1 : n > 64 ? 64 : n;
+}
+
+bool wr_amqp_acks_due(wr_amqp_acks_t *t, size_t batch, int64_t now, int64_t *left_ms) {
+  int64_t left = INT64_MAX;
+  bool due = false;
+  if (t->n_recent > 0) {
+    if (t->since_ms < 0)
+      t->since_ms = now;
+    left = t->since_ms + WR_AMQP_BATCH_LAG_MS - now;
+    due = t->n_recent >= batch || left <= 0;
+  }
+  if (left_ms != NULL)
+    *left_ms = left;
+  return due;
+}
+
 int wr_amqp_acks_flush(wr_amqp_acks_t *t, wr_amqp_acks_send_cb send, void *data) {
   uint64_t last = 0;
   size_t covered = 0;
@@ -103,5 +123,6 @@ int wr_amqp_acks_flush(wr_amqp_acks_t *t, wr_amqp_acks_send_cb send, void *data)
       return rc;
   }
   t->n_recent = 0;
+  t->since_ms = -1;
   return 0;
 }

@@ -146,6 +146,15 @@ int wr_amqp_start(wr_amqp_t *a);
  * waiting. Cheap to call often. */
 void wr_amqp_wake(wr_amqp_t *a);
 
+/* Verdicts travel to the AMQP thread, and its acks to the broker, in batches:
+ * a batch goes when it holds wr_amqp_batch(prefetch) items (a quarter of the
+ * prefetch window, at most 64 and at least 1, so the broker never waits on the
+ * window) or when its first item is WR_AMQP_BATCH_LAG_MS old. Under load the
+ * AMQP thread wakes for broker data many times a millisecond and takes
+ * whatever waits; the batches spare a wake-up and a basic.ack per few items. */
+#define WR_AMQP_BATCH_LAG_MS 1
+size_t wr_amqp_batch(uint32_t prefetch);
+
 /* Thread-safe: stop consuming (basic.cancel) but keep executing verdicts. */
 void wr_amqp_cancel(wr_amqp_t *a);
 

@@ -46,7 +46,7 @@ typedef struct wr_amqp_pending_s {
 } wr_amqp_pending_t;
 
 /* Acks of originals on channel 1, coalesced: a verdict to ack marks its tag,
- * and at each flush (consume.c batches them) the contiguous settled prefix
+ * and at each flush (batched: wr_amqp_acks_due) the contiguous settled prefix
  * of tags goes out as one basic.ack(multiple=true). A tag is OPEN until marked (delivered and
  * undecided, or never seen), so multiple=true never covers a delivery nobody
  * decided on. Acks behind an open tag are sent singly at the same flush, so
@@ -59,6 +59,7 @@ typedef struct wr_amqp_acks_s {
   uint64_t base;     /* lowest tag not yet settled on the wire */
   uint64_t *recent;  /* tags marked acked since the last flush */
   size_t n_recent, cap_recent;
+  int64_t since_ms; /* when wr_amqp_acks_due first saw this batch, -1: not yet */
 } wr_amqp_acks_t;
 
 /* Sends one ack: tag, multiple, and how many deliveries it settles. */
@@ -69,6 +70,11 @@ void wr_amqp_acks_free(wr_amqp_acks_t *t);
 /* Marks tag as decided: acked (to be sent by the next flush) or settled
  * already on the wire (a nack). Returns 0 or -ENOMEM. */
 int wr_amqp_acks_mark(wr_amqp_acks_t *t, uint64_t tag, bool acked);
+/* Whether the acks marked since the last flush should go now: batch of them
+ * wait, or WR_AMQP_BATCH_LAG_MS passed since this call first saw them (now:
+ * monotonic ms). Otherwise *left_ms (when given) is the wait left, and
+ * INT64_MAX when nothing waits. */
+bool wr_amqp_acks_due(wr_amqp_acks_t *t, size_t batch, int64_t now, int64_t *left_ms);
 /* Sends the acks marked since the last flush; returns the first negative
  * result of send, else 0. */
 int wr_amqp_acks_flush(wr_amqp_acks_t *t, wr_amqp_acks_send_cb send, void *data);
@@ -94,8 +100,7 @@ struct wr_amqp_s {
   bool poll_channel_open;
   uint64_t pub_seq; /* last publish sequence number on channel 2 */
   wr_amqp_pending_t *pending;
-  wr_amqp_acks_t acks;  /* channel 1, this connection */
-  int64_t acks_since_ms; /* monotonic: first ack of the unsent batch, -1 when none */
+  wr_amqp_acks_t acks; /* channel 1, this connection */
   size_t n_pending, cap_pending;
   int64_t next_poll_ms;      /* monotonic */
   int64_t last_keepalive_ms; /* monotonic, heartbeat sent while the sink is full */

@@ -25,32 +25,19 @@ static void efd_drain(wr_amqp_t *a) {
   (void)n;
 }
 
-/* Acks of originals go out in batches: every basic.ack costs the broker
- * (its busiest process handles each frame) and us a send. A batch leaves when
- * it holds a quarter of the prefetch window (at most ACK_BATCH_MAX, so the
- * broker never waits on the window), when its first ack is ACK_LAG_MS old, or
- * when the thread is stopping. *timeout (when given) is shortened to the lag
+/* Acks of originals go out in batches (wr_amqp_acks_due): every basic.ack
+ * costs the broker (its busiest process handles each frame) and us a send;
+ * all at once when stopping. *timeout (when given) is shortened to the lag
  * left, so a batch never waits longer than that in poll(). */
-#define ACK_BATCH_MAX 64
-#define ACK_LAG_MS 1
-
-static int acks_maybe_send(wr_amqp_t *a, int64_t now, int64_t *timeout) {
-  size_t batch = a->cfg->prefetch / 4;
-  if (a->acks.n_recent == 0) {
-    a->acks_since_ms = -1;
+static int acks_maybe_send(wr_amqp_t *a, int64_t *timeout) {
+  int64_t left;
+  if (!a->stopping &&
+      !wr_amqp_acks_due(&a->acks, wr_amqp_batch(a->cfg->prefetch), wr_amqp_now_ms(), &left)) {
+    if (timeout != NULL && *timeout > left)
+      *timeout = left;
     return 0;
   }
-  if (a->acks_since_ms < 0)
-    a->acks_since_ms = now;
-  int64_t due = a->acks_since_ms + ACK_LAG_MS;
-  if (a->acks.n_recent >= (batch < ACK_BATCH_MAX ? batch : ACK_BATCH_MAX) || now >= due ||
-      a->stopping) {
-    a->acks_since_ms = -1;
-    return wr_amqp_acks_send(a);
-  }
-  if (timeout != NULL && *timeout > due - now)
-    *timeout = due - now;
-  return 0;
+  return wr_amqp_acks_send(a);
 }
 
 static int drain_verdicts(wr_amqp_t *a) {
@@ -62,7 +49,7 @@ static int drain_verdicts(wr_amqp_t *a) {
       rc = r;
   }
   if (rc == 0)
-    rc = acks_maybe_send(a, wr_amqp_now_ms(), NULL);
+    rc = acks_maybe_send(a, NULL);
   return rc;
 }
 
@@ -413,7 +400,6 @@ static int session_open(wr_amqp_t *a, char *err, size_t errlen) {
   a->generation++;
   a->pub_seq = 0;
   wr_amqp_acks_reset(&a->acks);
-  a->acks_since_ms = -1;
   a->poll_channel_open = false;
   a->consuming = false;
   a->next_poll_ms = 0;
@@ -489,7 +475,7 @@ static int session_run(wr_amqp_t *a) {
     if (a->stopping && timeout > 50)
       timeout = 50;
     /* Acks marked by verdicts and by confirms that drain_frames read. */
-    if ((rc = acks_maybe_send(a, now, &timeout)) < 0)
+    if ((rc = acks_maybe_send(a, &timeout)) < 0)
       return rc;
     /* Data rabbitmq-c has already read (or frames it queued during an RPC)
      * will never wake poll(). */

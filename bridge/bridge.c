@@ -122,15 +122,12 @@ static void async_cb(uv_async_t *h) {
     maybe_finish_drain(b);
 }
 
-/* Waking the AMQP thread for verdicts. Under load it wakes for broker data
- * many times a millisecond and takes every verdict in the ring each time, so
- * an eventfd write per loop iteration mostly buys a context switch. The loop
- * wakes it at once only when a batch is waiting (never more than a quarter
- * of the prefetch window, so the broker is not kept waiting for acks) or when
- * warren is shutting down; otherwise the ack timer looks again after
- * VERDICT_LAG_MS and wakes it if the verdicts are still there. */
-#define VERDICT_LAG_MS 1
-#define VERDICT_BATCH_MAX 64
+/* Waking the AMQP thread for verdicts, in batches (wr_amqp_batch): under
+ * load it wakes for broker data many times a millisecond and takes every
+ * verdict in the ring each time, so an eventfd write per loop iteration
+ * mostly buys a context switch. The loop wakes it at once when a batch waits
+ * or warren is shutting down; otherwise verdict_timer looks again after the
+ * batch lag and wakes it if the verdicts are still there. */
 
 static void wake_amqp(wr_bridge_t *b) {
   b->wake_needed = false;
@@ -154,15 +151,13 @@ static void check_cb(uv_check_t *h) {
   if (!b->wake_needed)
     return;
   size_t queued = wr_ring_size(&b->commands);
-  size_t batch = b->cfg->prefetch / 4;
-  if (batch > VERDICT_BATCH_MAX)
-    batch = VERDICT_BATCH_MAX;
   if (queued == 0 && b->ov_len == 0)
     b->wake_needed = false;
-  else if (queued >= batch || b->ov_len > 0 || b->phase != WR_PHASE_RUNNING)
+  else if (queued >= wr_amqp_batch(b->cfg->prefetch) || b->ov_len > 0 ||
+           b->phase != WR_PHASE_RUNNING)
     wake_amqp(b);
   else if (!uv_is_active((uv_handle_t *)&b->verdict_timer))
-    uv_timer_start(&b->verdict_timer, verdict_timer_cb, VERDICT_LAG_MS, 0);
+    uv_timer_start(&b->verdict_timer, verdict_timer_cb, WR_AMQP_BATCH_LAG_MS, 0);
 }
 
 const double wr_loop_bounds[WR_LOOP_NBOUNDS] = {1, 2, 5, 10, 25, 50, 100, 250, 1000};

@@ -189,12 +189,64 @@ static void random_against_the_model(void **state) {
   }
 }
 
+/* The batch a basic.ack (or a wake-up of the AMQP thread) waits for: a
+ * quarter of the prefetch window, never 0, never more than 64. */
+static void batch_is_a_quarter_of_the_window(void **state) {
+  (void)state;
+  assert_int_equal(wr_amqp_batch(1), 1);
+  assert_int_equal(wr_amqp_batch(7), 1);
+  assert_int_equal(wr_amqp_batch(100), 25);
+  assert_int_equal(wr_amqp_batch(1000), 64);
+  assert_int_equal(wr_amqp_batch(65535), 64);
+}
+
+/* Marked acks wait until a batch of them is there or the first has waited
+ * WR_AMQP_BATCH_LAG_MS; each flush starts a new batch with a new clock. */
+static void acks_wait_for_a_batch_or_the_lag(void **state) {
+  (void)state;
+  broker_t *b = calloc(1, sizeof(*b));
+  wr_amqp_acks_t t = {0};
+  int64_t left = 0;
+  wr_amqp_acks_reset(&t);
+  deliver(b, 1, 20);
+
+  assert_false(wr_amqp_acks_due(&t, 4, 100, &left));
+  assert_true(left == INT64_MAX); /* nothing waits: no deadline */
+
+  for (uint64_t i = 1; i <= 3; i++)
+    decide(b, &t, i, true);
+  assert_false(wr_amqp_acks_due(&t, 4, 100, &left));
+  assert_int_equal(left, WR_AMQP_BATCH_LAG_MS);
+  assert_false(wr_amqp_acks_due(&t, 4, 100 + WR_AMQP_BATCH_LAG_MS - 1, &left));
+  assert_int_equal(left, 1);
+  assert_true(wr_amqp_acks_due(&t, 4, 100 + WR_AMQP_BATCH_LAG_MS, &left));
+  assert_int_equal(wr_amqp_acks_flush(&t, send_cb, b), 0);
+  assert_int_equal(b->acked, 3);
+  assert_false(wr_amqp_acks_due(&t, 4, 500, NULL));
+
+  /* A full batch goes at once, whatever the clock. */
+  for (uint64_t i = 4; i <= 7; i++)
+    decide(b, &t, i, true);
+  assert_true(wr_amqp_acks_due(&t, 4, 500, NULL));
+  assert_int_equal(wr_amqp_acks_flush(&t, send_cb, b), 0);
+  assert_int_equal(b->acked, 7);
+
+  /* The next batch's clock starts when it is first seen, not at 100. */
+  decide(b, &t, 8, true);
+  assert_false(wr_amqp_acks_due(&t, 4, 900, &left));
+  assert_int_equal(left, WR_AMQP_BATCH_LAG_MS);
+  wr_amqp_acks_free(&t);
+  free(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(in_order_pass_is_one_frame),
       cmocka_unit_test(open_tag_blocks_only_the_prefix),
       cmocka_unit_test(reset_starts_a_new_channel),
       cmocka_unit_test(random_against_the_model),
+      cmocka_unit_test(batch_is_a_quarter_of_the_window),
+      cmocka_unit_test(acks_wait_for_a_batch_or_the_lag),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
