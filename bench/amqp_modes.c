@@ -331,8 +331,15 @@ int wr_bench_consume_run(const wr_bench_opts_t *o) {
   uint32_t *lat = malloc(lat_cap * sizeof *lat);
   if (!lat)
     return 1;
+  wr_bench_sink_t sink = {0};
+  const char *who = o->sink ? "bridge" : "consume";
+  if (o->sink && wr_bench_sink_open(&sink, o->sink, o->conns) != 0) {
+    free(lat);
+    return 1;
+  }
   if (link_open(&l, o->amqp_url, false) != 0) {
     free(lat);
+    wr_bench_sink_close(&sink);
     return 1;
   }
   if (o->declare && declare_plain(&l, o->queue) != 0)
@@ -378,6 +385,12 @@ int wr_bench_consume_run(const wr_bench_opts_t *o) {
         lat[lat_n++] = now_rt > sent ? (uint32_t)(now_rt - sent) : 0;
       }
     }
+    /* The bridge's work: the body to the user's connection, acked once written. */
+    if (o->sink && wr_bench_sink_write(&sink, (uint32_t)((got - 1) % sink.n),
+                                       env.message.body.bytes, env.message.body.len) != 0) {
+      amqp_destroy_envelope(&env);
+      goto out;
+    }
     amqp_destroy_envelope(&env);
     if (got % o->ack_every == 0) {
       amqp_basic_ack(l.conn, CH, last_tag, 1);
@@ -389,19 +402,23 @@ int wr_bench_consume_run(const wr_bench_opts_t *o) {
   wr_bench_cpu_sample(o->broker_pid, &c1);
   double secs = t_last > t0 ? (double)(t_last - t0) / 1e6 : 0;
   double rate = secs > 0 ? (double)got / secs : 0;
-  printf("consume: %" PRIu64 " messages from %s in %.2f s: %.0f/s (prefetch %u, ack multiple "
+  printf("%s: %" PRIu64 " messages from %s in %.2f s: %.0f/s (prefetch %u, ack multiple "
          "every %u)\n",
-         got, o->queue, secs, rate, o->prefetch, o->ack_every);
+         who, got, o->queue, secs, rate, o->prefetch, o->ack_every);
+  if (o->sink)
+    printf("bridge: %" PRIu64 " frames written to %u connections\n", sink.frames, sink.n);
   wr_bench_sort_u32(lat, lat_n);
   uint32_t p50 = wr_bench_quantile(lat, lat_n, 0.5), p99 = wr_bench_quantile(lat, lat_n, 0.99),
            p999 = wr_bench_quantile(lat, lat_n, 0.999);
-  printf("consume: latency since t_us p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms\n", p50 / 1e3,
+  printf("%s: latency since t_us p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms\n", who, p50 / 1e3,
          p99 / 1e3, p999 / 1e3);
   wr_bench_budget_t bu;
   if (o->broker_pid > 0)
-    wr_bench_budget("consume", &c0, &c1, -1, got, &bu);
+    wr_bench_budget(who, &c0, &c1, -1, got, &bu);
   if (wr_bench_json_open(&j, o->json_path) == 0) {
-    wr_bench_json_str(&j, "mode", "consume");
+    wr_bench_json_str(&j, "mode", who);
+    if (o->sink)
+      wr_bench_json_int(&j, "frames", (long long)sink.frames);
     if (o->broker_pid > 0)
       wr_bench_json_budget(&j, &bu);
     wr_bench_json_int(&j, "consumed", (long long)got);
@@ -416,5 +433,6 @@ int wr_bench_consume_run(const wr_bench_opts_t *o) {
 out:
   free(lat);
   link_close(&l);
+  wr_bench_sink_close(&sink);
   return rc;
 }

@@ -4,7 +4,9 @@
  * that sets the ceiling), `fill` (pre-fill a queue with confirmed envelopes),
  * `publish` (fixed-rate publisher for latency runs, or one broadcast) and
  * `clients` (many WebSocket connections to warren that count, ack and time
- * every notification). Every mode prints human-readable lines and, with
+ * every notification), `burn` (a stand-in for a bridge's CPU) and `sink`
+ * (reads and drops what `consume --sink` writes: the minimal bridge). Every mode prints
+ * human-readable lines and, with
  * --json FILE, one JSON object with its figures. */
 #ifndef WARREN_BENCH_H
 #define WARREN_BENCH_H
@@ -46,6 +48,8 @@ typedef struct wr_bench_opts_s {
   uint32_t per_src;       /* clients: connections per source address 127.0.0.k */
   const char *json_path;  /* write the JSON summary here */
   const char *trace_path; /* clients: one line per receipt: seq, receive time, latency (µs) */
+  const char *sink;       /* consume: write each delivery as a frame to --conns sockets here */
+  const char *listen;     /* sink: IP:PORT to accept connections on */
   double burn_share;      /* burn: share of one core to take, over all threads */
   uint32_t burn_threads;  /* burn: threads (2) */
   bool quiet;
@@ -114,6 +118,17 @@ int wr_bench_publish_run(const wr_bench_opts_t *o);
 
 /* clients.c */
 int wr_bench_clients_run(const wr_bench_opts_t *o);
+/* sink.c: --conns blocking TCP connections to a sink, and one WebSocket text
+ * frame per delivery (one writev, like warren's), to connection i % n. */
+typedef struct {
+  int *fds;
+  uint32_t n;
+  uint64_t frames;
+} wr_bench_sink_t;
+int wr_bench_sink_open(wr_bench_sink_t *s, const char *addr, uint32_t conns);
+int wr_bench_sink_write(wr_bench_sink_t *s, uint32_t i, const void *payload, size_t len);
+void wr_bench_sink_close(wr_bench_sink_t *s);
+int wr_bench_sink_run(const wr_bench_opts_t *o);
 /* burn.c */
 int wr_bench_burn_run(const wr_bench_opts_t *o);
 

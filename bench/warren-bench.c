@@ -7,49 +7,54 @@
 #include <string.h>
 
 static void usage(FILE *f) {
-  fputs(
-      "usage: warren-bench MODE [options]\n"
-      "modes:\n"
-      "  consume   minimal rabbitmq-c consumer draining --queue (the ceiling)\n"
-      "  fill      publish --count confirmed persistent envelopes (to --exchange, else --queue)\n"
-      "  publish   publish at --rate for --duration (or --count), with confirms; --broadcast\n"
-      "  clients   open --conns WebSocket connections to --url, count/ack/time notifications\n"
-      "  burn      take --share of a core in --threads threads waking 5,000 times a second,\n"
-      "            for --duration s or until SIGTERM (a stand-in for a bridge's CPU)\n"
-      "options:\n"
-      "  --amqp URL            broker (amqp://guest:guest@127.0.0.1:5672/)\n"
-      "  --exchange X          publish to X (routing key 'bench')\n"
-      "  --queue Q             queue to fill without --exchange, or to consume\n"
-      "  --declare             declare --queue as a plain durable queue first\n"
-      "  --count N             notifications to fill / consume / publish / expect\n"
-      "  --users U             user ids u0..u{U-1}; notification i goes to u(i %% U) (1000)\n"
-      "  --run ID              id prefix: ids are ID-0, ID-1, … (broadcasts ID-b0, …) (bench)\n"
-      "  --body-bytes B        envelope size (200)\n"
-      "  --prefetch P          consume: basic.qos (1000)\n"
-      "  --ack-every N         consume: ack multiple=true every N (100)\n"
-      "  --window W            fill/publish: unconfirmed publishes in flight (2000)\n"
-      "  --rate R              publish: per second\n"
-      "  --duration S          publish/burn: seconds\n"
-      "  --share F             burn: share of one core, over all threads\n"
-      "  --threads N           burn: threads (2)\n"
-      "  --broadcast           publish: broadcast envelopes\n"
-      "  --url ws://IP:PORT/ws clients: warren's WebSocket endpoint\n"
-      "  --secret S            clients: auth.jwt_secret to mint HS256 tokens\n"
-      "  --conns N             clients: connections (default --users); connection i is u(i %% U)\n"
-      "  --ack MODE            clients: client (ack every notification) or none (client)\n"
-      "  --expect-broadcast K  clients: broadcasts each connection must receive\n"
-      "  --pid PID             clients: warren's pid, for RSS / CPU samples\n"
-      "  --broker-pid PID      clients/consume: the broker's pid, for CPU per notification\n"
-      "  --cont-on-usr1        clients: on SIGUSR1 send SIGCONT to --pid and start the clock\n"
-      "  --ready-file F        clients: created once every connection is open and settled\n"
-      "  --settle-ms MS        clients: wait after the last open before sampling RSS (1000)\n"
-      "  --hold S              clients: with nothing expected, hold this long (0)\n"
-      "  --timeout S           clients/consume: give up after S s (120)\n"
-      "  --ramp N              clients: handshakes in flight (256)\n"
-      "  --per-src N           clients: connections per source address 127.0.0.k (20000)\n"
-      "  --trace FILE          clients: one line per notification: seq recv_us latency_us\n"
-      "  --json FILE           write a JSON summary\n",
-      f);
+  fputs("usage: warren-bench MODE [options]\n"
+        "modes:\n"
+        "  consume   minimal rabbitmq-c consumer draining --queue (the ceiling)\n"
+        "  fill      publish --count confirmed persistent envelopes (to --exchange, else --queue)\n"
+        "  publish   publish at --rate for --duration (or --count), with confirms; --broadcast\n"
+        "  clients   open --conns WebSocket connections to --url, count/ack/time notifications\n"
+        "  burn      take --share of a core in --threads threads waking 5,000 times a second,\n"
+        "            for --duration s or until SIGTERM (a stand-in for a bridge's CPU)\n"
+        "  sink      accept connections on --listen and drop what they send, until --conns\n"
+        "            came and went (the far end of consume --sink)\n"
+        "options:\n"
+        "  --amqp URL            broker (amqp://guest:guest@127.0.0.1:5672/)\n"
+        "  --exchange X          publish to X (routing key 'bench')\n"
+        "  --queue Q             queue to fill without --exchange, or to consume\n"
+        "  --declare             declare --queue as a plain durable queue first\n"
+        "  --count N             notifications to fill / consume / publish / expect\n"
+        "  --users U             user ids u0..u{U-1}; notification i goes to u(i %% U) (1000)\n"
+        "  --run ID              id prefix: ids are ID-0, ID-1, … (broadcasts ID-b0, …) (bench)\n"
+        "  --body-bytes B        envelope size (200)\n"
+        "  --prefetch P          consume: basic.qos (1000)\n"
+        "  --ack-every N         consume: ack multiple=true every N (100)\n"
+        "  --sink IP:PORT        consume: also write each delivery as a WebSocket frame to one\n"
+        "                        of --conns connections to a sink (the minimal bridge)\n"
+        "  --listen IP:PORT      sink: address to accept connections on\n"
+        "  --window W            fill/publish: unconfirmed publishes in flight (2000)\n"
+        "  --rate R              publish: per second\n"
+        "  --duration S          publish/burn: seconds\n"
+        "  --share F             burn: share of one core, over all threads\n"
+        "  --threads N           burn: threads (2)\n"
+        "  --broadcast           publish: broadcast envelopes\n"
+        "  --url ws://IP:PORT/ws clients: warren's WebSocket endpoint\n"
+        "  --secret S            clients: auth.jwt_secret to mint HS256 tokens\n"
+        "  --conns N             clients/consume/sink: connections (default --users);\n"
+        "                        connection i is u(i %% U)\n"
+        "  --ack MODE            clients: client (ack every notification) or none (client)\n"
+        "  --expect-broadcast K  clients: broadcasts each connection must receive\n"
+        "  --pid PID             clients: warren's pid, for RSS / CPU samples\n"
+        "  --broker-pid PID      clients/consume: the broker's pid, for CPU per notification\n"
+        "  --cont-on-usr1        clients: on SIGUSR1 send SIGCONT to --pid and start the clock\n"
+        "  --ready-file F        clients: created once every connection is open and settled\n"
+        "  --settle-ms MS        clients: wait after the last open before sampling RSS (1000)\n"
+        "  --hold S              clients: with nothing expected, hold this long (0)\n"
+        "  --timeout S           clients/consume: give up after S s (120)\n"
+        "  --ramp N              clients: handshakes in flight (256)\n"
+        "  --per-src N           clients: connections per source address 127.0.0.k (20000)\n"
+        "  --trace FILE          clients: one line per notification: seq recv_us latency_us\n"
+        "  --json FILE           write a JSON summary\n",
+        f);
 }
 
 int main(int argc, char **argv) {
@@ -101,6 +106,8 @@ int main(int argc, char **argv) {
     O_BPID,
     O_SHARE,
     O_THREADS,
+    O_SINK,
+    O_LISTEN,
     O_HELP
   };
   static const struct option opts[] = {
@@ -136,6 +143,8 @@ int main(int argc, char **argv) {
       {"ramp", required_argument, 0, O_RAMP},
       {"per-src", required_argument, 0, O_PERSRC},
       {"json", required_argument, 0, O_JSON},
+      {"sink", required_argument, 0, O_SINK},
+      {"listen", required_argument, 0, O_LISTEN},
       {"help", no_argument, 0, O_HELP},
       {0, 0, 0, 0},
   };
@@ -252,6 +261,12 @@ int main(int argc, char **argv) {
     case O_THREADS:
       o.burn_threads = (uint32_t)strtoul(optarg, NULL, 10);
       break;
+    case O_SINK:
+      o.sink = optarg;
+      break;
+    case O_LISTEN:
+      o.listen = optarg;
+      break;
     case O_HELP:
       usage(stdout);
       return 0;
@@ -281,6 +296,8 @@ int main(int argc, char **argv) {
     return wr_bench_clients_run(&o);
   if (strcmp(mode, "burn") == 0)
     return wr_bench_burn_run(&o);
+  if (strcmp(mode, "sink") == 0)
+    return wr_bench_sink_run(&o);
   fprintf(stderr, "warren-bench: unknown mode %s\n", mode);
   usage(stderr);
   return 2;
