@@ -757,6 +757,72 @@ static void test_fast_path(void **state) {
   wr_envelope_close(&env);
 }
 
+/* The fast path reads strings eight bytes at a time while they are plain
+ * ASCII. Every kind of byte that stops it, at every offset around an 8-byte
+ * word, must still be read as the full decoder reads it: the same verdict,
+ * and for a valid body the same string reaching the client. */
+static void test_fast_path_string_bytes(void **state) {
+  (void)state;
+  static const struct {
+    const char *raw;     /* in the body, between plain padding */
+    const char *decoded; /* what the client gets; NULL: the body is bad_json */
+  } cases[] = {
+      {"\\\"", "\""},
+      {"\\\\", "\\"},
+      {"\\u00e9", "\xc3\xa9"},
+      {"\\n", "\n"},
+      {"\xc3\xa9", "\xc3\xa9"},
+      {"\xe2\x82\xac", "\xe2\x82\xac"},
+      {"\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80"},
+      {"\x7f", "\x7f"},
+      {" ~/", " ~/"},
+      {"\x01", NULL},
+      {"\x1f", NULL},
+      {"\xff", NULL},
+      {"\xc3", NULL},
+      {"\xed\xa0\x80", NULL},
+  };
+  char body[256], want[128];
+  for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++)
+    for (int before = 0; before <= 17; before++)
+      for (int after = 0; after <= 9; after += 3) {
+        wr_envelope_t fast, full;
+        int n = snprintf(body, sizeof body, "{\"user_id\":\"u\",\"c\":\"%.*s%s%.*s\"}", before,
+                         "abcdefghijklmnopqrstuvwxyz", cases[c].raw, after, "ABCDEFGHIJ");
+        assert_true(n > 0 && (size_t)n < sizeof body);
+        wr_env_result_t rf = dec(&fast, body);
+        wr_env_result_t rr = wr_envelope_decode_full(&full, (const uint8_t *)body, (size_t)n,
+                                                     "application/json", NULL, MAX_BODY, BASE_MS);
+        if (rf != rr)
+          fail_msg("case %zu at %d: fast %s, full %s", c, before, wr_env_result_str(rf),
+                   wr_env_result_str(rr));
+        if (cases[c].decoded == NULL) {
+          assert_int_equal(rf, WR_ENV_BAD_JSON);
+          continue;
+        }
+        assert_int_equal(rf, WR_ENV_OK);
+        assert_non_null(fast.client_json); /* it stayed on the fast path */
+        snprintf(want, sizeof want, "%.*s%s%.*s", before, "abcdefghijklmnopqrstuvwxyz",
+                 cases[c].decoded, after, "ABCDEFGHIJ");
+        assert_string_equal(json_string_value(json_object_get(tree(&fast), "c")), want);
+        assert_string_equal(json_string_value(json_object_get(tree(&full), "c")), want);
+        wr_envelope_close(&fast);
+        wr_envelope_close(&full);
+
+        /* The same bytes in the id, a routing string the fast path reads itself. */
+        n = snprintf(body, sizeof body, "{\"user_id\":\"u\",\"id\":\"%.*s%s%.*s\"}", before,
+                     "abcdefghijklmnopqrstuvwxyz", cases[c].raw, after, "ABCDEFGHIJ");
+        assert_int_equal(dec(&fast, body), WR_ENV_OK);
+        assert_int_equal(wr_envelope_decode_full(&full, (const uint8_t *)body, (size_t)n,
+                                                 "application/json", NULL, MAX_BODY, BASE_MS),
+                         WR_ENV_OK);
+        assert_string_equal(fast.id, want);
+        assert_string_equal(full.id, want);
+        wr_envelope_close(&fast);
+        wr_envelope_close(&full);
+      }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_json_targets),   cmocka_unit_test(test_int_user_ids),
@@ -767,7 +833,7 @@ int main(void) {
       cmocka_unit_test(test_depth),          cmocka_unit_test(test_bad_msgpack),
       cmocka_unit_test(test_too_large),      cmocka_unit_test(test_bad_fields),
       cmocka_unit_test(test_expiry),         cmocka_unit_test(test_result_str),
-      cmocka_unit_test(test_fast_path),
+      cmocka_unit_test(test_fast_path),      cmocka_unit_test(test_fast_path_string_bytes),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
