@@ -75,6 +75,11 @@ size_t wr_amqp_batch(uint32_t prefetch) {
   return n < 1 ? 1 : n > 64 ? 64 : n;
 }
 
+size_t wr_amqp_wake_batch(uint32_t prefetch) {
+  size_t half = prefetch / 2, batch = wr_amqp_batch(prefetch);
+  return half > batch ? half : batch;
+}
+
 bool wr_amqp_acks_due(wr_amqp_acks_t *t, size_t batch, int64_t now, int64_t *left_ms) {
   int64_t left = INT64_MAX;
   bool due = false;

@@ -155,6 +155,16 @@ void wr_amqp_wake(wr_amqp_t *a);
 #define WR_AMQP_BATCH_LAG_MS 1
 size_t wr_amqp_batch(uint32_t prefetch);
 
+/* How many verdicts make the loop wake the AMQP thread at once rather than
+ * WR_AMQP_BATCH_LAG_MS later: half the prefetch window (at least one batch).
+ * Under load the thread wakes for broker data anyway and takes them then; a
+ * wake-up of its own costs an eventfd write and a context switch. The window never
+ * waits on the lag: when the broker stops because prefetch deliveries are
+ * unacked and the loop has finished them all, at least prefetch - batch + 1
+ * verdicts are in the ring (the thread holds fewer than a batch of acks),
+ * which is never below this. */
+size_t wr_amqp_wake_batch(uint32_t prefetch);
+
 /* Thread-safe: stop consuming (basic.cancel) but keep executing verdicts. */
 void wr_amqp_cancel(wr_amqp_t *a);
 

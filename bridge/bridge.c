@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -122,12 +123,16 @@ static void async_cb(uv_async_t *h) {
     maybe_finish_drain(b);
 }
 
-/* Waking the AMQP thread for verdicts, in batches (wr_amqp_batch): under
- * load it wakes for broker data many times a millisecond and takes every
- * verdict in the ring each time, so an eventfd write per loop iteration
- * mostly buys a context switch. The loop wakes it at once when a batch waits
- * or warren is shutting down; otherwise verdict_timer looks again after the
- * batch lag and wakes it if the verdicts are still there. */
+/* Waking the AMQP thread for verdicts, in batches (wr_amqp_wake_batch):
+ * under load it wakes for broker data many times a millisecond and takes
+ * every verdict in the ring each time, so an eventfd write per loop iteration
+ * mostly buys a context switch. The loop wakes it at once when half the
+ * prefetch window waits or warren is shutting down; otherwise verdict_timer
+ * looks again after the batch lag and wakes it if the verdicts that were
+ * there then are still there (a verdict pushed while the timer runs may so
+ * wait up to two lags). */
+
+static void verdict_timer_cb(uv_timer_t *t);
 
 static void wake_amqp(wr_bridge_t *b) {
   b->wake_needed = false;
@@ -135,10 +140,20 @@ static void wake_amqp(wr_bridge_t *b) {
   wr_amqp_wake(b->amqp);
 }
 
+static void arm_verdict_timer(wr_bridge_t *b) {
+  b->verdict_mark = wr_ring_pushed(&b->commands);
+  uv_timer_start(&b->verdict_timer, verdict_timer_cb, WR_AMQP_BATCH_LAG_MS, 0);
+}
+
+/* Under load the ring is seldom empty, but its verdicts are new ones: the
+ * thread is awake if it took every verdict that was there when the timer
+ * was armed. Only one it left there a whole lag says it is asleep. */
 static void verdict_timer_cb(uv_timer_t *t) {
   wr_bridge_t *b = t->data;
-  if (wr_ring_size(&b->commands) > 0)
+  if (wr_ring_popped(&b->commands) - b->verdict_mark > SIZE_MAX / 2)
     wake_amqp(b);
+  else if (wr_ring_size(&b->commands) > 0)
+    arm_verdict_timer(b);
   else
     b->wake_needed = false; /* the AMQP thread took them meanwhile */
 }
@@ -153,11 +168,11 @@ static void check_cb(uv_check_t *h) {
   size_t queued = wr_ring_size(&b->commands);
   if (queued == 0 && b->ov_len == 0)
     b->wake_needed = false;
-  else if (queued >= wr_amqp_batch(b->cfg->prefetch) || b->ov_len > 0 ||
+  else if (queued >= wr_amqp_wake_batch(b->cfg->prefetch) || b->ov_len > 0 ||
            b->phase != WR_PHASE_RUNNING)
     wake_amqp(b);
   else if (!uv_is_active((uv_handle_t *)&b->verdict_timer))
-    uv_timer_start(&b->verdict_timer, verdict_timer_cb, WR_AMQP_BATCH_LAG_MS, 0);
+    arm_verdict_timer(b);
 }
 
 const double wr_loop_bounds[WR_LOOP_NBOUNDS] = {1, 2, 5, 10, 25, 50, 100, 250, 1000};

@@ -93,6 +93,7 @@ typedef struct wr_bridge_s {
   uv_timer_t drain_timer;
   uv_timer_t retry_timer;   /* flushes the overflow when the command ring was full */
   uv_timer_t verdict_timer; /* wakes the AMQP thread for verdicts it has not taken */
+  size_t verdict_mark;      /* wr_ring_pushed(&commands) when verdict_timer was armed */
   uv_signal_t sig_term, sig_int, sig_hup;
 
   wr_index_t index;

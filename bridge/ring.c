@@ -64,3 +64,11 @@ size_t wr_ring_size(const wr_ring_t *r) {
   size_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
   return head - tail;
 }
+
+size_t wr_ring_pushed(const wr_ring_t *r) {
+  return atomic_load_explicit(&r->head, memory_order_relaxed);
+}
+
+size_t wr_ring_popped(const wr_ring_t *r) {
+  return atomic_load_explicit(&r->tail, memory_order_acquire);
+}

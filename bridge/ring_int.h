@@ -41,4 +41,10 @@ void *wr_ring_pop(wr_ring_t *r);
 /* Either thread: an approximate count (exact when both are quiescent). */
 size_t wr_ring_size(const wr_ring_t *r);
 
+/* Items pushed (producer only) and popped (either thread) since init:
+ * free-running counters, so "every item pushed before mark = wr_ring_pushed()
+ * has been popped" is wr_ring_popped() - mark <= SIZE_MAX / 2. */
+size_t wr_ring_pushed(const wr_ring_t *r);
+size_t wr_ring_popped(const wr_ring_t *r);
+
 #endif

@@ -189,8 +189,8 @@ static void random_against_the_model(void **state) {
   }
 }
 
-/* The batch a basic.ack (or a wake-up of the AMQP thread) waits for: a
- * quarter of the prefetch window, never 0, never more than 64. */
+/* The batch a basic.ack waits for: a quarter of the prefetch window, never
+ * 0, never more than 64. */
 static void batch_is_a_quarter_of_the_window(void **state) {
   (void)state;
   assert_int_equal(wr_amqp_batch(1), 1);
@@ -198,6 +198,22 @@ static void batch_is_a_quarter_of_the_window(void **state) {
   assert_int_equal(wr_amqp_batch(100), 25);
   assert_int_equal(wr_amqp_batch(1000), 64);
   assert_int_equal(wr_amqp_batch(65535), 64);
+}
+
+/* The loop wakes the AMQP thread at once for half the window (at least a
+ * batch), and never for more than the ring holds when the window is full:
+ * prefetch unacked, fewer than a batch of them held as acks by the thread. */
+static void wake_batch_never_lets_a_full_window_wait(void **state) {
+  (void)state;
+  assert_int_equal(wr_amqp_wake_batch(1), 1);
+  assert_int_equal(wr_amqp_wake_batch(3), 1);
+  assert_int_equal(wr_amqp_wake_batch(4), 2);
+  assert_int_equal(wr_amqp_wake_batch(1000), 500);
+  for (uint32_t p = 1; p <= 65535; p++) {
+    size_t w = wr_amqp_wake_batch(p);
+    if (w < 1 || w < wr_amqp_batch(p) || w > p - wr_amqp_batch(p) + 1)
+      fail_msg("prefetch %u: wake batch %zu, ack batch %zu", p, w, wr_amqp_batch(p));
+  }
 }
 
 /* Marked acks wait until a batch of them is there or the first has waited
@@ -246,6 +262,7 @@ int main(void) {
       cmocka_unit_test(reset_starts_a_new_channel),
       cmocka_unit_test(random_against_the_model),
       cmocka_unit_test(batch_is_a_quarter_of_the_window),
+      cmocka_unit_test(wake_batch_never_lets_a_full_window_wait),
       cmocka_unit_test(acks_wait_for_a_batch_or_the_lag),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -45,6 +45,35 @@ static void test_fifo_full_empty(void **state) {
   wr_ring_close(&r);
 }
 
+/* The counters the loop uses to tell whether the AMQP thread took every
+ * verdict that was waiting when its timer was armed: a refused push counts
+ * nothing, and they keep counting across wrap-around. */
+static void test_pushed_popped_counters(void **state) {
+  wr_ring_t r;
+  uintptr_t i;
+  (void)state;
+  assert_int_equal(wr_ring_init(&r, 4), 0);
+  assert_int_equal(wr_ring_pushed(&r), 0);
+  assert_int_equal(wr_ring_popped(&r), 0);
+  for (i = 1; i <= 5; i++)
+    (void)wr_ring_push(&r, (void *)i);
+  assert_int_equal(wr_ring_pushed(&r), 4); /* the fifth was refused */
+  size_t mark = wr_ring_pushed(&r);
+  assert_non_null(wr_ring_pop(&r));
+  assert_int_equal(wr_ring_popped(&r), 1);
+  assert_true(wr_ring_popped(&r) - mark > SIZE_MAX / 2); /* three still wait */
+  while (wr_ring_pop(&r) != NULL)
+    ;
+  assert_false(wr_ring_popped(&r) - mark > SIZE_MAX / 2); /* all taken */
+  for (i = 1; i <= 1000; i++) {
+    assert_int_equal(wr_ring_push(&r, (void *)i), 0);
+    assert_ptr_equal(wr_ring_pop(&r), (void *)i);
+  }
+  assert_int_equal(wr_ring_pushed(&r), 1004);
+  assert_int_equal(wr_ring_popped(&r), 1004);
+  wr_ring_close(&r);
+}
+
 #define STRESS_ITEMS 2000000u
 
 typedef struct item_s {
@@ -92,6 +121,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_capacity_rounds_up),
       cmocka_unit_test(test_fifo_full_empty),
+      cmocka_unit_test(test_pushed_popped_counters),
       cmocka_unit_test(test_two_thread_stress),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
