@@ -361,40 +361,39 @@ static int real_of(const uint8_t *v, size_t vn, double *out) {
   return 0;
 }
 
-/* One user id value: a plain string or an integer, as user_from_json. */
-static char *user_of(const uint8_t *v, size_t vn) {
+/* One user id value into out, which has room for vn + 1 bytes: a plain
+ * string's content or an integer's decimal form (never longer than the
+ * integer's JSON text), as user_from_json. Its length, or -1. */
+static int user_into(const uint8_t *v, size_t vn, char *out) {
   const uint8_t *c;
   size_t cn;
   int64_t n;
   char tmp[32];
   if (vn > 0 && v[0] == '"') {
     if (plain_str(v, vn, &c, &cn) < 0)
-      return NULL;
-    return strndup((const char *)c, cn);
+      return -1;
+  } else {
+    if (int_of(v, vn, &n) < 0)
+      return -1;
+    cn = (size_t)snprintf(tmp, sizeof(tmp), "%" PRId64, n);
+    c = (const uint8_t *)tmp;
+    if (cn > vn)
+      return -1;
   }
-  if (int_of(v, vn, &n) < 0)
-    return NULL;
-  snprintf(tmp, sizeof(tmp), "%" PRId64, n);
-  return strdup(tmp);
+  memcpy(out, c, cn);
+  out[cn] = '\0';
+  return (int)cn;
 }
 
-static int add_user(wr_envelope_t *env, char *u) {
-  if (u == NULL)
-    return -1;
-  for (size_t i = 0; i < env->n_users; i++)
-    if (strcmp(env->users[i], u) == 0) {
-      free(u);
-      return 0;
-    }
-  env->users[env->n_users++] = u;
-  return 0;
-}
-
-/* user_id and user_ids (either may be NULL). */
-static int read_users(wr_envelope_t *env, const field_t *one, const field_t *many) {
-  const uint8_t *items[MAX_FAST_USERS];
-  size_t lens[MAX_FAST_USERS], n = 0;
-
+/* The raw values of user_id and user_ids (either may be NULL), at most
+ * 1 + MAX_FAST_USERS of them, into items/lens. 0 or -1. */
+static int user_items(const field_t *one, const field_t *many, const uint8_t **items, size_t *lens,
+                      size_t *n) {
+  *n = 0;
+  if (one != NULL) {
+    items[0] = one->v;
+    lens[(*n)++] = one->vn;
+  }
   if (many != NULL) {
     scan_t s = {.p = many->v, .end = many->v + many->vn};
     if (*s.p != '[')
@@ -403,14 +402,14 @@ static int read_users(wr_envelope_t *env, const field_t *one, const field_t *man
     ws(&s);
     if (s.p < s.end && *s.p == ']')
       return -1; /* empty: the full decoder names the error */
-    for (;;) {
+    for (size_t k = 0;; k++) {
       const uint8_t *start;
       ws(&s);
       start = s.p;
-      if (n == MAX_FAST_USERS || value(&s, 1) < 0)
+      if (k == MAX_FAST_USERS || value(&s, 1) < 0)
         return -1;
-      items[n] = start;
-      lens[n++] = (size_t)(s.p - start);
+      items[*n] = start;
+      lens[(*n)++] = (size_t)(s.p - start);
       ws(&s);
       if (s.p < s.end && *s.p == ',') {
         s.p++;
@@ -419,14 +418,6 @@ static int read_users(wr_envelope_t *env, const field_t *one, const field_t *man
       break;
     }
   }
-  env->users = calloc(n + 1, sizeof(char *));
-  if (env->users == NULL)
-    return -1;
-  if (one != NULL && add_user(env, user_of(one->v, one->vn)) < 0)
-    return -1;
-  for (size_t i = 0; i < n; i++)
-    if (add_user(env, user_of(items[i], lens[i])) < 0)
-      return -1;
   return 0;
 }
 
@@ -435,11 +426,11 @@ static size_t put(uint8_t *o, const void *p, size_t n) {
   return n;
 }
 
-/* A fallback or generated id as a JSON string body: printable ASCII without
- * quote or backslash only (anything else: the full decoder). */
-static bool id_plain(const char *id) {
-  for (const char *c = id; *c; c++)
-    if ((unsigned char)*c < 0x20 || (unsigned char)*c > 0x7e || *c == '"' || *c == '\\')
+/* An id as a JSON string body: printable ASCII without quote or backslash
+ * only (anything else: the full decoder). */
+static bool id_plain(const char *id, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)id[i] < 0x20 || (unsigned char)id[i] > 0x7e || id[i] == '"' || id[i] == '\\')
       return false;
   return true;
 }
@@ -553,34 +544,70 @@ int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
   if (created_at != NULL && real_of(created_at->v, created_at->vn, &env->created_at) == 0)
     env->has_created_at = true;
 
-  if ((user_id != NULL || user_ids != NULL) && read_users(env, user_id, user_ids) < 0)
+  /* Targets and id first, for the sizes: everything the envelope owns then
+   * goes in one allocation (env->block), freed at once by wr_envelope_close. */
+  const uint8_t *uitems[MAX_FAST_USERS + 1];
+  size_t ulens[MAX_FAST_USERS + 1], nu = 0, ubytes = 0;
+  if ((user_id != NULL || user_ids != NULL) &&
+      user_items(user_id, user_ids, uitems, ulens, &nu) < 0)
     goto giveup;
-  if (broadcast != NULL && broadcast->v[0] == 't') {
-    for (size_t i = 0; i < env->n_users; i++)
-      free(env->users[i]);
-    free(env->users);
+  for (size_t i = 0; i < nu; i++)
+    ubytes += ulens[i] + 1;
+  bool bcast = broadcast != NULL && broadcast->v[0] == 't';
+  if (!bcast && nu == 0)
+    goto giveup; /* no target: the full decoder counts the reason */
+
+  const char *idp = (const char *)id_c;
+  char *gen = NULL;
+  if (id == NULL && fallback_id != NULL && *fallback_id) {
+    idp = fallback_id;
+    id_n = strlen(fallback_id);
+  } else if (id == NULL) {
+    if ((gen = wr_envelope_new_id()) == NULL)
+      goto giveup;
+    idp = gen;
+    id_n = strlen(gen);
+  }
+  if (id_n > MAX_STR || !id_plain(idp, id_n)) {
+    free(gen);
+    goto giveup;
+  }
+
+  /* Pass 2 writes the client message, every non-routing field minified. */
+  cap = 32 + type_n + id_n + len;
+  size_t ptrs = (nu + 1) * sizeof(char *);
+  uint8_t *block = malloc(ptrs + cap + id_n + 1 + ubytes);
+  if (block == NULL) {
+    free(gen);
+    goto giveup;
+  }
+  env->block = block;
+  env->users = (char **)(void *)block;
+  env->client_json = block + ptrs;
+  env->id = (char *)env->client_json + cap;
+  memcpy(env->id, idp, id_n);
+  env->id[id_n] = '\0';
+  free(gen);
+  char *u = env->id + id_n + 1;
+  for (size_t i = 0; i < nu; i++) {
+    int k = user_into(uitems[i], ulens[i], u);
+    bool dup = false;
+    if (k < 0)
+      goto giveup;
+    for (size_t j = 0; j < env->n_users && !dup; j++)
+      dup = strcmp(env->users[j], u) == 0;
+    if (!dup) {
+      env->users[env->n_users++] = u;
+      u += k + 1;
+    }
+  }
+  env->users[env->n_users] = NULL;
+  if (bcast) {
     env->users = NULL;
     env->n_users = 0;
     env->broadcast = true;
-  } else if (env->n_users == 0) {
-    goto giveup; /* no target: the full decoder counts the reason */
   }
 
-  if (id != NULL)
-    env->id = strndup((const char *)id_c, id_n);
-  else if (fallback_id != NULL && *fallback_id)
-    env->id = id_plain(fallback_id) && strlen(fallback_id) <= MAX_STR ? strdup(fallback_id) : NULL;
-  else
-    env->id = wr_envelope_new_id();
-  if (env->id == NULL || !id_plain(env->id))
-    goto giveup;
-  id_n = strlen(env->id);
-
-  /* Pass 2: the client message, every non-routing field minified. */
-  cap = 32 + type_n + id_n + len;
-  env->client_json = malloc(cap);
-  if (env->client_json == NULL)
-    goto giveup;
   o = put(env->client_json, "{\"type\":\"", 9);
   o += put(env->client_json + o, type_c, type_n);
   o += put(env->client_json + o, "\",\"id\":\"", 8);

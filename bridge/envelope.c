@@ -700,11 +700,15 @@ wr_env_result_t wr_envelope_decode_full(wr_envelope_t *env, const uint8_t *body,
 void wr_envelope_close(wr_envelope_t *env) {
   if (!env)
     return;
-  free(env->client_json);
-  free(env->id);
-  for (size_t i = 0; i < env->n_users; i++)
-    free(env->users[i]);
-  free(env->users);
+  if (env->block != NULL) {
+    free(env->block); /* the fast path's id, users and client_json */
+  } else {
+    free(env->client_json);
+    free(env->id);
+    for (size_t i = 0; i < env->n_users; i++)
+      free(env->users[i]);
+    free(env->users);
+  }
   json_decref(env->client);
   memset(env, 0, sizeof(*env));
 }

@@ -40,6 +40,8 @@ typedef struct wr_envelope_s {
   size_t client_json_len;
   double created_at; /* the top-level "created_at" number, if has_created_at */
   bool has_created_at;
+  void *block; /* the fast path's one allocation holding users, their strings,
+                  id and client_json (then none of them is freed alone); or NULL */
 } wr_envelope_t;
 
 /* Decodes body. content_type may be NULL (then the first byte decides).
