@@ -146,12 +146,12 @@ int wr_amqp_start(wr_amqp_t *a);
  * waiting. Cheap to call often. */
 void wr_amqp_wake(wr_amqp_t *a);
 
-/* Verdicts travel to the AMQP thread, and its acks to the broker, in batches:
- * a batch goes when it holds wr_amqp_batch(prefetch) items (a quarter of the
- * prefetch window, at most 64 and at least 1, so the broker never waits on the
- * window) or when its first item is WR_AMQP_BATCH_LAG_MS old. Under load the
- * AMQP thread wakes for broker data many times a millisecond and takes
- * whatever waits; the batches spare a wake-up and a basic.ack per few items. */
+/* The AMQP thread's acks go to the broker in batches: a batch goes when it
+ * holds wr_amqp_batch(prefetch) acks (a quarter of the prefetch window, at
+ * most 64 and at least 1, so the broker never waits on the window) or when
+ * its first ack is WR_AMQP_BATCH_LAG_MS old. Verdicts wake the thread by the
+ * rule of wr_amqp_wake_batch below; under load it wakes for broker data many
+ * times a millisecond and takes whatever waits. */
 #define WR_AMQP_BATCH_LAG_MS 1
 size_t wr_amqp_batch(uint32_t prefetch);
 

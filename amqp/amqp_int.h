@@ -47,17 +47,18 @@ typedef struct wr_amqp_pending_s {
 
 /* Acks of originals on channel 1, coalesced: a verdict to ack marks its tag,
  * and at each flush (batched: wr_amqp_acks_due) the contiguous settled prefix
- * of tags goes out as one basic.ack(multiple=true). A tag is OPEN until marked (delivered and
- * undecided, or never seen), so multiple=true never covers a delivery nobody
- * decided on. Acks behind an open tag are sent singly at the same flush, so
- * nothing is held back against the prefetch window. Tags restart at 1 with
- * every channel: reset on each new connection. */
+ * of tags goes out as one basic.ack(multiple=true). A tag is OPEN until
+ * marked (delivered and undecided, or never seen), so multiple=true never
+ * covers a delivery nobody decided on. Acks behind an open tag are sent
+ * singly at the same flush, so nothing is held back against the prefetch
+ * window. Tags restart at 1 with every channel: reset on each new
+ * connection. */
 typedef struct wr_amqp_acks_s {
-  uint8_t *st;       /* ring of states for tags base .. base + cap - 1 */
-  size_t cap;        /* power of two, 0 before the first mark */
-  size_t head;       /* index of base in st */
-  uint64_t base;     /* lowest tag not yet settled on the wire */
-  uint64_t *recent;  /* tags marked acked since the last flush */
+  uint8_t *st;      /* ring of states for tags base .. base + cap - 1 */
+  size_t cap;       /* power of two, 0 before the first mark */
+  size_t head;      /* index of base in st */
+  uint64_t base;    /* lowest tag not yet settled on the wire */
+  uint64_t *recent; /* tags marked acked since the last flush */
   size_t n_recent, cap_recent;
   int64_t since_ms; /* when wr_amqp_acks_due first saw this batch, -1: not yet */
 } wr_amqp_acks_t;

@@ -58,6 +58,7 @@ typedef struct wr_bench_opts_s {
 /* util.c */
 int64_t wr_bench_now_us(void);      /* CLOCK_MONOTONIC */
 int64_t wr_bench_realtime_us(void); /* CLOCK_REALTIME */
+double wr_bench_self_cpu_s(void);   /* this process's user + system CPU seconds */
 /* Writes an HS256 JWT with sub=user, iat=now, exp=now+ttl_s into out (NUL-terminated).
  * Returns its length, or -ENOSPC / -EIO. */
 ssize_t wr_bench_jwt_mint(const char *secret, const char *user, int64_t ttl_s, char *out,

@@ -627,13 +627,8 @@ static void report(clients_t *cl) {
   wr_bench_budget_t bu;
   bool budget = o->broker_pid > 0 && cl->have_pid && delivered > 0;
   if (budget)
-    wr_bench_budget("clients", cl->t_go ? &cl->c_go : &cl->c_open, &cl->c_end, cpu, delivered,
-                    &bu);
-  struct rusage ru;
-  double self_cpu = 0;
-  if (getrusage(RUSAGE_SELF, &ru) == 0)
-    self_cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-               ru.ru_stime.tv_usec / 1e6;
+    wr_bench_budget("clients", cl->t_go ? &cl->c_go : &cl->c_open, &cl->c_end, cpu, delivered, &bu);
+  double self_cpu = wr_bench_self_cpu_s();
   printf("clients: load generator CPU %.2f s in all\n", self_cpu);
   if (cl->closed_unexpected || cl->proto_errors || cl->foreign)
     printf("clients: %u closed by warren, %u protocol errors, %" PRIu64 " foreign ids\n",
@@ -660,7 +655,8 @@ static void report(clients_t *cl) {
       wr_bench_json_num(&j, "cpu_s", cpu);
       wr_bench_json_num(&j, "cpu_s_per_million", delivered ? cpu * 1e6 / (double)delivered : 0.0);
       wr_bench_json_num(&j, "sys_s", sys);
-      wr_bench_json_num(&j, "ctxsw_per_delivery", delivered ? (double)ctxsw / (double)delivered : 0.0);
+      wr_bench_json_num(&j, "ctxsw_per_delivery",
+                        delivered ? (double)ctxsw / (double)delivered : 0.0);
     }
     if (budget)
       wr_bench_json_budget(&j, &bu);

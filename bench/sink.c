@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -169,11 +168,8 @@ int wr_bench_sink_run(const wr_bench_opts_t *o) {
       }
     }
   }
-  struct rusage ru;
   wr_bench_json_t j;
-  getrusage(RUSAGE_SELF, &ru);
-  double cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-                 (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+  double cpu_s = wr_bench_self_cpu_s();
   printf("sink: %u connections, %llu bytes read, CPU %.2f s\n", open_n, bytes, cpu_s);
   if (wr_bench_json_open(&j, o->json_path) == 0) {
     wr_bench_json_str(&j, "mode", "sink");

@@ -267,20 +267,25 @@ void wr_bench_json_budget(wr_bench_json_t *j, const wr_bench_budget_t *bu) {
   wr_bench_json_num(j, "cpu_bound_rate", bu->bound_rate);
 }
 
+double wr_bench_self_cpu_s(void) {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0)
+    return 0;
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
 void wr_bench_cpu_sample(pid_t broker_pid, wr_bench_cpu_t *out) {
   wr_bench_proc_t p;
-  struct rusage ru;
   memset(out, 0, sizeof *out);
   if (broker_pid > 0 && wr_bench_proc_sample(broker_pid, &p) == 0)
     out->broker_s = p.cpu_s;
-  if (getrusage(RUSAGE_SELF, &ru) == 0)
-    out->self_s = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-                  (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+  out->self_s = wr_bench_self_cpu_s();
   FILE *f = fopen("/proc/stat", "r");
   unsigned long long v[8] = {0};
   if (f) {
-    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
-               &v[4], &v[5], &v[6], &v[7]) == 8) {
+    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
+               &v[5], &v[6], &v[7]) == 8) {
       for (int i = 0; i < 8; i++)
         out->total += v[i];
       out->busy = out->total - v[3] - v[4]; /* minus idle and iowait */
@@ -302,9 +307,8 @@ void wr_bench_budget(const char *who, const wr_bench_cpu_t *a, const wr_bench_cp
     bu->mid_us = mid_s * 1e6 / (double)n;
   double per = bu->broker_us + bu->self_us + (mid_s >= 0 ? bu->mid_us : 0);
   bu->bound_rate = per > 0 ? (double)(ncpu > 0 ? ncpu : 1) * 1e6 / per : 0;
-  bu->busy_pct = b->total > a->total ? 100.0 * (double)(b->busy - a->busy) /
-                                           (double)(b->total - a->total)
-                                     : 0;
+  bu->busy_pct =
+      b->total > a->total ? 100.0 * (double)(b->busy - a->busy) / (double)(b->total - a->total) : 0;
   if (mid_s >= 0)
     printf("%s: CPU per notification: broker %.1f us, warren %.1f us, load generator %.1f us; "
            "machine %.0f%% busy; %ld cores at that cost carry at most %.0f/s\n",

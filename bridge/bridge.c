@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <signal.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -150,7 +149,7 @@ static void arm_verdict_timer(wr_bridge_t *b) {
  * was armed. Only one it left there a whole lag says it is asleep. */
 static void verdict_timer_cb(uv_timer_t *t) {
   wr_bridge_t *b = t->data;
-  if (wr_ring_popped(&b->commands) - b->verdict_mark > SIZE_MAX / 2)
+  if (!wr_ring_popped_all(&b->commands, b->verdict_mark))
     wake_amqp(b);
   else if (wr_ring_size(&b->commands) > 0)
     arm_verdict_timer(b);

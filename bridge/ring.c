@@ -1,6 +1,7 @@
 #include "bridge/ring_int.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 int wr_ring_init(wr_ring_t *r, size_t min_capacity) {
@@ -71,4 +72,8 @@ size_t wr_ring_pushed(const wr_ring_t *r) {
 
 size_t wr_ring_popped(const wr_ring_t *r) {
   return atomic_load_explicit(&r->tail, memory_order_acquire);
+}
+
+bool wr_ring_popped_all(const wr_ring_t *r, size_t mark) {
+  return wr_ring_popped(r) - mark <= SIZE_MAX / 2;
 }

@@ -8,6 +8,7 @@
 
 #include <stdalign.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct wr_ring_s {
@@ -41,10 +42,12 @@ void *wr_ring_pop(wr_ring_t *r);
 /* Either thread: an approximate count (exact when both are quiescent). */
 size_t wr_ring_size(const wr_ring_t *r);
 
-/* Items pushed (producer only) and popped (either thread) since init:
- * free-running counters, so "every item pushed before mark = wr_ring_pushed()
- * has been popped" is wr_ring_popped() - mark <= SIZE_MAX / 2. */
+/* Items pushed (producer only) and popped (either thread) since init, as
+ * free-running counters. */
 size_t wr_ring_pushed(const wr_ring_t *r);
 size_t wr_ring_popped(const wr_ring_t *r);
+/* Producer: whether every item pushed before mark = wr_ring_pushed() has
+ * been popped since (wrap-safe). */
+bool wr_ring_popped_all(const wr_ring_t *r, size_t mark);
 
 #endif
