@@ -37,7 +37,8 @@ typedef struct {
   bool routing; /* a routing or head field: not copied to the client */
 } field_t;
 
-/* Top-level keys the scanner reads: the routing and head fields first. */
+/* Top-level keys the scanner reads: the routing and head fields first
+ * (named_of() knows their indices). */
 #define KEY(k)                                                                                     \
   { k, sizeof(k) - 1 }
 static const struct {
@@ -49,8 +50,10 @@ static const struct {
 #define N_NAMED (sizeof(named_keys) / sizeof(named_keys[0]))
 #define N_ROUTING 7
 
-static void ws(scan_t *s) {
-  while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+static inline void ws(scan_t *s) {
+  /* Most calls find a token at once: every whitespace byte is <= ' '. */
+  while (s->p < s->end && *s->p <= ' ' &&
+         (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
     s->p++;
 }
 
@@ -105,22 +108,31 @@ static size_t utf8_len(const uint8_t *p, const uint8_t *end) {
 }
 
 /* Skips the bytes that need no look of their own inside a string: printable
- * ASCII other than the quote, the backslash and DEL. Eight at a time while
- * none of the eight is special (a control byte, '"', '\\', DEL or >= 0x80),
- * then one at a time up to the first special byte or end. Bodies are mostly
- * plain text, and this is where a notification's bytes are read. */
+ * ASCII other than the quote, the backslash and DEL. Eight at a time: a word
+ * with a special byte (a control byte, '"', '\\', DEL or >= 0x80) says where
+ * the first one is; the last few bytes before end go one at a time. Bodies
+ * are mostly plain text, and this is where a notification's bytes are read. */
 static const uint8_t *skip_plain(const uint8_t *q, const uint8_t *end) {
   const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
   while (end - q >= 8) {
     uint64_t x;
     memcpy(&x, q, 8);
-    /* With no top bit set in x (else it stops anyway), the XORs have none
-     * either, so one "& ~x" serves all four exact tests "has a byte below
-     * 0x20" and "has a zero byte" (a '"', '\\' or DEL in x). */
+    /* Per byte b with its top bit clear, (b - k) & ~b & 0x80 is set exactly
+     * when b < k, or when a borrow comes from the byte below, which happens
+     * only if that byte is itself below k, so flagged. The lowest flag is
+     * therefore exact: a byte below 0x20, a zero of an XOR (a '"', '\\' or
+     * DEL), or a top bit of x itself. */
     uint64_t quote = x ^ (ones * '"'), bslash = x ^ (ones * '\\'), del = x ^ (ones * 0x7f);
-    if ((x & highs) != 0 ||
-        (((x - ones * 0x20) | (quote - ones) | (bslash - ones) | (del - ones)) & ~x & highs) != 0)
-      break;
+    uint64_t special =
+        (x & highs) |
+        (((x - ones * 0x20) | (quote - ones) | (bslash - ones) | (del - ones)) & ~x & highs);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (special != 0)
+      return q + (__builtin_ctzll(special) >> 3);
+#else
+    if (special != 0)
+      break; /* the lowest flag is the last byte in memory: go one at a time */
+#endif
     q += 8;
   }
   while (q < end && *q >= 0x20 && *q < 0x7f && *q != '"' && *q != '\\')
@@ -194,6 +206,7 @@ static int string(scan_t *s, bool *plain) {
 static int number(scan_t *s, bool *is_int) {
   const uint8_t *start = s->p, *q = s->p;
   size_t digits = 0;
+  long pexp = 0; /* a positive exponent's value, capped */
   bool real = false;
   if (q < s->end && *q == '-')
     q++;
@@ -219,24 +232,33 @@ static int number(scan_t *s, bool *is_int) {
       q++;
   }
   if (q < s->end && (*q == 'e' || *q == 'E')) {
+    bool minus;
     real = true;
     q++;
+    minus = q < s->end && *q == '-';
     if (q < s->end && (*q == '+' || *q == '-'))
       q++;
     if (q >= s->end || *q < '0' || *q > '9')
       return -1;
-    while (q < s->end && *q >= '0' && *q <= '9')
+    while (q < s->end && *q >= '0' && *q <= '9') {
+      if (!minus && pexp < 100000)
+        pexp = pexp * 10 + (*q - '0');
       q++;
+    }
   }
   if (real) {
     char buf[64];
     size_t n = (size_t)(q - start);
     if (n >= sizeof(buf))
       return -1;
-    memcpy(buf, start, n);
-    buf[n] = '\0';
-    if (isinf(strtod(buf, NULL)))
-      return -1;
+    /* It overflows a double only if its integer digits plus a positive
+     * exponent pass 308: only then ask strtod. */
+    if (digits + (size_t)pexp > 300) {
+      memcpy(buf, start, n);
+      buf[n] = '\0';
+      if (isinf(strtod(buf, NULL)))
+        return -1;
+    }
   } else if (digits > 18) {
     return -1;
   }
@@ -321,17 +343,48 @@ static int value(scan_t *s, int depth) {
   }
 }
 
-static bool key_is(const field_t *f, size_t j) {
-  return f->kn == named_keys[j].n && memcmp(f->k, named_keys[j].k, f->kn) == 0;
+/* Which named key f has, or N_NAMED: one memcmp at most (only expires_at and
+ * created_at share a length). */
+static size_t named_of(const field_t *f) {
+  size_t j;
+  switch (f->kn) {
+  case 2:
+    j = 6;
+    break;
+  case 4:
+    j = 5;
+    break;
+  case 6:
+    j = 4;
+    break;
+  case 7:
+    j = 0;
+    break;
+  case 8:
+    j = 1;
+    break;
+  case 9:
+    j = 2;
+    break;
+  case 10:
+    j = f->k[0] == 'e' ? 3 : 7;
+    break;
+  default:
+    return N_NAMED;
+  }
+  return memcmp(f->k, named_keys[j].k, f->kn) == 0 ? j : N_NAMED;
 }
 
 /* A plain string value (quotes included in v/vn): its content, 1..MAX_STR
- * bytes, no escapes, no DEL. */
+ * bytes, no escapes, no DEL. v is a value pass 1 (or user_items) validated,
+ * so a string there needs no second check, only the look for a backslash or
+ * a DEL. */
 static int plain_str(const uint8_t *v, size_t vn, const uint8_t **c, size_t *cn) {
-  scan_t s = {.p = v, .end = v + vn};
-  bool plain;
-  if (vn < 2 || v[0] != '"' || string(&s, &plain) < 0 || !plain)
+  if (vn < 2 || v[0] != '"')
     return -1;
+  for (size_t i = 1; i + 1 < vn; i++)
+    if (v[i] == '\\' || v[i] == 0x7f)
+      return -1;
   *c = v + 1;
   *cn = vn - 2;
   return *cn >= 1 && *cn <= MAX_STR ? 0 : -1;
@@ -350,11 +403,61 @@ static int int_of(const uint8_t *v, size_t vn, int64_t *out) {
   return 0;
 }
 
+/* The double of a valid JSON number without strtod when that is exact
+ * (Clinger's fast path): at most 18 digits and no exponent, or a mantissa
+ * below 2^53 scaled by at most 10^22 — one correctly rounded conversion,
+ * multiplication or division, so the same double strtod returns. Timestamps
+ * (created_at, expires_at) always take it. False: ask strtod. */
+static bool real_fast(const uint8_t *v, size_t vn, double *out) {
+  static const double p10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                               1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                               1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  const uint8_t *p = v, *end = v + vn;
+  bool neg = p < end && *p == '-';
+  uint64_t m = 0;
+  int nd = 0, e10 = 0;
+  double r;
+  if (neg)
+    p++;
+  for (; p < end && *p >= '0' && *p <= '9'; p++, nd++)
+    m = m * 10 + (uint64_t)(*p - '0');
+  if (p < end && *p == '.')
+    for (p++; p < end && *p >= '0' && *p <= '9'; p++, nd++, e10--)
+      m = m * 10 + (uint64_t)(*p - '0');
+  if (nd > 18) /* m may have wrapped */
+    return false;
+  if (p < end) { /* 'e' or 'E', as number() checked */
+    bool eneg;
+    int x = 0;
+    p++;
+    eneg = *p == '-';
+    if (*p == '+' || *p == '-')
+      p++;
+    for (; p < end; p++)
+      if ((x = x * 10 + (*p - '0')) > 1000)
+        return false;
+    e10 += eneg ? -x : x;
+  }
+  if (e10 == 0)
+    r = (double)(int64_t)m;
+  else if (m < (1ull << 53) && e10 > 0 && e10 <= 22)
+    r = (double)m * p10[e10];
+  else if (m < (1ull << 53) && e10 < 0 && e10 >= -22)
+    r = (double)m / p10[-e10];
+  else
+    return false;
+  *out = neg ? -r : r;
+  return true;
+}
+
+/* The double of a value pass 1 validated: one that starts like a number is
+ * a valid one. */
 static int real_of(const uint8_t *v, size_t vn, double *out) {
-  scan_t s = {.p = v, .end = v + vn};
   char buf[64];
-  if (vn >= sizeof(buf) || number(&s, NULL) < 0 || s.p != s.end)
+  if (vn == 0 || vn >= sizeof(buf) || !(v[0] == '-' || (v[0] >= '0' && v[0] <= '9')))
     return -1;
+  if (real_fast(v, vn, out))
+    return 0;
   memcpy(buf, v, vn);
   buf[vn] = '\0';
   *out = strtod(buf, NULL);
@@ -496,12 +599,13 @@ int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
     return -1;
 
   /* The first seven never reach the client; created_at does. */
-  for (size_t i = 0; i < nf; i++)
-    for (size_t j = 0; j < N_NAMED; j++)
-      if (key_is(&f[i], j)) {
-        named[j] = &f[i];
-        f[i].routing = j < N_ROUTING;
-      }
+  for (size_t i = 0; i < nf; i++) {
+    size_t j = named_of(&f[i]);
+    if (j < N_NAMED) {
+      named[j] = &f[i];
+      f[i].routing = j < N_ROUTING;
+    }
+  }
   user_id = named[0];
   user_ids = named[1];
   broadcast = named[2];
