@@ -830,13 +830,38 @@ static void test_fast_path_string_bytes(void **state) {
  * reals near overflow, which both must refuse alike. */
 static void test_fast_path_numbers(void **state) {
   (void)state;
-  static const char *const fixed[] = {
-      "0", "-0", "1", "-1", "0.5", "1795400000123", "1795400000.123456", "999999999999999999",
-      "9007199254740993", "9007199254740993.0", "123456789012345678", "1.7976931348623157e308",
-      "2.2250738585072014e-308", "4.9e-324", "1e-400", "1e22", "1e23", "9007199254740991e22",
-      "9007199254740992e-22", "0.1", "0.30000000000000004", "1E5", "1e+5", "-2.5E-3",
-      "123.4e290", "9e300", "0.1e309", "1e308", "1e309", "-1e309", "12345678901234567e-5",
-      "1234567890123456789e-3"};
+  static const char *const fixed[] = {"0",
+                                      "-0",
+                                      "1",
+                                      "-1",
+                                      "0.5",
+                                      "1795400000123",
+                                      "1795400000.123456",
+                                      "999999999999999999",
+                                      "9007199254740993",
+                                      "9007199254740993.0",
+                                      "123456789012345678",
+                                      "1.7976931348623157e308",
+                                      "2.2250738585072014e-308",
+                                      "4.9e-324",
+                                      "1e-400",
+                                      "1e22",
+                                      "1e23",
+                                      "9007199254740991e22",
+                                      "9007199254740992e-22",
+                                      "0.1",
+                                      "0.30000000000000004",
+                                      "1E5",
+                                      "1e+5",
+                                      "-2.5E-3",
+                                      "123.4e290",
+                                      "9e300",
+                                      "0.1e309",
+                                      "1e308",
+                                      "1e309",
+                                      "-1e309",
+                                      "12345678901234567e-5",
+                                      "1234567890123456789e-3"};
   char num[64], body[160];
   uint64_t x = 0x9e3779b97f4a7c15ull;
   for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]) + 20000; i++) {
@@ -852,7 +877,8 @@ static void test_fast_path_numbers(void **state) {
         if (d == point && d > 0)
           num[len++] = '.';
         y = y * 6364136223846793005ull + 1442695040888963407ull;
-        num[len++] = (char)('0' + (d == 0 && nd > 1 && point != 1 ? 1 + (y >> 60) % 9 : (y >> 60) % 10));
+        num[len++] =
+            (char)('0' + (d == 0 && nd > 1 && point != 1 ? 1 + (y >> 60) % 9 : (y >> 60) % 10));
       }
       if ((x >> 20) & 1)
         len += snprintf(num + len, sizeof num - (size_t)len, "e%d", (int)((x >> 24) % 61) - 30);
@@ -874,8 +900,8 @@ static void test_fast_path_numbers(void **state) {
         fail_msg("%s: fast path %s", num, fast.client_json != NULL ? "taken" : "not taken");
       if (!fast.has_created_at || fast.created_at != want || !full.has_created_at ||
           full.created_at != want)
-        fail_msg("%s: fast %.17g, full %.17g, strtod %.17g", num, fast.created_at,
-                 full.created_at, want);
+        fail_msg("%s: fast %.17g, full %.17g, strtod %.17g", num, fast.created_at, full.created_at,
+                 want);
     }
     wr_envelope_close(&fast);
     wr_envelope_close(&full);
@@ -885,8 +911,8 @@ static void test_fast_path_numbers(void **state) {
       continue;
     n = snprintf(body, sizeof body, "{\"user_id\":\"u\",\"expires_at\":%s}", num);
     rf = dec(&fast, body);
-    rr = wr_envelope_decode_full(&full, (const uint8_t *)body, (size_t)n, "application/json",
-                                 NULL, MAX_BODY, BASE_MS);
+    rr = wr_envelope_decode_full(&full, (const uint8_t *)body, (size_t)n, "application/json", NULL,
+                                 MAX_BODY, BASE_MS);
     if (rf != rr || (rf == WR_ENV_OK && fast.expires_at_ms != full.expires_at_ms))
       fail_msg("expires_at %s: fast %s %lld, full %s %lld", num, wr_env_result_str(rf),
                (long long)fast.expires_at_ms, wr_env_result_str(rr), (long long)full.expires_at_ms);
@@ -897,15 +923,24 @@ static void test_fast_path_numbers(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_json_targets),   cmocka_unit_test(test_int_user_ids),
-      cmocka_unit_test(test_user_id_limits), cmocka_unit_test(test_msgpack_targets),
-      cmocka_unit_test(test_content_type),   cmocka_unit_test(test_ids),
-      cmocka_unit_test(test_client_object),  cmocka_unit_test(test_msgpack_encode),
-      cmocka_unit_test(test_msgpack_values), cmocka_unit_test(test_bad_json),
-      cmocka_unit_test(test_depth),          cmocka_unit_test(test_bad_msgpack),
-      cmocka_unit_test(test_too_large),      cmocka_unit_test(test_bad_fields),
-      cmocka_unit_test(test_expiry),         cmocka_unit_test(test_result_str),
-      cmocka_unit_test(test_fast_path),      cmocka_unit_test(test_fast_path_string_bytes),
+      cmocka_unit_test(test_json_targets),
+      cmocka_unit_test(test_int_user_ids),
+      cmocka_unit_test(test_user_id_limits),
+      cmocka_unit_test(test_msgpack_targets),
+      cmocka_unit_test(test_content_type),
+      cmocka_unit_test(test_ids),
+      cmocka_unit_test(test_client_object),
+      cmocka_unit_test(test_msgpack_encode),
+      cmocka_unit_test(test_msgpack_values),
+      cmocka_unit_test(test_bad_json),
+      cmocka_unit_test(test_depth),
+      cmocka_unit_test(test_bad_msgpack),
+      cmocka_unit_test(test_too_large),
+      cmocka_unit_test(test_bad_fields),
+      cmocka_unit_test(test_expiry),
+      cmocka_unit_test(test_result_str),
+      cmocka_unit_test(test_fast_path),
+      cmocka_unit_test(test_fast_path_string_bytes),
       cmocka_unit_test(test_fast_path_numbers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
