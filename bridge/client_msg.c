@@ -6,7 +6,7 @@
 #include <string.h>
 
 #define MAX_ACK_IDS 1000
-#define MAX_ID_LEN 256
+#define MAX_ID_LEN WR_CMSG_MAX_ID
 
 static void invalid(wr_cmsg_t *m, const char *why) {
   wr_cmsg_close(m);
@@ -126,12 +126,10 @@ static bool parse_fast(wr_cmsg_t *m, const uint8_t *p, size_t len) {
   }
   if (type_n != 3 || memcmp(type, "ack", 3) != 0 || id == NULL || id_n < 1 || id_n > MAX_ID_LEN)
     return false;
-  m->ids = calloc(1, sizeof(char *));
-  if (m->ids == NULL || (m->ids[0] = strndup((const char *)id, id_n)) == NULL) {
-    free(m->ids);
-    m->ids = NULL;
-    return false; /* the full parser reports the lack of memory */
-  }
+  memcpy(m->one_id, id, id_n);
+  m->one_id[id_n] = '\0';
+  m->one_slot = m->one_id;
+  m->ids = &m->one_slot;
   m->kind = WR_CMSG_ACK;
   m->n_ids = 1;
   return true;
@@ -188,8 +186,14 @@ out:
 void wr_cmsg_close(wr_cmsg_t *m) {
   if (!m)
     return;
-  for (size_t i = 0; i < m->n_ids; i++)
-    free(m->ids[i]);
-  free(m->ids);
-  memset(m, 0, sizeof(*m));
+  if (m->ids != &m->one_slot) {
+    for (size_t i = 0; i < m->n_ids; i++)
+      free(m->ids[i]);
+    free(m->ids);
+  }
+  m->kind = WR_CMSG_ACK;
+  m->ids = NULL;
+  m->n_ids = 0;
+  m->error = NULL;
+  m->one_slot = NULL;
 }

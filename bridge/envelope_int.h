@@ -93,11 +93,17 @@ typedef enum {
   WR_CMSG_INVALID, /* not an object, unknown type, bad ids: answer with an error message */
 } wr_cmsg_kind_t;
 
+#define WR_CMSG_MAX_ID 256 /* bytes of one acked id */
+
 typedef struct wr_cmsg_s {
   wr_cmsg_kind_t kind;
-  char **ids; /* owned; at most 1000 */
+  char **ids; /* owned (or one_slot, below); at most 1000 */
   size_t n_ids;
   const char *error; /* static text for WR_CMSG_INVALID */
+  /* The plain single-id ack, nearly every client message, needs no
+   * allocation: ids then points at one_slot, which points at one_id. */
+  char *one_slot;
+  char one_id[WR_CMSG_MAX_ID + 1];
 } wr_cmsg_t;
 
 /* Parses one client message: JSON text (binary=false) or MessagePack
