@@ -2,6 +2,7 @@
  * MessagePack. Pure function over bytes: no I/O, no logs. */
 #include "bridge/envelope_int.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -191,9 +192,5 @@ void wr_cmsg_close(wr_cmsg_t *m) {
       free(m->ids[i]);
     free(m->ids);
   }
-  m->kind = WR_CMSG_ACK;
-  m->ids = NULL;
-  m->n_ids = 0;
-  m->error = NULL;
-  m->one_slot = NULL;
+  memset(m, 0, offsetof(wr_cmsg_t, one_id)); /* one_id is only read through ids */
 }

@@ -37,8 +37,7 @@ typedef struct {
   bool routing; /* a routing or head field: not copied to the client */
 } field_t;
 
-/* Top-level keys the scanner reads: the routing and head fields first
- * (named_of() knows their indices). */
+/* Top-level keys the scanner reads: the routing and head fields first. */
 #define KEY(k)                                                                                     \
   { k, sizeof(k) - 1 }
 static const struct {
@@ -343,36 +342,13 @@ static int value(scan_t *s, int depth) {
   }
 }
 
-/* Which named key f has, or N_NAMED: one memcmp at most (only expires_at and
- * created_at share a length). */
+/* Which named key f has, or N_NAMED. Lengths first: a memcmp only for a
+ * key of the same length (expires_at and created_at share one). */
 static size_t named_of(const field_t *f) {
-  size_t j;
-  switch (f->kn) {
-  case 2:
-    j = 6;
-    break;
-  case 4:
-    j = 5;
-    break;
-  case 6:
-    j = 4;
-    break;
-  case 7:
-    j = 0;
-    break;
-  case 8:
-    j = 1;
-    break;
-  case 9:
-    j = 2;
-    break;
-  case 10:
-    j = f->k[0] == 'e' ? 3 : 7;
-    break;
-  default:
-    return N_NAMED;
-  }
-  return memcmp(f->k, named_keys[j].k, f->kn) == 0 ? j : N_NAMED;
+  for (size_t j = 0; j < N_NAMED; j++)
+    if (f->kn == named_keys[j].n && memcmp(f->k, named_keys[j].k, f->kn) == 0)
+      return j;
+  return N_NAMED;
 }
 
 /* A plain string value (quotes included in v/vn): its content, 1..MAX_STR
