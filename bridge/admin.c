@@ -326,7 +326,7 @@ static void metrics(wr_bridge_t *b, sb_t *sb) {
   HELP("warren_connections", "gauge", "Open WebSocket connections.");
   sb_printf(sb, "warren_connections %llu\n", (unsigned long long)ws->connections);
   HELP("warren_users_online", "gauge", "Users with at least one open connection.");
-  sb_printf(sb, "warren_users_online %zu\n", b->index.users_online);
+  sb_printf(sb, "warren_users_online %zu\n", b->core.index.users_online);
   HELP("warren_handshakes_total", "counter", "WebSocket handshakes by outcome.");
   sb_printf(
       sb,
@@ -420,7 +420,7 @@ static void metrics(wr_bridge_t *b, sb_t *sb) {
        "Deliveries of a lost AMQP connection dropped (the broker redelivers them).");
   sb_printf(sb, "warren_stale_discarded_total %llu\n", (unsigned long long)st->discarded_stale);
   HELP("warren_pending_deliveries", "gauge", "Consumed messages not settled yet by the loop.");
-  sb_printf(sb, "warren_pending_deliveries %zu\n", b->n_pendings);
+  sb_printf(sb, "warren_pending_deliveries %zu\n", b->core.n_pendings);
   HELP("warren_ring_depth", "gauge", "Items waiting in the inter-thread rings.");
   sb_printf(sb,
             "warren_ring_depth{ring=\"delivery\"} %zu\nwarren_ring_depth{ring=\"command\"} %zu\n"
@@ -509,7 +509,7 @@ static void stats_json(wr_bridge_t *b, sb_t *sb) {
             "\"users_online\":%zu,",
             ready(b) ? "true" : "false", b->phase != WR_PHASE_RUNNING ? "true" : "false",
             atomic_load(&b->consuming) ? "true" : "false", (unsigned long long)ws->connections,
-            b->index.users_online);
+            b->core.index.users_online);
   sb_printf(
       sb,
       "\"handshakes\":{\"accepted\":%llu,\"bad_request\":%llu,\"unauthorized\":%llu,"
@@ -544,7 +544,7 @@ static void stats_json(wr_bridge_t *b, sb_t *sb) {
   sb_printf(sb,
             "},\"in_flight\":%zu,\"amqp_unacked\":%llu,\"reconnects\":%llu,"
             "\"rings\":{\"delivery\":%zu,\"command\":%zu,\"overflow\":%zu},",
-            b->n_pendings, (unsigned long long)rd(&as->unacked),
+            b->core.n_pendings, (unsigned long long)rd(&as->unacked),
             (unsigned long long)rd(&as->reconnects), wr_ring_size(&b->deliveries),
             wr_ring_size(&b->commands), b->ov_len);
 

@@ -52,6 +52,77 @@ static void queue_stats_cb(const wr_amqp_queue_stat_t *stats, size_t n, void *da
 /* ---- loop side ------------------------------------------------------------ */
 
 static void wake_amqp(wr_bridge_t *b);
+static void retry_cb(uv_timer_t *t);
+
+int64_t wr_now_realtime_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void wr_bridge_verdict(wr_bridge_t *b, wr_amqp_delivery_t *d) {
+  if (b->ov_len == 0 && wr_ring_push(&b->commands, d) == 0) {
+    b->wake_needed = true;
+    return;
+  }
+  /* The ring is sized for several prefetch windows, so this is rare (a
+   * reconnect with a full window still in the loop). Keep order. */
+  if (b->ov_len == b->ov_cap) {
+    size_t ncap = b->ov_cap ? b->ov_cap * 2 : 256;
+    wr_amqp_delivery_t **n = malloc(ncap * sizeof(*n));
+    if (n == NULL) {
+      wr_error("bridge",
+               "out of memory queueing verdict for delivery %llu; it will be "
+               "redelivered after reconnect",
+               (unsigned long long)d->tag);
+      abort();
+    }
+    for (size_t i = 0; i < b->ov_len; i++)
+      n[i] = b->overflow[(b->ov_head + i) % b->ov_cap];
+    free(b->overflow);
+    b->overflow = n;
+    b->ov_head = 0;
+    b->ov_cap = ncap;
+  }
+  b->overflow[(b->ov_head + b->ov_len) % b->ov_cap] = d;
+  b->ov_len++;
+  if (!uv_is_active((uv_handle_t *)&b->retry_timer))
+    uv_timer_start(&b->retry_timer, retry_cb, 1, 1);
+}
+
+/* The core's clock: the loop's time and the wall clock, read once per
+ * callback. */
+static void core_clock(wr_bridge_t *b) {
+  wr_core_clock(&b->core, uv_now(&b->loop), wr_now_realtime_ms());
+}
+
+/* ---- the delivery core's sink ---------------------------------------------- */
+
+static int core_send_cb(void *io, wr_ws_buf_t *frame, void *ctx, bool ack_expected, void *data) {
+  wr_ws_conn_t *conn = io;
+  (void)data;
+  int rc = wr_ws_conn_send(conn, frame, ctx);
+  /* The client answers each notification with an ack: that answer does not
+   * count against its message rate. */
+  if (rc == 0 && ack_expected)
+    wr_ws_conn_grant(conn);
+  return rc;
+}
+
+static void core_load_cb(void *io, size_t *queued_bytes, uint64_t *idle_ms, void *data) {
+  (void)data;
+  *queued_bytes = wr_ws_conn_queued_bytes(io);
+  *idle_ms = wr_ws_conn_idle_ms(io);
+}
+
+static void core_verdict_cb(wr_amqp_delivery_t *d, void *data) {
+  wr_bridge_verdict(data, d);
+}
+
+static uint64_t core_now_ns_cb(void *data) {
+  (void)data;
+  return wr_amqp_now_ns();
+}
 
 static void flush_overflow(wr_bridge_t *b) {
   while (b->ov_len > 0) {
@@ -65,7 +136,7 @@ static void flush_overflow(wr_bridge_t *b) {
     uv_timer_stop(&b->retry_timer);
 }
 
-void wr_bridge_retry_cb(uv_timer_t *t) {
+static void retry_cb(uv_timer_t *t) {
   wr_bridge_t *b = t->data;
   flush_overflow(b);
   if (b->wake_needed)
@@ -86,9 +157,10 @@ static void async_cb(uv_async_t *h) {
 
   bool consuming = atomic_load(&b->consuming);
 
+  core_clock(b);
   if (lost > b->seen_lost_generation) {
     b->seen_lost_generation = lost;
-    wr_delivery_discard_generation(b, lost);
+    wr_core_generation_lost(&b->core, lost);
   }
   if (consuming != b->was_consuming) {
     b->was_consuming = consuming;
@@ -105,14 +177,8 @@ static void async_cb(uv_async_t *h) {
    * passes: a burst of thousands, or of large bodies, must not stall the loop
    * for hundreds of milliseconds. */
   while ((d = wr_ring_pop(&b->deliveries)) != NULL) {
-    bytes += d->body_len;
-    if (d->generation <= b->seen_lost_generation) {
-      b->stats.discarded_stale++;
-      d->verdict = WR_VERDICT_REQUEUE;
-      wr_bridge_verdict(b, d);
-    } else {
-      wr_delivery_handle(b, d);
-    }
+    bytes += d->body != NULL ? d->body_len : 0;
+    wr_core_delivery(&b->core, d);
     if (++n == PASS_MAX || bytes >= PASS_BYTES) {
       uv_async_send(&b->async);
       break;
@@ -174,20 +240,11 @@ static void check_cb(uv_check_t *h) {
     arm_verdict_timer(b);
 }
 
-const double wr_loop_bounds[WR_LOOP_NBOUNDS] = {1, 2, 5, 10, 25, 50, 100, 250, 1000};
-
 static uint64_t thread_cpu_ns(void) {
   struct timespec ts;
   if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
     return 0;
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-void wr_loop_bucket(uint64_t *buckets, double ms) {
-  size_t i;
-  for (i = 0; i < WR_LOOP_NBOUNDS && ms > wr_loop_bounds[i]; i++)
-    ;
-  buckets[i]++;
 }
 
 /* Right before the loop polls: what the iteration since the previous poll
@@ -218,7 +275,7 @@ static void prepare_cb(uv_prepare_t *h) {
 
 static void sweep_cb(uv_timer_t *t) {
   wr_bridge_t *b = t->data;
-  wr_delivery_sweep(b, uv_now(&b->loop));
+  wr_core_tick(&b->core, uv_now(&b->loop), wr_now_realtime_ms());
   wr_amqp_watchdog(b->amqp);
 }
 
@@ -244,67 +301,62 @@ static wr_ws_buf_t *encode_msg(const json_t *msg, wr_ws_format_t fmt) {
   return buf;
 }
 
-int wr_bridge_send_json(wr_bridge_t *b, wr_bconn_t *c, json_t *msg) {
-  wr_ws_buf_t *buf = encode_msg(msg, wr_ws_conn_format(c->ws));
+/* Sends a small JSON object (welcome, error) encoded for the connection's
+ * format. */
+static int send_json(wr_ws_conn_t *conn, json_t *msg) {
+  wr_ws_buf_t *buf = encode_msg(msg, wr_ws_conn_format(conn));
   int rc;
-  (void)b;
 
   if (buf == NULL)
     return -ENOMEM;
-  rc = wr_ws_conn_send(c->ws, buf, NULL);
+  rc = wr_ws_conn_send(conn, buf, NULL);
   wr_ws_buf_unref(buf);
   return rc;
 }
 
 static void on_open_cb(wr_ws_conn_t *conn, void *data) {
   wr_bridge_t *b = data;
-  wr_bconn_t *c = calloc(1, sizeof(*c));
-  wr_user_t *u;
+  const char *user = wr_ws_conn_user(conn);
+  wr_core_conn_t *c;
   json_t *w;
 
-  u = c != NULL ? wr_index_get(&b->index, wr_ws_conn_user(conn), true) : NULL;
-  if (u == NULL) {
-    free(c);
+  /* The welcome goes first; then the core sends what waits for the user. */
+  w = json_pack("{s:s, s:s, s:s}", "type", "welcome", "user_id", user, "ack_mode",
+                b->core.cfg.ack_mode == WR_ACK_WRITE ? "write" : "client");
+  if (w != NULL) {
+    send_json(conn, w);
+    json_decref(w);
+  }
+  core_clock(b);
+  c = wr_core_conn_open(&b->core, conn, user, wr_ws_conn_format(conn));
+  if (c == NULL) {
     wr_error("bridge", "out of memory accepting connection %llu",
              (unsigned long long)wr_ws_conn_id(conn));
     wr_ws_conn_close(conn, WR_WS_CLOSE_INTERNAL, "out of memory");
     return;
   }
-  c->ws = conn;
   wr_ws_conn_set_data(conn, c);
-  wr_index_add_conn(&b->index, u, c);
-  w = json_pack("{s:s, s:s, s:s}", "type", "welcome", "user_id", u->id, "ack_mode",
-                b->cfg->ack_mode == WR_ACK_WRITE ? "write" : "client");
-  if (w != NULL) {
-    wr_bridge_send_json(b, c, w);
-    json_decref(w);
-  }
   wr_debug("bridge", "connection %llu open for user %s (%zu connection(s))",
-           (unsigned long long)wr_ws_conn_id(conn), u->id, u->n_conns);
-  wr_delivery_conn_opened(b, c);
+           (unsigned long long)wr_ws_conn_id(conn), user, c->user->n_conns);
 }
 
 static void on_close_cb(wr_ws_conn_t *conn, void *data) {
   wr_bridge_t *b = data;
-  wr_bconn_t *c = wr_ws_conn_get_data(conn);
-  wr_user_t *u;
+  wr_core_conn_t *c = wr_ws_conn_get_data(conn);
 
   if (c == NULL)
     return;
-  u = c->user;
-  wr_index_remove_conn(&b->index, c);
   wr_debug("bridge", "connection %llu closed for user %s", (unsigned long long)wr_ws_conn_id(conn),
-           u->id);
-  wr_delivery_conn_closed(b, c);
-  wr_index_release(&b->index, u);
+           c->user->id);
   wr_ws_conn_set_data(conn, NULL);
-  free(c);
+  core_clock(b);
+  wr_core_conn_close(&b->core, c);
 }
 
 static void on_message_cb(wr_ws_conn_t *conn, const uint8_t *msg, size_t len, bool binary,
                           void *data) {
   wr_bridge_t *b = data;
-  wr_bconn_t *c = wr_ws_conn_get_data(conn);
+  wr_core_conn_t *c = wr_ws_conn_get_data(conn);
   wr_cmsg_t m;
 
   if (c == NULL)
@@ -312,8 +364,9 @@ static void on_message_cb(wr_ws_conn_t *conn, const uint8_t *msg, size_t len, bo
   wr_cmsg_parse(&m, msg, len, binary);
   switch (m.kind) {
   case WR_CMSG_ACK:
+    core_clock(b);
     for (size_t i = 0; i < m.n_ids; i++)
-      wr_delivery_client_ack(b, c, m.ids[i]);
+      wr_core_client_ack(&b->core, c, m.ids[i]);
     break;
   case WR_CMSG_PING:
     wr_ws_conn_send(conn, b->pong[wr_ws_conn_format(conn)], NULL);
@@ -324,7 +377,7 @@ static void on_message_cb(wr_ws_conn_t *conn, const uint8_t *msg, size_t len, bo
     wr_debug("bridge", "connection %llu: invalid client message: %s",
              (unsigned long long)wr_ws_conn_id(conn), m.error ? m.error : "invalid");
     if (e != NULL) {
-      wr_bridge_send_json(b, c, e);
+      send_json(conn, e);
       json_decref(e);
     }
     break;
@@ -334,8 +387,9 @@ static void on_message_cb(wr_ws_conn_t *conn, const uint8_t *msg, size_t len, bo
 }
 
 static void on_sent_cb(wr_ws_conn_t *conn, void *ctx, int status, void *data) {
+  wr_bridge_t *b = data;
   (void)conn;
-  wr_delivery_sent(data, ctx, status);
+  wr_core_write_done(&b->core, ctx, status);
 }
 
 /* ---- lifecycle ------------------------------------------------------------ */
@@ -368,7 +422,7 @@ static void final_stop(wr_bridge_t *b) {
 static void closing_timer_cb(uv_timer_t *t) {
   wr_bridge_t *b = t->data;
   /* Clients had their 1001 close frames written (or the grace ran out). */
-  if (b->index.n_conns > 0 && uv_now(&b->loop) < b->deadline_ms)
+  if (b->core.index.n_conns > 0 && uv_now(&b->loop) < b->deadline_ms)
     return;
   uv_timer_stop(t);
   final_stop(b);
@@ -379,12 +433,12 @@ static void begin_closing(wr_bridge_t *b) {
     return;
   b->phase = WR_PHASE_CLOSING;
   uv_timer_stop(&b->drain_timer);
-  if (b->n_pendings > 0)
-    wr_info("main", "drain: requeueing %zu undelivered message(s)", b->n_pendings);
-  wr_delivery_requeue_all(b);
+  if (b->core.n_pendings > 0)
+    wr_info("main", "drain: requeueing %zu undelivered message(s)", b->core.n_pendings);
+  wr_core_requeue_all(&b->core);
   flush_overflow(b);
   wr_amqp_wake(b->amqp);
-  wr_info("main", "closing %zu client connection(s) with 1001", b->index.n_conns);
+  wr_info("main", "closing %zu client connection(s) with 1001", b->core.index.n_conns);
   wr_ws_server_close_all(b->ws, WR_WS_CLOSE_GOING_AWAY, "server shutting down");
   /* Up to 2 s for the close frames to be written. */
   b->deadline_ms = uv_now(&b->loop) + 2000;
@@ -392,7 +446,7 @@ static void begin_closing(wr_bridge_t *b) {
 }
 
 static void maybe_finish_drain(wr_bridge_t *b) {
-  if (b->phase == WR_PHASE_DRAINING && b->n_pendings == 0 && b->ov_len == 0 &&
+  if (b->phase == WR_PHASE_DRAINING && b->core.n_pendings == 0 && b->ov_len == 0 &&
       wr_ring_size(&b->deliveries) == 0)
     begin_closing(b);
 }
@@ -417,8 +471,8 @@ static void begin_drain(wr_bridge_t *b, const char *why) {
     }
     return;
   }
-  wr_info("main", "%s: draining (%zu delivery(ies) in flight, up to %u ms)", why, b->n_pendings,
-          b->cfg->drain_timeout_ms);
+  wr_info("main", "%s: draining (%zu delivery(ies) in flight, up to %u ms)", why,
+          b->core.n_pendings, b->cfg->drain_timeout_ms);
   b->phase = WR_PHASE_DRAINING;
   wr_ws_server_stop_accepting(b->ws);
   wr_amqp_cancel(b->amqp);
@@ -426,30 +480,81 @@ static void begin_drain(wr_bridge_t *b, const char *why) {
   uv_timer_start(&b->drain_timer, drain_timer_cb, 20, 20);
 }
 
+/* Keys a running process cannot apply: the AMQP thread, the listeners and
+ * the ladder topology were set up with the values warren started with. */
+static void restart_keys(const wr_config_t *old, const wr_config_t *n, char *buf, size_t len) {
+  size_t at = 0;
+  buf[0] = '\0';
+#define DIFF(cond, name)                                                                           \
+  do {                                                                                             \
+    if ((cond) && at < len)                                                                        \
+      at += (size_t)snprintf(buf + at, len - at, "%s%s", at ? ", " : "", name);                    \
+  } while (0)
+  DIFF(strcmp(old->server_listen, n->server_listen) != 0, "server.listen");
+  DIFF(strcmp(old->server_path, n->server_path) != 0, "server.path");
+  DIFF(strcmp(old->admin_listen, n->admin_listen) != 0, "admin.listen");
+  DIFF(old->ack_mode != n->ack_mode, "ack.mode");
+  DIFF(strcmp(old->amqp_url, n->amqp_url) != 0, "amqp.url");
+  DIFF(strcmp(old->exchange, n->exchange) != 0, "amqp.exchange");
+  DIFF(strcmp(old->queue, n->queue) != 0, "amqp.queue");
+  DIFF(old->queue_type != n->queue_type, "amqp.queue_type");
+  DIFF(old->prefetch != n->prefetch, "amqp.prefetch");
+  DIFF(old->heartbeat_s != n->heartbeat_s, "amqp.heartbeat_s");
+  DIFF(old->n_retry_delays != n->n_retry_delays ||
+           memcmp(old->retry_delays_ms, n->retry_delays_ms,
+                  old->n_retry_delays * sizeof(old->retry_delays_ms[0])) != 0,
+       "amqp.retry_delays_ms");
+  DIFF(old->max_body_bytes != n->max_body_bytes, "amqp.max_body_bytes");
+#undef DIFF
+}
+
+/* SIGHUP: loads the configuration again and applies what a running process
+ * can: log settings, authentication (keys, issuer, audience, origins), the
+ * server's limits and timeouts, ack.timeout_ms and amqp.max_attempts. The
+ * keys restart_keys lists keep their running values. Reloads are unlimited:
+ * only the configuration warren started with (which the AMQP thread and the
+ * admin server keep) and the latest one stay allocated. */
+static void reload(wr_bridge_t *b) {
+  wr_config_t *n = calloc(1, sizeof(*n));
+  wr_core_config_t core_cfg;
+  char err[512], keys[512];
+
+  if (n == NULL) {
+    wr_error("main", "SIGHUP: out of memory; configuration not reloaded");
+    return;
+  }
+  if (wr_config_load(n, b->config_path, environ, err, sizeof(err)) != 0) {
+    wr_error("main", "SIGHUP: configuration not reloaded: %s", err);
+    wr_config_close(n);
+    free(n);
+    return;
+  }
+  restart_keys(b->cfg, n, keys, sizeof(keys));
+  if (keys[0] != '\0')
+    wr_warn("main", "SIGHUP: %s changed; restart warren to apply (running values kept)", keys);
+  wr_log_setup(n->log_level, n->log_format);
+  wr_ws_server_set_config(b->ws, n);
+  /* The core takes a snapshot by value; the ladder and the body cap stay as
+   * the AMQP thread declared and applies them. */
+  wr_core_config_from(&core_cfg, n);
+  memcpy(core_cfg.retry_delays_ms, b->core.cfg.retry_delays_ms, sizeof(core_cfg.retry_delays_ms));
+  core_cfg.n_retry_delays = b->core.cfg.n_retry_delays;
+  core_cfg.max_body_bytes = b->core.cfg.max_body_bytes;
+  wr_core_reload(&b->core, &core_cfg);
+  /* Nothing keeps a pointer into the previous reload: the ws server reads
+   * its configuration at each use and now has n. */
+  if (b->reloaded != NULL) {
+    wr_config_close(b->reloaded);
+    free(b->reloaded);
+  }
+  b->reloaded = n;
+  wr_info("main", "SIGHUP: reloaded the configuration");
+}
+
 static void signal_cb(uv_signal_t *h, int signum) {
   wr_bridge_t *b = h->data;
   if (signum == SIGHUP) {
-    wr_config_t *n;
-    char err[512];
-    if (b->n_reloaded == sizeof(b->reloaded) / sizeof(b->reloaded[0])) {
-      wr_warn("main", "SIGHUP: too many reloads; restart warren to reload again");
-      return;
-    }
-    n = calloc(1, sizeof(*n));
-    if (n == NULL)
-      return;
-    if (wr_config_load(n, b->config_path, environ, err, sizeof(err)) != 0) {
-      wr_error("main", "SIGHUP: configuration not reloaded: %s", err);
-      wr_config_close(n);
-      free(n);
-      return;
-    }
-    /* Only the log settings and JWT material are reloaded; the old config
-     * stays alive because other parts still point into it. */
-    b->reloaded[b->n_reloaded++] = n;
-    wr_log_setup(n->log_level, n->log_format);
-    wr_ws_server_set_config(b->ws, n);
-    wr_info("main", "SIGHUP: reloaded log settings and JWT key material");
+    reload(b);
     return;
   }
   begin_drain(b, signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -503,7 +608,6 @@ int wr_bridge_run(const wr_config_t *cfg, const char *config_path) {
     return 1;
   b->cfg = cfg;
   b->config_path = config_path;
-  wr_list_init(&b->pendings);
   pthread_mutex_init(&b->qstats_lock, NULL);
   atomic_init(&b->consuming, false);
   atomic_init(&b->lost_generation, 0);
@@ -516,8 +620,15 @@ int wr_bridge_run(const wr_config_t *cfg, const char *config_path) {
     goto fail_free;
   /* For the iteration figures of prepare_cb (libuv >= 1.39). */
   uv_loop_configure(&b->loop, UV_METRICS_IDLE_TIME);
+  wr_core_config_t core_cfg;
+  wr_core_config_from(&core_cfg, cfg);
+  wr_core_sink_t sink = {.data = b,
+                         .send_cb = core_send_cb,
+                         .load_cb = core_load_cb,
+                         .verdict_cb = core_verdict_cb,
+                         .now_ns_cb = core_now_ns_cb};
   if (wr_ring_init(&b->deliveries, cap) != 0 || wr_ring_init(&b->commands, cap * 2) != 0 ||
-      wr_index_init(&b->index) != 0) {
+      wr_core_init(&b->core, &core_cfg, &sink, &b->stats) != 0) {
     wr_error("main", "out of memory");
     goto fail_loop;
   }
@@ -611,13 +722,13 @@ done:
     wr_warn("main", "event loop closed with handles still open");
   wr_ws_buf_unref(b->pong[0]);
   wr_ws_buf_unref(b->pong[1]);
-  wr_index_close(&b->index);
+  wr_core_close(&b->core);
   wr_ring_close(&b->deliveries);
   wr_ring_close(&b->commands);
   free(b->overflow);
-  for (size_t i = 0; i < b->n_reloaded; i++) {
-    wr_config_close(b->reloaded[i]);
-    free(b->reloaded[i]);
+  if (b->reloaded != NULL) {
+    wr_config_close(b->reloaded);
+    free(b->reloaded);
   }
   pthread_mutex_destroy(&b->qstats_lock);
   if (status == 0)

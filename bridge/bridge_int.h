@@ -9,72 +9,19 @@
 
 #include "amqp/amqp.h"
 #include "bridge/bridge.h"
+#include "bridge/core_int.h"
 #include "bridge/envelope_int.h"
-#include "bridge/index_int.h"
 #include "bridge/ring_int.h"
+#include "bridge/stats_int.h"
 #include "ws/ws.h"
 
 #define WR_MAX_QUEUE_STATS (WR_CONFIG_MAX_DELAYS + 4)
-#define WR_LATENCY_NBOUNDS 18 /* finite histogram bounds, see wr_latency_bounds */
-#define WR_LOOP_NBOUNDS 9     /* see wr_loop_bounds */
-
 typedef enum { WR_PHASE_RUNNING = 0, WR_PHASE_DRAINING, WR_PHASE_CLOSING } wr_phase_t;
 
-/* Loop-thread counters (monotonic unless noted). */
-typedef struct wr_bridge_stats_s {
-  uint64_t consumed[2];         /* by body format: json, msgpack */
-  uint64_t rejected;            /* undecodable/too large/no target → Q.dead */
-  uint64_t dead_by_reason[8];   /* indexed by wr_env_result_t */
-  uint64_t delivered;           /* notification frames queued to clients */
-  uint64_t written;             /* notification frames handed to the kernel */
-  uint64_t client_acks;         /* ids acked by clients that matched a waiting target */
-  uint64_t client_acks_unknown; /* ids acked that matched nothing (late/duplicate) */
-  uint64_t client_bad_messages;
-  uint64_t targets_delivered;
-  uint64_t targets_offline;
-  uint64_t ack_timeouts;
-  uint64_t retried[WR_CONFIG_MAX_DELAYS]; /* ladder copies by step */
-  uint64_t parked_max_attempts;
-  uint64_t parked_expired;
-  uint64_t broadcasts;
-  /* Broadcast fan-out: from consume (AMQP thread) to the frame handed to the
-   * last connection's socket, by wr_loop_bounds ms buckets, and the last one. */
-  uint64_t fanout_buckets[WR_LOOP_NBOUNDS + 1];
-  uint64_t fanout_count;
-  double fanout_ms;      /* sum */
-  double fanout_last_ms; /* the latest broadcast */
-  uint64_t fanout_last_conns;
-  uint64_t deferred; /* frames not sent: connection over half its output cap */
-  uint64_t verdicts_acked;
-  uint64_t requeued;
-  uint64_t discarded_stale; /* deliveries of a lost connection dropped */
-  /* Delivery latency in ms, from the envelope's created_at, else the AMQP
-   * timestamp, else consume time, to the client ack (or write in write mode).
-   * Bucket i counts values <= wr_latency_bounds[i]; the last one is +Inf. */
-  uint64_t latency_buckets[WR_LATENCY_NBOUNDS + 1];
-  uint64_t latency_count;
-  double latency_sum_ms;
-  /* Event-loop iterations by busy time (wall, from one poll to the next,
-   * minus the time blocked in poll) and by the loop thread's CPU time over
-   * the same span; bucket i counts values <= wr_loop_bounds[i] ms. A busy
-   * wall time far above its CPU time means the thread waited for a core. */
-  uint64_t loop_buckets[WR_LOOP_NBOUNDS + 1];
-  uint64_t loop_cpu_buckets[WR_LOOP_NBOUNDS + 1];
-  uint64_t loop_iterations;
-  double loop_busy_ms, loop_cpu_ms;         /* sums */
-  double loop_busy_max_ms, loop_cpu_max_ms; /* largest single iteration */
-} wr_bridge_stats_t;
-
-extern const double wr_latency_bounds[WR_LATENCY_NBOUNDS];
-extern const double wr_loop_bounds[WR_LOOP_NBOUNDS];
-/* Counts ms in buckets[] (WR_LOOP_NBOUNDS + 1 of them) by wr_loop_bounds. */
-void wr_loop_bucket(uint64_t *buckets, double ms);
-
 typedef struct wr_bridge_s {
-  const wr_config_t *cfg;
+  const wr_config_t *cfg; /* as started: the AMQP thread and the admin server keep it */
   const char *config_path;
-  wr_config_t *reloaded[16]; /* configs loaded by SIGHUP, kept until exit */
-  size_t n_reloaded;
+  wr_config_t *reloaded; /* the latest SIGHUP configuration (the ws server's), or NULL */
   uv_loop_t loop;
   wr_ws_server_t *ws;
   wr_ws_server_t *admin;
@@ -96,9 +43,7 @@ typedef struct wr_bridge_s {
   size_t verdict_mark;      /* wr_ring_pushed(&commands) when verdict_timer was armed */
   uv_signal_t sig_term, sig_int, sig_hup;
 
-  wr_index_t index;
-  wr_list_t pendings; /* wr_pending_t.node, in arrival order */
-  size_t n_pendings;
+  wr_core_t core; /* the delivery decisions: index, pending deliveries */
 
   /* Verdicts that found the command ring full, FIFO. */
   wr_amqp_delivery_t **overflow;
@@ -122,24 +67,9 @@ typedef struct wr_bridge_s {
   wr_bridge_stats_t stats;
 } wr_bridge_t;
 
-/* delivery.c */
-void wr_delivery_handle(wr_bridge_t *b, wr_amqp_delivery_t *d);
-void wr_delivery_conn_opened(wr_bridge_t *b, wr_bconn_t *c);
-void wr_delivery_conn_closed(wr_bridge_t *b, wr_bconn_t *c);
-void wr_delivery_client_ack(wr_bridge_t *b, wr_bconn_t *c, const char *id);
-void wr_delivery_sent(wr_bridge_t *b, void *ctx, int status);
-void wr_delivery_sweep(wr_bridge_t *b, uint64_t now_ms);
-/* Hands back every delivery of a generation <= gen as stale (REQUEUE, which
- * the AMQP thread drops). */
-void wr_delivery_discard_generation(wr_bridge_t *b, uint64_t gen);
-/* Hands back every pending delivery with WR_VERDICT_REQUEUE (shutdown). */
-void wr_delivery_requeue_all(wr_bridge_t *b);
+/* bridge.c */
 /* Sends a verdict to the AMQP thread (takes ownership of d). */
 void wr_bridge_verdict(wr_bridge_t *b, wr_amqp_delivery_t *d);
-/* Timer callback that retries verdicts which found the command ring full. */
-void wr_bridge_retry_cb(uv_timer_t *t);
-/* Sends a small JSON object (encoded for the connection's format). */
-int wr_bridge_send_json(wr_bridge_t *b, wr_bconn_t *c, json_t *msg);
 
 /* admin.c */
 int wr_admin_http_cb(wr_ws_server_t *srv, const char *method, const char *path, const char *query,

@@ -1,5 +1,6 @@
 #include "bridge/index_int.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,14 +27,7 @@ int wr_index_init(wr_index_t *ix) {
 }
 
 void wr_index_close(wr_index_t *ix) {
-  for (size_t i = 0; i < ix->nbuckets; i++) {
-    wr_user_t *u = ix->buckets[i];
-    while (u != NULL) {
-      wr_user_t *next = u->hnext;
-      free(u);
-      u = next;
-    }
-  }
+  assert(ix->nusers == 0 && ix->n_conns == 0);
   free(ix->buckets);
   ix->buckets = NULL;
 }
@@ -57,26 +51,38 @@ static void grow(wr_index_t *ix) {
   ix->nbuckets = n;
 }
 
-wr_user_t *wr_index_get(wr_index_t *ix, const char *id, bool create) {
-  uint64_t h = hash_str(id);
-  wr_user_t *u;
-  size_t len;
-
-  for (u = ix->buckets[h & (ix->nbuckets - 1)]; u != NULL; u = u->hnext)
+static wr_user_t *lookup(const wr_index_t *ix, const char *id, uint64_t h) {
+  for (wr_user_t *u = ix->buckets[h & (ix->nbuckets - 1)]; u != NULL; u = u->hnext)
     if (u->hash == h && strcmp(u->id, id) == 0)
       return u;
-  if (!create)
-    return NULL;
+  return NULL;
+}
+
+wr_user_t *wr_index_find(const wr_index_t *ix, const char *id) {
+  return lookup(ix, id, hash_str(id));
+}
+
+wr_user_t *wr_index_ref(wr_index_t *ix, const char *id) {
+  uint64_t h = hash_str(id);
+  wr_user_t *u = lookup(ix, id, h);
+  size_t len;
+
+  if (u != NULL) {
+    assert(u->refs < UINT32_MAX);
+    u->refs++;
+    return u;
+  }
   len = strlen(id);
   u = malloc(sizeof(*u) + len + 1);
   if (u == NULL)
     return NULL;
   memcpy(u->id, id, len + 1);
   u->hash = h;
+  u->refs = 1;
   wr_list_init(&u->conns);
-  wr_list_init(&u->targets);
+  wr_list_init(&u->waiting);
   u->n_conns = 0;
-  u->n_targets = 0;
+  u->n_waiting = 0;
   if (ix->nusers >= ix->nbuckets)
     grow(ix);
   u->hnext = ix->buckets[h & (ix->nbuckets - 1)];
@@ -85,11 +91,14 @@ wr_user_t *wr_index_get(wr_index_t *ix, const char *id, bool create) {
   return u;
 }
 
-void wr_index_release(wr_index_t *ix, wr_user_t *u) {
+void wr_index_unref(wr_index_t *ix, wr_user_t *u) {
   wr_user_t **pp;
 
-  if (u->n_conns > 0 || u->n_targets > 0)
+  assert(u->refs > 0);
+  if (--u->refs > 0)
     return;
+  /* Nothing refers to the record any more, so nothing can be linked to it. */
+  assert(u->n_conns == 0 && u->n_waiting == 0);
   for (pp = &ix->buckets[u->hash & (ix->nbuckets - 1)]; *pp != NULL; pp = &(*pp)->hnext) {
     if (*pp == u) {
       *pp = u->hnext;
@@ -98,9 +107,12 @@ void wr_index_release(wr_index_t *ix, wr_user_t *u) {
       return;
     }
   }
+  assert(!"user record missing from its hash chain");
 }
 
-void wr_index_add_conn(wr_index_t *ix, wr_user_t *u, wr_bconn_t *c) {
+void wr_index_add_conn(wr_index_t *ix, wr_user_t *u, wr_core_conn_t *c) {
+  assert(u->refs < UINT32_MAX);
+  u->refs++;
   c->user = u;
   wr_list_push_back(&u->conns, &c->user_node);
   if (u->n_conns++ == 0)
@@ -109,10 +121,11 @@ void wr_index_add_conn(wr_index_t *ix, wr_user_t *u, wr_bconn_t *c) {
   ix->n_conns++;
 }
 
-void wr_index_remove_conn(wr_index_t *ix, wr_bconn_t *c) {
+void wr_index_remove_conn(wr_index_t *ix, wr_core_conn_t *c) {
+  wr_user_t *u = c->user;
   wr_list_remove(&c->user_node);
   wr_list_remove(&c->all_node);
   ix->n_conns--;
-  if (--c->user->n_conns == 0)
+  if (--u->n_conns == 0)
     ix->users_online--;
 }

@@ -1,5 +1,12 @@
-/* The user index: user id → open connections and waiting notifications.
- * Loop thread only. */
+/* The user index: user id → open connections and the targets waiting for
+ * that user. Part of the delivery core (core_int.h): loop thread only, no I/O.
+ *
+ * A user record is reference-counted. Each open connection holds one
+ * reference, and so does each target that names the user, from the moment its
+ * delivery arrives until that delivery is retired, whatever state the target
+ * is in. The record is freed when the last reference goes, so nothing that
+ * can still read the id (a verdict's copy names it) ever points at freed
+ * memory. */
 #ifndef WARREN_BRIDGE_INDEX_INT_H
 #define WARREN_BRIDGE_INDEX_INT_H
 
@@ -36,43 +43,50 @@ static inline void wr_list_remove(wr_list_t *n) {
 typedef struct wr_user_s {
   struct wr_user_s *hnext; /* hash chain */
   uint64_t hash;
-  wr_list_t conns; /* wr_bconn_t.user_node */
-  size_t n_conns;
-  wr_list_t targets; /* waiting targets (delivery.c), oldest first */
-  size_t n_targets;
+  uint32_t refs;     /* open connections + targets not yet retired */
+  wr_list_t conns;   /* wr_core_conn_t.user_node */
+  size_t n_conns;    /* open connections */
+  wr_list_t waiting; /* targets waiting for this user (core.c), oldest first */
+  size_t n_waiting;
   char id[]; /* NUL-terminated */
 } wr_user_t;
 
-/* The bridge's per-connection state, attached with wr_ws_conn_set_data. */
-typedef struct wr_bconn_s {
-  wr_ws_conn_t *ws;
-  wr_user_t *user;
-  wr_list_t user_node;
-  wr_list_t all_node;
-} wr_bconn_t;
+/* One open WebSocket connection as the core sees it. */
+typedef struct wr_core_conn_s {
+  void *io;              /* the driver's handle, passed back in sink calls */
+  wr_user_t *user;       /* holds a reference while the connection is open */
+  wr_ws_format_t format; /* which encoding of a notification it gets */
+  wr_list_t user_node;   /* in user->conns */
+  wr_list_t all_node;    /* in the index's all_conns */
+} wr_core_conn_t;
 
 typedef struct wr_index_s {
   wr_user_t **buckets;
-  size_t nbuckets; /* power of two */
-  size_t nusers;
+  size_t nbuckets;     /* power of two */
+  size_t nusers;       /* records alive */
   size_t users_online; /* users with at least one connection */
   wr_list_t all_conns;
   size_t n_conns;
 } wr_index_t;
 
 int wr_index_init(wr_index_t *ix);
-/* Frees every user record (connections must be gone). */
+/* Frees the table. Every record must be gone (no reference left): a record
+ * still here is a leak of the core, and asserted. */
 void wr_index_close(wr_index_t *ix);
 
-/* Finds a user; creates an empty record when create is true. Returns NULL when
- * absent (or on ENOMEM). */
-wr_user_t *wr_index_get(wr_index_t *ix, const char *id, bool create);
+/* Finds or creates the record of user id and takes a reference on it.
+ * Returns NULL only when out of memory. */
+wr_user_t *wr_index_ref(wr_index_t *ix, const char *id);
+/* Finds a record without taking a reference (NULL when absent). */
+wr_user_t *wr_index_find(const wr_index_t *ix, const char *id);
+/* Drops a reference; the record is freed with the last one. */
+void wr_index_unref(wr_index_t *ix, wr_user_t *u);
 
-/* Frees the record if it has no connection and no waiting target. */
-void wr_index_release(wr_index_t *ix, wr_user_t *u);
-
-/* Connection bookkeeping. */
-void wr_index_add_conn(wr_index_t *ix, wr_user_t *u, wr_bconn_t *c);
-void wr_index_remove_conn(wr_index_t *ix, wr_bconn_t *c);
+/* Connection bookkeeping. add takes a reference on u for c. remove unlinks c
+ * but leaves c->user and its reference to the caller, who drops it with
+ * wr_index_unref once done with the record (the core settles the user's
+ * waiting targets first). */
+void wr_index_add_conn(wr_index_t *ix, wr_user_t *u, wr_core_conn_t *c);
+void wr_index_remove_conn(wr_index_t *ix, wr_core_conn_t *c);
 
 #endif

@@ -1,0 +1,65 @@
+/* The loop thread's counters: written by the delivery core (core.c) and the
+ * bridge, read by the admin endpoints. Loop thread only. */
+#ifndef WARREN_BRIDGE_STATS_INT_H
+#define WARREN_BRIDGE_STATS_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+
+#define WR_LATENCY_NBOUNDS 18 /* finite histogram bounds, see wr_latency_bounds */
+#define WR_LOOP_NBOUNDS 9     /* see wr_loop_bounds */
+
+/* Loop-thread counters (monotonic unless noted). */
+typedef struct wr_bridge_stats_s {
+  uint64_t consumed[2];         /* by body format: json, msgpack */
+  uint64_t rejected;            /* undecodable/too large/no target → Q.dead */
+  uint64_t dead_by_reason[8];   /* indexed by wr_env_result_t */
+  uint64_t delivered;           /* notification frames queued to clients */
+  uint64_t written;             /* notification frames handed to the kernel */
+  uint64_t client_acks;         /* ids acked by clients that matched a waiting target */
+  uint64_t client_acks_unknown; /* ids acked that matched nothing (late/duplicate) */
+  uint64_t client_bad_messages;
+  uint64_t targets_delivered;
+  uint64_t targets_offline;
+  uint64_t ack_timeouts;
+  uint64_t retried[WR_CONFIG_MAX_DELAYS]; /* ladder copies by step */
+  uint64_t parked_max_attempts;
+  uint64_t parked_expired;
+  uint64_t broadcasts;
+  /* Broadcast fan-out: from consume (AMQP thread) to the frame handed to the
+   * last connection's socket, by wr_loop_bounds ms buckets, and the last one. */
+  uint64_t fanout_buckets[WR_LOOP_NBOUNDS + 1];
+  uint64_t fanout_count;
+  double fanout_ms;      /* sum */
+  double fanout_last_ms; /* the latest broadcast */
+  uint64_t fanout_last_conns;
+  uint64_t deferred; /* frames not sent: connection over half its output cap */
+  uint64_t verdicts_acked;
+  uint64_t requeued;
+  uint64_t discarded_stale;   /* deliveries of a lost connection dropped */
+  uint64_t copy_user_ignored; /* x-warren-user naming a user the body does not target */
+  /* Delivery latency in ms, from the envelope's created_at, else the AMQP
+   * timestamp, else consume time, to the client ack (or write in write mode).
+   * Bucket i counts values <= wr_latency_bounds[i]; the last one is +Inf. */
+  uint64_t latency_buckets[WR_LATENCY_NBOUNDS + 1];
+  uint64_t latency_count;
+  double latency_sum_ms;
+  /* Event-loop iterations by busy time (wall, from one poll to the next,
+   * minus the time blocked in poll) and by the loop thread's CPU time over
+   * the same span; bucket i counts values <= wr_loop_bounds[i] ms. A busy
+   * wall time far above its CPU time means the thread waited for a core. */
+  uint64_t loop_buckets[WR_LOOP_NBOUNDS + 1];
+  uint64_t loop_cpu_buckets[WR_LOOP_NBOUNDS + 1];
+  uint64_t loop_iterations;
+  double loop_busy_ms, loop_cpu_ms;         /* sums */
+  double loop_busy_max_ms, loop_cpu_max_ms; /* largest single iteration */
+} wr_bridge_stats_t;
+
+extern const double wr_latency_bounds[WR_LATENCY_NBOUNDS];
+extern const double wr_loop_bounds[WR_LOOP_NBOUNDS];
+/* Counts ms in buckets[] (WR_LOOP_NBOUNDS + 1 of them) by wr_loop_bounds. */
+void wr_loop_bucket(uint64_t *buckets, double ms);
+
+#endif
