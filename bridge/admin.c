@@ -11,7 +11,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,59 +53,6 @@ int wr_public_http_cb(wr_ws_server_t *srv, const char *method, const char *path,
   return -ENOENT;
 }
 
-/* A growable string for response bodies. */
-typedef struct sb_s {
-  char *s;
-  size_t len, cap;
-  bool oom;
-} sb_t;
-
-static void sb_printf(sb_t *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sb_t *sb, const char *fmt, ...) {
-  va_list ap;
-  int n;
-  if (sb->oom)
-    return;
-  for (;;) {
-    size_t room = sb->cap - sb->len;
-    va_start(ap, fmt);
-    n = vsnprintf(sb->s ? sb->s + sb->len : NULL, room, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-      sb->oom = true;
-      return;
-    }
-    if ((size_t)n < room) {
-      sb->len += (size_t)n;
-      return;
-    }
-    size_t ncap = (sb->cap ? sb->cap * 2 : 4096) + (size_t)n;
-    char *ns = realloc(sb->s, ncap);
-    if (ns == NULL) {
-      sb->oom = true;
-      return;
-    }
-    sb->s = ns;
-    sb->cap = ncap;
-  }
-}
-
-/* Appends s escaped for a Prometheus label value (\\, \" and \n) or, with
- * json set, for a JSON string (also every other control character). */
-static void sb_escaped(sb_t *sb, const char *s, bool json) {
-  for (; *s != '\0'; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '\\' || c == '"')
-      sb_printf(sb, "\\%c", c);
-    else if (c == '\n')
-      sb_printf(sb, "\\n");
-    else if (json && c < 0x20)
-      sb_printf(sb, "\\u%04x", c);
-    else
-      sb_printf(sb, "%c", c);
-  }
-}
-
 static uint64_t rd(const uint64_t *p) {
   return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
@@ -130,24 +76,6 @@ static const char *queue_role(const wr_bridge_t *b, const char *name) {
   if (strcmp(name, ".dead") == 0)
     return "dead";
   return "other";
-}
-
-/* The q-quantile of the latency histogram in ms, interpolated linearly inside
- * its bucket as Prometheus' histogram_quantile() does; -1 with no data. */
-static double latency_quantile(const wr_bridge_stats_t *st, double q) {
-  double rank = q * (double)st->latency_count, lo = 0;
-  uint64_t cum = 0;
-  size_t i;
-  if (st->latency_count == 0)
-    return -1;
-  for (i = 0; i < WR_LATENCY_NBOUNDS; i++) {
-    uint64_t n = st->latency_buckets[i];
-    if (n > 0 && (double)(cum + n) >= rank)
-      return lo + (wr_latency_bounds[i] - lo) * ((rank - (double)cum) / (double)n);
-    cum += n;
-    lo = wr_latency_bounds[i];
-  }
-  return wr_latency_bounds[WR_LATENCY_NBOUNDS - 1];
 }
 
 /* Figures of this process from /proc/self; -1 when unavailable. */
@@ -222,9 +150,10 @@ static void proc_stats_read(proc_stats_t *ps) {
     ps->max_fds = rl.rlim_cur == RLIM_INFINITY ? -1 : (int64_t)rl.rlim_cur;
 }
 
-#define HELP(name, type, help) sb_printf(sb, "# HELP " name " " help "\n# TYPE " name " " type "\n")
+#define HELP(name, type, help)                                                                     \
+  wr_sbuf_printf(sb, "# HELP " name " " help "\n# TYPE " name " " type "\n")
 
-static void metrics_queues(wr_bridge_t *b, sb_t *sb) {
+static void metrics_queues(wr_bridge_t *b, wr_sbuf_t *sb) {
   size_t i;
   pthread_mutex_lock(&b->qstats_lock);
   HELP("warren_queue_messages", "gauge",
@@ -232,103 +161,86 @@ static void metrics_queues(wr_bridge_t *b, sb_t *sb) {
   for (i = 0; i < b->n_qstats; i++) {
     if (b->qstats[i].messages < 0)
       continue;
-    sb_printf(sb, "warren_queue_messages{queue=\"");
-    sb_escaped(sb, b->qstats[i].name, false);
-    sb_printf(sb, "\",role=\"%s\"} %lld\n", queue_role(b, b->qstats[i].name),
-              (long long)b->qstats[i].messages);
+    wr_sbuf_printf(sb, "warren_queue_messages{queue=\"");
+    wr_sbuf_escaped(sb, b->qstats[i].name, false);
+    wr_sbuf_printf(sb, "\",role=\"%s\"} %lld\n", queue_role(b, b->qstats[i].name),
+                   (long long)b->qstats[i].messages);
   }
   HELP("warren_queue_consumers", "gauge",
        "Consumers of each queue, from a passive queue.declare every admin.queue_poll_ms.");
   for (i = 0; i < b->n_qstats; i++) {
     if (b->qstats[i].consumers < 0)
       continue;
-    sb_printf(sb, "warren_queue_consumers{queue=\"");
-    sb_escaped(sb, b->qstats[i].name, false);
-    sb_printf(sb, "\",role=\"%s\"} %lld\n", queue_role(b, b->qstats[i].name),
-              (long long)b->qstats[i].consumers);
+    wr_sbuf_printf(sb, "warren_queue_consumers{queue=\"");
+    wr_sbuf_escaped(sb, b->qstats[i].name, false);
+    wr_sbuf_printf(sb, "\",role=\"%s\"} %lld\n", queue_role(b, b->qstats[i].name),
+                   (long long)b->qstats[i].consumers);
   }
   pthread_mutex_unlock(&b->qstats_lock);
 }
 
-static void metrics_process(sb_t *sb) {
+static void metrics_process(wr_sbuf_t *sb) {
   proc_stats_t ps;
   proc_stats_read(&ps);
   if (ps.cpu_seconds >= 0) {
     HELP("process_cpu_seconds_total", "counter",
          "Total user and system CPU time spent in seconds.");
-    sb_printf(sb, "process_cpu_seconds_total %.2f\n", ps.cpu_seconds);
+    wr_sbuf_printf(sb, "process_cpu_seconds_total %.2f\n", ps.cpu_seconds);
   }
   if (ps.open_fds >= 0) {
     HELP("process_open_fds", "gauge", "Number of open file descriptors.");
-    sb_printf(sb, "process_open_fds %lld\n", (long long)ps.open_fds);
+    wr_sbuf_printf(sb, "process_open_fds %lld\n", (long long)ps.open_fds);
   }
   if (ps.max_fds >= 0) {
     HELP("process_max_fds", "gauge", "Maximum number of open file descriptors.");
-    sb_printf(sb, "process_max_fds %lld\n", (long long)ps.max_fds);
+    wr_sbuf_printf(sb, "process_max_fds %lld\n", (long long)ps.max_fds);
   }
   if (ps.rss_bytes >= 0) {
     HELP("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
-    sb_printf(sb, "process_resident_memory_bytes %lld\n", (long long)ps.rss_bytes);
+    wr_sbuf_printf(sb, "process_resident_memory_bytes %lld\n", (long long)ps.rss_bytes);
     HELP("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
-    sb_printf(sb, "process_virtual_memory_bytes %lld\n", (long long)ps.vsize_bytes);
+    wr_sbuf_printf(sb, "process_virtual_memory_bytes %lld\n", (long long)ps.vsize_bytes);
   }
   if (ps.start_time_s >= 0) {
     HELP("process_start_time_seconds", "gauge",
          "Start time of the process since unix epoch in seconds.");
-    sb_printf(sb, "process_start_time_seconds %.2f\n", ps.start_time_s);
+    wr_sbuf_printf(sb, "process_start_time_seconds %.2f\n", ps.start_time_s);
   }
 }
 
-/* A histogram over wr_loop_bounds (ms), exposed in seconds. */
-static void ms_histogram(sb_t *sb, const char *name, const uint64_t *buckets, double sum_ms,
-                         uint64_t count) {
-  uint64_t cum = 0;
-  for (size_t i = 0; i < WR_LOOP_NBOUNDS; i++) {
-    cum += buckets[i];
-    sb_printf(sb, "%s_bucket{le=\"%g\"} %llu\n", name, wr_loop_bounds[i] / 1000.0,
-              (unsigned long long)cum);
-  }
-  cum += buckets[WR_LOOP_NBOUNDS];
-  sb_printf(sb, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
-            (unsigned long long)cum, name, sum_ms / 1000.0, name, (unsigned long long)count);
-}
-
-static void metrics_loop(const wr_bridge_stats_t *st, sb_t *sb) {
+static void metrics_loop(const wr_bridge_stats_t *st, wr_sbuf_t *sb) {
   HELP("warren_loop_busy_seconds", "histogram",
        "Event-loop iterations by wall time spent outside poll: how long a client could wait.");
-  ms_histogram(sb, "warren_loop_busy_seconds", st->loop_buckets, st->loop_busy_ms,
-               st->loop_iterations);
+  wr_hist_render_prom(&st->loop_busy, "warren_loop_busy_seconds", 1000.0, sb);
   HELP("warren_loop_cpu_seconds", "histogram",
        "Event-loop iterations by CPU time of the loop thread (busy wall time far above this "
        "means the thread waited for a core).");
-  ms_histogram(sb, "warren_loop_cpu_seconds", st->loop_cpu_buckets, st->loop_cpu_ms,
-               st->loop_iterations);
+  wr_hist_render_prom(&st->loop_cpu, "warren_loop_cpu_seconds", 1000.0, sb);
   HELP("warren_loop_busy_max_seconds", "gauge", "Longest event-loop iteration since start (wall).");
-  sb_printf(sb, "warren_loop_busy_max_seconds %.6f\n", st->loop_busy_max_ms / 1000.0);
+  wr_sbuf_printf(sb, "warren_loop_busy_max_seconds %.6f\n", st->loop_busy.max / 1000.0);
   HELP("warren_loop_cpu_max_seconds", "gauge",
        "Most CPU time one event-loop iteration used since start.");
-  sb_printf(sb, "warren_loop_cpu_max_seconds %.6f\n", st->loop_cpu_max_ms / 1000.0);
+  wr_sbuf_printf(sb, "warren_loop_cpu_max_seconds %.6f\n", st->loop_cpu.max / 1000.0);
 }
 
-static void metrics(wr_bridge_t *b, sb_t *sb) {
+static void metrics(wr_bridge_t *b, wr_sbuf_t *sb) {
   const wr_ws_stats_t *ws = wr_ws_server_stats(b->ws);
   const wr_amqp_stats_t *as = wr_amqp_stats(b->amqp);
   const wr_bridge_stats_t *st = &b->stats;
-  uint64_t cum = 0;
   size_t i;
 
   HELP("warren_build_info", "gauge", "Always 1; the version is a label.");
-  sb_printf(sb, "warren_build_info{version=\"%s\"} 1\n", WARREN_VERSION);
+  wr_sbuf_printf(sb, "warren_build_info{version=\"%s\"} 1\n", WARREN_VERSION);
   HELP("warren_ready", "gauge", "1 while listening and consuming (what /readyz answers 200 for).");
-  sb_printf(sb, "warren_ready %d\n", ready(b) ? 1 : 0);
+  wr_sbuf_printf(sb, "warren_ready %d\n", ready(b) ? 1 : 0);
   HELP("warren_draining", "gauge", "1 after SIGTERM/SIGINT, while the drain runs.");
-  sb_printf(sb, "warren_draining %d\n", b->phase != WR_PHASE_RUNNING ? 1 : 0);
+  wr_sbuf_printf(sb, "warren_draining %d\n", b->phase != WR_PHASE_RUNNING ? 1 : 0);
   HELP("warren_connections", "gauge", "Open WebSocket connections.");
-  sb_printf(sb, "warren_connections %llu\n", (unsigned long long)ws->connections);
+  wr_sbuf_printf(sb, "warren_connections %llu\n", (unsigned long long)ws->connections);
   HELP("warren_users_online", "gauge", "Users with at least one open connection.");
-  sb_printf(sb, "warren_users_online %zu\n", b->index.users_online);
+  wr_sbuf_printf(sb, "warren_users_online %zu\n", b->index.users_online);
   HELP("warren_handshakes_total", "counter", "WebSocket handshakes by outcome.");
-  sb_printf(
+  wr_sbuf_printf(
       sb,
       "warren_handshakes_total{outcome=\"accepted\"} %llu\n"
       "warren_handshakes_total{outcome=\"bad_request\"} %llu\n"
@@ -341,152 +253,150 @@ static void metrics(wr_bridge_t *b, sb_t *sb) {
       (unsigned long long)ws->handshakes_over_limit, (unsigned long long)ws->handshakes_timeout);
   HELP("warren_connection_closes_total", "counter",
        "WebSocket connections closed by warren, by reason.");
-  sb_printf(sb,
-            "warren_connection_closes_total{reason=\"slow_consumer\"} %llu\n"
-            "warren_connection_closes_total{reason=\"too_big\"} %llu\n"
-            "warren_connection_closes_total{reason=\"protocol\"} %llu\n"
-            "warren_connection_closes_total{reason=\"idle\"} %llu\n"
-            "warren_connection_closes_total{reason=\"token_expired\"} %llu\n"
-            "warren_connection_closes_total{reason=\"rate_limited\"} %llu\n",
-            (unsigned long long)ws->closes_slow_consumer, (unsigned long long)ws->closes_too_big,
-            (unsigned long long)ws->closes_protocol, (unsigned long long)ws->closes_idle,
-            (unsigned long long)ws->closes_token_expired,
-            (unsigned long long)ws->closes_rate_limited);
+  wr_sbuf_printf(sb,
+                 "warren_connection_closes_total{reason=\"slow_consumer\"} %llu\n"
+                 "warren_connection_closes_total{reason=\"too_big\"} %llu\n"
+                 "warren_connection_closes_total{reason=\"protocol\"} %llu\n"
+                 "warren_connection_closes_total{reason=\"idle\"} %llu\n"
+                 "warren_connection_closes_total{reason=\"token_expired\"} %llu\n"
+                 "warren_connection_closes_total{reason=\"rate_limited\"} %llu\n",
+                 (unsigned long long)ws->closes_slow_consumer,
+                 (unsigned long long)ws->closes_too_big, (unsigned long long)ws->closes_protocol,
+                 (unsigned long long)ws->closes_idle, (unsigned long long)ws->closes_token_expired,
+                 (unsigned long long)ws->closes_rate_limited);
   HELP("warren_client_messages_total", "counter", "Messages received from clients.");
-  sb_printf(sb, "warren_client_messages_total %llu\n", (unsigned long long)ws->messages_received);
+  wr_sbuf_printf(sb, "warren_client_messages_total %llu\n",
+                 (unsigned long long)ws->messages_received);
 
   HELP("warren_notifications_consumed_total", "counter", "Envelopes decoded, by body format.");
-  sb_printf(sb,
-            "warren_notifications_consumed_total{format=\"json\"} %llu\n"
-            "warren_notifications_consumed_total{format=\"msgpack\"} %llu\n",
-            (unsigned long long)st->consumed[0], (unsigned long long)st->consumed[1]);
+  wr_sbuf_printf(sb,
+                 "warren_notifications_consumed_total{format=\"json\"} %llu\n"
+                 "warren_notifications_consumed_total{format=\"msgpack\"} %llu\n",
+                 (unsigned long long)st->consumed[0], (unsigned long long)st->consumed[1]);
   HELP("warren_notifications_delivered_total", "counter",
        "Notification frames queued to client connections.");
-  sb_printf(sb, "warren_notifications_delivered_total %llu\n", (unsigned long long)st->delivered);
+  wr_sbuf_printf(sb, "warren_notifications_delivered_total %llu\n",
+                 (unsigned long long)st->delivered);
   HELP("warren_notifications_deferred_total", "counter",
        "Notification frames held back because the connection had over half of "
        "server.max_queued_bytes unwritten.");
-  sb_printf(sb, "warren_notifications_deferred_total %llu\n", (unsigned long long)st->deferred);
+  wr_sbuf_printf(sb, "warren_notifications_deferred_total %llu\n",
+                 (unsigned long long)st->deferred);
   HELP("warren_notifications_written_total", "counter",
        "Notification frames handed to the kernel (ack.mode=write only).");
-  sb_printf(sb, "warren_notifications_written_total %llu\n", (unsigned long long)st->written);
+  wr_sbuf_printf(sb, "warren_notifications_written_total %llu\n", (unsigned long long)st->written);
   HELP("warren_broadcasts_total", "counter", "Broadcast notifications sent.");
-  sb_printf(sb, "warren_broadcasts_total %llu\n", (unsigned long long)st->broadcasts);
+  wr_sbuf_printf(sb, "warren_broadcasts_total %llu\n", (unsigned long long)st->broadcasts);
   HELP("warren_broadcast_fanout_seconds", "histogram",
        "Broadcasts by time from consume to the frame handed to the last connection's socket.");
-  ms_histogram(sb, "warren_broadcast_fanout_seconds", st->fanout_buckets, st->fanout_ms,
-               st->fanout_count);
+  wr_hist_render_prom(&st->fanout, "warren_broadcast_fanout_seconds", 1000.0, sb);
   HELP("warren_broadcast_last_fanout_seconds", "gauge",
        "Fan-out time of the latest broadcast (see warren_broadcast_fanout_seconds).");
-  sb_printf(sb, "warren_broadcast_last_fanout_seconds %.6f\n", st->fanout_last_ms / 1000.0);
+  wr_sbuf_printf(sb, "warren_broadcast_last_fanout_seconds %.6f\n", st->fanout_last_ms / 1000.0);
   HELP("warren_broadcast_last_connections", "gauge",
        "Connections the latest broadcast was sent to.");
-  sb_printf(sb, "warren_broadcast_last_connections %llu\n",
-            (unsigned long long)st->fanout_last_conns);
+  wr_sbuf_printf(sb, "warren_broadcast_last_connections %llu\n",
+                 (unsigned long long)st->fanout_last_conns);
   HELP("warren_targets_total", "counter",
        "Per-user targets settled: delivered (acked or written) or offline (sent to the ladder).");
-  sb_printf(sb,
-            "warren_targets_total{outcome=\"delivered\"} %llu\n"
-            "warren_targets_total{outcome=\"offline\"} %llu\n",
-            (unsigned long long)st->targets_delivered, (unsigned long long)st->targets_offline);
+  wr_sbuf_printf(sb,
+                 "warren_targets_total{outcome=\"delivered\"} %llu\n"
+                 "warren_targets_total{outcome=\"offline\"} %llu\n",
+                 (unsigned long long)st->targets_delivered,
+                 (unsigned long long)st->targets_offline);
   HELP("warren_client_acks_total", "counter",
        "Client acks, by whether they settled a waiting notification.");
-  sb_printf(sb,
-            "warren_client_acks_total{matched=\"true\"} %llu\n"
-            "warren_client_acks_total{matched=\"false\"} %llu\n",
-            (unsigned long long)st->client_acks, (unsigned long long)st->client_acks_unknown);
+  wr_sbuf_printf(sb,
+                 "warren_client_acks_total{matched=\"true\"} %llu\n"
+                 "warren_client_acks_total{matched=\"false\"} %llu\n",
+                 (unsigned long long)st->client_acks, (unsigned long long)st->client_acks_unknown);
   HELP("warren_client_bad_messages_total", "counter", "Client messages answered with an error.");
-  sb_printf(sb, "warren_client_bad_messages_total %llu\n",
-            (unsigned long long)st->client_bad_messages);
+  wr_sbuf_printf(sb, "warren_client_bad_messages_total %llu\n",
+                 (unsigned long long)st->client_bad_messages);
   HELP("warren_ack_timeouts_total", "counter", "Targets not acked within ack.timeout_ms.");
-  sb_printf(sb, "warren_ack_timeouts_total %llu\n", (unsigned long long)st->ack_timeouts);
+  wr_sbuf_printf(sb, "warren_ack_timeouts_total %llu\n", (unsigned long long)st->ack_timeouts);
   HELP("warren_retried_total", "counter", "Ladder copies handed to the AMQP thread, by step.");
   for (i = 0; i < b->cfg->n_retry_delays; i++)
-    sb_printf(sb, "warren_retried_total{step=\"%zu\",delay_ms=\"%u\"} %llu\n", i + 1,
-              b->cfg->retry_delays_ms[i], (unsigned long long)st->retried[i]);
+    wr_sbuf_printf(sb, "warren_retried_total{step=\"%zu\",delay_ms=\"%u\"} %llu\n", i + 1,
+                   b->cfg->retry_delays_ms[i], (unsigned long long)st->retried[i]);
   HELP("warren_parked_total", "counter", "Notifications parked in Q.parked, by reason.");
-  sb_printf(sb,
-            "warren_parked_total{reason=\"max_attempts\"} %llu\n"
-            "warren_parked_total{reason=\"expired\"} %llu\n",
-            (unsigned long long)st->parked_max_attempts, (unsigned long long)st->parked_expired);
+  wr_sbuf_printf(sb,
+                 "warren_parked_total{reason=\"max_attempts\"} %llu\n"
+                 "warren_parked_total{reason=\"expired\"} %llu\n",
+                 (unsigned long long)st->parked_max_attempts,
+                 (unsigned long long)st->parked_expired);
   HELP("warren_dead_lettered_total", "counter", "Messages rejected to Q.dead, by reason.");
   for (i = WR_ENV_TOO_LARGE; i <= WR_ENV_BAD_FIELD; i++)
-    sb_printf(sb, "warren_dead_lettered_total{reason=\"%s\"} %llu\n",
-              wr_env_result_str((wr_env_result_t)i), (unsigned long long)st->dead_by_reason[i]);
+    wr_sbuf_printf(sb, "warren_dead_lettered_total{reason=\"%s\"} %llu\n",
+                   wr_env_result_str((wr_env_result_t)i),
+                   (unsigned long long)st->dead_by_reason[i]);
   HELP("warren_requeued_total", "counter",
        "Deliveries handed back for redelivery (shutdown, out of memory).");
-  sb_printf(sb, "warren_requeued_total %llu\n", (unsigned long long)st->requeued);
+  wr_sbuf_printf(sb, "warren_requeued_total %llu\n", (unsigned long long)st->requeued);
   HELP("warren_stale_discarded_total", "counter",
        "Deliveries of a lost AMQP connection dropped (the broker redelivers them).");
-  sb_printf(sb, "warren_stale_discarded_total %llu\n", (unsigned long long)st->discarded_stale);
+  wr_sbuf_printf(sb, "warren_stale_discarded_total %llu\n",
+                 (unsigned long long)st->discarded_stale);
   HELP("warren_pending_deliveries", "gauge", "Consumed messages not settled yet by the loop.");
-  sb_printf(sb, "warren_pending_deliveries %zu\n", b->n_pendings);
+  wr_sbuf_printf(sb, "warren_pending_deliveries %zu\n", b->n_pendings);
   HELP("warren_ring_depth", "gauge", "Items waiting in the inter-thread rings.");
-  sb_printf(sb,
-            "warren_ring_depth{ring=\"delivery\"} %zu\nwarren_ring_depth{ring=\"command\"} %zu\n"
-            "warren_ring_depth{ring=\"overflow\"} %zu\n",
-            wr_ring_size(&b->deliveries), wr_ring_size(&b->commands), b->ov_len);
+  wr_sbuf_printf(
+      sb,
+      "warren_ring_depth{ring=\"delivery\"} %zu\nwarren_ring_depth{ring=\"command\"} %zu\n"
+      "warren_ring_depth{ring=\"overflow\"} %zu\n",
+      wr_ring_size(&b->deliveries), wr_ring_size(&b->commands), b->ov_len);
 
   HELP("warren_amqp_connected", "gauge", "1 while connected to the broker and consuming.");
-  sb_printf(sb, "warren_amqp_connected %d\n", atomic_load(&b->consuming) ? 1 : 0);
+  wr_sbuf_printf(sb, "warren_amqp_connected %d\n", atomic_load(&b->consuming) ? 1 : 0);
   HELP("warren_amqp_reconnects_total", "counter", "AMQP connections opened after the first.");
-  sb_printf(sb, "warren_amqp_reconnects_total %llu\n", (unsigned long long)rd(&as->reconnects));
+  wr_sbuf_printf(sb, "warren_amqp_reconnects_total %llu\n",
+                 (unsigned long long)rd(&as->reconnects));
   HELP("warren_amqp_acked_total", "counter", "Messages acked to the broker.");
-  sb_printf(sb, "warren_amqp_acked_total %llu\n", (unsigned long long)rd(&as->acked));
+  wr_sbuf_printf(sb, "warren_amqp_acked_total %llu\n", (unsigned long long)rd(&as->acked));
   HELP("warren_amqp_ack_frames_total", "counter",
        "basic.ack frames sent; acked_total / ack_frames_total is the coalescing factor.");
-  sb_printf(sb, "warren_amqp_ack_frames_total %llu\n", (unsigned long long)rd(&as->ack_frames));
+  wr_sbuf_printf(sb, "warren_amqp_ack_frames_total %llu\n",
+                 (unsigned long long)rd(&as->ack_frames));
   HELP("warren_amqp_nacked_total", "counter",
        "Messages nacked to the broker: to Q.dead (requeue=false) or back to Q (requeue=true).");
-  sb_printf(sb,
-            "warren_amqp_nacked_total{requeue=\"false\"} %llu\n"
-            "warren_amqp_nacked_total{requeue=\"true\"} %llu\n",
-            (unsigned long long)rd(&as->dead_lettered), (unsigned long long)rd(&as->requeued));
+  wr_sbuf_printf(sb,
+                 "warren_amqp_nacked_total{requeue=\"false\"} %llu\n"
+                 "warren_amqp_nacked_total{requeue=\"true\"} %llu\n",
+                 (unsigned long long)rd(&as->dead_lettered), (unsigned long long)rd(&as->requeued));
   HELP("warren_amqp_published_total", "counter", "Ladder and park copies confirmed by the broker.");
-  sb_printf(sb, "warren_amqp_published_total %llu\n", (unsigned long long)rd(&as->published));
+  wr_sbuf_printf(sb, "warren_amqp_published_total %llu\n", (unsigned long long)rd(&as->published));
   HELP("warren_amqp_publish_failures_total", "counter",
        "Ladder and park copies nacked or lost before their confirm.");
-  sb_printf(sb, "warren_amqp_publish_failures_total %llu\n",
-            (unsigned long long)rd(&as->publish_failures));
+  wr_sbuf_printf(sb, "warren_amqp_publish_failures_total %llu\n",
+                 (unsigned long long)rd(&as->publish_failures));
   HELP("warren_amqp_stale_verdicts_total", "counter",
        "Verdicts dropped because their AMQP connection was gone.");
-  sb_printf(sb, "warren_amqp_stale_verdicts_total %llu\n",
-            (unsigned long long)rd(&as->stale_verdicts));
+  wr_sbuf_printf(sb, "warren_amqp_stale_verdicts_total %llu\n",
+                 (unsigned long long)rd(&as->stale_verdicts));
   HELP("warren_amqp_watchdog_kicks_total", "counter",
        "AMQP sockets shut down because the AMQP thread was stuck.");
-  sb_printf(sb, "warren_amqp_watchdog_kicks_total %llu\n",
-            (unsigned long long)rd(&as->watchdog_kicks));
+  wr_sbuf_printf(sb, "warren_amqp_watchdog_kicks_total %llu\n",
+                 (unsigned long long)rd(&as->watchdog_kicks));
   HELP("warren_amqp_unacked", "gauge", "Deliveries in flight, not yet settled with the broker.");
-  sb_printf(sb, "warren_amqp_unacked %llu\n", (unsigned long long)rd(&as->unacked));
+  wr_sbuf_printf(sb, "warren_amqp_unacked %llu\n", (unsigned long long)rd(&as->unacked));
 
   HELP("warren_delivery_latency_seconds", "histogram",
        "From the envelope's created_at (else the AMQP timestamp, else consume time) to the "
        "client ack or write.");
-  for (i = 0; i < WR_LATENCY_NBOUNDS; i++) {
-    cum += st->latency_buckets[i];
-    sb_printf(sb, "warren_delivery_latency_seconds_bucket{le=\"%g\"} %llu\n",
-              wr_latency_bounds[i] / 1000.0, (unsigned long long)cum);
-  }
-  cum += st->latency_buckets[WR_LATENCY_NBOUNDS];
-  sb_printf(sb,
-            "warren_delivery_latency_seconds_bucket{le=\"+Inf\"} %llu\n"
-            "warren_delivery_latency_seconds_sum %.6f\n"
-            "warren_delivery_latency_seconds_count %llu\n",
-            (unsigned long long)cum, st->latency_sum_ms / 1000.0,
-            (unsigned long long)st->latency_count);
+  wr_hist_render_prom(&st->latency, "warren_delivery_latency_seconds", 1000.0, sb);
   metrics_loop(st, sb);
   metrics_queues(b, sb);
   metrics_process(sb);
 }
 
-static void json_num_or_null(sb_t *sb, double v, const char *fmt) {
+static void json_num_or_null(wr_sbuf_t *sb, double v, const char *fmt) {
   if (v < 0)
-    sb_printf(sb, "null");
+    wr_sbuf_printf(sb, "null");
   else
-    sb_printf(sb, fmt, v);
+    wr_sbuf_printf(sb, fmt, v);
 }
 
-static void stats_json(wr_bridge_t *b, sb_t *sb) {
+static void stats_json(wr_bridge_t *b, wr_sbuf_t *sb) {
   const wr_ws_stats_t *ws = wr_ws_server_stats(b->ws);
   const wr_amqp_stats_t *as = wr_amqp_stats(b->amqp);
   const wr_bridge_stats_t *st = &b->stats;
@@ -500,17 +410,17 @@ static void stats_json(wr_bridge_t *b, sb_t *sb) {
     dead += st->dead_by_reason[i];
   proc_stats_read(&ps);
 
-  sb_printf(sb, "{\"version\":\"%s\",\"ts_ms\":%lld,", WARREN_VERSION,
-            (long long)wr_now_realtime_ms());
-  sb_printf(sb, "\"start_time_s\":");
+  wr_sbuf_printf(sb, "{\"version\":\"%s\",\"ts_ms\":%lld,", WARREN_VERSION,
+                 (long long)wr_now_realtime_ms());
+  wr_sbuf_printf(sb, "\"start_time_s\":");
   json_num_or_null(sb, ps.start_time_s, "%.2f");
-  sb_printf(sb,
-            ",\"ready\":%s,\"draining\":%s,\"amqp_connected\":%s,\"connections\":%llu,"
-            "\"users_online\":%zu,",
-            ready(b) ? "true" : "false", b->phase != WR_PHASE_RUNNING ? "true" : "false",
-            atomic_load(&b->consuming) ? "true" : "false", (unsigned long long)ws->connections,
-            b->index.users_online);
-  sb_printf(
+  wr_sbuf_printf(sb,
+                 ",\"ready\":%s,\"draining\":%s,\"amqp_connected\":%s,\"connections\":%llu,"
+                 "\"users_online\":%zu,",
+                 ready(b) ? "true" : "false", b->phase != WR_PHASE_RUNNING ? "true" : "false",
+                 atomic_load(&b->consuming) ? "true" : "false", (unsigned long long)ws->connections,
+                 b->index.users_online);
+  wr_sbuf_printf(
       sb,
       "\"handshakes\":{\"accepted\":%llu,\"bad_request\":%llu,\"unauthorized\":%llu,"
       "\"forbidden_origin\":%llu,\"over_limit\":%llu,\"timeout\":%llu},",
@@ -518,77 +428,80 @@ static void stats_json(wr_bridge_t *b, sb_t *sb) {
       (unsigned long long)ws->handshakes_unauthorized, (unsigned long long)ws->handshakes_forbidden,
       (unsigned long long)ws->handshakes_over_limit, (unsigned long long)ws->handshakes_timeout);
   /* Totals are monotonic counters: a rate is the difference of two polls. */
-  sb_printf(sb,
-            "\"consumed\":%llu,\"consumed_by_format\":{\"json\":%llu,\"msgpack\":%llu},"
-            "\"delivered\":%llu,\"targets_delivered\":%llu,\"targets_offline\":%llu,"
-            "\"client_acks\":%llu,\"ack_timeouts\":%llu,\"amqp_acked\":%llu,"
-            "\"retried\":%llu,\"retried_by_step\":[",
-            (unsigned long long)(st->consumed[0] + st->consumed[1]),
-            (unsigned long long)st->consumed[0], (unsigned long long)st->consumed[1],
-            (unsigned long long)st->delivered, (unsigned long long)st->targets_delivered,
-            (unsigned long long)st->targets_offline, (unsigned long long)st->client_acks,
-            (unsigned long long)st->ack_timeouts, (unsigned long long)rd(&as->acked),
-            (unsigned long long)retried);
+  wr_sbuf_printf(sb,
+                 "\"consumed\":%llu,\"consumed_by_format\":{\"json\":%llu,\"msgpack\":%llu},"
+                 "\"delivered\":%llu,\"targets_delivered\":%llu,\"targets_offline\":%llu,"
+                 "\"client_acks\":%llu,\"ack_timeouts\":%llu,\"amqp_acked\":%llu,"
+                 "\"retried\":%llu,\"retried_by_step\":[",
+                 (unsigned long long)(st->consumed[0] + st->consumed[1]),
+                 (unsigned long long)st->consumed[0], (unsigned long long)st->consumed[1],
+                 (unsigned long long)st->delivered, (unsigned long long)st->targets_delivered,
+                 (unsigned long long)st->targets_offline, (unsigned long long)st->client_acks,
+                 (unsigned long long)st->ack_timeouts, (unsigned long long)rd(&as->acked),
+                 (unsigned long long)retried);
   for (i = 0; i < b->cfg->n_retry_delays; i++)
-    sb_printf(sb, "%s{\"step\":%zu,\"delay_ms\":%u,\"count\":%llu}", i ? "," : "", i + 1,
-              b->cfg->retry_delays_ms[i], (unsigned long long)st->retried[i]);
-  sb_printf(sb,
-            "],\"parked\":%llu,\"parked_by_reason\":{\"max_attempts\":%llu,\"expired\":%llu},"
-            "\"dead_lettered\":%llu,\"dead_lettered_by_reason\":{",
-            (unsigned long long)(st->parked_max_attempts + st->parked_expired),
-            (unsigned long long)st->parked_max_attempts, (unsigned long long)st->parked_expired,
-            (unsigned long long)dead);
+    wr_sbuf_printf(sb, "%s{\"step\":%zu,\"delay_ms\":%u,\"count\":%llu}", i ? "," : "", i + 1,
+                   b->cfg->retry_delays_ms[i], (unsigned long long)st->retried[i]);
+  wr_sbuf_printf(sb,
+                 "],\"parked\":%llu,\"parked_by_reason\":{\"max_attempts\":%llu,\"expired\":%llu},"
+                 "\"dead_lettered\":%llu,\"dead_lettered_by_reason\":{",
+                 (unsigned long long)(st->parked_max_attempts + st->parked_expired),
+                 (unsigned long long)st->parked_max_attempts,
+                 (unsigned long long)st->parked_expired, (unsigned long long)dead);
   for (i = WR_ENV_TOO_LARGE; i <= WR_ENV_BAD_FIELD; i++)
-    sb_printf(sb, "%s\"%s\":%llu", i != WR_ENV_TOO_LARGE ? "," : "",
-              wr_env_result_str((wr_env_result_t)i), (unsigned long long)st->dead_by_reason[i]);
-  sb_printf(sb,
-            "},\"in_flight\":%zu,\"amqp_unacked\":%llu,\"reconnects\":%llu,"
-            "\"rings\":{\"delivery\":%zu,\"command\":%zu,\"overflow\":%zu},",
-            b->n_pendings, (unsigned long long)rd(&as->unacked),
-            (unsigned long long)rd(&as->reconnects), wr_ring_size(&b->deliveries),
-            wr_ring_size(&b->commands), b->ov_len);
+    wr_sbuf_printf(sb, "%s\"%s\":%llu", i != WR_ENV_TOO_LARGE ? "," : "",
+                   wr_env_result_str((wr_env_result_t)i),
+                   (unsigned long long)st->dead_by_reason[i]);
+  wr_sbuf_printf(sb,
+                 "},\"in_flight\":%zu,\"amqp_unacked\":%llu,\"reconnects\":%llu,"
+                 "\"rings\":{\"delivery\":%zu,\"command\":%zu,\"overflow\":%zu},",
+                 b->n_pendings, (unsigned long long)rd(&as->unacked),
+                 (unsigned long long)rd(&as->reconnects), wr_ring_size(&b->deliveries),
+                 wr_ring_size(&b->commands), b->ov_len);
 
   /* The buckets let a client compute percentiles over any window from two
    * polls; p50/p99 here cover the whole life of the process. */
-  sb_printf(sb, "\"latency\":{\"count\":%llu,\"sum_ms\":%.3f,\"p50_ms\":",
-            (unsigned long long)st->latency_count, st->latency_sum_ms);
-  json_num_or_null(sb, latency_quantile(st, 0.5), "%.3f");
-  sb_printf(sb, ",\"p99_ms\":");
-  json_num_or_null(sb, latency_quantile(st, 0.99), "%.3f");
-  sb_printf(sb, ",\"bounds_ms\":[");
-  for (i = 0; i < WR_LATENCY_NBOUNDS; i++)
-    sb_printf(sb, "%s%g", i ? "," : "", wr_latency_bounds[i]);
-  sb_printf(sb, "],\"buckets\":[");
-  for (i = 0; i <= WR_LATENCY_NBOUNDS; i++)
-    sb_printf(sb, "%s%llu", i ? "," : "", (unsigned long long)st->latency_buckets[i]);
-  sb_printf(sb, "]},");
+  wr_sbuf_printf(sb, "\"latency\":");
+  wr_hist_render_json(&st->latency, sb);
+  wr_sbuf_printf(sb, ",");
 
-  sb_printf(sb, "\"process\":{\"rss_bytes\":%lld,\"cpu_seconds\":", (long long)ps.rss_bytes);
+  wr_sbuf_printf(sb, "\"process\":{\"rss_bytes\":%lld,\"cpu_seconds\":", (long long)ps.rss_bytes);
   json_num_or_null(sb, ps.cpu_seconds, "%.2f");
-  sb_printf(sb, ",\"open_fds\":%lld},\"queues\":[", (long long)ps.open_fds);
+  wr_sbuf_printf(sb, ",\"open_fds\":%lld},\"queues\":[", (long long)ps.open_fds);
   pthread_mutex_lock(&b->qstats_lock);
   for (i = 0; i < b->n_qstats; i++) {
-    sb_printf(sb, "%s{\"name\":\"", i ? "," : "");
-    sb_escaped(sb, b->qstats[i].name, true);
-    sb_printf(sb, "\",\"role\":\"%s\",\"messages\":", queue_role(b, b->qstats[i].name));
+    wr_sbuf_printf(sb, "%s{\"name\":\"", i ? "," : "");
+    wr_sbuf_escaped(sb, b->qstats[i].name, true);
+    wr_sbuf_printf(sb, "\",\"role\":\"%s\",\"messages\":", queue_role(b, b->qstats[i].name));
     if (b->qstats[i].messages < 0)
-      sb_printf(sb, "null");
+      wr_sbuf_printf(sb, "null");
     else
-      sb_printf(sb, "%lld", (long long)b->qstats[i].messages);
-    sb_printf(sb, ",\"consumers\":");
+      wr_sbuf_printf(sb, "%lld", (long long)b->qstats[i].messages);
+    wr_sbuf_printf(sb, ",\"consumers\":");
     if (b->qstats[i].consumers < 0)
-      sb_printf(sb, "null}");
+      wr_sbuf_printf(sb, "null}");
     else
-      sb_printf(sb, "%lld}", (long long)b->qstats[i].consumers);
+      wr_sbuf_printf(sb, "%lld}", (long long)b->qstats[i].consumers);
   }
   pthread_mutex_unlock(&b->qstats_lock);
-  sb_printf(sb, "]}\n");
+  wr_sbuf_printf(sb, "]}\n");
+}
+
+_Static_assert(WR_LATENCY_NBOUNDS <= WR_HIST_MAX_BOUNDS && WR_LOOP_NBOUNDS <= WR_HIST_MAX_BOUNDS,
+               "a histogram's bounds must fit in wr_hist_t");
+
+void wr_bridge_stats_init(wr_bridge_stats_t *st) {
+  memset(st, 0, sizeof(*st));
+  wr_hist_init(&st->latency, wr_latency_bounds, WR_LATENCY_NBOUNDS);
+  wr_hist_init(&st->fanout, wr_loop_bounds, WR_LOOP_NBOUNDS);
+  wr_hist_init(&st->loop_busy, wr_loop_bounds, WR_LOOP_NBOUNDS);
+  wr_hist_init(&st->loop_cpu, wr_loop_bounds, WR_LOOP_NBOUNDS);
 }
 
 int wr_admin_http_cb(wr_ws_server_t *srv, const char *method, const char *path, const char *query,
                      wr_ws_http_response_t *resp, void *data) {
   wr_bridge_t *b = data;
-  sb_t sb = {0};
+  wr_sbuf_t sb = {0};
   (void)srv;
   (void)method;
   (void)query;

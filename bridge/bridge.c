@@ -183,13 +183,6 @@ static uint64_t thread_cpu_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-void wr_loop_bucket(uint64_t *buckets, double ms) {
-  size_t i;
-  for (i = 0; i < WR_LOOP_NBOUNDS && ms > wr_loop_bounds[i]; i++)
-    ;
-  buckets[i]++;
-}
-
 /* Right before the loop polls: what the iteration since the previous poll
  * cost. This is the stall a client sees (its ping waits that long). */
 static void prepare_cb(uv_prepare_t *h) {
@@ -201,15 +194,8 @@ static void prepare_cb(uv_prepare_t *h) {
     uint64_t span = wall - b->it_wall_ns, waited = idle - b->it_idle_ns;
     double busy = (double)(span > waited ? span - waited : 0) / 1e6;
     double used = (double)(cpu - b->it_cpu_ns) / 1e6;
-    wr_loop_bucket(st->loop_buckets, busy);
-    wr_loop_bucket(st->loop_cpu_buckets, used);
-    st->loop_iterations++;
-    st->loop_busy_ms += busy;
-    st->loop_cpu_ms += used;
-    if (busy > st->loop_busy_max_ms)
-      st->loop_busy_max_ms = busy;
-    if (used > st->loop_cpu_max_ms)
-      st->loop_cpu_max_ms = used;
+    wr_hist_observe(&st->loop_busy, busy);
+    wr_hist_observe(&st->loop_cpu, used);
   }
   b->it_wall_ns = wall;
   b->it_idle_ns = idle;
@@ -503,6 +489,7 @@ int wr_bridge_run(const wr_config_t *cfg, const char *config_path) {
     return 1;
   b->cfg = cfg;
   b->config_path = config_path;
+  wr_bridge_stats_init(&b->stats);
   wr_list_init(&b->pendings);
   pthread_mutex_init(&b->qstats_lock, NULL);
   atomic_init(&b->consuming, false);

@@ -57,15 +57,7 @@ int64_t wr_now_realtime_ms(void) {
 }
 
 static void observe_latency(wr_bridge_t *b, int64_t from_ms) {
-  double ms = (double)(wr_now_realtime_ms() - from_ms);
-  size_t i;
-  if (ms < 0)
-    ms = 0;
-  for (i = 0; i < WR_LATENCY_NBOUNDS && ms > wr_latency_bounds[i]; i++)
-    ;
-  b->stats.latency_buckets[i]++;
-  b->stats.latency_count++;
-  b->stats.latency_sum_ms += ms;
+  wr_hist_observe(&b->stats.latency, (double)(wr_now_realtime_ms() - from_ms));
 }
 
 /* Where delivery latency starts: the envelope's created_at (unix ms, or
@@ -330,9 +322,7 @@ static void broadcast(wr_bridge_t *b, wr_pending_t *p, uint64_t consumed_ns) {
     return;
   uint64_t now = wr_amqp_now_ns();
   double ms = now > consumed_ns ? (double)(now - consumed_ns) / 1e6 : 0;
-  wr_loop_bucket(st->fanout_buckets, ms);
-  st->fanout_count++;
-  st->fanout_ms += ms;
+  wr_hist_observe(&st->fanout, ms);
   st->fanout_last_ms = ms;
   st->fanout_last_conns = sent;
 }
