@@ -11,6 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,10 +52,6 @@ int wr_public_http_cb(wr_ws_server_t *srv, const char *method, const char *path,
     return 0;
   }
   return -ENOENT;
-}
-
-static uint64_t rd(const uint64_t *p) {
-  return __atomic_load_n(p, __ATOMIC_RELAXED);
 }
 
 static bool ready(const wr_bridge_t *b) {
@@ -150,342 +147,307 @@ static void proc_stats_read(proc_stats_t *ps) {
     ps->max_fds = rl.rlim_cur == RLIM_INFINITY ? -1 : (int64_t)rl.rlim_cur;
 }
 
-#define HELP(name, type, help)                                                                     \
-  wr_sbuf_printf(sb, "# HELP " name " " help "\n# TYPE " name " " type "\n")
+/* Serves the table's reads: the bases of offset rows and, for getters and
+ * callbacks, everything one scrape sees. The queue depths are copied under
+ * qstats_lock once, so both families and the JSON agree. */
+typedef struct scrape_s {
+  const wr_bridge_t *b;
+  proc_stats_t proc;
+  wr_amqp_queue_stat_t queues[WR_MAX_QUEUE_STATS];
+  size_t n_queues;
+} scrape_t;
 
-static void metrics_queues(wr_bridge_t *b, wr_sbuf_t *sb) {
-  size_t i;
-  pthread_mutex_lock(&b->qstats_lock);
-  HELP("warren_queue_messages", "gauge",
-       "Messages ready in each queue, from a passive queue.declare every admin.queue_poll_ms.");
-  for (i = 0; i < b->n_qstats; i++) {
-    if (b->qstats[i].messages < 0)
+enum { B_LOOP, B_BRIDGE, B_WS, B_AMQP, B_PROC };
+
+static wr_metric_value_t get_one(const void *data) {
+  (void)data;
+  return (wr_metric_value_t){.u = 1};
+}
+
+static wr_metric_value_t get_now_ms(const void *data) {
+  (void)data;
+  return (wr_metric_value_t){.i = wr_now_realtime_ms()};
+}
+
+static wr_metric_value_t get_ready(const void *data) {
+  const scrape_t *s = data;
+  return (wr_metric_value_t){.u = ready(s->b)};
+}
+
+static wr_metric_value_t get_draining(const void *data) {
+  const scrape_t *s = data;
+  return (wr_metric_value_t){.u = s->b->phase != WR_PHASE_RUNNING};
+}
+
+static wr_metric_value_t get_consuming(const void *data) {
+  const scrape_t *s = data;
+  return (wr_metric_value_t){.u = atomic_load(&s->b->consuming)};
+}
+
+static wr_metric_value_t get_delivery_ring(const void *data) {
+  const scrape_t *s = data;
+  return (wr_metric_value_t){.u = wr_ring_size(&s->b->deliveries)};
+}
+
+static wr_metric_value_t get_command_ring(const void *data) {
+  const scrape_t *s = data;
+  return (wr_metric_value_t){.u = wr_ring_size(&s->b->commands)};
+}
+
+static wr_metric_value_t get_retried(const void *data) {
+  const scrape_t *s = data;
+  wr_metric_value_t v = {0};
+  for (size_t i = 0; i < s->b->cfg->n_retry_delays; i++)
+    v.u += s->b->stats.retried[i];
+  return v;
+}
+
+static void json_version(const void *data, wr_sbuf_t *sb) {
+  (void)data;
+  wr_sbuf_printf(sb, "\"");
+  wr_sbuf_escaped(sb, WARREN_VERSION, true);
+  wr_sbuf_printf(sb, "\"");
+}
+
+/* One sample per ladder step: the steps come from the configuration. */
+static void prom_retried(const void *data, const wr_metric_t *m, wr_sbuf_t *sb) {
+  const scrape_t *s = data;
+  for (size_t i = 0; i < s->b->cfg->n_retry_delays; i++)
+    wr_sbuf_printf(sb, "%s{step=\"%zu\",delay_ms=\"%u\"} %llu\n", m->name, i + 1,
+                   s->b->cfg->retry_delays_ms[i], (unsigned long long)s->b->stats.retried[i]);
+}
+
+static void json_retried(const void *data, wr_sbuf_t *sb) {
+  const scrape_t *s = data;
+  wr_sbuf_printf(sb, "[");
+  for (size_t i = 0; i < s->b->cfg->n_retry_delays; i++)
+    wr_sbuf_printf(sb, "%s{\"step\":%zu,\"delay_ms\":%u,\"count\":%llu}", i ? "," : "", i + 1,
+                   s->b->cfg->retry_delays_ms[i], (unsigned long long)s->b->stats.retried[i]);
+  wr_sbuf_printf(sb, "]");
+}
+
+/* One sample per polled queue that answered; m->off picks the field of
+ * wr_amqp_queue_stat_t. */
+static void prom_queues(const void *data, const wr_metric_t *m, wr_sbuf_t *sb) {
+  const scrape_t *s = data;
+  for (size_t i = 0; i < s->n_queues; i++) {
+    int64_t v = *(const int64_t *)((const char *)&s->queues[i] + m->off);
+    if (v < 0)
       continue;
-    wr_sbuf_printf(sb, "warren_queue_messages{queue=\"");
-    wr_sbuf_escaped(sb, b->qstats[i].name, false);
-    wr_sbuf_printf(sb, "\",role=\"%s\"} %lld\n", queue_role(b, b->qstats[i].name),
-                   (long long)b->qstats[i].messages);
-  }
-  HELP("warren_queue_consumers", "gauge",
-       "Consumers of each queue, from a passive queue.declare every admin.queue_poll_ms.");
-  for (i = 0; i < b->n_qstats; i++) {
-    if (b->qstats[i].consumers < 0)
-      continue;
-    wr_sbuf_printf(sb, "warren_queue_consumers{queue=\"");
-    wr_sbuf_escaped(sb, b->qstats[i].name, false);
-    wr_sbuf_printf(sb, "\",role=\"%s\"} %lld\n", queue_role(b, b->qstats[i].name),
-                   (long long)b->qstats[i].consumers);
-  }
-  pthread_mutex_unlock(&b->qstats_lock);
-}
-
-static void metrics_process(wr_sbuf_t *sb) {
-  proc_stats_t ps;
-  proc_stats_read(&ps);
-  if (ps.cpu_seconds >= 0) {
-    HELP("process_cpu_seconds_total", "counter",
-         "Total user and system CPU time spent in seconds.");
-    wr_sbuf_printf(sb, "process_cpu_seconds_total %.2f\n", ps.cpu_seconds);
-  }
-  if (ps.open_fds >= 0) {
-    HELP("process_open_fds", "gauge", "Number of open file descriptors.");
-    wr_sbuf_printf(sb, "process_open_fds %lld\n", (long long)ps.open_fds);
-  }
-  if (ps.max_fds >= 0) {
-    HELP("process_max_fds", "gauge", "Maximum number of open file descriptors.");
-    wr_sbuf_printf(sb, "process_max_fds %lld\n", (long long)ps.max_fds);
-  }
-  if (ps.rss_bytes >= 0) {
-    HELP("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
-    wr_sbuf_printf(sb, "process_resident_memory_bytes %lld\n", (long long)ps.rss_bytes);
-    HELP("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
-    wr_sbuf_printf(sb, "process_virtual_memory_bytes %lld\n", (long long)ps.vsize_bytes);
-  }
-  if (ps.start_time_s >= 0) {
-    HELP("process_start_time_seconds", "gauge",
-         "Start time of the process since unix epoch in seconds.");
-    wr_sbuf_printf(sb, "process_start_time_seconds %.2f\n", ps.start_time_s);
+    wr_sbuf_printf(sb, "%s{queue=\"", m->name);
+    wr_sbuf_escaped(sb, s->queues[i].name, false);
+    wr_sbuf_printf(sb, "\",role=\"%s\"} %lld\n", queue_role(s->b, s->queues[i].name), (long long)v);
   }
 }
 
-static void metrics_loop(const wr_bridge_stats_t *st, wr_sbuf_t *sb) {
-  HELP("warren_loop_busy_seconds", "histogram",
-       "Event-loop iterations by wall time spent outside poll: how long a client could wait.");
-  wr_hist_render_prom(&st->loop_busy, "warren_loop_busy_seconds", 1000.0, sb);
-  HELP("warren_loop_cpu_seconds", "histogram",
-       "Event-loop iterations by CPU time of the loop thread (busy wall time far above this "
-       "means the thread waited for a core).");
-  wr_hist_render_prom(&st->loop_cpu, "warren_loop_cpu_seconds", 1000.0, sb);
-  HELP("warren_loop_busy_max_seconds", "gauge", "Longest event-loop iteration since start (wall).");
-  wr_sbuf_printf(sb, "warren_loop_busy_max_seconds %.6f\n", st->loop_busy.max / 1000.0);
-  HELP("warren_loop_cpu_max_seconds", "gauge",
-       "Most CPU time one event-loop iteration used since start.");
-  wr_sbuf_printf(sb, "warren_loop_cpu_max_seconds %.6f\n", st->loop_cpu.max / 1000.0);
-}
-
-static void metrics(wr_bridge_t *b, wr_sbuf_t *sb) {
-  const wr_ws_stats_t *ws = wr_ws_server_stats(b->ws);
-  const wr_amqp_stats_t *as = wr_amqp_stats(b->amqp);
-  const wr_bridge_stats_t *st = &b->stats;
-  size_t i;
-
-  HELP("warren_build_info", "gauge", "Always 1; the version is a label.");
-  wr_sbuf_printf(sb, "warren_build_info{version=\"%s\"} 1\n", WARREN_VERSION);
-  HELP("warren_ready", "gauge", "1 while listening and consuming (what /readyz answers 200 for).");
-  wr_sbuf_printf(sb, "warren_ready %d\n", ready(b) ? 1 : 0);
-  HELP("warren_draining", "gauge", "1 after SIGTERM/SIGINT, while the drain runs.");
-  wr_sbuf_printf(sb, "warren_draining %d\n", b->phase != WR_PHASE_RUNNING ? 1 : 0);
-  HELP("warren_connections", "gauge", "Open WebSocket connections.");
-  wr_sbuf_printf(sb, "warren_connections %llu\n", (unsigned long long)ws->connections);
-  HELP("warren_users_online", "gauge", "Users with at least one open connection.");
-  wr_sbuf_printf(sb, "warren_users_online %zu\n", b->index.users_online);
-  HELP("warren_handshakes_total", "counter", "WebSocket handshakes by outcome.");
-  wr_sbuf_printf(
-      sb,
-      "warren_handshakes_total{outcome=\"accepted\"} %llu\n"
-      "warren_handshakes_total{outcome=\"bad_request\"} %llu\n"
-      "warren_handshakes_total{outcome=\"unauthorized\"} %llu\n"
-      "warren_handshakes_total{outcome=\"forbidden_origin\"} %llu\n"
-      "warren_handshakes_total{outcome=\"over_limit\"} %llu\n"
-      "warren_handshakes_total{outcome=\"timeout\"} %llu\n",
-      (unsigned long long)ws->handshakes_accepted, (unsigned long long)ws->handshakes_bad_request,
-      (unsigned long long)ws->handshakes_unauthorized, (unsigned long long)ws->handshakes_forbidden,
-      (unsigned long long)ws->handshakes_over_limit, (unsigned long long)ws->handshakes_timeout);
-  HELP("warren_connection_closes_total", "counter",
-       "WebSocket connections closed by warren, by reason.");
-  wr_sbuf_printf(sb,
-                 "warren_connection_closes_total{reason=\"slow_consumer\"} %llu\n"
-                 "warren_connection_closes_total{reason=\"too_big\"} %llu\n"
-                 "warren_connection_closes_total{reason=\"protocol\"} %llu\n"
-                 "warren_connection_closes_total{reason=\"idle\"} %llu\n"
-                 "warren_connection_closes_total{reason=\"token_expired\"} %llu\n"
-                 "warren_connection_closes_total{reason=\"rate_limited\"} %llu\n",
-                 (unsigned long long)ws->closes_slow_consumer,
-                 (unsigned long long)ws->closes_too_big, (unsigned long long)ws->closes_protocol,
-                 (unsigned long long)ws->closes_idle, (unsigned long long)ws->closes_token_expired,
-                 (unsigned long long)ws->closes_rate_limited);
-  HELP("warren_client_messages_total", "counter", "Messages received from clients.");
-  wr_sbuf_printf(sb, "warren_client_messages_total %llu\n",
-                 (unsigned long long)ws->messages_received);
-
-  HELP("warren_notifications_consumed_total", "counter", "Envelopes decoded, by body format.");
-  wr_sbuf_printf(sb,
-                 "warren_notifications_consumed_total{format=\"json\"} %llu\n"
-                 "warren_notifications_consumed_total{format=\"msgpack\"} %llu\n",
-                 (unsigned long long)st->consumed[0], (unsigned long long)st->consumed[1]);
-  HELP("warren_notifications_delivered_total", "counter",
-       "Notification frames queued to client connections.");
-  wr_sbuf_printf(sb, "warren_notifications_delivered_total %llu\n",
-                 (unsigned long long)st->delivered);
-  HELP("warren_notifications_deferred_total", "counter",
-       "Notification frames held back because the connection had over half of "
-       "server.max_queued_bytes unwritten.");
-  wr_sbuf_printf(sb, "warren_notifications_deferred_total %llu\n",
-                 (unsigned long long)st->deferred);
-  HELP("warren_notifications_written_total", "counter",
-       "Notification frames handed to the kernel (ack.mode=write only).");
-  wr_sbuf_printf(sb, "warren_notifications_written_total %llu\n", (unsigned long long)st->written);
-  HELP("warren_broadcasts_total", "counter", "Broadcast notifications sent.");
-  wr_sbuf_printf(sb, "warren_broadcasts_total %llu\n", (unsigned long long)st->broadcasts);
-  HELP("warren_broadcast_fanout_seconds", "histogram",
-       "Broadcasts by time from consume to the frame handed to the last connection's socket.");
-  wr_hist_render_prom(&st->fanout, "warren_broadcast_fanout_seconds", 1000.0, sb);
-  HELP("warren_broadcast_last_fanout_seconds", "gauge",
-       "Fan-out time of the latest broadcast (see warren_broadcast_fanout_seconds).");
-  wr_sbuf_printf(sb, "warren_broadcast_last_fanout_seconds %.6f\n", st->fanout_last_ms / 1000.0);
-  HELP("warren_broadcast_last_connections", "gauge",
-       "Connections the latest broadcast was sent to.");
-  wr_sbuf_printf(sb, "warren_broadcast_last_connections %llu\n",
-                 (unsigned long long)st->fanout_last_conns);
-  HELP("warren_targets_total", "counter",
-       "Per-user targets settled: delivered (acked or written) or offline (sent to the ladder).");
-  wr_sbuf_printf(sb,
-                 "warren_targets_total{outcome=\"delivered\"} %llu\n"
-                 "warren_targets_total{outcome=\"offline\"} %llu\n",
-                 (unsigned long long)st->targets_delivered,
-                 (unsigned long long)st->targets_offline);
-  HELP("warren_client_acks_total", "counter",
-       "Client acks, by whether they settled a waiting notification.");
-  wr_sbuf_printf(sb,
-                 "warren_client_acks_total{matched=\"true\"} %llu\n"
-                 "warren_client_acks_total{matched=\"false\"} %llu\n",
-                 (unsigned long long)st->client_acks, (unsigned long long)st->client_acks_unknown);
-  HELP("warren_client_bad_messages_total", "counter", "Client messages answered with an error.");
-  wr_sbuf_printf(sb, "warren_client_bad_messages_total %llu\n",
-                 (unsigned long long)st->client_bad_messages);
-  HELP("warren_ack_timeouts_total", "counter", "Targets not acked within ack.timeout_ms.");
-  wr_sbuf_printf(sb, "warren_ack_timeouts_total %llu\n", (unsigned long long)st->ack_timeouts);
-  HELP("warren_retried_total", "counter", "Ladder copies handed to the AMQP thread, by step.");
-  for (i = 0; i < b->cfg->n_retry_delays; i++)
-    wr_sbuf_printf(sb, "warren_retried_total{step=\"%zu\",delay_ms=\"%u\"} %llu\n", i + 1,
-                   b->cfg->retry_delays_ms[i], (unsigned long long)st->retried[i]);
-  HELP("warren_parked_total", "counter", "Notifications parked in Q.parked, by reason.");
-  wr_sbuf_printf(sb,
-                 "warren_parked_total{reason=\"max_attempts\"} %llu\n"
-                 "warren_parked_total{reason=\"expired\"} %llu\n",
-                 (unsigned long long)st->parked_max_attempts,
-                 (unsigned long long)st->parked_expired);
-  HELP("warren_dead_lettered_total", "counter", "Messages rejected to Q.dead, by reason.");
-  for (i = WR_ENV_TOO_LARGE; i <= WR_ENV_BAD_FIELD; i++)
-    wr_sbuf_printf(sb, "warren_dead_lettered_total{reason=\"%s\"} %llu\n",
-                   wr_env_result_str((wr_env_result_t)i),
-                   (unsigned long long)st->dead_by_reason[i]);
-  HELP("warren_requeued_total", "counter",
-       "Deliveries handed back for redelivery (shutdown, out of memory).");
-  wr_sbuf_printf(sb, "warren_requeued_total %llu\n", (unsigned long long)st->requeued);
-  HELP("warren_stale_discarded_total", "counter",
-       "Deliveries of a lost AMQP connection dropped (the broker redelivers them).");
-  wr_sbuf_printf(sb, "warren_stale_discarded_total %llu\n",
-                 (unsigned long long)st->discarded_stale);
-  HELP("warren_pending_deliveries", "gauge", "Consumed messages not settled yet by the loop.");
-  wr_sbuf_printf(sb, "warren_pending_deliveries %zu\n", b->n_pendings);
-  HELP("warren_ring_depth", "gauge", "Items waiting in the inter-thread rings.");
-  wr_sbuf_printf(
-      sb,
-      "warren_ring_depth{ring=\"delivery\"} %zu\nwarren_ring_depth{ring=\"command\"} %zu\n"
-      "warren_ring_depth{ring=\"overflow\"} %zu\n",
-      wr_ring_size(&b->deliveries), wr_ring_size(&b->commands), b->ov_len);
-
-  HELP("warren_amqp_connected", "gauge", "1 while connected to the broker and consuming.");
-  wr_sbuf_printf(sb, "warren_amqp_connected %d\n", atomic_load(&b->consuming) ? 1 : 0);
-  HELP("warren_amqp_reconnects_total", "counter", "AMQP connections opened after the first.");
-  wr_sbuf_printf(sb, "warren_amqp_reconnects_total %llu\n",
-                 (unsigned long long)rd(&as->reconnects));
-  HELP("warren_amqp_acked_total", "counter", "Messages acked to the broker.");
-  wr_sbuf_printf(sb, "warren_amqp_acked_total %llu\n", (unsigned long long)rd(&as->acked));
-  HELP("warren_amqp_ack_frames_total", "counter",
-       "basic.ack frames sent; acked_total / ack_frames_total is the coalescing factor.");
-  wr_sbuf_printf(sb, "warren_amqp_ack_frames_total %llu\n",
-                 (unsigned long long)rd(&as->ack_frames));
-  HELP("warren_amqp_nacked_total", "counter",
-       "Messages nacked to the broker: to Q.dead (requeue=false) or back to Q (requeue=true).");
-  wr_sbuf_printf(sb,
-                 "warren_amqp_nacked_total{requeue=\"false\"} %llu\n"
-                 "warren_amqp_nacked_total{requeue=\"true\"} %llu\n",
-                 (unsigned long long)rd(&as->dead_lettered), (unsigned long long)rd(&as->requeued));
-  HELP("warren_amqp_published_total", "counter", "Ladder and park copies confirmed by the broker.");
-  wr_sbuf_printf(sb, "warren_amqp_published_total %llu\n", (unsigned long long)rd(&as->published));
-  HELP("warren_amqp_publish_failures_total", "counter",
-       "Ladder and park copies nacked or lost before their confirm.");
-  wr_sbuf_printf(sb, "warren_amqp_publish_failures_total %llu\n",
-                 (unsigned long long)rd(&as->publish_failures));
-  HELP("warren_amqp_stale_verdicts_total", "counter",
-       "Verdicts dropped because their AMQP connection was gone.");
-  wr_sbuf_printf(sb, "warren_amqp_stale_verdicts_total %llu\n",
-                 (unsigned long long)rd(&as->stale_verdicts));
-  HELP("warren_amqp_watchdog_kicks_total", "counter",
-       "AMQP sockets shut down because the AMQP thread was stuck.");
-  wr_sbuf_printf(sb, "warren_amqp_watchdog_kicks_total %llu\n",
-                 (unsigned long long)rd(&as->watchdog_kicks));
-  HELP("warren_amqp_unacked", "gauge", "Deliveries in flight, not yet settled with the broker.");
-  wr_sbuf_printf(sb, "warren_amqp_unacked %llu\n", (unsigned long long)rd(&as->unacked));
-
-  HELP("warren_delivery_latency_seconds", "histogram",
-       "From the envelope's created_at (else the AMQP timestamp, else consume time) to the "
-       "client ack or write.");
-  wr_hist_render_prom(&st->latency, "warren_delivery_latency_seconds", 1000.0, sb);
-  metrics_loop(st, sb);
-  metrics_queues(b, sb);
-  metrics_process(sb);
-}
-
-static void json_num_or_null(wr_sbuf_t *sb, double v, const char *fmt) {
+static void json_int_or_null(wr_sbuf_t *sb, int64_t v) {
   if (v < 0)
     wr_sbuf_printf(sb, "null");
   else
-    wr_sbuf_printf(sb, fmt, v);
+    wr_sbuf_printf(sb, "%lld", (long long)v);
 }
 
-static void stats_json(wr_bridge_t *b, wr_sbuf_t *sb) {
-  const wr_ws_stats_t *ws = wr_ws_server_stats(b->ws);
-  const wr_amqp_stats_t *as = wr_amqp_stats(b->amqp);
-  const wr_bridge_stats_t *st = &b->stats;
-  uint64_t retried = 0, dead = 0;
-  proc_stats_t ps;
-  size_t i;
-
-  for (i = 0; i < b->cfg->n_retry_delays; i++)
-    retried += st->retried[i];
-  for (i = WR_ENV_TOO_LARGE; i <= WR_ENV_BAD_FIELD; i++)
-    dead += st->dead_by_reason[i];
-  proc_stats_read(&ps);
-
-  wr_sbuf_printf(sb, "{\"version\":\"%s\",\"ts_ms\":%lld,", WARREN_VERSION,
-                 (long long)wr_now_realtime_ms());
-  wr_sbuf_printf(sb, "\"start_time_s\":");
-  json_num_or_null(sb, ps.start_time_s, "%.2f");
-  wr_sbuf_printf(sb,
-                 ",\"ready\":%s,\"draining\":%s,\"amqp_connected\":%s,\"connections\":%llu,"
-                 "\"users_online\":%zu,",
-                 ready(b) ? "true" : "false", b->phase != WR_PHASE_RUNNING ? "true" : "false",
-                 atomic_load(&b->consuming) ? "true" : "false", (unsigned long long)ws->connections,
-                 b->index.users_online);
-  wr_sbuf_printf(
-      sb,
-      "\"handshakes\":{\"accepted\":%llu,\"bad_request\":%llu,\"unauthorized\":%llu,"
-      "\"forbidden_origin\":%llu,\"over_limit\":%llu,\"timeout\":%llu},",
-      (unsigned long long)ws->handshakes_accepted, (unsigned long long)ws->handshakes_bad_request,
-      (unsigned long long)ws->handshakes_unauthorized, (unsigned long long)ws->handshakes_forbidden,
-      (unsigned long long)ws->handshakes_over_limit, (unsigned long long)ws->handshakes_timeout);
-  /* Totals are monotonic counters: a rate is the difference of two polls. */
-  wr_sbuf_printf(sb,
-                 "\"consumed\":%llu,\"consumed_by_format\":{\"json\":%llu,\"msgpack\":%llu},"
-                 "\"delivered\":%llu,\"targets_delivered\":%llu,\"targets_offline\":%llu,"
-                 "\"client_acks\":%llu,\"ack_timeouts\":%llu,\"amqp_acked\":%llu,"
-                 "\"retried\":%llu,\"retried_by_step\":[",
-                 (unsigned long long)(st->consumed[0] + st->consumed[1]),
-                 (unsigned long long)st->consumed[0], (unsigned long long)st->consumed[1],
-                 (unsigned long long)st->delivered, (unsigned long long)st->targets_delivered,
-                 (unsigned long long)st->targets_offline, (unsigned long long)st->client_acks,
-                 (unsigned long long)st->ack_timeouts, (unsigned long long)rd(&as->acked),
-                 (unsigned long long)retried);
-  for (i = 0; i < b->cfg->n_retry_delays; i++)
-    wr_sbuf_printf(sb, "%s{\"step\":%zu,\"delay_ms\":%u,\"count\":%llu}", i ? "," : "", i + 1,
-                   b->cfg->retry_delays_ms[i], (unsigned long long)st->retried[i]);
-  wr_sbuf_printf(sb,
-                 "],\"parked\":%llu,\"parked_by_reason\":{\"max_attempts\":%llu,\"expired\":%llu},"
-                 "\"dead_lettered\":%llu,\"dead_lettered_by_reason\":{",
-                 (unsigned long long)(st->parked_max_attempts + st->parked_expired),
-                 (unsigned long long)st->parked_max_attempts,
-                 (unsigned long long)st->parked_expired, (unsigned long long)dead);
-  for (i = WR_ENV_TOO_LARGE; i <= WR_ENV_BAD_FIELD; i++)
-    wr_sbuf_printf(sb, "%s\"%s\":%llu", i != WR_ENV_TOO_LARGE ? "," : "",
-                   wr_env_result_str((wr_env_result_t)i),
-                   (unsigned long long)st->dead_by_reason[i]);
-  wr_sbuf_printf(sb,
-                 "},\"in_flight\":%zu,\"amqp_unacked\":%llu,\"reconnects\":%llu,"
-                 "\"rings\":{\"delivery\":%zu,\"command\":%zu,\"overflow\":%zu},",
-                 b->n_pendings, (unsigned long long)rd(&as->unacked),
-                 (unsigned long long)rd(&as->reconnects), wr_ring_size(&b->deliveries),
-                 wr_ring_size(&b->commands), b->ov_len);
-
-  /* The buckets let a client compute percentiles over any window from two
-   * polls; p50/p99 here cover the whole life of the process. */
-  wr_sbuf_printf(sb, "\"latency\":");
-  wr_hist_render_json(&st->latency, sb);
-  wr_sbuf_printf(sb, ",");
-
-  wr_sbuf_printf(sb, "\"process\":{\"rss_bytes\":%lld,\"cpu_seconds\":", (long long)ps.rss_bytes);
-  json_num_or_null(sb, ps.cpu_seconds, "%.2f");
-  wr_sbuf_printf(sb, ",\"open_fds\":%lld},\"queues\":[", (long long)ps.open_fds);
-  pthread_mutex_lock(&b->qstats_lock);
-  for (i = 0; i < b->n_qstats; i++) {
+/* The two queue families as one array of objects, unknown figures null. */
+static void json_queues(const void *data, wr_sbuf_t *sb) {
+  const scrape_t *s = data;
+  wr_sbuf_printf(sb, "[");
+  for (size_t i = 0; i < s->n_queues; i++) {
     wr_sbuf_printf(sb, "%s{\"name\":\"", i ? "," : "");
-    wr_sbuf_escaped(sb, b->qstats[i].name, true);
-    wr_sbuf_printf(sb, "\",\"role\":\"%s\",\"messages\":", queue_role(b, b->qstats[i].name));
-    if (b->qstats[i].messages < 0)
-      wr_sbuf_printf(sb, "null");
-    else
-      wr_sbuf_printf(sb, "%lld", (long long)b->qstats[i].messages);
+    wr_sbuf_escaped(sb, s->queues[i].name, true);
+    wr_sbuf_printf(sb, "\",\"role\":\"%s\",\"messages\":", queue_role(s->b, s->queues[i].name));
+    json_int_or_null(sb, s->queues[i].messages);
     wr_sbuf_printf(sb, ",\"consumers\":");
-    if (b->qstats[i].consumers < 0)
-      wr_sbuf_printf(sb, "null}");
-    else
-      wr_sbuf_printf(sb, "%lld}", (long long)b->qstats[i].consumers);
+    json_int_or_null(sb, s->queues[i].consumers);
+    wr_sbuf_printf(sb, "}");
   }
-  pthread_mutex_unlock(&b->qstats_lock);
-  wr_sbuf_printf(sb, "]}\n");
+  wr_sbuf_printf(sb, "]");
 }
+
+#define COUNTER WR_METRIC_COUNTER
+#define GAUGE WR_METRIC_GAUGE
+#define HISTOGRAM WR_METRIC_HISTOGRAM
+#define LOOP(k, f) .kind = WR_MV_##k, .base = B_LOOP, .off = offsetof(wr_bridge_stats_t, f)
+#define BRIDGE(k, f) .kind = WR_MV_##k, .base = B_BRIDGE, .off = offsetof(wr_bridge_t, f)
+#define WS(f) .kind = WR_MV_U64, .base = B_WS, .off = offsetof(wr_ws_stats_t, f)
+#define AMQP(f) .kind = WR_MV_U64_RELAXED, .base = B_AMQP, .off = offsetof(wr_amqp_stats_t, f)
+#define PROC(k, f) .kind = WR_MV_##k, .base = B_PROC, .off = offsetof(proc_stats_t, f)
+#define FN(k, fn) .kind = WR_MV_##k, .get = fn
+#define CUSTOM(p, j) .kind = WR_MV_CUSTOM, .prom = p, .json_value = j
+/* Every figure of /metrics and /api/stats, one row each, in /metrics order:
+ * {Prometheus family, type, help (first row of a family), labels, JSON key,
+ * where the value is}. A row without a family is JSON only, one without a
+ * JSON key Prometheus only. */
+const wr_metric_t wr_admin_metrics[] = {
+    {"warren_build_info", GAUGE, "Always 1; the version is a label.",
+     "version=\"" WARREN_VERSION "\"", NULL, FN(U64, get_one)},
+    {NULL, 0, NULL, NULL, "version", CUSTOM(NULL, json_version)},
+    {NULL, 0, NULL, NULL, "ts_ms", FN(I64, get_now_ms)},
+    {"warren_ready", GAUGE, "1 while listening and consuming (what /readyz answers 200 for).", NULL,
+     "ready", FN(BOOL, get_ready)},
+    {"warren_draining", GAUGE, "1 after SIGTERM/SIGINT, while the drain runs.", NULL, "draining",
+     FN(BOOL, get_draining)},
+    {"warren_connections", GAUGE, "Open WebSocket connections.", NULL, "connections",
+     WS(connections)},
+    {"warren_users_online", GAUGE, "Users with at least one open connection.", NULL, "users_online",
+     BRIDGE(SIZE, index.users_online)},
+    {"warren_handshakes_total", COUNTER, "WebSocket handshakes by outcome.", "outcome=\"accepted\"",
+     "handshakes.accepted", WS(handshakes_accepted)},
+    {"warren_handshakes_total", COUNTER, NULL, "outcome=\"bad_request\"", "handshakes.bad_request",
+     WS(handshakes_bad_request)},
+    {"warren_handshakes_total", COUNTER, NULL, "outcome=\"unauthorized\"",
+     "handshakes.unauthorized", WS(handshakes_unauthorized)},
+    {"warren_handshakes_total", COUNTER, NULL, "outcome=\"forbidden_origin\"",
+     "handshakes.forbidden_origin", WS(handshakes_forbidden)},
+    {"warren_handshakes_total", COUNTER, NULL, "outcome=\"over_limit\"", "handshakes.over_limit",
+     WS(handshakes_over_limit)},
+    {"warren_handshakes_total", COUNTER, NULL, "outcome=\"timeout\"", "handshakes.timeout",
+     WS(handshakes_timeout)},
+    {"warren_connection_closes_total", COUNTER,
+     "WebSocket connections closed by warren, by reason.", "reason=\"slow_consumer\"", NULL,
+     WS(closes_slow_consumer)},
+    {"warren_connection_closes_total", COUNTER, NULL, "reason=\"too_big\"", NULL,
+     WS(closes_too_big)},
+    {"warren_connection_closes_total", COUNTER, NULL, "reason=\"protocol\"", NULL,
+     WS(closes_protocol)},
+    {"warren_connection_closes_total", COUNTER, NULL, "reason=\"idle\"", NULL, WS(closes_idle)},
+    {"warren_connection_closes_total", COUNTER, NULL, "reason=\"token_expired\"", NULL,
+     WS(closes_token_expired)},
+    {"warren_connection_closes_total", COUNTER, NULL, "reason=\"rate_limited\"", NULL,
+     WS(closes_rate_limited)},
+    {"warren_client_messages_total", COUNTER, "Messages received from clients.", NULL, NULL,
+     WS(messages_received)},
+    /* Totals are monotonic counters: a rate is the difference of two polls. */
+    {"warren_notifications_consumed_total", COUNTER, "Envelopes decoded, by body format.",
+     "format=\"json\"", "consumed_by_format.json", .json_sum = "consumed", LOOP(U64, consumed[0])},
+    {"warren_notifications_consumed_total", COUNTER, NULL, "format=\"msgpack\"",
+     "consumed_by_format.msgpack", LOOP(U64, consumed[1])},
+    {"warren_notifications_delivered_total", COUNTER,
+     "Notification frames queued to client connections.", NULL, "delivered", LOOP(U64, delivered)},
+    {"warren_notifications_deferred_total", COUNTER,
+     "Notification frames held back because the connection had over half of "
+     "server.max_queued_bytes unwritten.",
+     NULL, NULL, LOOP(U64, deferred)},
+    {"warren_notifications_written_total", COUNTER,
+     "Notification frames handed to the kernel (ack.mode=write only).", NULL, NULL,
+     LOOP(U64, written)},
+    {"warren_broadcasts_total", COUNTER, "Broadcast notifications sent.", NULL, NULL,
+     LOOP(U64, broadcasts)},
+    {"warren_broadcast_fanout_seconds", HISTOGRAM,
+     "Broadcasts by time from consume to the frame handed to the last connection's socket.", NULL,
+     NULL, LOOP(HIST, fanout)},
+    {"warren_broadcast_last_fanout_seconds", GAUGE,
+     "Fan-out time of the latest broadcast (see warren_broadcast_fanout_seconds).", NULL, NULL,
+     LOOP(MS, fanout_last_ms)},
+    {"warren_broadcast_last_connections", GAUGE, "Connections the latest broadcast was sent to.",
+     NULL, NULL, LOOP(U64, fanout_last_conns)},
+    {"warren_targets_total", COUNTER,
+     "Per-user targets settled: delivered (acked or written) or offline (sent to the ladder).",
+     "outcome=\"delivered\"", "targets_delivered", LOOP(U64, targets_delivered)},
+    {"warren_targets_total", COUNTER, NULL, "outcome=\"offline\"", "targets_offline",
+     LOOP(U64, targets_offline)},
+    {"warren_client_acks_total", COUNTER,
+     "Client acks, by whether they settled a waiting notification.", "matched=\"true\"",
+     "client_acks", LOOP(U64, client_acks)},
+    {"warren_client_acks_total", COUNTER, NULL, "matched=\"false\"", NULL,
+     LOOP(U64, client_acks_unknown)},
+    {"warren_client_bad_messages_total", COUNTER, "Client messages answered with an error.", NULL,
+     NULL, LOOP(U64, client_bad_messages)},
+    {"warren_ack_timeouts_total", COUNTER, "Targets not acked within ack.timeout_ms.", NULL,
+     "ack_timeouts", LOOP(U64, ack_timeouts)},
+    {NULL, 0, NULL, NULL, "retried", FN(U64, get_retried)},
+    {"warren_retried_total", COUNTER, "Ladder copies handed to the AMQP thread, by step.", NULL,
+     "retried_by_step", CUSTOM(prom_retried, json_retried)},
+    {"warren_parked_total", COUNTER, "Notifications parked in Q.parked, by reason.",
+     "reason=\"max_attempts\"", "parked_by_reason.max_attempts", .json_sum = "parked",
+     LOOP(U64, parked_max_attempts)},
+    {"warren_parked_total", COUNTER, NULL, "reason=\"expired\"", "parked_by_reason.expired",
+     LOOP(U64, parked_expired)},
+    {"warren_dead_lettered_total", COUNTER, "Messages rejected to Q.dead, by reason.",
+     "reason=\"too_large\"", "dead_lettered_by_reason.too_large", .json_sum = "dead_lettered",
+     LOOP(U64, dead_by_reason[WR_ENV_TOO_LARGE])},
+    {"warren_dead_lettered_total", COUNTER, NULL, "reason=\"bad_format\"",
+     "dead_lettered_by_reason.bad_format", LOOP(U64, dead_by_reason[WR_ENV_BAD_FORMAT])},
+    {"warren_dead_lettered_total", COUNTER, NULL, "reason=\"bad_json\"",
+     "dead_lettered_by_reason.bad_json", LOOP(U64, dead_by_reason[WR_ENV_BAD_JSON])},
+    {"warren_dead_lettered_total", COUNTER, NULL, "reason=\"bad_msgpack\"",
+     "dead_lettered_by_reason.bad_msgpack", LOOP(U64, dead_by_reason[WR_ENV_BAD_MSGPACK])},
+    {"warren_dead_lettered_total", COUNTER, NULL, "reason=\"no_target\"",
+     "dead_lettered_by_reason.no_target", LOOP(U64, dead_by_reason[WR_ENV_NO_TARGET])},
+    {"warren_dead_lettered_total", COUNTER, NULL, "reason=\"bad_field\"",
+     "dead_lettered_by_reason.bad_field", LOOP(U64, dead_by_reason[WR_ENV_BAD_FIELD])},
+    {"warren_requeued_total", COUNTER,
+     "Deliveries handed back for redelivery (shutdown, out of memory).", NULL, NULL,
+     LOOP(U64, requeued)},
+    {"warren_stale_discarded_total", COUNTER,
+     "Deliveries of a lost AMQP connection dropped (the broker redelivers them).", NULL, NULL,
+     LOOP(U64, discarded_stale)},
+    {"warren_pending_deliveries", GAUGE, "Consumed messages not settled yet by the loop.", NULL,
+     "in_flight", BRIDGE(SIZE, n_pendings)},
+    {"warren_ring_depth", GAUGE, "Items waiting in the inter-thread rings.", "ring=\"delivery\"",
+     "rings.delivery", FN(SIZE, get_delivery_ring)},
+    {"warren_ring_depth", GAUGE, NULL, "ring=\"command\"", "rings.command",
+     FN(SIZE, get_command_ring)},
+    {"warren_ring_depth", GAUGE, NULL, "ring=\"overflow\"", "rings.overflow", BRIDGE(SIZE, ov_len)},
+    {"warren_amqp_connected", GAUGE, "1 while connected to the broker and consuming.", NULL,
+     "amqp_connected", FN(BOOL, get_consuming)},
+    {"warren_amqp_reconnects_total", COUNTER, "AMQP connections opened after the first.", NULL,
+     "reconnects", AMQP(reconnects)},
+    {"warren_amqp_acked_total", COUNTER, "Messages acked to the broker.", NULL, "amqp_acked",
+     AMQP(acked)},
+    {"warren_amqp_ack_frames_total", COUNTER,
+     "basic.ack frames sent; acked_total / ack_frames_total is the coalescing factor.", NULL, NULL,
+     AMQP(ack_frames)},
+    {"warren_amqp_nacked_total", COUNTER,
+     "Messages nacked to the broker: to Q.dead (requeue=false) or back to Q (requeue=true).",
+     "requeue=\"false\"", NULL, AMQP(dead_lettered)},
+    {"warren_amqp_nacked_total", COUNTER, NULL, "requeue=\"true\"", NULL, AMQP(requeued)},
+    {"warren_amqp_published_total", COUNTER, "Ladder and park copies confirmed by the broker.",
+     NULL, NULL, AMQP(published)},
+    {"warren_amqp_publish_failures_total", COUNTER,
+     "Ladder and park copies nacked or lost before their confirm.", NULL, NULL,
+     AMQP(publish_failures)},
+    {"warren_amqp_stale_verdicts_total", COUNTER,
+     "Verdicts dropped because their AMQP connection was gone.", NULL, NULL, AMQP(stale_verdicts)},
+    {"warren_amqp_watchdog_kicks_total", COUNTER,
+     "AMQP sockets shut down because the AMQP thread was stuck.", NULL, NULL, AMQP(watchdog_kicks)},
+    {"warren_amqp_unacked", GAUGE, "Deliveries in flight, not yet settled with the broker.", NULL,
+     "amqp_unacked", AMQP(unacked)},
+    {"warren_delivery_latency_seconds", HISTOGRAM,
+     "From the envelope's created_at (else the AMQP timestamp, else consume time) to the client "
+     "ack or write.",
+     NULL, "latency", LOOP(HIST, latency)},
+    {"warren_loop_busy_seconds", HISTOGRAM,
+     "Event-loop iterations by wall time spent outside poll: how long a client could wait.", NULL,
+     NULL, LOOP(HIST, loop_busy)},
+    {"warren_loop_cpu_seconds", HISTOGRAM,
+     "Event-loop iterations by CPU time of the loop thread (busy wall time far above this means "
+     "the thread waited for a core).",
+     NULL, NULL, LOOP(HIST, loop_cpu)},
+    {"warren_loop_busy_max_seconds", GAUGE, "Longest event-loop iteration since start (wall).",
+     NULL, NULL, LOOP(MS, loop_busy.max)},
+    {"warren_loop_cpu_max_seconds", GAUGE,
+     "Most CPU time one event-loop iteration used since start.", NULL, NULL,
+     LOOP(MS, loop_cpu.max)},
+    {"warren_queue_messages", GAUGE,
+     "Messages ready in each queue, from a passive queue.declare every admin.queue_poll_ms.", NULL,
+     "queues", CUSTOM(prom_queues, json_queues), .off = offsetof(wr_amqp_queue_stat_t, messages)},
+    {"warren_queue_consumers", GAUGE,
+     "Consumers of each queue, from a passive queue.declare every admin.queue_poll_ms.", NULL, NULL,
+     CUSTOM(prom_queues, NULL), .off = offsetof(wr_amqp_queue_stat_t, consumers)},
+    {"process_cpu_seconds_total", COUNTER, "Total user and system CPU time spent in seconds.", NULL,
+     "process.cpu_seconds", PROC(SECONDS, cpu_seconds)},
+    {"process_open_fds", GAUGE, "Number of open file descriptors.", NULL, "process.open_fds",
+     PROC(I64, open_fds)},
+    {"process_max_fds", GAUGE, "Maximum number of open file descriptors.", NULL, NULL,
+     PROC(I64, max_fds)},
+    {"process_resident_memory_bytes", GAUGE, "Resident memory size in bytes.", NULL,
+     "process.rss_bytes", PROC(I64, rss_bytes)},
+    {"process_virtual_memory_bytes", GAUGE, "Virtual memory size in bytes.", NULL, NULL,
+     PROC(I64, vsize_bytes)},
+    {"process_start_time_seconds", GAUGE, "Start time of the process since unix epoch in seconds.",
+     NULL, "start_time_s", PROC(SECONDS, start_time_s)},
+};
+const size_t wr_admin_n_metrics = sizeof(wr_admin_metrics) / sizeof(wr_admin_metrics[0]);
 
 _Static_assert(WR_LATENCY_NBOUNDS <= WR_HIST_MAX_BOUNDS && WR_LOOP_NBOUNDS <= WR_HIST_MAX_BOUNDS,
                "a histogram's bounds must fit in wr_hist_t");
@@ -496,6 +458,27 @@ void wr_bridge_stats_init(wr_bridge_stats_t *st) {
   wr_hist_init(&st->fanout, wr_loop_bounds, WR_LOOP_NBOUNDS);
   wr_hist_init(&st->loop_busy, wr_loop_bounds, WR_LOOP_NBOUNDS);
   wr_hist_init(&st->loop_cpu, wr_loop_bounds, WR_LOOP_NBOUNDS);
+}
+
+void wr_admin_render(wr_bridge_t *b, const wr_ws_stats_t *ws, const wr_amqp_stats_t *as, bool json,
+                     wr_sbuf_t *sb) {
+  scrape_t s = {.b = b};
+  wr_metric_src_t src = {.data = &s};
+
+  proc_stats_read(&s.proc);
+  pthread_mutex_lock(&b->qstats_lock);
+  s.n_queues = b->n_qstats;
+  memcpy(s.queues, b->qstats, s.n_queues * sizeof(s.queues[0]));
+  pthread_mutex_unlock(&b->qstats_lock);
+  src.base[B_LOOP] = &b->stats;
+  src.base[B_BRIDGE] = b;
+  src.base[B_WS] = ws;
+  src.base[B_AMQP] = as;
+  src.base[B_PROC] = &s.proc;
+  if (json)
+    wr_metrics_render_json(wr_admin_metrics, wr_admin_n_metrics, &src, sb);
+  else
+    wr_metrics_render_prom(wr_admin_metrics, wr_admin_n_metrics, &src, sb);
 }
 
 int wr_admin_http_cb(wr_ws_server_t *srv, const char *method, const char *path, const char *query,
@@ -527,10 +510,10 @@ int wr_admin_http_cb(wr_ws_server_t *srv, const char *method, const char *path, 
     return 0;
   }
   if (strcmp(path, "/metrics") == 0) {
-    metrics(b, &sb);
+    wr_admin_render(b, wr_ws_server_stats(b->ws), wr_amqp_stats(b->amqp), false, &sb);
     resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
   } else if (strcmp(path, "/api/stats") == 0) {
-    stats_json(b, &sb);
+    wr_admin_render(b, wr_ws_server_stats(b->ws), wr_amqp_stats(b->amqp), true, &sb);
     resp->content_type = "application/json";
     resp->extra_headers = "Cache-Control: no-store\r\n";
   } else {
