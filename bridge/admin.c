@@ -1,4 +1,4 @@
-/* Admin endpoints (DESIGN.md §7) on admin.listen — /healthz, /readyz,
+/* Admin endpoints (README.md, Operating) on admin.listen — /healthz, /readyz,
  * /metrics, /api/stats, /dashboard — and the demo page on the public port when
  * server.demo is on.
  *
@@ -58,7 +58,7 @@ static bool ready(const wr_bridge_t *b) {
   return b->listening && b->phase == WR_PHASE_RUNNING && atomic_load(&b->consuming);
 }
 
-/* What a polled queue is for, from its name (DESIGN.md §2). */
+/* What a polled queue is for, from its name (README.md, Topology). */
 static const char *queue_role(const wr_bridge_t *b, const char *name) {
   size_t n = strlen(b->cfg->queue);
   if (strcmp(name, b->cfg->queue) == 0)

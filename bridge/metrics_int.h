@@ -1,4 +1,4 @@
-/* The pure parts of the admin endpoints (DESIGN.md §7): a growable text
+/* The pure parts of the admin endpoints (README.md, Operating): a growable text
  * buffer, a fixed-bucket histogram, and a metrics table with its two
  * renderers, Prometheus text for /metrics and JSON for /api/stats. No I/O, no
  * locks, no knowledge of the bridge: admin.c holds warren's table and gathers
