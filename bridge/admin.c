@@ -1,4 +1,4 @@
-/* Admin endpoints (DESIGN.md §7) on admin.listen — /healthz, /readyz,
+/* Admin endpoints (README.md, Operating) on admin.listen — /healthz, /readyz,
  * /metrics, /api/stats, /dashboard — and the demo page on the public port when
  * server.demo is on.
  *
@@ -11,7 +11,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,68 +54,11 @@ int wr_public_http_cb(wr_ws_server_t *srv, const char *method, const char *path,
   return -ENOENT;
 }
 
-/* A growable string for response bodies. */
-typedef struct sb_s {
-  char *s;
-  size_t len, cap;
-  bool oom;
-} sb_t;
-
-static void sb_printf(sb_t *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sb_t *sb, const char *fmt, ...) {
-  va_list ap;
-  int n;
-  if (sb->oom)
-    return;
-  for (;;) {
-    size_t room = sb->cap - sb->len;
-    va_start(ap, fmt);
-    n = vsnprintf(sb->s ? sb->s + sb->len : NULL, room, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-      sb->oom = true;
-      return;
-    }
-    if ((size_t)n < room) {
-      sb->len += (size_t)n;
-      return;
-    }
-    size_t ncap = (sb->cap ? sb->cap * 2 : 4096) + (size_t)n;
-    char *ns = realloc(sb->s, ncap);
-    if (ns == NULL) {
-      sb->oom = true;
-      return;
-    }
-    sb->s = ns;
-    sb->cap = ncap;
-  }
-}
-
-/* Appends s escaped for a Prometheus label value (\\, \" and \n) or, with
- * json set, for a JSON string (also every other control character). */
-static void sb_escaped(sb_t *sb, const char *s, bool json) {
-  for (; *s != '\0'; s++) {
-    unsigned char c = (unsigned char)*s;
-    if (c == '\\' || c == '"')
-      sb_printf(sb, "\\%c", c);
-    else if (c == '\n')
-      sb_printf(sb, "\\n");
-    else if (json && c < 0x20)
-      sb_printf(sb, "\\u%04x", c);
-    else
-      sb_printf(sb, "%c", c);
-  }
-}
-
-static uint64_t rd(const uint64_t *p) {
-  return __atomic_load_n(p, __ATOMIC_RELAXED);
-}
-
 static bool ready(const wr_bridge_t *b) {
   return b->listening && b->phase == WR_PHASE_RUNNING && atomic_load(&b->consuming);
 }
 
-/* What a polled queue is for, from its name (DESIGN.md §2). */
+/* What a polled queue is for, from its name (README.md, Topology). */
 static const char *queue_role(const wr_bridge_t *b, const char *name) {
   size_t n = strlen(b->cfg->queue);
   if (strcmp(name, b->cfg->queue) == 0)
@@ -130,24 +73,6 @@ static const char *queue_role(const wr_bridge_t *b, const char *name) {
   if (strcmp(name, ".dead") == 0)
     return "dead";
   return "other";
-}
-
-/* The q-quantile of the latency histogram in ms, interpolated linearly inside
- * its bucket as Prometheus' histogram_quantile() does; -1 with no data. */
-static double latency_quantile(const wr_bridge_stats_t *st, double q) {
-  double rank = q * (double)st->latency_count, lo = 0;
-  uint64_t cum = 0;
-  size_t i;
-  if (st->latency_count == 0)
-    return -1;
-  for (i = 0; i < WR_LATENCY_NBOUNDS; i++) {
-    uint64_t n = st->latency_buckets[i];
-    if (n > 0 && (double)(cum + n) >= rank)
-      return lo + (wr_latency_bounds[i] - lo) * ((rank - (double)cum) / (double)n);
-    cum += n;
-    lo = wr_latency_bounds[i];
-  }
-  return wr_latency_bounds[WR_LATENCY_NBOUNDS - 1];
 }
 
 /* Figures of this process from /proc/self; -1 when unavailable. */
@@ -222,373 +147,340 @@ static void proc_stats_read(proc_stats_t *ps) {
     ps->max_fds = rl.rlim_cur == RLIM_INFINITY ? -1 : (int64_t)rl.rlim_cur;
 }
 
-#define HELP(name, type, help) sb_printf(sb, "# HELP " name " " help "\n# TYPE " name " " type "\n")
+/* Serves the table's reads: the bases of offset rows and, for getters and
+ * callbacks, everything one scrape sees. The queue depths are copied under
+ * qstats_lock once, so both families and the JSON agree. */
+typedef struct scrape_s {
+  const wr_bridge_t *b;
+  proc_stats_t proc;
+  wr_amqp_queue_stat_t queues[WR_MAX_QUEUE_STATS];
+  size_t n_queues;
+} scrape_t;
 
-static void metrics_queues(wr_bridge_t *b, sb_t *sb) {
-  size_t i;
-  pthread_mutex_lock(&b->qstats_lock);
-  HELP("warren_queue_messages", "gauge",
-       "Messages ready in each queue, from a passive queue.declare every admin.queue_poll_ms.");
-  for (i = 0; i < b->n_qstats; i++) {
-    if (b->qstats[i].messages < 0)
+enum { B_LOOP, B_BRIDGE, B_WS, B_AMQP, B_PROC };
+
+static wr_metric_value_t get_one(const void *data) {
+  (void)data;
+  return (wr_metric_value_t){.u = 1};
+}
+
+static wr_metric_value_t get_now_ms(const void *data) {
+  (void)data;
+  return (wr_metric_value_t){.i = wr_now_realtime_ms()};
+}
+
+static wr_metric_value_t get_ready(const void *data) {
+  const scrape_t *s = data;
+  return (wr_metric_value_t){.u = ready(s->b)};
+}
+
+static wr_metric_value_t get_draining(const void *data) {
+  const scrape_t *s = data;
+  return (wr_metric_value_t){.u = s->b->phase != WR_PHASE_RUNNING};
+}
+
+static wr_metric_value_t get_consuming(const void *data) {
+  const scrape_t *s = data;
+  return (wr_metric_value_t){.u = atomic_load(&s->b->consuming)};
+}
+
+static wr_metric_value_t get_delivery_ring(const void *data) {
+  const scrape_t *s = data;
+  return (wr_metric_value_t){.u = wr_ring_size(&s->b->deliveries)};
+}
+
+static wr_metric_value_t get_command_ring(const void *data) {
+  const scrape_t *s = data;
+  return (wr_metric_value_t){.u = wr_ring_size(&s->b->commands)};
+}
+
+static wr_metric_value_t get_retried(const void *data) {
+  const scrape_t *s = data;
+  wr_metric_value_t v = {0};
+  for (size_t i = 0; i < s->b->cfg->n_retry_delays; i++)
+    v.u += s->b->stats.retried[i];
+  return v;
+}
+
+static void json_version(const void *data, wr_sbuf_t *sb) {
+  (void)data;
+  wr_sbuf_printf(sb, "\"");
+  wr_sbuf_escaped(sb, WARREN_VERSION, true);
+  wr_sbuf_printf(sb, "\"");
+}
+
+/* One sample per ladder step: the steps come from the configuration. */
+static void prom_retried(const void *data, const wr_metric_t *m, wr_sbuf_t *sb) {
+  const scrape_t *s = data;
+  for (size_t i = 0; i < s->b->cfg->n_retry_delays; i++)
+    wr_sbuf_printf(sb, "%s{step=\"%zu\",delay_ms=\"%u\"} %llu\n", m->name, i + 1,
+                   s->b->cfg->retry_delays_ms[i], (unsigned long long)s->b->stats.retried[i]);
+}
+
+static void json_retried(const void *data, wr_sbuf_t *sb) {
+  const scrape_t *s = data;
+  wr_sbuf_printf(sb, "[");
+  for (size_t i = 0; i < s->b->cfg->n_retry_delays; i++)
+    wr_sbuf_printf(sb, "%s{\"step\":%zu,\"delay_ms\":%u,\"count\":%llu}", i ? "," : "", i + 1,
+                   s->b->cfg->retry_delays_ms[i], (unsigned long long)s->b->stats.retried[i]);
+  wr_sbuf_printf(sb, "]");
+}
+
+/* One sample per polled queue that answered; m->off picks the field of
+ * wr_amqp_queue_stat_t. */
+static void prom_queues(const void *data, const wr_metric_t *m, wr_sbuf_t *sb) {
+  const scrape_t *s = data;
+  for (size_t i = 0; i < s->n_queues; i++) {
+    int64_t v = *(const int64_t *)((const char *)&s->queues[i] + m->off);
+    if (v < 0)
       continue;
-    sb_printf(sb, "warren_queue_messages{queue=\"");
-    sb_escaped(sb, b->qstats[i].name, false);
-    sb_printf(sb, "\",role=\"%s\"} %lld\n", queue_role(b, b->qstats[i].name),
-              (long long)b->qstats[i].messages);
-  }
-  HELP("warren_queue_consumers", "gauge",
-       "Consumers of each queue, from a passive queue.declare every admin.queue_poll_ms.");
-  for (i = 0; i < b->n_qstats; i++) {
-    if (b->qstats[i].consumers < 0)
-      continue;
-    sb_printf(sb, "warren_queue_consumers{queue=\"");
-    sb_escaped(sb, b->qstats[i].name, false);
-    sb_printf(sb, "\",role=\"%s\"} %lld\n", queue_role(b, b->qstats[i].name),
-              (long long)b->qstats[i].consumers);
-  }
-  pthread_mutex_unlock(&b->qstats_lock);
-}
-
-static void metrics_process(sb_t *sb) {
-  proc_stats_t ps;
-  proc_stats_read(&ps);
-  if (ps.cpu_seconds >= 0) {
-    HELP("process_cpu_seconds_total", "counter",
-         "Total user and system CPU time spent in seconds.");
-    sb_printf(sb, "process_cpu_seconds_total %.2f\n", ps.cpu_seconds);
-  }
-  if (ps.open_fds >= 0) {
-    HELP("process_open_fds", "gauge", "Number of open file descriptors.");
-    sb_printf(sb, "process_open_fds %lld\n", (long long)ps.open_fds);
-  }
-  if (ps.max_fds >= 0) {
-    HELP("process_max_fds", "gauge", "Maximum number of open file descriptors.");
-    sb_printf(sb, "process_max_fds %lld\n", (long long)ps.max_fds);
-  }
-  if (ps.rss_bytes >= 0) {
-    HELP("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
-    sb_printf(sb, "process_resident_memory_bytes %lld\n", (long long)ps.rss_bytes);
-    HELP("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
-    sb_printf(sb, "process_virtual_memory_bytes %lld\n", (long long)ps.vsize_bytes);
-  }
-  if (ps.start_time_s >= 0) {
-    HELP("process_start_time_seconds", "gauge",
-         "Start time of the process since unix epoch in seconds.");
-    sb_printf(sb, "process_start_time_seconds %.2f\n", ps.start_time_s);
+    wr_sbuf_printf(sb, "%s{queue=\"", m->name);
+    wr_sbuf_escaped(sb, s->queues[i].name, false);
+    wr_sbuf_printf(sb, "\",role=\"%s\"} %lld\n", queue_role(s->b, s->queues[i].name), (long long)v);
   }
 }
 
-/* A histogram over wr_loop_bounds (ms), exposed in seconds. */
-static void ms_histogram(sb_t *sb, const char *name, const uint64_t *buckets, double sum_ms,
-                         uint64_t count) {
-  uint64_t cum = 0;
-  for (size_t i = 0; i < WR_LOOP_NBOUNDS; i++) {
-    cum += buckets[i];
-    sb_printf(sb, "%s_bucket{le=\"%g\"} %llu\n", name, wr_loop_bounds[i] / 1000.0,
-              (unsigned long long)cum);
-  }
-  cum += buckets[WR_LOOP_NBOUNDS];
-  sb_printf(sb, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
-            (unsigned long long)cum, name, sum_ms / 1000.0, name, (unsigned long long)count);
-}
-
-static void metrics_loop(const wr_bridge_stats_t *st, sb_t *sb) {
-  HELP("warren_loop_busy_seconds", "histogram",
-       "Event-loop iterations by wall time spent outside poll: how long a client could wait.");
-  ms_histogram(sb, "warren_loop_busy_seconds", st->loop_buckets, st->loop_busy_ms,
-               st->loop_iterations);
-  HELP("warren_loop_cpu_seconds", "histogram",
-       "Event-loop iterations by CPU time of the loop thread (busy wall time far above this "
-       "means the thread waited for a core).");
-  ms_histogram(sb, "warren_loop_cpu_seconds", st->loop_cpu_buckets, st->loop_cpu_ms,
-               st->loop_iterations);
-  HELP("warren_loop_busy_max_seconds", "gauge", "Longest event-loop iteration since start (wall).");
-  sb_printf(sb, "warren_loop_busy_max_seconds %.6f\n", st->loop_busy_max_ms / 1000.0);
-  HELP("warren_loop_cpu_max_seconds", "gauge",
-       "Most CPU time one event-loop iteration used since start.");
-  sb_printf(sb, "warren_loop_cpu_max_seconds %.6f\n", st->loop_cpu_max_ms / 1000.0);
-}
-
-static void metrics(wr_bridge_t *b, sb_t *sb) {
-  const wr_ws_stats_t *ws = wr_ws_server_stats(b->ws);
-  const wr_amqp_stats_t *as = wr_amqp_stats(b->amqp);
-  const wr_bridge_stats_t *st = &b->stats;
-  uint64_t cum = 0;
-  size_t i;
-
-  HELP("warren_build_info", "gauge", "Always 1; the version is a label.");
-  sb_printf(sb, "warren_build_info{version=\"%s\"} 1\n", WARREN_VERSION);
-  HELP("warren_ready", "gauge", "1 while listening and consuming (what /readyz answers 200 for).");
-  sb_printf(sb, "warren_ready %d\n", ready(b) ? 1 : 0);
-  HELP("warren_draining", "gauge", "1 after SIGTERM/SIGINT, while the drain runs.");
-  sb_printf(sb, "warren_draining %d\n", b->phase != WR_PHASE_RUNNING ? 1 : 0);
-  HELP("warren_connections", "gauge", "Open WebSocket connections.");
-  sb_printf(sb, "warren_connections %llu\n", (unsigned long long)ws->connections);
-  HELP("warren_users_online", "gauge", "Users with at least one open connection.");
-  sb_printf(sb, "warren_users_online %zu\n", b->core.index.users_online);
-  HELP("warren_handshakes_total", "counter", "WebSocket handshakes by outcome.");
-  sb_printf(
-      sb,
-      "warren_handshakes_total{outcome=\"accepted\"} %llu\n"
-      "warren_handshakes_total{outcome=\"bad_request\"} %llu\n"
-      "warren_handshakes_total{outcome=\"unauthorized\"} %llu\n"
-      "warren_handshakes_total{outcome=\"forbidden_origin\"} %llu\n"
-      "warren_handshakes_total{outcome=\"over_limit\"} %llu\n"
-      "warren_handshakes_total{outcome=\"timeout\"} %llu\n",
-      (unsigned long long)ws->handshakes_accepted, (unsigned long long)ws->handshakes_bad_request,
-      (unsigned long long)ws->handshakes_unauthorized, (unsigned long long)ws->handshakes_forbidden,
-      (unsigned long long)ws->handshakes_over_limit, (unsigned long long)ws->handshakes_timeout);
-  HELP("warren_connection_closes_total", "counter",
-       "WebSocket connections closed by warren, by reason.");
-  sb_printf(sb,
-            "warren_connection_closes_total{reason=\"slow_consumer\"} %llu\n"
-            "warren_connection_closes_total{reason=\"too_big\"} %llu\n"
-            "warren_connection_closes_total{reason=\"protocol\"} %llu\n"
-            "warren_connection_closes_total{reason=\"idle\"} %llu\n"
-            "warren_connection_closes_total{reason=\"token_expired\"} %llu\n"
-            "warren_connection_closes_total{reason=\"rate_limited\"} %llu\n",
-            (unsigned long long)ws->closes_slow_consumer, (unsigned long long)ws->closes_too_big,
-            (unsigned long long)ws->closes_protocol, (unsigned long long)ws->closes_idle,
-            (unsigned long long)ws->closes_token_expired,
-            (unsigned long long)ws->closes_rate_limited);
-  HELP("warren_client_messages_total", "counter", "Messages received from clients.");
-  sb_printf(sb, "warren_client_messages_total %llu\n", (unsigned long long)ws->messages_received);
-
-  HELP("warren_notifications_consumed_total", "counter", "Envelopes decoded, by body format.");
-  sb_printf(sb,
-            "warren_notifications_consumed_total{format=\"json\"} %llu\n"
-            "warren_notifications_consumed_total{format=\"msgpack\"} %llu\n",
-            (unsigned long long)st->consumed[0], (unsigned long long)st->consumed[1]);
-  HELP("warren_notifications_delivered_total", "counter",
-       "Notification frames queued to client connections.");
-  sb_printf(sb, "warren_notifications_delivered_total %llu\n", (unsigned long long)st->delivered);
-  HELP("warren_notifications_deferred_total", "counter",
-       "Notification frames held back because the connection had over half of "
-       "server.max_queued_bytes unwritten.");
-  sb_printf(sb, "warren_notifications_deferred_total %llu\n", (unsigned long long)st->deferred);
-  HELP("warren_notifications_written_total", "counter",
-       "Notification frames handed to the kernel (ack.mode=write only).");
-  sb_printf(sb, "warren_notifications_written_total %llu\n", (unsigned long long)st->written);
-  HELP("warren_broadcasts_total", "counter", "Broadcast notifications sent.");
-  sb_printf(sb, "warren_broadcasts_total %llu\n", (unsigned long long)st->broadcasts);
-  HELP("warren_broadcast_fanout_seconds", "histogram",
-       "Broadcasts by time from consume to the frame handed to the last connection's socket.");
-  ms_histogram(sb, "warren_broadcast_fanout_seconds", st->fanout_buckets, st->fanout_ms,
-               st->fanout_count);
-  HELP("warren_broadcast_last_fanout_seconds", "gauge",
-       "Fan-out time of the latest broadcast (see warren_broadcast_fanout_seconds).");
-  sb_printf(sb, "warren_broadcast_last_fanout_seconds %.6f\n", st->fanout_last_ms / 1000.0);
-  HELP("warren_broadcast_last_connections", "gauge",
-       "Connections the latest broadcast was sent to.");
-  sb_printf(sb, "warren_broadcast_last_connections %llu\n",
-            (unsigned long long)st->fanout_last_conns);
-  HELP("warren_targets_total", "counter",
-       "Per-user targets settled: delivered (acked or written) or offline (sent to the ladder).");
-  sb_printf(sb,
-            "warren_targets_total{outcome=\"delivered\"} %llu\n"
-            "warren_targets_total{outcome=\"offline\"} %llu\n",
-            (unsigned long long)st->targets_delivered, (unsigned long long)st->targets_offline);
-  HELP("warren_client_acks_total", "counter",
-       "Client acks, by whether they settled a waiting notification.");
-  sb_printf(sb,
-            "warren_client_acks_total{matched=\"true\"} %llu\n"
-            "warren_client_acks_total{matched=\"false\"} %llu\n",
-            (unsigned long long)st->client_acks, (unsigned long long)st->client_acks_unknown);
-  HELP("warren_client_bad_messages_total", "counter", "Client messages answered with an error.");
-  sb_printf(sb, "warren_client_bad_messages_total %llu\n",
-            (unsigned long long)st->client_bad_messages);
-  HELP("warren_ack_timeouts_total", "counter", "Targets not acked within ack.timeout_ms.");
-  sb_printf(sb, "warren_ack_timeouts_total %llu\n", (unsigned long long)st->ack_timeouts);
-  HELP("warren_retried_total", "counter", "Ladder copies handed to the AMQP thread, by step.");
-  for (i = 0; i < b->cfg->n_retry_delays; i++)
-    sb_printf(sb, "warren_retried_total{step=\"%zu\",delay_ms=\"%u\"} %llu\n", i + 1,
-              b->cfg->retry_delays_ms[i], (unsigned long long)st->retried[i]);
-  HELP("warren_parked_total", "counter", "Notifications parked in Q.parked, by reason.");
-  sb_printf(sb,
-            "warren_parked_total{reason=\"max_attempts\"} %llu\n"
-            "warren_parked_total{reason=\"expired\"} %llu\n",
-            (unsigned long long)st->parked_max_attempts, (unsigned long long)st->parked_expired);
-  HELP("warren_dead_lettered_total", "counter", "Messages rejected to Q.dead, by reason.");
-  for (i = WR_ENV_TOO_LARGE; i <= WR_ENV_BAD_FIELD; i++)
-    sb_printf(sb, "warren_dead_lettered_total{reason=\"%s\"} %llu\n",
-              wr_env_result_str((wr_env_result_t)i), (unsigned long long)st->dead_by_reason[i]);
-  HELP("warren_requeued_total", "counter",
-       "Deliveries handed back for redelivery (shutdown, out of memory).");
-  sb_printf(sb, "warren_requeued_total %llu\n", (unsigned long long)st->requeued);
-  HELP("warren_stale_discarded_total", "counter",
-       "Deliveries of a lost AMQP connection dropped (the broker redelivers them).");
-  sb_printf(sb, "warren_stale_discarded_total %llu\n", (unsigned long long)st->discarded_stale);
-  HELP("warren_pending_deliveries", "gauge", "Consumed messages not settled yet by the loop.");
-  sb_printf(sb, "warren_pending_deliveries %zu\n", b->core.n_pendings);
-  HELP("warren_ring_depth", "gauge", "Items waiting in the inter-thread rings.");
-  sb_printf(sb,
-            "warren_ring_depth{ring=\"delivery\"} %zu\nwarren_ring_depth{ring=\"command\"} %zu\n"
-            "warren_ring_depth{ring=\"overflow\"} %zu\n",
-            wr_ring_size(&b->deliveries), wr_ring_size(&b->commands), b->ov_len);
-
-  HELP("warren_amqp_connected", "gauge", "1 while connected to the broker and consuming.");
-  sb_printf(sb, "warren_amqp_connected %d\n", atomic_load(&b->consuming) ? 1 : 0);
-  HELP("warren_amqp_reconnects_total", "counter", "AMQP connections opened after the first.");
-  sb_printf(sb, "warren_amqp_reconnects_total %llu\n", (unsigned long long)rd(&as->reconnects));
-  HELP("warren_amqp_acked_total", "counter", "Messages acked to the broker.");
-  sb_printf(sb, "warren_amqp_acked_total %llu\n", (unsigned long long)rd(&as->acked));
-  HELP("warren_amqp_ack_frames_total", "counter",
-       "basic.ack frames sent; acked_total / ack_frames_total is the coalescing factor.");
-  sb_printf(sb, "warren_amqp_ack_frames_total %llu\n", (unsigned long long)rd(&as->ack_frames));
-  HELP("warren_amqp_nacked_total", "counter",
-       "Messages nacked to the broker: to Q.dead (requeue=false) or back to Q (requeue=true).");
-  sb_printf(sb,
-            "warren_amqp_nacked_total{requeue=\"false\"} %llu\n"
-            "warren_amqp_nacked_total{requeue=\"true\"} %llu\n",
-            (unsigned long long)rd(&as->dead_lettered), (unsigned long long)rd(&as->requeued));
-  HELP("warren_amqp_published_total", "counter", "Ladder and park copies confirmed by the broker.");
-  sb_printf(sb, "warren_amqp_published_total %llu\n", (unsigned long long)rd(&as->published));
-  HELP("warren_amqp_publish_failures_total", "counter",
-       "Ladder and park copies nacked or lost before their confirm.");
-  sb_printf(sb, "warren_amqp_publish_failures_total %llu\n",
-            (unsigned long long)rd(&as->publish_failures));
-  HELP("warren_amqp_stale_verdicts_total", "counter",
-       "Verdicts dropped because their AMQP connection was gone.");
-  sb_printf(sb, "warren_amqp_stale_verdicts_total %llu\n",
-            (unsigned long long)rd(&as->stale_verdicts));
-  HELP("warren_amqp_watchdog_kicks_total", "counter",
-       "AMQP sockets shut down because the AMQP thread was stuck.");
-  sb_printf(sb, "warren_amqp_watchdog_kicks_total %llu\n",
-            (unsigned long long)rd(&as->watchdog_kicks));
-  HELP("warren_amqp_unacked", "gauge", "Deliveries in flight, not yet settled with the broker.");
-  sb_printf(sb, "warren_amqp_unacked %llu\n", (unsigned long long)rd(&as->unacked));
-
-  HELP("warren_delivery_latency_seconds", "histogram",
-       "From the envelope's created_at (else the AMQP timestamp, else consume time) to the "
-       "client ack or write.");
-  for (i = 0; i < WR_LATENCY_NBOUNDS; i++) {
-    cum += st->latency_buckets[i];
-    sb_printf(sb, "warren_delivery_latency_seconds_bucket{le=\"%g\"} %llu\n",
-              wr_latency_bounds[i] / 1000.0, (unsigned long long)cum);
-  }
-  cum += st->latency_buckets[WR_LATENCY_NBOUNDS];
-  sb_printf(sb,
-            "warren_delivery_latency_seconds_bucket{le=\"+Inf\"} %llu\n"
-            "warren_delivery_latency_seconds_sum %.6f\n"
-            "warren_delivery_latency_seconds_count %llu\n",
-            (unsigned long long)cum, st->latency_sum_ms / 1000.0,
-            (unsigned long long)st->latency_count);
-  metrics_loop(st, sb);
-  metrics_queues(b, sb);
-  metrics_process(sb);
-}
-
-static void json_num_or_null(sb_t *sb, double v, const char *fmt) {
+static void json_int_or_null(wr_sbuf_t *sb, int64_t v) {
   if (v < 0)
-    sb_printf(sb, "null");
+    wr_sbuf_printf(sb, "null");
   else
-    sb_printf(sb, fmt, v);
+    wr_sbuf_printf(sb, "%lld", (long long)v);
 }
 
-static void stats_json(wr_bridge_t *b, sb_t *sb) {
-  const wr_ws_stats_t *ws = wr_ws_server_stats(b->ws);
-  const wr_amqp_stats_t *as = wr_amqp_stats(b->amqp);
-  const wr_bridge_stats_t *st = &b->stats;
-  uint64_t retried = 0, dead = 0;
-  proc_stats_t ps;
-  size_t i;
-
-  for (i = 0; i < b->cfg->n_retry_delays; i++)
-    retried += st->retried[i];
-  for (i = WR_ENV_TOO_LARGE; i <= WR_ENV_BAD_FIELD; i++)
-    dead += st->dead_by_reason[i];
-  proc_stats_read(&ps);
-
-  sb_printf(sb, "{\"version\":\"%s\",\"ts_ms\":%lld,", WARREN_VERSION,
-            (long long)wr_now_realtime_ms());
-  sb_printf(sb, "\"start_time_s\":");
-  json_num_or_null(sb, ps.start_time_s, "%.2f");
-  sb_printf(sb,
-            ",\"ready\":%s,\"draining\":%s,\"amqp_connected\":%s,\"connections\":%llu,"
-            "\"users_online\":%zu,",
-            ready(b) ? "true" : "false", b->phase != WR_PHASE_RUNNING ? "true" : "false",
-            atomic_load(&b->consuming) ? "true" : "false", (unsigned long long)ws->connections,
-            b->core.index.users_online);
-  sb_printf(
-      sb,
-      "\"handshakes\":{\"accepted\":%llu,\"bad_request\":%llu,\"unauthorized\":%llu,"
-      "\"forbidden_origin\":%llu,\"over_limit\":%llu,\"timeout\":%llu},",
-      (unsigned long long)ws->handshakes_accepted, (unsigned long long)ws->handshakes_bad_request,
-      (unsigned long long)ws->handshakes_unauthorized, (unsigned long long)ws->handshakes_forbidden,
-      (unsigned long long)ws->handshakes_over_limit, (unsigned long long)ws->handshakes_timeout);
-  /* Totals are monotonic counters: a rate is the difference of two polls. */
-  sb_printf(sb,
-            "\"consumed\":%llu,\"consumed_by_format\":{\"json\":%llu,\"msgpack\":%llu},"
-            "\"delivered\":%llu,\"targets_delivered\":%llu,\"targets_offline\":%llu,"
-            "\"client_acks\":%llu,\"ack_timeouts\":%llu,\"amqp_acked\":%llu,"
-            "\"retried\":%llu,\"retried_by_step\":[",
-            (unsigned long long)(st->consumed[0] + st->consumed[1]),
-            (unsigned long long)st->consumed[0], (unsigned long long)st->consumed[1],
-            (unsigned long long)st->delivered, (unsigned long long)st->targets_delivered,
-            (unsigned long long)st->targets_offline, (unsigned long long)st->client_acks,
-            (unsigned long long)st->ack_timeouts, (unsigned long long)rd(&as->acked),
-            (unsigned long long)retried);
-  for (i = 0; i < b->cfg->n_retry_delays; i++)
-    sb_printf(sb, "%s{\"step\":%zu,\"delay_ms\":%u,\"count\":%llu}", i ? "," : "", i + 1,
-              b->cfg->retry_delays_ms[i], (unsigned long long)st->retried[i]);
-  sb_printf(sb,
-            "],\"parked\":%llu,\"parked_by_reason\":{\"max_attempts\":%llu,\"expired\":%llu},"
-            "\"dead_lettered\":%llu,\"dead_lettered_by_reason\":{",
-            (unsigned long long)(st->parked_max_attempts + st->parked_expired),
-            (unsigned long long)st->parked_max_attempts, (unsigned long long)st->parked_expired,
-            (unsigned long long)dead);
-  for (i = WR_ENV_TOO_LARGE; i <= WR_ENV_BAD_FIELD; i++)
-    sb_printf(sb, "%s\"%s\":%llu", i != WR_ENV_TOO_LARGE ? "," : "",
-              wr_env_result_str((wr_env_result_t)i), (unsigned long long)st->dead_by_reason[i]);
-  sb_printf(sb,
-            "},\"in_flight\":%zu,\"amqp_unacked\":%llu,\"reconnects\":%llu,"
-            "\"rings\":{\"delivery\":%zu,\"command\":%zu,\"overflow\":%zu},",
-            b->core.n_pendings, (unsigned long long)rd(&as->unacked),
-            (unsigned long long)rd(&as->reconnects), wr_ring_size(&b->deliveries),
-            wr_ring_size(&b->commands), b->ov_len);
-
-  /* The buckets let a client compute percentiles over any window from two
-   * polls; p50/p99 here cover the whole life of the process. */
-  sb_printf(sb, "\"latency\":{\"count\":%llu,\"sum_ms\":%.3f,\"p50_ms\":",
-            (unsigned long long)st->latency_count, st->latency_sum_ms);
-  json_num_or_null(sb, latency_quantile(st, 0.5), "%.3f");
-  sb_printf(sb, ",\"p99_ms\":");
-  json_num_or_null(sb, latency_quantile(st, 0.99), "%.3f");
-  sb_printf(sb, ",\"bounds_ms\":[");
-  for (i = 0; i < WR_LATENCY_NBOUNDS; i++)
-    sb_printf(sb, "%s%g", i ? "," : "", wr_latency_bounds[i]);
-  sb_printf(sb, "],\"buckets\":[");
-  for (i = 0; i <= WR_LATENCY_NBOUNDS; i++)
-    sb_printf(sb, "%s%llu", i ? "," : "", (unsigned long long)st->latency_buckets[i]);
-  sb_printf(sb, "]},");
-
-  sb_printf(sb, "\"process\":{\"rss_bytes\":%lld,\"cpu_seconds\":", (long long)ps.rss_bytes);
-  json_num_or_null(sb, ps.cpu_seconds, "%.2f");
-  sb_printf(sb, ",\"open_fds\":%lld},\"queues\":[", (long long)ps.open_fds);
-  pthread_mutex_lock(&b->qstats_lock);
-  for (i = 0; i < b->n_qstats; i++) {
-    sb_printf(sb, "%s{\"name\":\"", i ? "," : "");
-    sb_escaped(sb, b->qstats[i].name, true);
-    sb_printf(sb, "\",\"role\":\"%s\",\"messages\":", queue_role(b, b->qstats[i].name));
-    if (b->qstats[i].messages < 0)
-      sb_printf(sb, "null");
-    else
-      sb_printf(sb, "%lld", (long long)b->qstats[i].messages);
-    sb_printf(sb, ",\"consumers\":");
-    if (b->qstats[i].consumers < 0)
-      sb_printf(sb, "null}");
-    else
-      sb_printf(sb, "%lld}", (long long)b->qstats[i].consumers);
+/* The two queue families as one array of objects, unknown figures null. */
+static void json_queues(const void *data, wr_sbuf_t *sb) {
+  const scrape_t *s = data;
+  wr_sbuf_printf(sb, "[");
+  for (size_t i = 0; i < s->n_queues; i++) {
+    wr_sbuf_printf(sb, "%s{\"name\":\"", i ? "," : "");
+    wr_sbuf_escaped(sb, s->queues[i].name, true);
+    wr_sbuf_printf(sb, "\",\"role\":\"%s\",\"messages\":", queue_role(s->b, s->queues[i].name));
+    json_int_or_null(sb, s->queues[i].messages);
+    wr_sbuf_printf(sb, ",\"consumers\":");
+    json_int_or_null(sb, s->queues[i].consumers);
+    wr_sbuf_printf(sb, "}");
   }
+  wr_sbuf_printf(sb, "]");
+}
+
+#define COUNTER WR_METRIC_COUNTER
+#define GAUGE WR_METRIC_GAUGE
+#define HISTOGRAM WR_METRIC_HISTOGRAM
+#define LOOP(k, f) .kind = WR_MV_##k, .base = B_LOOP, .off = offsetof(wr_bridge_stats_t, f)
+#define BRIDGE(k, f) .kind = WR_MV_##k, .base = B_BRIDGE, .off = offsetof(wr_bridge_t, f)
+#define WS(f) .kind = WR_MV_U64, .base = B_WS, .off = offsetof(wr_ws_stats_t, f)
+#define AMQP(f) .kind = WR_MV_U64_RELAXED, .base = B_AMQP, .off = offsetof(wr_amqp_stats_t, f)
+#define PROC(k, f) .kind = WR_MV_##k, .base = B_PROC, .off = offsetof(proc_stats_t, f)
+#define FN(k, fn) .kind = WR_MV_##k, .get = fn
+#define CUSTOM(p, j) .kind = WR_MV_CUSTOM, .prom = p, .json_value = j
+/* Every figure of /metrics and /api/stats, one row each, in /metrics order:
+ * {Prometheus family, type, help (first row of a family), labels, JSON key,
+ * where the value is}. A row without a family is JSON only, one without a
+ * JSON key Prometheus only. */
+const wr_metric_t wr_admin_metrics[] = {
+    {"warren_build_info", GAUGE, "Always 1; the version is a label.",
+     "version=\"" WARREN_VERSION "\"", NULL, FN(U64, get_one)},
+    {NULL, 0, NULL, NULL, "version", CUSTOM(NULL, json_version)},
+    {NULL, 0, NULL, NULL, "ts_ms", FN(I64, get_now_ms)},
+    {"warren_ready", GAUGE, "1 while listening and consuming (what /readyz answers 200 for).", NULL,
+     "ready", FN(BOOL, get_ready)},
+    {"warren_draining", GAUGE, "1 after SIGTERM/SIGINT, while the drain runs.", NULL, "draining",
+     FN(BOOL, get_draining)},
+    {"warren_connections", GAUGE, "Open WebSocket connections.", NULL, "connections",
+     WS(connections)},
+    {"warren_users_online", GAUGE, "Users with at least one open connection.", NULL, "users_online",
+     BRIDGE(SIZE, core.index.users_online)},
+    {"warren_handshakes_total", COUNTER, "WebSocket handshakes by outcome.", "outcome=\"accepted\"",
+     "handshakes.accepted", WS(handshakes_accepted)},
+    {"warren_handshakes_total", COUNTER, NULL, "outcome=\"bad_request\"", "handshakes.bad_request",
+     WS(handshakes_bad_request)},
+    {"warren_handshakes_total", COUNTER, NULL, "outcome=\"unauthorized\"",
+     "handshakes.unauthorized", WS(handshakes_unauthorized)},
+    {"warren_handshakes_total", COUNTER, NULL, "outcome=\"forbidden_origin\"",
+     "handshakes.forbidden_origin", WS(handshakes_forbidden)},
+    {"warren_handshakes_total", COUNTER, NULL, "outcome=\"over_limit\"", "handshakes.over_limit",
+     WS(handshakes_over_limit)},
+    {"warren_handshakes_total", COUNTER, NULL, "outcome=\"timeout\"", "handshakes.timeout",
+     WS(handshakes_timeout)},
+    {"warren_connection_closes_total", COUNTER,
+     "WebSocket connections closed by warren, by reason.", "reason=\"slow_consumer\"", NULL,
+     WS(closes_slow_consumer)},
+    {"warren_connection_closes_total", COUNTER, NULL, "reason=\"too_big\"", NULL,
+     WS(closes_too_big)},
+    {"warren_connection_closes_total", COUNTER, NULL, "reason=\"protocol\"", NULL,
+     WS(closes_protocol)},
+    {"warren_connection_closes_total", COUNTER, NULL, "reason=\"idle\"", NULL, WS(closes_idle)},
+    {"warren_connection_closes_total", COUNTER, NULL, "reason=\"token_expired\"", NULL,
+     WS(closes_token_expired)},
+    {"warren_connection_closes_total", COUNTER, NULL, "reason=\"rate_limited\"", NULL,
+     WS(closes_rate_limited)},
+    {"warren_client_messages_total", COUNTER, "Messages received from clients.", NULL, NULL,
+     WS(messages_received)},
+    /* Totals are monotonic counters: a rate is the difference of two polls. */
+    {"warren_notifications_consumed_total", COUNTER, "Envelopes decoded, by body format.",
+     "format=\"json\"", "consumed_by_format.json", .json_sum = "consumed", LOOP(U64, consumed[0])},
+    {"warren_notifications_consumed_total", COUNTER, NULL, "format=\"msgpack\"",
+     "consumed_by_format.msgpack", LOOP(U64, consumed[1])},
+    {"warren_notifications_delivered_total", COUNTER,
+     "Notification frames queued to client connections.", NULL, "delivered", LOOP(U64, delivered)},
+    {"warren_notifications_deferred_total", COUNTER,
+     "Notification frames held back because the connection had over half of "
+     "server.max_queued_bytes unwritten.",
+     NULL, NULL, LOOP(U64, deferred)},
+    {"warren_notifications_written_total", COUNTER,
+     "Notification frames handed to the kernel (ack.mode=write only).", NULL, NULL,
+     LOOP(U64, written)},
+    {"warren_broadcasts_total", COUNTER, "Broadcast notifications sent.", NULL, NULL,
+     LOOP(U64, broadcasts)},
+    {"warren_broadcast_fanout_seconds", HISTOGRAM,
+     "Broadcasts by time from consume to the frame handed to the last connection's socket.", NULL,
+     NULL, LOOP(HIST, fanout)},
+    {"warren_broadcast_last_fanout_seconds", GAUGE,
+     "Fan-out time of the latest broadcast (see warren_broadcast_fanout_seconds).", NULL, NULL,
+     LOOP(MS, fanout_last_ms)},
+    {"warren_broadcast_last_connections", GAUGE, "Connections the latest broadcast was sent to.",
+     NULL, NULL, LOOP(U64, fanout_last_conns)},
+    {"warren_targets_total", COUNTER,
+     "Per-user targets settled: delivered (acked or written) or offline (sent to the ladder).",
+     "outcome=\"delivered\"", "targets_delivered", LOOP(U64, targets_delivered)},
+    {"warren_targets_total", COUNTER, NULL, "outcome=\"offline\"", "targets_offline",
+     LOOP(U64, targets_offline)},
+    {"warren_client_acks_total", COUNTER,
+     "Client acks, by whether they settled a waiting notification.", "matched=\"true\"",
+     "client_acks", LOOP(U64, client_acks)},
+    {"warren_client_acks_total", COUNTER, NULL, "matched=\"false\"", NULL,
+     LOOP(U64, client_acks_unknown)},
+    {"warren_client_bad_messages_total", COUNTER, "Client messages answered with an error.", NULL,
+     NULL, LOOP(U64, client_bad_messages)},
+    {"warren_ack_timeouts_total", COUNTER, "Targets not acked within ack.timeout_ms.", NULL,
+     "ack_timeouts", LOOP(U64, ack_timeouts)},
+    {NULL, 0, NULL, NULL, "retried", FN(U64, get_retried)},
+    {"warren_retried_total", COUNTER, "Ladder copies handed to the AMQP thread, by step.", NULL,
+     "retried_by_step", CUSTOM(prom_retried, json_retried)},
+    {"warren_parked_total", COUNTER, "Notifications parked in Q.parked, by reason.",
+     "reason=\"max_attempts\"", "parked_by_reason.max_attempts", .json_sum = "parked",
+     LOOP(U64, parked_max_attempts)},
+    {"warren_parked_total", COUNTER, NULL, "reason=\"expired\"", "parked_by_reason.expired",
+     LOOP(U64, parked_expired)},
+    {"warren_dead_lettered_total", COUNTER, "Messages rejected to Q.dead, by reason.",
+     "reason=\"too_large\"", "dead_lettered_by_reason.too_large", .json_sum = "dead_lettered",
+     LOOP(U64, dead_by_reason[WR_ENV_TOO_LARGE])},
+    {"warren_dead_lettered_total", COUNTER, NULL, "reason=\"bad_format\"",
+     "dead_lettered_by_reason.bad_format", LOOP(U64, dead_by_reason[WR_ENV_BAD_FORMAT])},
+    {"warren_dead_lettered_total", COUNTER, NULL, "reason=\"bad_json\"",
+     "dead_lettered_by_reason.bad_json", LOOP(U64, dead_by_reason[WR_ENV_BAD_JSON])},
+    {"warren_dead_lettered_total", COUNTER, NULL, "reason=\"bad_msgpack\"",
+     "dead_lettered_by_reason.bad_msgpack", LOOP(U64, dead_by_reason[WR_ENV_BAD_MSGPACK])},
+    {"warren_dead_lettered_total", COUNTER, NULL, "reason=\"no_target\"",
+     "dead_lettered_by_reason.no_target", LOOP(U64, dead_by_reason[WR_ENV_NO_TARGET])},
+    {"warren_dead_lettered_total", COUNTER, NULL, "reason=\"bad_field\"",
+     "dead_lettered_by_reason.bad_field", LOOP(U64, dead_by_reason[WR_ENV_BAD_FIELD])},
+    {"warren_requeued_total", COUNTER,
+     "Deliveries handed back for redelivery (shutdown, out of memory).", NULL, NULL,
+     LOOP(U64, requeued)},
+    {"warren_stale_discarded_total", COUNTER,
+     "Deliveries of a lost AMQP connection dropped (the broker redelivers them).", NULL, NULL,
+     LOOP(U64, discarded_stale)},
+    {"warren_copy_user_ignored_total", COUNTER,
+     "Messages whose x-warren-user names a user their body does not target (delivered to the "
+     "body's targets).",
+     NULL, "copy_user_ignored", LOOP(U64, copy_user_ignored)},
+    {"warren_pending_deliveries", GAUGE, "Consumed messages not settled yet by the loop.", NULL,
+     "in_flight", BRIDGE(SIZE, core.n_pendings)},
+    {"warren_ring_depth", GAUGE, "Items waiting in the inter-thread rings.", "ring=\"delivery\"",
+     "rings.delivery", FN(SIZE, get_delivery_ring)},
+    {"warren_ring_depth", GAUGE, NULL, "ring=\"command\"", "rings.command",
+     FN(SIZE, get_command_ring)},
+    {"warren_ring_depth", GAUGE, NULL, "ring=\"overflow\"", "rings.overflow", BRIDGE(SIZE, ov_len)},
+    {"warren_amqp_connected", GAUGE, "1 while connected to the broker and consuming.", NULL,
+     "amqp_connected", FN(BOOL, get_consuming)},
+    {"warren_amqp_reconnects_total", COUNTER, "AMQP connections opened after the first.", NULL,
+     "reconnects", AMQP(reconnects)},
+    {"warren_amqp_acked_total", COUNTER, "Messages acked to the broker.", NULL, "amqp_acked",
+     AMQP(acked)},
+    {"warren_amqp_ack_frames_total", COUNTER,
+     "basic.ack frames sent; acked_total / ack_frames_total is the coalescing factor.", NULL, NULL,
+     AMQP(ack_frames)},
+    {"warren_amqp_nacked_total", COUNTER,
+     "Messages nacked to the broker: to Q.dead (requeue=false) or back to Q (requeue=true).",
+     "requeue=\"false\"", NULL, AMQP(dead_lettered)},
+    {"warren_amqp_nacked_total", COUNTER, NULL, "requeue=\"true\"", NULL, AMQP(requeued)},
+    {"warren_amqp_published_total", COUNTER, "Ladder and park copies confirmed by the broker.",
+     NULL, NULL, AMQP(published)},
+    {"warren_amqp_publish_failures_total", COUNTER,
+     "Ladder and park copies nacked or lost before their confirm.", NULL, NULL,
+     AMQP(publish_failures)},
+    {"warren_amqp_stale_verdicts_total", COUNTER,
+     "Verdicts dropped because their AMQP connection was gone.", NULL, NULL, AMQP(stale_verdicts)},
+    {"warren_amqp_watchdog_kicks_total", COUNTER,
+     "AMQP sockets shut down because the AMQP thread was stuck.", NULL, NULL, AMQP(watchdog_kicks)},
+    {"warren_amqp_unacked", GAUGE, "Deliveries in flight, not yet settled with the broker.", NULL,
+     "amqp_unacked", AMQP(unacked)},
+    {"warren_delivery_latency_seconds", HISTOGRAM,
+     "From the envelope's created_at (else the AMQP timestamp, else consume time) to the client "
+     "ack or write.",
+     NULL, "latency", LOOP(HIST, latency)},
+    {"warren_loop_busy_seconds", HISTOGRAM,
+     "Event-loop iterations by wall time spent outside poll: how long a client could wait.", NULL,
+     NULL, LOOP(HIST, loop_busy)},
+    {"warren_loop_cpu_seconds", HISTOGRAM,
+     "Event-loop iterations by CPU time of the loop thread (busy wall time far above this means "
+     "the thread waited for a core).",
+     NULL, NULL, LOOP(HIST, loop_cpu)},
+    {"warren_loop_busy_max_seconds", GAUGE, "Longest event-loop iteration since start (wall).",
+     NULL, NULL, LOOP(MS, loop_busy.max)},
+    {"warren_loop_cpu_max_seconds", GAUGE,
+     "Most CPU time one event-loop iteration used since start.", NULL, NULL,
+     LOOP(MS, loop_cpu.max)},
+    {"warren_queue_messages", GAUGE,
+     "Messages ready in each queue, from a passive queue.declare every admin.queue_poll_ms.", NULL,
+     "queues", CUSTOM(prom_queues, json_queues), .off = offsetof(wr_amqp_queue_stat_t, messages)},
+    {"warren_queue_consumers", GAUGE,
+     "Consumers of each queue, from a passive queue.declare every admin.queue_poll_ms.", NULL, NULL,
+     CUSTOM(prom_queues, NULL), .off = offsetof(wr_amqp_queue_stat_t, consumers)},
+    {"process_cpu_seconds_total", COUNTER, "Total user and system CPU time spent in seconds.", NULL,
+     "process.cpu_seconds", PROC(SECONDS, cpu_seconds)},
+    {"process_open_fds", GAUGE, "Number of open file descriptors.", NULL, "process.open_fds",
+     PROC(I64, open_fds)},
+    {"process_max_fds", GAUGE, "Maximum number of open file descriptors.", NULL, NULL,
+     PROC(I64, max_fds)},
+    {"process_resident_memory_bytes", GAUGE, "Resident memory size in bytes.", NULL,
+     "process.rss_bytes", PROC(I64, rss_bytes)},
+    {"process_virtual_memory_bytes", GAUGE, "Virtual memory size in bytes.", NULL, NULL,
+     PROC(I64, vsize_bytes)},
+    {"process_start_time_seconds", GAUGE, "Start time of the process since unix epoch in seconds.",
+     NULL, "start_time_s", PROC(SECONDS, start_time_s)},
+};
+const size_t wr_admin_n_metrics = sizeof(wr_admin_metrics) / sizeof(wr_admin_metrics[0]);
+
+_Static_assert(WR_LATENCY_NBOUNDS <= WR_HIST_MAX_BOUNDS && WR_LOOP_NBOUNDS <= WR_HIST_MAX_BOUNDS,
+               "a histogram's bounds must fit in wr_hist_t");
+
+void wr_admin_render(wr_bridge_t *b, const wr_ws_stats_t *ws, const wr_amqp_stats_t *as, bool json,
+                     wr_sbuf_t *sb) {
+  scrape_t s = {.b = b};
+  wr_metric_src_t src = {.data = &s};
+
+  proc_stats_read(&s.proc);
+  pthread_mutex_lock(&b->qstats_lock);
+  s.n_queues = b->n_qstats;
+  memcpy(s.queues, b->qstats, s.n_queues * sizeof(s.queues[0]));
   pthread_mutex_unlock(&b->qstats_lock);
-  sb_printf(sb, "]}\n");
+  src.base[B_LOOP] = &b->stats;
+  src.base[B_BRIDGE] = b;
+  src.base[B_WS] = ws;
+  src.base[B_AMQP] = as;
+  src.base[B_PROC] = &s.proc;
+  if (json)
+    wr_metrics_render_json(wr_admin_metrics, wr_admin_n_metrics, &src, sb);
+  else
+    wr_metrics_render_prom(wr_admin_metrics, wr_admin_n_metrics, &src, sb);
 }
 
 int wr_admin_http_cb(wr_ws_server_t *srv, const char *method, const char *path, const char *query,
                      wr_ws_http_response_t *resp, void *data) {
   wr_bridge_t *b = data;
-  sb_t sb = {0};
+  wr_sbuf_t sb = {0};
   (void)srv;
   (void)method;
   (void)query;
@@ -614,10 +506,10 @@ int wr_admin_http_cb(wr_ws_server_t *srv, const char *method, const char *path, 
     return 0;
   }
   if (strcmp(path, "/metrics") == 0) {
-    metrics(b, &sb);
+    wr_admin_render(b, wr_ws_server_stats(b->ws), wr_amqp_stats(b->amqp), false, &sb);
     resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
   } else if (strcmp(path, "/api/stats") == 0) {
-    stats_json(b, &sb);
+    wr_admin_render(b, wr_ws_server_stats(b->ws), wr_amqp_stats(b->amqp), true, &sb);
     resp->content_type = "application/json";
     resp->extra_headers = "Cache-Control: no-store\r\n";
   } else {

@@ -258,15 +258,8 @@ static void prepare_cb(uv_prepare_t *h) {
     uint64_t span = wall - b->it_wall_ns, waited = idle - b->it_idle_ns;
     double busy = (double)(span > waited ? span - waited : 0) / 1e6;
     double used = (double)(cpu - b->it_cpu_ns) / 1e6;
-    wr_loop_bucket(st->loop_buckets, busy);
-    wr_loop_bucket(st->loop_cpu_buckets, used);
-    st->loop_iterations++;
-    st->loop_busy_ms += busy;
-    st->loop_cpu_ms += used;
-    if (busy > st->loop_busy_max_ms)
-      st->loop_busy_max_ms = busy;
-    if (used > st->loop_cpu_max_ms)
-      st->loop_cpu_max_ms = used;
+    wr_hist_observe(&st->loop_busy, busy);
+    wr_hist_observe(&st->loop_cpu, used);
   }
   b->it_wall_ns = wall;
   b->it_idle_ns = idle;
@@ -608,6 +601,7 @@ int wr_bridge_run(const wr_config_t *cfg, const char *config_path) {
     return 1;
   b->cfg = cfg;
   b->config_path = config_path;
+  wr_bridge_stats_init(&b->stats);
   pthread_mutex_init(&b->qstats_lock, NULL);
   atomic_init(&b->consuming, false);
   atomic_init(&b->lost_generation, 0);

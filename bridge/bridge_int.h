@@ -11,6 +11,7 @@
 #include "bridge/bridge.h"
 #include "bridge/core_int.h"
 #include "bridge/envelope_int.h"
+#include "bridge/metrics_int.h"
 #include "bridge/ring_int.h"
 #include "bridge/stats_int.h"
 #include "ws/ws.h"
@@ -76,6 +77,14 @@ int wr_admin_http_cb(wr_ws_server_t *srv, const char *method, const char *path, 
                      wr_ws_http_response_t *resp, void *data);
 int wr_public_http_cb(wr_ws_server_t *srv, const char *method, const char *path, const char *query,
                       wr_ws_http_response_t *resp, void *data);
+/* warren's metrics table, rows in /metrics order (for tests). */
+extern const wr_metric_t wr_admin_metrics[];
+extern const size_t wr_admin_n_metrics;
+/* Appends the /metrics text (json false) or the /api/stats object (json true)
+ * of b, with the WebSocket and AMQP counters read from ws and as. Loop thread;
+ * everything is borrowed. */
+void wr_admin_render(wr_bridge_t *b, const wr_ws_stats_t *ws, const wr_amqp_stats_t *as, bool json,
+                     wr_sbuf_t *sb);
 
 int64_t wr_now_realtime_ms(void);
 

@@ -57,17 +57,8 @@ static int64_t amqp_timestamp_ms(const wr_amqp_delivery_t *d) {
 }
 
 static void observe_latency(wr_core_t *core, int64_t from_ms) {
-  wr_bridge_stats_t *st = core->stats;
   /* from_ms may be anything a publisher wrote: no subtraction that overflows. */
-  double ms = (double)core->wall_ms - (double)from_ms;
-  size_t i;
-  if (!(ms > 0))
-    ms = 0;
-  for (i = 0; i < WR_LATENCY_NBOUNDS && ms > wr_latency_bounds[i]; i++)
-    ;
-  st->latency_buckets[i]++;
-  st->latency_count++;
-  st->latency_sum_ms += ms;
+  wr_hist_observe(&core->stats->latency, (double)core->wall_ms - (double)from_ms);
 }
 
 /* Where delivery latency starts: the envelope's created_at (unix ms, or
@@ -371,9 +362,7 @@ static void broadcast(wr_core_t *core, wr_pending_t *p, uint64_t consumed_ns) {
     return;
   uint64_t now = core->sink.now_ns_cb(core->sink.data);
   double ms = now > consumed_ns ? (double)(now - consumed_ns) / 1e6 : 0;
-  wr_loop_bucket(st->fanout_buckets, ms);
-  st->fanout_count++;
-  st->fanout_ms += ms;
+  wr_hist_observe(&st->fanout, ms);
   st->fanout_last_ms = ms;
   st->fanout_last_conns = sent;
 }

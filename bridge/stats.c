@@ -1,6 +1,8 @@
 /* Histogram bounds of the loop thread's counters (stats_int.h). */
 #include "bridge/stats_int.h"
 
+#include <string.h>
+
 /* Up to 30 minutes: latency counts from the publisher's clock, so a
  * notification that waited on the retry ladder for an offline user lands in
  * the upper buckets. */
@@ -10,9 +12,10 @@ const double wr_latency_bounds[WR_LATENCY_NBOUNDS] = {0.5,  1,     2,     5,    
 
 const double wr_loop_bounds[WR_LOOP_NBOUNDS] = {1, 2, 5, 10, 25, 50, 100, 250, 1000};
 
-void wr_loop_bucket(uint64_t *buckets, double ms) {
-  size_t i;
-  for (i = 0; i < WR_LOOP_NBOUNDS && ms > wr_loop_bounds[i]; i++)
-    ;
-  buckets[i]++;
+void wr_bridge_stats_init(wr_bridge_stats_t *st) {
+  memset(st, 0, sizeof(*st));
+  wr_hist_init(&st->latency, wr_latency_bounds, WR_LATENCY_NBOUNDS);
+  wr_hist_init(&st->fanout, wr_loop_bounds, WR_LOOP_NBOUNDS);
+  wr_hist_init(&st->loop_busy, wr_loop_bounds, WR_LOOP_NBOUNDS);
+  wr_hist_init(&st->loop_cpu, wr_loop_bounds, WR_LOOP_NBOUNDS);
 }

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bridge/metrics_int.h"
 #include "config/config.h"
 
 #define WR_LATENCY_NBOUNDS 18 /* finite histogram bounds, see wr_latency_bounds */
@@ -28,11 +29,9 @@ typedef struct wr_bridge_stats_s {
   uint64_t parked_max_attempts;
   uint64_t parked_expired;
   uint64_t broadcasts;
-  /* Broadcast fan-out: from consume (AMQP thread) to the frame handed to the
-   * last connection's socket, by wr_loop_bounds ms buckets, and the last one. */
-  uint64_t fanout_buckets[WR_LOOP_NBOUNDS + 1];
-  uint64_t fanout_count;
-  double fanout_ms;      /* sum */
+  /* Broadcast fan-out in ms: from consume (AMQP thread) to the frame handed
+   * to the last connection's socket, by wr_loop_bounds, and the last one. */
+  wr_hist_t fanout;
   double fanout_last_ms; /* the latest broadcast */
   uint64_t fanout_last_conns;
   uint64_t deferred; /* frames not sent: connection over half its output cap */
@@ -41,25 +40,19 @@ typedef struct wr_bridge_stats_s {
   uint64_t discarded_stale;   /* deliveries of a lost connection dropped */
   uint64_t copy_user_ignored; /* x-warren-user naming a user the body does not target */
   /* Delivery latency in ms, from the envelope's created_at, else the AMQP
-   * timestamp, else consume time, to the client ack (or write in write mode).
-   * Bucket i counts values <= wr_latency_bounds[i]; the last one is +Inf. */
-  uint64_t latency_buckets[WR_LATENCY_NBOUNDS + 1];
-  uint64_t latency_count;
-  double latency_sum_ms;
-  /* Event-loop iterations by busy time (wall, from one poll to the next,
-   * minus the time blocked in poll) and by the loop thread's CPU time over
-   * the same span; bucket i counts values <= wr_loop_bounds[i] ms. A busy
-   * wall time far above its CPU time means the thread waited for a core. */
-  uint64_t loop_buckets[WR_LOOP_NBOUNDS + 1];
-  uint64_t loop_cpu_buckets[WR_LOOP_NBOUNDS + 1];
-  uint64_t loop_iterations;
-  double loop_busy_ms, loop_cpu_ms;         /* sums */
-  double loop_busy_max_ms, loop_cpu_max_ms; /* largest single iteration */
+   * timestamp, else consume time, to the client ack (or write in write mode),
+   * by wr_latency_bounds. */
+  wr_hist_t latency;
+  /* Event-loop iterations in ms by busy time (wall, from one poll to the
+   * next, minus the time blocked in poll) and by the loop thread's CPU time
+   * over the same span, by wr_loop_bounds; max is the largest iteration. A
+   * busy wall time far above its CPU time means the thread waited for a core. */
+  wr_hist_t loop_busy, loop_cpu;
 } wr_bridge_stats_t;
 
 extern const double wr_latency_bounds[WR_LATENCY_NBOUNDS];
 extern const double wr_loop_bounds[WR_LOOP_NBOUNDS];
-/* Counts ms in buckets[] (WR_LOOP_NBOUNDS + 1 of them) by wr_loop_bounds. */
-void wr_loop_bucket(uint64_t *buckets, double ms);
+/* Zeroes st and gives its histograms their bounds. */
+void wr_bridge_stats_init(wr_bridge_stats_t *st);
 
 #endif

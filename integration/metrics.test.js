@@ -1,8 +1,9 @@
 // Admin endpoints (DESIGN.md §7): /metrics after real traffic (delivered,
 // retried, parked, poison) has the counts a user would expect, promtool
 // accepts it, a real Prometheus server scrapes it; /api/stats carries the same
-// figures with p50/p99; /readyz is 503 while the broker is away and while
-// draining.
+// figures with p50/p99; what both expose (families, labels, HELP, TYPE, JSON
+// keys and their types) is exactly integration/metrics-schema.txt; /readyz is
+// 503 while the broker is away and while draining.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -23,6 +24,7 @@ import {
   ensureBroker,
   signJwt,
   sleep,
+  INTEGRATION_DIR,
 } from './lib/index.js';
 
 after(cleanupAll);
@@ -43,6 +45,29 @@ function parseMetrics(text) {
   }
   return { values, types };
 }
+
+// The shape of both endpoints, values left out: every HELP and TYPE line
+// and every sample's name and labels of /metrics (the test's queue name and
+// the version replaced), every key path of /api/stats with its JSON type
+// (array elements as `key[]`, merged).
+function schemaOf(metricsText, stats, queue) {
+  const lines = new Set();
+  for (const line of metricsText.split('\n')) {
+    if (!line) continue;
+    const entry = line.startsWith('#') ? line : line.slice(0, line.lastIndexOf(' '));
+    lines.add(`/metrics ${entry.replaceAll(`queue="${queue}`, 'queue="Q').replace(/version="[^"]*"/, 'version="*"')}`);
+  }
+  const walk = (v, p) => {
+    const type = v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v;
+    lines.add(`/api/stats ${p} ${type}`);
+    if (type === 'array') for (const x of v) walk(x, `${p}[]`);
+    if (type === 'object') for (const [k, x] of Object.entries(v)) walk(x, p ? `${p}.${k}` : k);
+  };
+  for (const [k, x] of Object.entries(stats)) walk(x, k);
+  return [...lines].sort();
+}
+
+const SCHEMA_FILE = path.join(INTEGRATION_DIR, 'metrics-schema.txt');
 
 async function scrape(w) {
   const r = await httpGet(`${w.adminUrl}/metrics`);
@@ -210,6 +235,26 @@ test('/api/stats carries the same figures, p50/p99 and queue depths', async () =
   // delivered is a monotonic counter: it never goes down between polls.
   const again = await w.stats();
   assert.ok(again.delivered >= s.delivered);
+});
+
+// Dashboards, Grafana panels, alerts and web/dashboard.html depend on these
+// names: a change to them must be deliberate, so it shows as a change to the
+// schema file (regenerate with WARREN_UPDATE_SCHEMA=1 and review the diff).
+test('/metrics and /api/stats expose exactly the families, labels and keys of metrics-schema.txt', async () => {
+  const { text } = await scrape(w);
+  const got = schemaOf(text, await w.stats(), w.queue);
+  if (process.env.WARREN_UPDATE_SCHEMA === '1') {
+    const head = [
+      '// What /metrics and /api/stats expose after the traffic of integration/metrics.test.js,',
+      '// values left out; checked by that test, regenerated with WARREN_UPDATE_SCHEMA=1.',
+    ];
+    fs.writeFileSync(SCHEMA_FILE, [...head, ...got, ''].join('\n'));
+  }
+  const want = fs.readFileSync(SCHEMA_FILE, 'utf8').split('\n').filter((l) => l && !l.startsWith('//'));
+  const missing = want.filter((l) => !got.includes(l));
+  const extra = got.filter((l) => !want.includes(l));
+  assert.deepEqual({ missing, extra }, { missing: [], extra: [] });
+  assert.ok(want.length > 250, `schema has only ${want.length} lines`);
 });
 
 test('a real Prometheus server scrapes warren and answers a query', { timeout: 60000 }, async (t) => {

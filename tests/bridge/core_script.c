@@ -1068,6 +1068,7 @@ int cs_run(const uint8_t *script, size_t len, bool trace, cs_result_t *res) {
     abort();
   sink =
       (wr_core_sink_t){.data = r, .send_cb = send_cb, .load_cb = load_cb, .verdict_cb = verdict_cb};
+  wr_bridge_stats_init(&r->stats);
   if (wr_core_init(&r->core, &r->cfg, &sink, &r->stats) != 0)
     abort();
   wr_core_clock(&r->core, r->now, r->wall);
