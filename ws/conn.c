@@ -658,6 +658,17 @@ fail:
   return r;
 }
 
+/* The moment a token stops being honoured: exp plus the leeway. exp comes
+ * from the client (a token may say 9223372036854775807), so the sum
+ * saturates instead of overflowing, which would be undefined and, wrapped,
+ * would close the connection at once as expired. */
+static int64_t expiry(int64_t exp, uint32_t leeway_s) {
+  int64_t t;
+  if (__builtin_add_overflow(exp, (int64_t)leeway_s, &t))
+    return INT64_MAX;
+  return t;
+}
+
 void wr_ws_conn_sweep(wr_ws_conn_t *c, uint64_t now, int64_t wall) {
   wr_ws_server_t *srv = c->srv;
   const wr_config_t *cfg = srv->cfg;
@@ -690,7 +701,7 @@ void wr_ws_conn_sweep(wr_ws_conn_t *c, uint64_t now, int64_t wall) {
       srv->stats.closes_idle++;
       c->close_counted = true;
       wr_ws_conn_close(c, WR_WS_CLOSE_GOING_AWAY, "idle timeout");
-    } else if (c->token_exp > 0 && wall >= c->token_exp + (int64_t)cfg->leeway_s) {
+    } else if (c->token_exp > 0 && wall >= expiry(c->token_exp, cfg->leeway_s)) {
       srv->stats.closes_token_expired++;
       c->close_counted = true;
       wr_ws_conn_close(c, WR_WS_CLOSE_POLICY, "token expired");

@@ -171,6 +171,48 @@ static void test_expired(void **state) {
                    WR_JWT_MALFORMED);
 }
 
+/* Time claims are JSON numbers of any size; converting one to int64_t out of
+ * range would be undefined, so exp is reported saturated and the checks run
+ * in doubles (this test runs under UBSan in the ASan build). */
+static void test_time_claims_out_of_range(void **state) {
+  (void)state;
+  wr_jwt_key_t k = hs_key();
+  wr_jwt_rules_t rules = default_rules();
+  static const struct {
+    const char *payload;
+    wr_jwt_result_t r;
+    int64_t exp;
+  } cases[] = {
+      {"{\"sub\":\"a\",\"exp\":9223372036854775807}", WR_JWT_OK, INT64_MAX},
+      {"{\"sub\":\"a\",\"exp\":1e19}", WR_JWT_OK, INT64_MAX},
+      {"{\"sub\":\"a\",\"exp\":1e308}", WR_JWT_OK, INT64_MAX},
+      /* The largest double below 2^63 converts exactly. */
+      {"{\"sub\":\"a\",\"exp\":9223372036854774784}", WR_JWT_OK, 9223372036854774784},
+      {"{\"sub\":\"a\",\"exp\":1800000100.9}", WR_JWT_OK, 1800000100},
+      {"{\"sub\":\"a\",\"exp\":-1e19}", WR_JWT_EXPIRED, 0},
+      {"{\"sub\":\"a\",\"exp\":-9223372036854775808}", WR_JWT_EXPIRED, 0},
+      {"{\"sub\":\"a\",\"exp\":1800000100,\"nbf\":-1e308}", WR_JWT_OK, 1800000100},
+      {"{\"sub\":\"a\",\"exp\":1800000100,\"nbf\":1e308}", WR_JWT_NOT_YET_VALID, 0},
+      {"{\"sub\":\"a\",\"exp\":1800000100,\"nbf\":9223372036854775807}", WR_JWT_NOT_YET_VALID, 0},
+      {"{\"sub\":\"a\",\"exp\":1800000100,\"iat\":1e308}", WR_JWT_OK, 1800000100},
+      /* jansson refuses a number it cannot hold. */
+      {"{\"sub\":\"a\",\"exp\":1e400}", WR_JWT_MALFORMED, 0},
+  };
+  rules.leeway_s = 3600;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char *tok = hs(cases[i].payload);
+    int64_t exp = -1;
+    wr_jwt_result_t r = check_with(tok, &k, &rules, NULL, &exp);
+    free(tok);
+    if (r != cases[i].r)
+      fail_msg("%s: result %s, expected %s", cases[i].payload, wr_jwt_result_str(r),
+               wr_jwt_result_str(cases[i].r));
+    if (r == WR_JWT_OK && exp != cases[i].exp)
+      fail_msg("%s: exp %lld, expected %lld", cases[i].payload, (long long)exp,
+               (long long)cases[i].exp);
+  }
+}
+
 static void test_expired_within_leeway(void **state) {
   (void)state;
   wr_jwt_rules_t rules = default_rules(); /* leeway 30 */
@@ -577,6 +619,7 @@ int main(void) {
       cmocka_unit_test(test_valid),
       cmocka_unit_test(test_expired),
       cmocka_unit_test(test_expired_within_leeway),
+      cmocka_unit_test(test_time_claims_out_of_range),
       cmocka_unit_test(test_nbf),
       cmocka_unit_test(test_bad_signature),
       cmocka_unit_test(test_alg_none_and_others),

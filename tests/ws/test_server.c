@@ -46,7 +46,7 @@ struct fx_s {
   char why[512]; /* first failed client check, "" = none */
   /* loop side */
   int opens, closes, messages, sent_ok, sent_cancelled, send_enobufs, accepted;
-  bool in_send;      /* inside wr_ws_conn_send with a ctx */
+  bool in_send;       /* inside wr_ws_conn_send with a ctx */
   int sent_reentered; /* on_sent_cb called from inside wr_ws_conn_send */
   int send_after_close;
   bool http_only;
@@ -835,6 +835,43 @@ static void test_token_expiry_1008(void **state) {
   assert_int_equal(fx.stats.closes_token_expired, 1);
 }
 
+/* A token whose exp is the largest int64 (the minting helper saturates
+ * now + ttl there): adding the leeway must not overflow, and the connection
+ * must stay open across several sweeps instead of being closed as expired. */
+static void client_exp_near_int64_max(fx_t *fx) {
+  char head[2048];
+  uint8_t buf[256], op;
+  size_t len;
+  char *tok = mint(fx, "u11b", INT64_MAX);
+  int fd = cl_connect(fx->port);
+  CK(fx, fd >= 0);
+  CK(fx, cl_upgrade(fd, tok, NULL));
+  CK(fx, cl_read_head(fd, head, sizeof(head)) == 101);
+  usleep(350000); /* the sweep runs every 100 ms here */
+  CK(fx, cl_send_frame(fd, 0x1, "echo", 4, true));
+  CK(fx, cl_read_frame(fd, &op, buf, sizeof(buf), &len));
+  CK(fx, op == 0x1 && len == 4 && memcmp(buf, "echo", 4) == 0);
+  uint8_t cl[2] = {0x03, 0xe8};
+  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
+  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+out:
+  free(tok);
+  if (fd >= 0)
+    close(fd);
+}
+
+static void test_token_exp_near_int64_max(void **state) {
+  (void)state;
+  fx_t fx;
+  fx_init(&fx);
+  fx.cfg.handshake_timeout_ms = 200;
+  fx.cfg.leeway_s = 3600;
+  fx_run(&fx, client_exp_near_int64_max);
+  assert_int_equal(fx.opens, 1);
+  assert_int_equal(fx.stats.closes_token_expired, 0);
+  assert_int_equal(fx.messages, 1);
+}
+
 static void client_close_all(fx_t *fx) {
   char head[2048], reason[128];
   int fd2 = -1;
@@ -1183,6 +1220,7 @@ int main(void) {
       cmocka_unit_test(test_ping_then_idle_close),
       cmocka_unit_test(test_handshake_timeout),
       cmocka_unit_test(test_token_expiry_1008),
+      cmocka_unit_test(test_token_exp_near_int64_max),
       cmocka_unit_test(test_close_all),
       cmocka_unit_test(test_frame_glued_to_head),
       cmocka_unit_test(test_free_with_open_connection),
