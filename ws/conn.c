@@ -315,6 +315,11 @@ static bool rate_take(wr_ws_conn_t *c) {
   uint64_t cap = rate * 1000, now = now_ms(c);
   uint64_t add = (now - c->rate_refill) * rate;
   c->rate_refill = now;
+  /* A reload (SIGHUP) may have lowered the rate below what this bucket
+   * holds; cap - rate_tokens would then wrap and leave the old burst in
+   * place, so the bucket shrinks to the new cap first. */
+  if (c->rate_tokens > cap)
+    c->rate_tokens = cap;
   c->rate_tokens = add >= cap - c->rate_tokens ? cap : c->rate_tokens + add;
   if (c->rate_tokens < 1000)
     return false;

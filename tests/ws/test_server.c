@@ -53,6 +53,8 @@ struct fx_s {
   int leak_fd; /* a client socket left open on purpose, closed after the loop */
   bool freed;
   bool close_all_on_message;
+  wr_config_t cfg2; /* applied with wr_ws_server_set_config on a "reload" message */
+  bool cfg2_set;
   size_t flood_frame;
   char last_msg[256];
   bool last_binary;
@@ -307,7 +309,14 @@ static void on_message(wr_ws_conn_t *c, const uint8_t *msg, size_t len, bool bin
   fx->last_binary = binary;
   if (fx->close_all_on_message)
     wr_ws_server_close_all(fx->srv, WR_WS_CLOSE_GOING_AWAY, "shutdown");
-  else if (len == 4 && memcmp(msg, "echo", 4) == 0) {
+  else if (fx->cfg2_set && len == 6 && memcmp(msg, "reload", 6) == 0) {
+    /* What SIGHUP does: the server reads its limits from the new config. */
+    wr_ws_server_set_config(fx->srv, &fx->cfg2);
+    wr_ws_buf_t *b = wr_ws_buf_new(2);
+    memcpy(b->data, "ok", 2);
+    wr_ws_conn_send(c, b, NULL);
+    wr_ws_buf_unref(b);
+  } else if (len == 4 && memcmp(msg, "echo", 4) == 0) {
     wr_ws_buf_t *b = wr_ws_buf_new(len);
     memcpy(b->data, msg, len);
     wr_ws_conn_send(c, b, NULL);
@@ -420,6 +429,8 @@ static void fx_run(fx_t *fx, client_fn fn) {
   assert_true(fx->freed);
   assert_int_equal(uv_loop_close(&fx->loop), 0);
   wr_config_close(&fx->cfg);
+  if (fx->cfg2_set)
+    wr_config_close(&fx->cfg2);
   if (fx->why[0] != '\0')
     fail_msg("client: %s", fx->why);
   /* Every opened connection was closed exactly once. */
@@ -1064,6 +1075,45 @@ static void test_rate_limit_grants_not_pings(void **state) {
   assert_int_equal(fx.stats.closes_rate_limited, 1);
 }
 
+/* A connection opened under a high rate, then the configuration is
+ * replaced by one with a rate of 5 (SIGHUP): it keeps working and is held
+ * to the new rate, neither unlimited (its old burst kept) nor closed at once. */
+static void client_rate_lowered(fx_t *fx) {
+  char head[2048], reason[128];
+  uint8_t buf[256], op;
+  size_t len;
+  int fd = cl_open(fx, "u16b", NULL, head, sizeof(head));
+  CK(fx, fd >= 0);
+  CK(fx, cl_send_frame(fd, 0x1, "reload", 6, true));
+  CK(fx, cl_read_frame(fd, &op, buf, sizeof(buf), &len));
+  CK(fx, op == 0x1 && len == 2 && memcmp(buf, "ok", 2) == 0);
+  for (int i = 0; i < 20; i++)
+    CK(fx, cl_send_frame(fd, 0x1, "m", 1, true));
+  CK(fx, cl_wait_close(fd, reason, sizeof(reason)) == 1008);
+  CK(fx, strcmp(reason, "rate limit") == 0);
+out:
+  if (fd >= 0)
+    close(fd);
+}
+
+static void test_rate_lowered_by_reload(void **state) {
+  (void)state;
+  fx_t fx;
+  char err[256];
+  fx_init(&fx);
+  fx.cfg.max_client_messages_per_s = 1000;
+  assert_int_equal(wr_config_init(&fx.cfg2), 0);
+  assert_int_equal(wr_config_set(&fx.cfg2, "auth", "jwt_secret", SECRET, err, sizeof(err)), 0);
+  fx.cfg2.leeway_s = 0;
+  fx.cfg2.max_client_messages_per_s = 5;
+  fx.cfg2_set = true;
+  fx_run(&fx, client_rate_lowered);
+  /* "reload" itself, then the new burst of five; the sixth closes. */
+  assert_int_equal(fx.messages, 1 + 5);
+  assert_int_equal(fx.stats.closes_rate_limited, 1);
+  assert_int_equal(fx.closes, 1);
+}
+
 static void client_many(fx_t *fx) {
   char head[2048];
   int fd = cl_open(fx, "u17", NULL, head, sizeof(head));
@@ -1229,6 +1279,7 @@ int main(void) {
       cmocka_unit_test(test_rate_limit_grants),
       cmocka_unit_test(test_rate_limit_grants_not_pings),
       cmocka_unit_test(test_rate_limit_off),
+      cmocka_unit_test(test_rate_lowered_by_reload),
       cmocka_unit_test(test_frame_header_checks),
       cmocka_unit_test(test_pong_flood_capped),
   };
