@@ -75,6 +75,7 @@ static const struct keydef keys[] = {
     {"auth", "issuer", K_OPTSTR, OFF(issuer), 0, 0, NULL, NULL},
     {"auth", "audience", K_OPTSTR, OFF(audience), 0, 0, NULL, NULL},
     {"auth", "leeway_s", K_U32, OFF(leeway_s), 0, 3600, "30", NULL},
+    {"auth", "require_exp", K_BOOL, OFF(require_exp), 0, 0, "true", NULL},
     {"auth", "user_claim", K_CLAIM, OFF(user_claim), 0, 0, "sub", NULL},
     {"auth", "cookie_name", K_COOKIE, OFF(cookie_name), 0, 0, "warren_token", NULL},
     {"amqp", "url", K_URL, OFF(amqp_url), 0, 0, "amqp://guest:guest@127.0.0.1:5672/", NULL},

@@ -1,6 +1,7 @@
 // Security of the handshake against the real daemon (RELIABILITY.md 16, 17):
 // RS256 and ES256 public keys, the JWT rejection matrix (every refusal is an
-// HTTP 401 before the upgrade, with the reason), a token that expires while
+// HTTP 401 before the upgrade, with the reason; a token without exp is one of
+// them unless auth.require_exp = false), a token that expires while
 // connected (close 1008), key rotation on SIGHUP, a bad key file stopping
 // start-up, the Origin allow-list, and a cross-site WebSocket hijacking
 // attempt from a real Chromium carrying the user's cookie.
@@ -145,6 +146,11 @@ describe('RS256 rejection matrix (all HTTP 401 before the upgrade)', () => {
     c.close();
   });
 
+  test('a token without exp → 401 missing_exp (auth.require_exp is true by default)', async () => {
+    await expectRefused(wRS, rs(claims({ exp: undefined })), 401, 'missing_exp');
+    await expectRefused(wRS, rs(claims({ exp: undefined, iat: now(), nbf: now() - 10 })), 401, 'missing_exp');
+  });
+
   test('nbf in the future → 401 not_yet_valid; within the leeway → accepted', async () => {
     await expectRefused(wRS, rs(claims({ nbf: now() + 120 })), 401, 'not_yet_valid');
     const c = await connectClient(wRS.wsUrl(), rs(claims({ sub: 'early-ok', nbf: now() + 2 })));
@@ -193,6 +199,25 @@ describe('RS256 rejection matrix (all HTTP 401 before the upgrade)', () => {
     const log = fs.readFileSync(wRS.logFile, 'utf8');
     assert.match(log, /RS256 with a 2048-bit RSA key from /);
     assert.match(log, /WARN.*server\.allowed_origins is empty/);
+  });
+});
+
+describe('auth.require_exp = false', () => {
+  let w;
+  before(async () => {
+    w = await startWarren({ name: 'sec-noexp', config: { auth: { require_exp: false, leeway_s: 0 } } });
+  });
+
+  test('a token without exp is accepted; one with a past exp is still refused', async () => {
+    const c = await connectClient(w.wsUrl(), sign({ sub: 'no-exp', iat: now() }, { alg: 'HS256', key: w.secret }));
+    assert.equal(c.welcome.user_id, 'no-exp');
+    c.close();
+    await expectRefused(w, sign({ sub: 'late', exp: now() - 5 }, { alg: 'HS256', key: w.secret }), 401, 'expired');
+  });
+
+  test('start-up log warns that tokens without exp are accepted', () => {
+    assert.match(fs.readFileSync(w.logFile, 'utf8'), /WARN.*auth\.require_exp is false/);
+    assert.doesNotMatch(fs.readFileSync(wRS.logFile, 'utf8'), /require_exp/);
   });
 });
 

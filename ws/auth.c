@@ -212,6 +212,7 @@ int wr_ws_auth_check(const wr_ws_request_t *req, const wr_config_t *cfg, int64_t
       .audience = cfg->audience,
       .leeway_s = cfg->leeway_s,
       .user_claim = cfg->user_claim ? cfg->user_claim : "sub",
+      .require_exp = cfg->require_exp,
   };
   wr_jwt_result_t r = wr_jwt_verify(token, (size_t)n, &key, &rules, now, user, WR_WS_USER_MAX, exp);
   explicit_bzero(token, sizeof(token));

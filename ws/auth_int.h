@@ -55,7 +55,7 @@ void wr_ws_auth_describe(const wr_config_t *cfg, char *out, size_t cap);
 /* Authenticates req against cfg's JWT settings at unix time now. Returns 0
  * with user (capacity WR_WS_USER_MAX) and *exp (0 = none) filled, or 401
  * with *error set to a short log-safe reason ("missing_token", "expired",
- * "no_key"...). */
+ * "missing_exp", "no_key"...). */
 int wr_ws_auth_check(const wr_ws_request_t *req, const wr_config_t *cfg, int64_t now, char *user,
                      int64_t *exp, const char **error);
 

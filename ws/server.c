@@ -87,6 +87,10 @@ static void log_auth(const wr_config_t *cfg) {
   char what[512];
   wr_ws_auth_describe(cfg, what, sizeof(what));
   wr_info("ws", "%s", what);
+  if (!cfg->require_exp)
+    wr_warn("ws",
+            "auth.require_exp is false: a token without exp is accepted for as long as the "
+            "key verifies it; set auth.require_exp = true unless your tokens never carry exp");
   if (cfg->n_allowed_origins == 0)
     wr_warn("ws",
             "server.allowed_origins is empty: any web page can open a WebSocket with the "
