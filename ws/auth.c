@@ -174,22 +174,22 @@ int wr_ws_auth_key(const wr_config_t *cfg, wr_jwt_key_t *key) {
 
 void wr_ws_auth_describe(const wr_config_t *cfg, char *out, size_t cap) {
   wr_jwt_key_t key;
-  const char *cookie = cfg->cookie_name != NULL ? cfg->cookie_name : "";
+  char from[160];
   if (cap == 0)
     return;
+  if (cfg->cookie_name != NULL)
+    snprintf(from, sizeof(from), "?token=, Authorization: Bearer or cookie %s", cfg->cookie_name);
+  else
+    snprintf(from, sizeof(from),
+             "?token= or Authorization: Bearer (no cookie: auth.cookie_name is unset)");
   if (wr_ws_auth_key(cfg, &key) != 0)
     snprintf(out, cap, "no JWT key configured: every handshake is refused");
   else if (key.alg == WR_JWT_HS256)
-    snprintf(out, cap,
-             "tokens: HS256 with auth.jwt_secret; from ?token=, Authorization: Bearer "
-             "or cookie %s",
-             cookie);
+    snprintf(out, cap, "tokens: HS256 with auth.jwt_secret; from %s", from);
   else
-    snprintf(out, cap,
-             "tokens: %s with a %d-bit %s key from %s; from ?token=, Authorization: "
-             "Bearer or cookie %s",
+    snprintf(out, cap, "tokens: %s with a %d-bit %s key from %s; from %s",
              key.alg == WR_JWT_RS256 ? "RS256" : "ES256", EVP_PKEY_get_bits(key.pkey),
-             key.alg == WR_JWT_RS256 ? "RSA" : "EC P-256", cfg->jwt_public_key_file, cookie);
+             key.alg == WR_JWT_RS256 ? "RSA" : "EC P-256", cfg->jwt_public_key_file, from);
 }
 
 int wr_ws_auth_check(const wr_ws_request_t *req, const wr_config_t *cfg, int64_t now, char *user,

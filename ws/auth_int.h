@@ -29,7 +29,8 @@ ssize_t wr_ws_cookie_get(const char *cookie, const char *name, char *out, size_t
 ssize_t wr_ws_bearer_get(const char *authorization, char *out, size_t cap);
 
 /* The request's token: query "token", then the Bearer header, then cookie
- * cookie_name (NULL = no cookie auth); an empty value counts as absent.
+ * cookie_name (NULL = cookies are not read, the default); an empty value
+ * counts as absent.
  * Returns the length or -ENOENT when no source carries one. */
 ssize_t wr_ws_auth_token(const wr_ws_request_t *req, const char *cookie_name, char *out,
                          size_t cap);

@@ -97,7 +97,7 @@ static void test_defaults(void **state) {
   assert_int_equal(c.leeway_s, 30);
   assert_true(c.require_exp);
   assert_string_equal(c.user_claim, "sub");
-  assert_string_equal(c.cookie_name, "warren_token");
+  assert_null(c.cookie_name); /* cookies are not read unless asked for */
   assert_string_equal(c.amqp_url, "amqp://guest:guest@127.0.0.1:5672/");
   assert_string_equal(c.exchange, "warren.notify");
   assert_string_equal(c.queue, "warren.notify");
@@ -319,7 +319,6 @@ static const struct bad bad_values[] = {
     {"auth", "require_exp", "maybe"},
     {"auth", "require_exp", ""},
     {"auth", "user_claim", ""},
-    {"auth", "cookie_name", ""},
     {"auth", "cookie_name", "a b"},
     {"auth", "cookie_name", "a;b"},
     {"amqp", "url", "http://broker/"},
@@ -464,6 +463,10 @@ static void test_valid_edges(void **state) {
   assert_int_equal(wr_config_set(&c, "amqp", "url", "amqp://", err, sizeof(err)), 0);
   assert_int_equal(wr_config_set(&c, "auth", "leeway_s", "0", err, sizeof(err)), 0);
   assert_int_equal(c.leeway_s, 0);
+  assert_int_equal(wr_config_set(&c, "auth", "cookie_name", "sid", err, sizeof(err)), 0);
+  assert_string_equal(c.cookie_name, "sid");
+  assert_int_equal(wr_config_set(&c, "auth", "cookie_name", "", err, sizeof(err)), 0);
+  assert_null(c.cookie_name);
   wr_config_close(&c);
 }
 
@@ -677,6 +680,21 @@ static void test_validate_cross_keys(void **state) {
   assert_int_equal(wr_config_set(&c, "server", "max_queued_bytes", "65536", err, sizeof(err)), 0);
   assert_int_equal(wr_config_validate(&c, err, sizeof(err)), 0);
 
+  /* Cookie authentication needs an Origin allow-list (cross-site WebSocket
+   * hijacking otherwise); the message names both keys and both ways out. */
+  assert_int_equal(wr_config_set(&c, "auth", "cookie_name", "warren_token", err, sizeof(err)), 0);
+  assert_int_equal(wr_config_validate(&c, err, sizeof(err)), -EINVAL);
+  assert_non_null(strstr(err, "auth.cookie_name is set but server.allowed_origins is empty"));
+  assert_non_null(strstr(err, "set server.allowed_origins to the origins of your pages"));
+  assert_non_null(strstr(err, "or unset auth.cookie_name"));
+  assert_int_equal(
+      wr_config_set(&c, "server", "allowed_origins", "https://app.example.com", err, sizeof(err)),
+      0);
+  assert_int_equal(wr_config_validate(&c, err, sizeof(err)), 0);
+  assert_int_equal(wr_config_set(&c, "server", "allowed_origins", "", err, sizeof(err)), 0);
+  assert_int_equal(wr_config_set(&c, "auth", "cookie_name", "", err, sizeof(err)), 0);
+  assert_int_equal(wr_config_validate(&c, err, sizeof(err)), 0);
+
   assert_int_equal(wr_config_set(&c, "admin", "listen", "0.0.0.0:8080", err, sizeof(err)), 0);
   assert_int_equal(wr_config_validate(&c, err, sizeof(err)), -EINVAL);
   assert_non_null(strstr(err, "admin.listen (0.0.0.0:8080) and server.listen (127.0.0.1:8080)"));
@@ -711,6 +729,7 @@ static void test_dump(void **state) {
   assert_non_null(strstr(d1, "retry_delays_ms = 1000,5000,30000,120000,600000\n"));
   assert_non_null(strstr(d1, "issuer =\n"));
   assert_non_null(strstr(d1, "leeway_s = 30\nrequire_exp = true\n"));
+  assert_non_null(strstr(d1, "cookie_name =\n"));
   assert_non_null(strstr(d1, "[shutdown]\ndrain_timeout_ms = 10000\n"));
   free(d1);
   wr_config_close(&c);

@@ -330,6 +330,10 @@ static void test_hs256_key(void **state) {
   char desc[512];
   wr_ws_auth_describe(&cfg, desc, sizeof(desc));
   assert_null(strstr(desc, "0123456789abcdef0123"));
+  assert_non_null(strstr(desc, "no cookie: auth.cookie_name is unset"));
+  assert_int_equal(wr_config_set(&cfg, "auth", "cookie_name", "sid", err, sizeof(err)), 0);
+  wr_ws_auth_describe(&cfg, desc, sizeof(desc));
+  assert_non_null(strstr(desc, "or cookie sid"));
   wr_config_close(&cfg);
 }
 

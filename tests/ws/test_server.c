@@ -536,10 +536,10 @@ static void client_bad_tokens(fx_t *fx) {
   CK(fx, cl_read_body(fd, head, body, sizeof(body)));
   CK(fx, strcmp(body, "{\"error\":\"missing_token\"}\n") == 0);
   close(fd);
-  /* An expired token, in the cookie this time. */
+  /* An expired token, in the Authorization header this time. */
   char *tok = mint(fx, "u3", -100);
   char extra[1024];
-  snprintf(extra, sizeof(extra), "Cookie: a=b; warren_token=%s\r\n", tok);
+  snprintf(extra, sizeof(extra), "Authorization: Bearer %s\r\n", tok);
   free(tok);
   fd = cl_connect(fx->port);
   CK(fx, fd >= 0);
@@ -560,6 +560,74 @@ static void test_bad_token_401(void **state) {
   assert_int_equal(fx.opens, 0);
   assert_int_equal(fx.stats.handshakes_unauthorized, 3);
   assert_int_equal(fx.stats.handshakes_accepted, 0);
+}
+
+/* Cookies are not read unless auth.cookie_name is set: a browser would send
+ * one from any page, so a valid token in one opens nothing by default. */
+static void client_cookie_ignored(fx_t *fx) {
+  char head[2048], body[256], extra[1024];
+  char *tok = mint(fx, "u3b", 3600);
+  snprintf(extra, sizeof(extra), "Cookie: warren_token=%s\r\n", tok);
+  int fd = cl_connect(fx->port);
+  CK(fx, fd >= 0);
+  CK(fx, cl_upgrade(fd, NULL, extra));
+  CK(fx, cl_read_head(fd, head, sizeof(head)) == 401);
+  CK(fx, cl_read_body(fd, head, body, sizeof(body)));
+  CK(fx, strcmp(body, "{\"error\":\"missing_token\"}\n") == 0);
+out:
+  free(tok);
+  if (fd >= 0)
+    close(fd);
+}
+
+static void test_cookie_not_read_by_default(void **state) {
+  (void)state;
+  fx_t fx;
+  fx_init(&fx);
+  fx_run(&fx, client_cookie_ignored);
+  assert_int_equal(fx.opens, 0);
+  assert_int_equal(fx.stats.handshakes_unauthorized, 1);
+}
+
+static void client_cookie_auth(fx_t *fx) {
+  char head[2048], body[256], extra[1024];
+  char *tok = mint(fx, "u3c", 3600), *old = mint(fx, "u3c", -100);
+  snprintf(extra, sizeof(extra), "Origin: https://app.example\r\nCookie: a=b; sid=%s\r\n", tok);
+  int fd = cl_connect(fx->port);
+  CK(fx, fd >= 0);
+  CK(fx, cl_upgrade(fd, NULL, extra));
+  CK(fx, cl_read_head(fd, head, sizeof(head)) == 101);
+  uint8_t cl[2] = {0x03, 0xe8};
+  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
+  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+  close(fd);
+  snprintf(extra, sizeof(extra), "Origin: https://app.example\r\nCookie: sid=%s\r\n", old);
+  fd = cl_connect(fx->port);
+  CK(fx, fd >= 0);
+  CK(fx, cl_upgrade(fd, NULL, extra));
+  CK(fx, cl_read_head(fd, head, sizeof(head)) == 401);
+  CK(fx, cl_read_body(fd, head, body, sizeof(body)));
+  CK(fx, strcmp(body, "{\"error\":\"expired\"}\n") == 0);
+out:
+  free(tok);
+  free(old);
+  if (fd >= 0)
+    close(fd);
+}
+
+static void test_cookie_auth_opt_in(void **state) {
+  (void)state;
+  fx_t fx;
+  char err[256];
+  fx_init(&fx);
+  assert_int_equal(wr_config_set(&fx.cfg, "auth", "cookie_name", "sid", err, sizeof(err)), 0);
+  assert_int_equal(
+      wr_config_set(&fx.cfg, "server", "allowed_origins", "https://app.example", err, sizeof(err)),
+      0);
+  assert_int_equal(wr_config_validate(&fx.cfg, err, sizeof(err)), 0);
+  fx_run(&fx, client_cookie_auth);
+  assert_int_equal(fx.opens, 1);
+  assert_int_equal(fx.stats.handshakes_unauthorized, 1);
 }
 
 static void client_origins(fx_t *fx) {
@@ -1261,6 +1329,8 @@ int main(void) {
       cmocka_unit_test(test_json_roundtrip),
       cmocka_unit_test(test_msgpack_binary),
       cmocka_unit_test(test_bad_token_401),
+      cmocka_unit_test(test_cookie_not_read_by_default),
+      cmocka_unit_test(test_cookie_auth_opt_in),
       cmocka_unit_test(test_bad_origin_403),
       cmocka_unit_test(test_over_limit_503),
       cmocka_unit_test(test_http_requests),
