@@ -700,6 +700,61 @@ static void test_over_limit_503(void **state) {
   assert_int_equal(fx.opens, 1);
 }
 
+/* Handshakes in progress count against max_connections with the open
+ * connections: with one open and one trickling its head, a third TCP
+ * connection is answered 503 at once, before it sends a byte. Once the
+ * trickling one times out there is room again. */
+static void client_handshakes_bounded(fx_t *fx) {
+  char head[2048], body[256];
+  int fd2 = -1, fd3 = -1, fd4 = -1;
+  int fd = cl_open(fx, "u5b", NULL, head, sizeof(head));
+  CK(fx, fd >= 0);
+  fd2 = cl_connect(fx->port);
+  CK(fx, fd2 >= 0);
+  CK(fx, cl_send(fd2, "GET /ws HTTP/1.1\r\n", 18));
+  fd3 = cl_connect(fx->port);
+  CK(fx, fd3 >= 0);
+  CK(fx, cl_read_head(fd3, head, sizeof(head)) == 503);
+  CK(fx, cl_read_body(fd3, head, body, sizeof(body)));
+  CK(fx, strcmp(body, "{\"error\":\"over_capacity\"}\n") == 0);
+  close(fd3);
+  fd3 = -1;
+  /* The handshake timeout ends the trickling one and frees its place. */
+  CK(fx, cl_eof(fd2));
+  char *tok = mint(fx, "u5c", 3600);
+  fd4 = cl_connect(fx->port);
+  CK(fx, fd4 >= 0);
+  bool sent = cl_upgrade(fd4, tok, NULL);
+  free(tok);
+  CK(fx, sent);
+  CK(fx, cl_read_head(fd4, head, sizeof(head)) == 101);
+out:
+  if (fd >= 0)
+    close(fd);
+  if (fd2 >= 0)
+    close(fd2);
+  if (fd3 >= 0)
+    close(fd3);
+  if (fd4 >= 0)
+    close(fd4);
+}
+
+static void test_handshakes_count_toward_max_connections(void **state) {
+  (void)state;
+  fx_t fx;
+  fx_init(&fx);
+  fx.cfg.max_connections = 2;
+  fx.cfg.handshake_timeout_ms = 300;
+  fx_run(&fx, client_handshakes_bounded);
+  assert_int_equal(fx.opens, 2);
+  assert_int_equal(fx.stats.handshakes_over_limit, 1);
+  assert_int_equal(fx.stats.handshakes_timeout, 1);
+  assert_int_equal(fx.stats.handshakes_accepted, 2);
+  /* The 503 was a plain answer, not a handshake that timed out. */
+  assert_int_equal(fx.stats.handshakes_bad_request, 0);
+  assert_int_equal(fx.stats.handshakes_in_progress, 0);
+}
+
 static void client_http(fx_t *fx) {
   char head[2048], body[256];
   const char *get = "GET /healthz?x=1 HTTP/1.1\r\nHost: a\r\n\r\n";
@@ -1333,6 +1388,7 @@ int main(void) {
       cmocka_unit_test(test_cookie_auth_opt_in),
       cmocka_unit_test(test_bad_origin_403),
       cmocka_unit_test(test_over_limit_503),
+      cmocka_unit_test(test_handshakes_count_toward_max_connections),
       cmocka_unit_test(test_http_requests),
       cmocka_unit_test(test_too_big_1009),
       cmocka_unit_test(test_unmasked_1002),
