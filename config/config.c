@@ -857,7 +857,7 @@ int wr_config_validate(const wr_config_t *cfg, char *err, size_t errlen) {
          "auth.cookie_name is set but server.allowed_origins is empty: any web site could open a "
          "WebSocket with the user's cookie; set server.allowed_origins to the origins of your "
          "pages (e.g. https://app.example.com), or unset auth.cookie_name and send the token "
-         "another way (?token= or Authorization: Bearer)");
+         "another way (the subprotocol bearer.<token>, Authorization: Bearer or ?token=)");
     return -EINVAL;
   }
   if (!cfg->tls_cert_file != !cfg->tls_key_file) {

@@ -54,7 +54,7 @@ test('a token signed with the configured secret is accepted (independent signer)
   c.close();
 });
 
-for (const via of ['query', 'bearer']) {
+for (const via of ['query', 'bearer', 'protocol']) {
   test(`token via ${via} is accepted and names the user`, async () => {
     const c = await connectClient(w.wsUrl(), await w.token(`via-${via}`), { via });
     assert.equal(c.welcome.type, 'welcome');
@@ -62,6 +62,19 @@ for (const via of ['query', 'bearer']) {
     c.close();
   });
 }
+
+test('a token offered as the subprotocol bearer.<token> is never selected: the format is', async () => {
+  for (const protocol of ['warren.json', 'warren.msgpack']) {
+    const c = await connectClient(w.wsUrl(), await w.token('proto-user'), { via: 'protocol', protocol });
+    assert.equal(c.ws.protocol, protocol);
+    assert.equal(c.welcome.user_id, 'proto-user');
+    c.close();
+  }
+  // A bad token there is refused like any other.
+  const r = await openSocket(w.wsUrl(), 'not-a-jwt', { via: 'protocol' });
+  assert.equal(r.status, 401);
+  assert.equal(JSON.parse(r.body).error, 'malformed');
+});
 
 test('a valid token in a cookie is not read by default → 401 missing_token', async () => {
   const r = await openSocket(w.wsUrl(), await w.token('cookie-default'), { via: 'cookie' });

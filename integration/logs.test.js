@@ -1,5 +1,5 @@
 // Logs (DESIGN.md §4, RELIABILITY.md 18): at log.level=debug, through good,
-// bad and expired tokens (query, Bearer, cookie), an AMQP URL with a password,
+// bad and expired tokens (query, Bearer, bearer. subprotocol, cookie), an AMQP URL with a password,
 // publishes, acks, a reconnect and a SIGTERM, every stderr line is one event in
 // the chosen format (json: ts/level/module/msg) and no line holds a token, the
 // JWT secret or the AMQP password. SIGHUP reloads log.level and the JWT secret
@@ -91,7 +91,7 @@ for (const format of ['json', 'text']) {
 
       const clients = [];
       const headers = { Origin: origin };
-      for (const via of ['query', 'bearer', 'cookie']) {
+      for (const via of ['query', 'bearer', 'protocol', 'cookie']) {
         clients.push(await connectClient(w.wsUrl(), good, { via, headers, name: `ann-${via}` }));
         for (const bad of [expired, forged]) assert.equal((await openSocket(w.wsUrl(), bad, { via, headers })).status, 401);
       }

@@ -34,8 +34,19 @@ async function until(pred, what, ms = 3000) {
   }
 }
 
+// The token of a request as warren finds it: ?token=, else a "bearer.<token>"
+// entry of Sec-WebSocket-Protocol.
+function requestToken(req) {
+  const q = new URL(req.url, 'http://x').searchParams.get('token');
+  if (q) return q;
+  const offered = String(req.headers['sec-websocket-protocol'] || '').split(',').map((s) => s.trim());
+  const bearer = offered.find((p) => p.startsWith('bearer.'));
+  return bearer ? bearer.slice('bearer.'.length) : '';
+}
+
 // A stand-in for warren's public port. Tokens "good-<user>" are accepted,
-// anything else gets 401 before the upgrade, as warren answers.
+// anything else gets 401 before the upgrade, as warren answers. Like warren
+// it selects only warren.json, never a "bearer." entry.
 class FakeWarren {
   constructor() {
     this.conns = []; // every accepted connection, oldest first
@@ -56,7 +67,7 @@ class FakeWarren {
       path: '/ws',
       handleProtocols: (protocols) => (protocols.has('warren.json') ? 'warren.json' : false),
       verifyClient: (info, cb) => {
-        const token = new URL(info.req.url, 'http://x').searchParams.get('token') || '';
+        const token = requestToken(info.req);
         if (!token.startsWith('good-')) {
           this.refused += 1;
           cb(false, 401, 'Unauthorized');
@@ -66,8 +77,15 @@ class FakeWarren {
       },
     });
     this.wss.on('connection', (ws, req) => {
-      const c = { ws, url: req.url, protocol: ws.protocol, msgs: [], closed: false };
-      const user = new URL(req.url, 'http://x').searchParams.get('token').slice(5);
+      const c = {
+        ws,
+        url: req.url,
+        offered: req.headers['sec-websocket-protocol'],
+        protocol: ws.protocol,
+        msgs: [],
+        closed: false,
+      };
+      const user = requestToken(req).slice(5);
       ws.on('message', (data, isBinary) => {
         const m = isBinary ? { binary: true } : JSON.parse(String(data));
         c.msgs.push(m);
@@ -133,13 +151,38 @@ describe('warren.js client', () => {
     client = null;
   });
 
-  test('connects with the token in the URL and the warren.json subprotocol', async () => {
-    const { w, log } = use(makeClient(server, { token: 'good-a b&c' }));
+  test('offers the token as the subprotocol bearer.<token> next to warren.json, never in the URL', async () => {
+    const { w, log } = use(makeClient(server, { token: 'good-1001' }));
+    const before = server.conns.length;
+    w.connect();
+    await until(() => statuses(log).includes('open'), 'open');
+    assert.equal(server.conns.length, before + 1);
+    assert.equal(server.last().url, '/ws');
+    assert.deepEqual(server.last().offered.split(',').map((x) => x.trim()), ['warren.json', 'bearer.good-1001']);
+    assert.equal(server.last().protocol, 'warren.json');
+    assert.equal(log.status[1].userId, '1001');
+    done();
+  });
+
+  test('a token that cannot be a subprotocol name fails at once, saying why, instead of leaking elsewhere', async () => {
+    const { w, log } = use(makeClient(server, { token: 'good-a b&c', reconnectBaseMs: 10 }));
+    const before = server.conns.length;
+    w.connect();
+    await until(() => statuses(log).includes('closed'), 'closed');
+    assert.deepEqual(statuses(log), ['connecting', 'closed']);
+    assert.match(log.status[1].reason, /subprotocol/i);
+    await sleep(50);
+    assert.equal(server.conns.length, before);
+  });
+
+  test("tokenIn: 'query' puts the token in the URL instead", async () => {
+    const { w, log } = use(makeClient(server, { token: 'good-a b&c', tokenIn: 'query' }));
     const before = server.conns.length;
     w.connect();
     await until(() => statuses(log).includes('open'), 'open');
     assert.equal(server.conns.length, before + 1);
     assert.equal(server.last().url, '/ws?token=' + encodeURIComponent('good-a b&c'));
+    assert.equal(server.last().offered, 'warren.json');
     assert.equal(server.last().protocol, 'warren.json');
     assert.deepEqual(statuses(log), ['connecting', 'open']);
     assert.equal(log.status[1].userId, 'a b&c');

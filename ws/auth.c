@@ -111,12 +111,29 @@ ssize_t wr_ws_bearer_get(const char *authorization, char *out, size_t cap) {
   return copy_out(v, n, out, cap);
 }
 
+ssize_t wr_ws_protocol_token_get(const char *protocols, char *out, size_t cap) {
+  const size_t plen = sizeof(WR_WS_BEARER_PROTOCOL) - 1;
+  const char *item;
+  size_t n;
+  if (protocols == NULL || cap == 0)
+    return -ENOENT;
+  while (wr_ws_list_next(&protocols, &item, &n))
+    if (n > plen && memcmp(item, WR_WS_BEARER_PROTOCOL, plen) == 0)
+      return copy_out(item + plen, n - plen, out, cap);
+  return -ENOENT;
+}
+
 ssize_t wr_ws_auth_token(const wr_ws_request_t *req, const char *cookie_name, char *out,
                          size_t cap) {
   ssize_t n = wr_ws_query_get(req->query, "token", out, cap);
   if (n > 0)
     return n;
   n = wr_ws_bearer_get(req->headers[WR_WS_H_AUTHORIZATION], out, cap);
+  if (n > 0)
+    return n;
+  /* Browsers can set no header on a WebSocket but this one, and unlike the
+   * query string it is not part of the request line that proxies log. */
+  n = wr_ws_protocol_token_get(req->headers[WR_WS_H_PROTOCOL], out, cap);
   if (n > 0)
     return n;
   if (cookie_name != NULL && cookie_name[0] != '\0') {
@@ -178,10 +195,13 @@ void wr_ws_auth_describe(const wr_config_t *cfg, char *out, size_t cap) {
   if (cap == 0)
     return;
   if (cfg->cookie_name != NULL)
-    snprintf(from, sizeof(from), "?token=, Authorization: Bearer or cookie %s", cfg->cookie_name);
+    snprintf(from, sizeof(from),
+             "?token=, Authorization: Bearer, subprotocol bearer.<token> or cookie %s",
+             cfg->cookie_name);
   else
     snprintf(from, sizeof(from),
-             "?token= or Authorization: Bearer (no cookie: auth.cookie_name is unset)");
+             "?token=, Authorization: Bearer or subprotocol bearer.<token> (no cookie: "
+             "auth.cookie_name is unset)");
   if (wr_ws_auth_key(cfg, &key) != 0)
     snprintf(out, cap, "no JWT key configured: every handshake is refused");
   else if (key.alg == WR_JWT_HS256)

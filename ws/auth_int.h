@@ -28,9 +28,13 @@ ssize_t wr_ws_cookie_get(const char *cookie, const char *name, char *out, size_t
  * case-insensitive). Same returns as wr_ws_query_get. */
 ssize_t wr_ws_bearer_get(const char *authorization, char *out, size_t cap);
 
-/* The request's token: query "token", then the Bearer header, then cookie
- * cookie_name (NULL = cookies are not read, the default); an empty value
- * counts as absent.
+/* Extracts the token of the first "bearer.<token>" entry of a
+ * Sec-WebSocket-Protocol value. Same returns as wr_ws_query_get. */
+ssize_t wr_ws_protocol_token_get(const char *protocols, char *out, size_t cap);
+
+/* The request's token: query "token", then the Bearer header, then a
+ * "bearer.<token>" subprotocol, then cookie cookie_name (NULL = cookies are
+ * not read, the default); an empty value counts as absent.
  * Returns the length or -ENOENT when no source carries one. */
 ssize_t wr_ws_auth_token(const wr_ws_request_t *req, const char *cookie_name, char *out,
                          size_t cap);

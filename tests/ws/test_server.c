@@ -520,6 +520,56 @@ static void test_msgpack_binary(void **state) {
   assert_true(fx.last_binary);
 }
 
+/* The token as the subprotocol "bearer.<token>": accepted, and the 101
+ * names only the format (browsers require one of the offered protocols
+ * back, so they offer warren.json too), never the token. */
+static void client_bearer_subprotocol(fx_t *fx) {
+  char head[2048], extra[4096];
+  uint8_t buf[256], op;
+  size_t len;
+  int fd = -1;
+  char *tok = mint(fx, "u2b", 3600);
+  CK(fx, tok != NULL);
+  snprintf(extra, sizeof(extra), "Sec-WebSocket-Protocol: warren.json, bearer.%s\r\n", tok);
+  fd = cl_connect(fx->port);
+  CK(fx, fd >= 0);
+  CK(fx, cl_upgrade(fd, NULL, extra));
+  CK(fx, cl_read_head(fd, head, sizeof(head)) == 101);
+  CK(fx, strstr(head, "Sec-WebSocket-Protocol: warren.json\r\n") != NULL);
+  CK(fx, strstr(head, "bearer") == NULL && strstr(head, tok) == NULL);
+  CK(fx, cl_read_frame(fd, &op, buf, sizeof(buf), &len));
+  CK(fx, op == 0x1 && strcmp((char *)buf, "{\"type\":\"welcome\"}") == 0);
+  uint8_t cl[2] = {0x03, 0xe8};
+  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
+  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+  close(fd);
+  /* Only the token offered: the default format, and no protocol answered. */
+  snprintf(extra, sizeof(extra), "Sec-WebSocket-Protocol: bearer.%s\r\n", tok);
+  fd = cl_connect(fx->port);
+  CK(fx, fd >= 0);
+  CK(fx, cl_upgrade(fd, NULL, extra));
+  CK(fx, cl_read_head(fd, head, sizeof(head)) == 101);
+  CK(fx, strstr(head, "Sec-WebSocket-Protocol") == NULL);
+  CK(fx, cl_read_frame(fd, &op, buf, sizeof(buf), &len));
+  CK(fx, op == 0x1);
+  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
+  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+out:
+  free(tok);
+  if (fd >= 0)
+    close(fd);
+}
+
+static void test_bearer_subprotocol(void **state) {
+  (void)state;
+  fx_t fx;
+  fx_init(&fx);
+  fx.welcome = "{\"type\":\"welcome\"}";
+  fx_run(&fx, client_bearer_subprotocol);
+  assert_int_equal(fx.opens, 2);
+  assert_int_equal(fx.stats.handshakes_accepted, 2);
+}
+
 static void client_bad_tokens(fx_t *fx) {
   char head[2048], body[256];
   int fd = cl_connect(fx->port);
@@ -1383,6 +1433,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_json_roundtrip),
       cmocka_unit_test(test_msgpack_binary),
+      cmocka_unit_test(test_bearer_subprotocol),
       cmocka_unit_test(test_bad_token_401),
       cmocka_unit_test(test_cookie_not_read_by_default),
       cmocka_unit_test(test_cookie_auth_opt_in),
