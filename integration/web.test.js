@@ -15,7 +15,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { WebSocketServer, WebSocket } from 'ws';
 import {
-  startWarren, cleanupAll, Publisher, assertQueuesEmpty, httpGet, signJwt, WARREN_BIN, browserSkip, launchBrowser,
+  startWarren, cleanupAll, Publisher, assertQueuesEmpty, httpGet, signJwt, waitFor, WARREN_BIN, browserSkip, launchBrowser,
 } from './lib/index.js';
 
 const require = createRequire(import.meta.url);
@@ -204,6 +204,45 @@ describe('warren.js client', () => {
     c.ws.send(JSON.stringify(n));
     await until(() => server.acks(c).length === 2, 'second ack');
     assert.equal(log.notes.length, 1, 'duplicate must not reach the app');
+    done();
+  });
+
+  test('a notification is told apart by its id, not its type: types welcome, pong and error are handled and acked', async () => {
+    const { w, log } = use(makeClient(server));
+    w.connect();
+    await until(() => statuses(log).includes('open'), 'open');
+    const c = server.last();
+    const notes = [
+      { type: 'welcome', id: 'w-1', title: 'Welcome aboard' },
+      { type: 'pong', id: 'p-1', title: 'Table tennis results' },
+      { type: 'error', id: 'e-1', title: 'Build failed', error: 'exit 2' },
+    ];
+    for (const n of notes) c.ws.send(JSON.stringify(n));
+    await until(() => server.acks(c).length === 3, 'three acks');
+    assert.deepEqual(log.notes, notes);
+    assert.deepEqual(server.acks(c), ['w-1', 'p-1', 'e-1']);
+    // None of them was taken for a control message.
+    assert.deepEqual(statuses(log), ['connecting', 'open']);
+    assert.equal(log.status[1].userId, '1001');
+    done();
+  });
+
+  test('control messages (no id) are never handed to the app nor acked', async (t) => {
+    const errors = [];
+    t.mock.method(console, 'error', (...a) => errors.push(a));
+    const { w, log } = use(makeClient(server));
+    w.connect();
+    await until(() => statuses(log).includes('open'), 'open');
+    const c = server.last();
+    c.ws.send(JSON.stringify({ type: 'welcome', user_id: '1001', ack_mode: 'client' }));
+    c.ws.send('{"type":"pong"}');
+    c.ws.send('{"type":"error","error":"unknown_type"}');
+    c.ws.send('{"type":"notification","id":"after"}');
+    await until(() => server.acks(c).length === 1, 'ack of the notification');
+    assert.deepEqual(log.notes.map((n) => n.id), ['after']);
+    assert.deepEqual(server.acks(c), ['after']);
+    assert.equal(errors.length, 1);
+    assert.match(String(errors[0][0]), /unknown_type/);
     done();
   });
 
@@ -569,6 +608,30 @@ describe('demo page served by warren', { skip: daemonSkip }, () => {
     await page.waitForFunction((id) => !!document.querySelector(`#list .card[data-id="${id}"]`), second, { timeout: 10000 });
     // Newest first, each shown once.
     assert.deepEqual(await cards(), [second, first]);
+    assert.deepEqual(pageErrors, []);
+    await page.close();
+  });
+
+  test('a published notification of type "welcome" is shown and acked like any other; the token never reaches the URL', async () => {
+    const page = await browser.newPage();
+    const pageErrors = [];
+    page.on('pageerror', (e) => pageErrors.push(e));
+    const wsUrls = [];
+    page.on('websocket', (ws) => wsUrls.push(ws.url()));
+    const token = signJwt({ sub: 'web-welcome', exp: now() + 600 }, w.secret);
+    await page.goto(`http://127.0.0.1:${w.port}/?token=${encodeURIComponent(token)}`);
+    await page.waitForFunction(() => document.getElementById('status-text').textContent === 'connected as web-welcome');
+    // warren.js offered the token as a subprotocol: the socket URL is bare.
+    assert.deepEqual(wsUrls, [`ws://127.0.0.1:${w.port}/ws`]);
+    const acks0 = (await w.stats()).client_acks;
+    const id = `web-welcome-${Date.now()}`;
+    await pub.publishAll(w.exchange, [{ id, user_id: 'web-welcome', type: 'welcome', title: 'Welcome to the team' }]);
+    await page.waitForFunction((x) => !!document.querySelector(`#list .card[data-id="${x}"]`), id, { timeout: 10000 });
+    const tag = await page.$eval(`#list .card[data-id="${id}"] .tag`, (e) => e.textContent);
+    assert.equal(tag, 'welcome');
+    // Still connected as the same user: the notification was not taken for a welcome.
+    assert.equal(await page.textContent('#status-text'), 'connected as web-welcome');
+    await waitFor(async () => (await w.stats()).client_acks > acks0, { timeout: 5000, what: 'the page acked it' });
     assert.deepEqual(pageErrors, []);
     await page.close();
   });

@@ -195,6 +195,14 @@
         return;
       }
       if (!msg || typeof msg !== 'object' || Array.isArray(msg)) return;
+      // Every notification carries an id and no control message does, so
+      // the id, not the type, tells them apart: a notification whose type
+      // happens to be "welcome", "pong" or "error" is still one to handle
+      // and ack.
+      if (msg.id !== undefined && msg.id !== null) {
+        this.deliver(msg);
+        return;
+      }
       if (msg.type === 'welcome') {
         var self = this;
         this.state = 'open';
@@ -212,8 +220,7 @@
         this.clearTimer('pong');
         return;
       }
-      if (msg.id === undefined || msg.id === null) return;
-      this.deliver(msg);
+      if (msg.type === 'error') logError('warren: the server refused a message: ' + String(msg.error));
     }
 
     async deliver(n) {
