@@ -75,8 +75,9 @@ static const struct keydef keys[] = {
     {"auth", "issuer", K_OPTSTR, OFF(issuer), 0, 0, NULL, NULL},
     {"auth", "audience", K_OPTSTR, OFF(audience), 0, 0, NULL, NULL},
     {"auth", "leeway_s", K_U32, OFF(leeway_s), 0, 3600, "30", NULL},
+    {"auth", "require_exp", K_BOOL, OFF(require_exp), 0, 0, "true", NULL},
     {"auth", "user_claim", K_CLAIM, OFF(user_claim), 0, 0, "sub", NULL},
-    {"auth", "cookie_name", K_COOKIE, OFF(cookie_name), 0, 0, "warren_token", NULL},
+    {"auth", "cookie_name", K_COOKIE, OFF(cookie_name), 0, 0, NULL, NULL},
     {"amqp", "url", K_URL, OFF(amqp_url), 0, 0, "amqp://guest:guest@127.0.0.1:5672/", NULL},
     {"amqp", "exchange", K_NAME, OFF(exchange), 0, 0, "warren.notify", NULL},
     {"amqp", "queue", K_NAME, OFF(queue), 0, 0, "warren.notify", NULL},
@@ -623,11 +624,12 @@ static int set_key(wr_config_t *cfg, const struct keydef *k, const char *v, char
     }
     return replace_str(FIELD(cfg, k, char *), v);
   case K_COOKIE:
-    if (!valid_token(v)) {
-      invalid(err, errlen, k, v, "a cookie name of 1..64 letters, digits or !#$%&'*+-.^_`|~");
+    if (v[0] && !valid_token(v)) {
+      invalid(err, errlen, k, v,
+              "a cookie name of 1..64 letters, digits or !#$%&'*+-.^_`|~, or empty for no cookie");
       return -EINVAL;
     }
-    return replace_str(FIELD(cfg, k, char *), v);
+    return replace_str(FIELD(cfg, k, char *), v[0] ? v : NULL);
   case K_URL:
     if (strncmp(v, "amqp://", 7) != 0 && strncmp(v, "amqps://", 8) != 0) {
       char masked[256];
@@ -844,6 +846,18 @@ int wr_config_validate(const wr_config_t *cfg, char *err, size_t errlen) {
     errf(err, errlen,
          "auth.jwt_secret and auth.jwt_public_key_file are both set (set only one: the "
          "algorithm is pinned by the key)");
+    return -EINVAL;
+  }
+  /* A browser sends the cookie with a WebSocket opened by any page, whatever
+   * its origin, so cookie authentication without an Origin allow-list lets
+   * any web site the user visits connect as them (cross-site WebSocket
+   * hijacking). Refusing to start is the only safe answer. */
+  if (cfg->cookie_name && cfg->n_allowed_origins == 0) {
+    errf(err, errlen,
+         "auth.cookie_name is set but server.allowed_origins is empty: any web site could open a "
+         "WebSocket with the user's cookie; set server.allowed_origins to the origins of your "
+         "pages (e.g. https://app.example.com), or unset auth.cookie_name and send the token "
+         "another way (the subprotocol bearer.<token>, Authorization: Bearer or ?token=)");
     return -EINVAL;
   }
   if (!cfg->tls_cert_file != !cfg->tls_key_file) {

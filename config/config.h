@@ -42,8 +42,10 @@ typedef struct wr_config_s {
   char *issuer;              /* NULL = not checked */
   char *audience;            /* NULL = not checked */
   uint32_t leeway_s;         /* default 30 */
+  bool require_exp;          /* auth.require_exp: refuse tokens without exp, default true */
   char *user_claim;          /* default "sub" */
-  char *cookie_name;         /* auth.cookie_name, default "warren_token" */
+  char *cookie_name;         /* auth.cookie_name; NULL (default) = cookies are not read;
+                              * needs allowed_origins (wr_config_validate) */
 
   /* [amqp] */
   char *amqp_url;                                 /* default "amqp://guest:guest@127.0.0.1:5672/" */

@@ -3,7 +3,8 @@
 //   * slowloris: 1,000 connections trickling header bytes are all closed at
 //     server.handshake_timeout_ms while a fresh client still connects;
 //   * a request head over 8 KiB → 431; just under it → 101;
-//   * server.max_connections → 503 past it, and room again once one closes;
+//   * server.max_connections → 503 past it, counting handshakes in progress
+//     (a trickling head holds a place), and room again once one closes;
 //   * a message flood → close 1008 "rate limit" (server.max_client_messages_per_s)
 //     while a client within the rate is served;
 //   * oversized and deeply nested envelopes → Q.dead, and the daemon keeps
@@ -30,21 +31,23 @@ const HANDSHAKE_TIMEOUT = 2000;
 const MAX_CONNECTIONS = 20;
 const RATE = 50;
 
-let w;
+let w; // server.max_connections at its default (100000)
+let wMax; // server.max_connections = MAX_CONNECTIONS
 let token;
+let tokenMax;
 
 before(async () => {
-  w = await startWarren({
-    name: 'abuse',
-    config: {
-      server: {
-        handshake_timeout_ms: HANDSHAKE_TIMEOUT,
-        max_connections: MAX_CONNECTIONS,
-        max_client_messages_per_s: RATE,
-      },
-    },
-  });
-  token = await w.token('abuser');
+  [w, wMax] = await Promise.all([
+    startWarren({
+      name: 'abuse',
+      config: { server: { handshake_timeout_ms: HANDSHAKE_TIMEOUT, max_client_messages_per_s: RATE } },
+    }),
+    startWarren({
+      name: 'abuse-max',
+      config: { server: { handshake_timeout_ms: HANDSHAKE_TIMEOUT, max_connections: MAX_CONNECTIONS } },
+    }),
+  ]);
+  [token, tokenMax] = await Promise.all([w.token('abuser'), wMax.token('abuser')]);
 });
 after(cleanupAll);
 
@@ -179,19 +182,63 @@ test('a request head over 8 KiB is answered 431; one just under is upgraded', { 
 
 test('server.max_connections: 503 past it, room again after a close', { timeout: 30000 }, async (t) => {
   const clients = [];
-  for (let i = 0; i < MAX_CONNECTIONS; i++) clients.push(await connectClient(w.wsUrl(), token, { name: `c${i}` }));
-  const r = await openSocket(w.wsUrl(), token);
+  for (let i = 0; i < MAX_CONNECTIONS; i++) clients.push(await connectClient(wMax.wsUrl(), tokenMax, { name: `c${i}` }));
+  const r = await openSocket(wMax.wsUrl(), tokenMax);
   assert.equal(r.status, 503, `connection ${MAX_CONNECTIONS + 1} answered ${r.status}`);
   assert.match(r.body, /over_capacity/);
-  const st = await w.stats();
+  const st = await wMax.stats();
   t.diagnostic(`connections ${st.connections}, over_limit ${st.handshakes.over_limit}`);
   assert.equal(st.connections, MAX_CONNECTIONS);
   assert.ok(st.handshakes.over_limit >= 1);
   clients.pop().close();
-  await waitFor(async () => (await w.stats()).connections < MAX_CONNECTIONS, { what: 'a slot freed' });
-  clients.push(await connectClient(w.wsUrl(), token, { name: 'again' }));
+  await waitFor(async () => (await wMax.stats()).connections < MAX_CONNECTIONS, { what: 'a slot freed' });
+  clients.push(await connectClient(wMax.wsUrl(), tokenMax, { name: 'again' }));
   for (const c of clients) c.close();
-  await waitFor(async () => (await w.stats()).connections === 0, { what: 'all closed' });
+  await waitFor(async () => (await wMax.stats()).connections === 0, { what: 'all closed' });
+});
+
+test('server.max_connections counts handshakes in progress: trickling heads fill it, the next gets 503 at once', { timeout: 30000 }, async (t) => {
+  const half = MAX_CONNECTIONS / 2;
+  const clients = [];
+  for (let i = 0; i < half; i++) clients.push(await connectClient(wMax.wsUrl(), tokenMax, { name: `h${i}` }));
+  // The other half: connections that never finish their request head.
+  const socks = [];
+  let closed = 0;
+  for (let i = 0; i < half; i++) {
+    const s = net.connect(wMax.port, '127.0.0.1');
+    await new Promise((resolve, reject) => {
+      s.once('connect', resolve);
+      s.once('error', reject);
+    });
+    s.on('close', () => closed++);
+    s.on('error', () => {});
+    s.resume();
+    s.write('GET /ws HTTP/1.1\r\n');
+    socks.push(s);
+  }
+  const before = (await wMax.stats()).handshakes.over_limit;
+  try {
+    // Answered before it sends a byte: nothing of this connection is parsed.
+    const t0 = Date.now();
+    const answer = await rawExchange(wMax.port, '', 3000);
+    t.diagnostic(`connection ${MAX_CONNECTIONS + 1} (${half} open, ${half} handshaking): answered in ${Date.now() - t0} ms`);
+    assert.match(answer, /^HTTP\/1\.1 503 /, `answer: ${answer.slice(0, 80)}`);
+    assert.match(answer, /over_capacity/);
+    const r = await openSocket(wMax.wsUrl(), tokenMax);
+    assert.equal(r.status, 503);
+    assert.equal((await wMax.stats()).handshakes.over_limit, before + 2);
+    // Once the trickling heads reach the handshake timeout, there is room.
+    await waitFor(() => closed === half, {
+      timeout: HANDSHAKE_TIMEOUT + 4000,
+      interval: 50,
+      what: 'trickling heads closed at the handshake timeout',
+    });
+    clients.push(await connectClient(wMax.wsUrl(), tokenMax, { name: 'after' }));
+  } finally {
+    for (const s of socks) s.destroy();
+    for (const c of clients) c.close();
+  }
+  await waitFor(async () => (await wMax.stats()).connections === 0, { what: 'all closed' });
 });
 
 test('message flood: closed with 1008 "rate limit"; a client within the rate is served', { timeout: 30000 }, async (t) => {

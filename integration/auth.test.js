@@ -1,7 +1,8 @@
 // Handshake authentication: a missing, forged or expired token is answered
-// with HTTP 401 before the upgrade; query, cookie and Bearer tokens are
-// accepted; the application-level ping is answered with pong.
-import { test, before, after } from 'node:test';
+// with HTTP 401 before the upgrade; query and Bearer tokens are accepted; a
+// cookie only when auth.cookie_name is set (with server.allowed_origins, or
+// warren refuses to start); the application-level ping is answered with pong.
+import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startWarren, cleanupAll, connectClient, openSocket, signJwt, Publisher } from './lib/index.js';
 
@@ -53,7 +54,7 @@ test('a token signed with the configured secret is accepted (independent signer)
   c.close();
 });
 
-for (const via of ['query', 'cookie', 'bearer']) {
+for (const via of ['query', 'bearer', 'protocol']) {
   test(`token via ${via} is accepted and names the user`, async () => {
     const c = await connectClient(w.wsUrl(), await w.token(`via-${via}`), { via });
     assert.equal(c.welcome.type, 'welcome');
@@ -62,15 +63,62 @@ for (const via of ['query', 'cookie', 'bearer']) {
   });
 }
 
-test('a cookie-authenticated client receives its notifications', { timeout: 20000 }, async () => {
-  const user = 'cookie-user';
-  const c = await connectClient(w.wsUrl(), await w.token(user), { via: 'cookie' });
-  const pub = await Publisher.open();
-  const id = `ck-${Date.now()}`;
-  await pub.publishAll(w.exchange, [{ id, user_id: user, title: 'hi' }]);
-  await c.waitForIds([id]);
-  await pub.close();
-  c.close();
+test('a token offered as the subprotocol bearer.<token> is never selected: the format is', async () => {
+  for (const protocol of ['warren.json', 'warren.msgpack']) {
+    const c = await connectClient(w.wsUrl(), await w.token('proto-user'), { via: 'protocol', protocol });
+    assert.equal(c.ws.protocol, protocol);
+    assert.equal(c.welcome.user_id, 'proto-user');
+    c.close();
+  }
+  // A bad token there is refused like any other.
+  const r = await openSocket(w.wsUrl(), 'not-a-jwt', { via: 'protocol' });
+  assert.equal(r.status, 401);
+  assert.equal(JSON.parse(r.body).error, 'malformed');
+});
+
+test('a valid token in a cookie is not read by default → 401 missing_token', async () => {
+  const r = await openSocket(w.wsUrl(), await w.token('cookie-default'), { via: 'cookie' });
+  if (r.ws) r.ws.terminate();
+  assert.equal(r.status, 401);
+  assert.equal(JSON.parse(r.body).error, 'missing_token');
+});
+
+describe('auth.cookie_name set (with server.allowed_origins)', () => {
+  const ORIGIN = 'https://app.example.test';
+  let wc;
+  before(async () => {
+    wc = await startWarren({
+      name: 'auth-cookie',
+      config: { auth: { cookie_name: 'sid' }, server: { allowed_origins: ORIGIN } },
+    });
+  });
+  const cookie = { via: 'cookie', cookieName: 'sid', headers: { Origin: ORIGIN } };
+
+  test('token via cookie with an allowed Origin is accepted and names the user', async () => {
+    const c = await connectClient(wc.wsUrl(), await wc.token('via-cookie'), cookie);
+    assert.equal(c.welcome.user_id, 'via-cookie');
+    c.close();
+  });
+
+  test('the same cookie from another or no Origin → 403', async () => {
+    const token = await wc.token('via-cookie');
+    for (const headers of [{ Origin: 'https://evil.example' }, {}]) {
+      const r = await openSocket(wc.wsUrl(), token, { ...cookie, headers });
+      if (r.ws) r.ws.terminate();
+      assert.equal(r.status, 403, `headers ${JSON.stringify(headers)}: ${r.status}`);
+    }
+  });
+
+  test('a cookie-authenticated client receives its notifications', { timeout: 20000 }, async () => {
+    const user = 'cookie-user';
+    const c = await connectClient(wc.wsUrl(), await wc.token(user), cookie);
+    const pub = await Publisher.open();
+    const id = `ck-${Date.now()}`;
+    await pub.publishAll(wc.exchange, [{ id, user_id: user, title: 'hi' }]);
+    await c.waitForIds([id]);
+    await pub.close();
+    c.close();
+  });
 });
 
 for (const protocol of ['warren.json', 'warren.msgpack']) {

@@ -97,6 +97,16 @@ test('--check-config rejects a bad value given by environment', async () => {
   assert.match(r.stderr + r.stdout, /prefetch/);
 });
 
+test('--check-config rejects auth.require_exp=maybe, naming the key and the accepted values', async () => {
+  const ini = path.join(ARTIFACTS_DIR, `bad-${randomHex()}.ini`);
+  fs.writeFileSync(ini, `[auth]\njwt_secret = ${randomHex(24)}\nrequire_exp = maybe\n`);
+  const r = await runWarren(['--check-config', '--config', ini]);
+  assert.equal(r.code, 2, `exit ${r.code}, stderr: ${r.stderr}`);
+  assert.match(r.stderr, /:3: auth\.require_exp: invalid value "maybe" \(expected true, false/);
+  const ok = await runWarren(['--check-config', '--config', w.iniFile], { env: { WARREN_AUTH_REQUIRE_EXP: 'false' } });
+  assert.equal(ok.code, 0, `exit ${ok.code}, stderr: ${ok.stderr}`);
+});
+
 test('--check-config accepts a valid file', async () => {
   const r = await runWarren(['--check-config', '--config', w.iniFile]);
   assert.equal(r.code, 0, `exit ${r.code}, stderr: ${r.stderr}`);

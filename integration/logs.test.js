@@ -1,5 +1,5 @@
 // Logs (DESIGN.md §4, RELIABILITY.md 18): at log.level=debug, through good,
-// bad and expired tokens (query, Bearer, cookie), an AMQP URL with a password,
+// bad and expired tokens (query, Bearer, bearer. subprotocol, cookie), an AMQP URL with a password,
 // publishes, acks, a reconnect and a SIGTERM, every stderr line is one event in
 // the chosen format (json: ts/level/module/msg) and no line holds a token, the
 // JWT secret or the AMQP password. SIGHUP reloads log.level and the JWT secret
@@ -70,9 +70,17 @@ for (const format of ['json', 'text']) {
       return;
     }
     try {
+      // Cookie authentication is on (it needs an Origin allow-list), so a
+      // token in a cookie goes through the same checks as the others.
+      const origin = 'https://app.example.test';
       const w = await startWarren({
         name: `logs-${format}`,
-        config: { amqp: { url: cred.url }, log: { level: 'debug', format } },
+        config: {
+          amqp: { url: cred.url },
+          log: { level: 'debug', format },
+          auth: { cookie_name: 'warren_token' },
+          server: { allowed_origins: origin },
+        },
       });
       const secrets = [w.secret, cred.password];
       const now = Math.floor(Date.now() / 1000);
@@ -82,9 +90,10 @@ for (const format of ['json', 'text']) {
       const tokens = [good, expired, forged];
 
       const clients = [];
-      for (const via of ['query', 'bearer', 'cookie']) {
-        clients.push(await connectClient(w.wsUrl(), good, { via, name: `ann-${via}` }));
-        for (const bad of [expired, forged]) assert.equal((await openSocket(w.wsUrl(), bad, { via })).status, 401);
+      const headers = { Origin: origin };
+      for (const via of ['query', 'bearer', 'protocol', 'cookie']) {
+        clients.push(await connectClient(w.wsUrl(), good, { via, headers, name: `ann-${via}` }));
+        for (const bad of [expired, forged]) assert.equal((await openSocket(w.wsUrl(), bad, { via, headers })).status, 401);
       }
       const pub = await Publisher.open();
       await pub.publishAll(w.exchange, [{ id: 'l1', user_id: 'ann', title: 'one' }, { id: 'l2', user_id: 'ann', title: 'two' }]);

@@ -1,7 +1,11 @@
 // deploy/nginx/warren.conf, run by Debian's nginx with a self-signed
 // certificate: a browser-like client connects over wss:// through it and
-// receives a notification; the admin endpoints are not reachable through it;
-// plain HTTP redirects to HTTPS; tokens stay out of the access log.
+// receives a notification; a token offered as the subprotocol bearer.<token>
+// passes through; the admin endpoints are not reachable through it; plain
+// HTTP redirects to HTTPS; tokens stay out of the access log; and, with
+// warren down (502), a subprotocol token stays out of the error log too while
+// a ?token= one is written there (nginx logs the request line of upstream
+// errors), which is why the README recommends the subprotocol.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -80,9 +84,17 @@ function tlsGet(pathname) {
   });
 }
 
-function openWss(token) {
+// via 'query': ?token=<token>; via 'protocol': offered as the subprotocol
+// bearer.<token> next to warren.json, as web/warren.js does.
+function wsTarget(token, via, query = '') {
+  if (via === 'query') return { url: `wss://localhost:${tlsPort}/ws?${query}token=${encodeURIComponent(token)}`, protocols: ['warren.json'] };
+  return { url: `wss://localhost:${tlsPort}/ws${query ? `?${query.replace(/&$/, '')}` : ''}`, protocols: ['warren.json', `bearer.${token}`] };
+}
+
+function openWss(token, via = 'query') {
+  const { url, protocols } = wsTarget(token, via);
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`wss://localhost:${tlsPort}/ws?token=${encodeURIComponent(token)}`, ['warren.json'], {
+    const ws = new WebSocket(url, protocols, {
       ca,
       handshakeTimeout: 5000,
     });
@@ -171,6 +183,16 @@ test('a wss:// client through nginx receives and acks a notification', { timeout
 
 test('a bad token is refused with 401 through nginx', { timeout: 15000 }, async () => {
   await assert.rejects(openWss('not-a-jwt'), /HTTP 401/);
+  await assert.rejects(openWss('not-a-jwt', 'protocol'), /HTTP 401/);
+});
+
+test('a token offered as the subprotocol bearer.<token> passes through nginx; only warren.json is answered', { timeout: 15000 }, async () => {
+  const user = 'via-nginx-protocol';
+  const { ws, messages } = await openWss(await w.token(user), 'protocol');
+  assert.equal(ws.protocol, 'warren.json');
+  const welcome = await waitFor(() => messages.find((m) => m.type === 'welcome'), { what: 'welcome through nginx' });
+  assert.equal(welcome.user_id, user);
+  ws.close(1000);
 });
 
 test('admin endpoints and other paths are not reachable through nginx', { timeout: 15000 }, async () => {
@@ -195,4 +217,57 @@ test('plain HTTP redirects to HTTPS', { timeout: 15000 }, async () => {
   });
   assert.equal(r.status, 301);
   assert.equal(r.location, 'https://notify.example.com/ws');
+});
+
+// Resolves the HTTP status nginx answers a handshake with (101 when upgraded).
+function handshakeStatus(url, protocols) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, protocols, { ca, handshakeTimeout: 5000 });
+    ws.once('open', () => {
+      ws.terminate();
+      resolve(101);
+    });
+    ws.once('unexpected-response', (req, res) => {
+      res.resume();
+      req.destroy();
+      resolve(res.statusCode);
+    });
+    ws.once('error', reject);
+  });
+}
+
+// Both run with warren stopped: nginx cannot reach its upstream, answers 502
+// and writes an error line naming the request. They come last in this file.
+const logs = () => ({
+  access: fs.readFileSync(path.join(dir, 'warren.access.log'), 'utf8'),
+  error: fs.readFileSync(path.join(dir, 'error.log'), 'utf8'),
+});
+
+test('warren down (502): a token in the subprotocol is in neither nginx log', { timeout: 30000 }, async () => {
+  await w.stop();
+  const token = await w.token('down-protocol');
+  const probe = `probe=${randomHex()}`;
+  const { url, protocols } = wsTarget(token, 'protocol', `${probe}&`);
+  assert.equal(await handshakeStatus(url, protocols), 502);
+  // The error line for this very request is there (so the check below is
+  // not vacuous): nginx logs the request line of an upstream failure.
+  await waitFor(() => logs().error.includes(probe), { what: `nginx error.log line for ${probe}` });
+  await waitFor(() => logs().access.includes(' 502 '), { what: 'the 502 in the access log' });
+  const { access, error } = logs();
+  const sig = token.split('.')[2];
+  for (const [name, text] of [['access', access], ['error', error]]) {
+    assert.ok(!text.includes(token) && !text.includes(sig), `token in nginx ${name} log:\n${text}`);
+  }
+});
+
+test('warren down (502): a ?token= token IS written to nginx\'s error log (why the README advises the subprotocol)', { timeout: 30000 }, async () => {
+  if (w.running) await w.stop();
+  const token = await w.token('down-query');
+  const { url, protocols } = wsTarget(token, 'query');
+  assert.equal(await handshakeStatus(url, protocols), 502);
+  await waitFor(() => logs().error.includes(token), { what: 'the ?token= token in nginx error.log' });
+  // The access log format drops the query string, so only the error log has it.
+  assert.ok(!logs().access.includes(token), 'token in nginx access log');
+  const line = logs().error.split('\n').find((l) => l.includes(token));
+  assert.match(line, /request: "GET \/ws\?token=/);
 });

@@ -1,8 +1,10 @@
 // Security of the handshake against the real daemon (RELIABILITY.md 16, 17):
 // RS256 and ES256 public keys, the JWT rejection matrix (every refusal is an
-// HTTP 401 before the upgrade, with the reason), a token that expires while
+// HTTP 401 before the upgrade, with the reason; a token without exp is one of
+// them unless auth.require_exp = false), a token that expires while
 // connected (close 1008), key rotation on SIGHUP, a bad key file stopping
-// start-up, the Origin allow-list, and a cross-site WebSocket hijacking
+// start-up, cookie authentication being opt-in (and refused without an Origin
+// allow-list), the Origin allow-list, and a cross-site WebSocket hijacking
 // attempt from a real Chromium carrying the user's cookie.
 //
 // Tokens are signed here with node:crypto, independently of warren.
@@ -145,6 +147,11 @@ describe('RS256 rejection matrix (all HTTP 401 before the upgrade)', () => {
     c.close();
   });
 
+  test('a token without exp → 401 missing_exp (auth.require_exp is true by default)', async () => {
+    await expectRefused(wRS, rs(claims({ exp: undefined })), 401, 'missing_exp');
+    await expectRefused(wRS, rs(claims({ exp: undefined, iat: now(), nbf: now() - 10 })), 401, 'missing_exp');
+  });
+
   test('nbf in the future → 401 not_yet_valid; within the leeway → accepted', async () => {
     await expectRefused(wRS, rs(claims({ nbf: now() + 120 })), 401, 'not_yet_valid');
     const c = await connectClient(wRS.wsUrl(), rs(claims({ sub: 'early-ok', nbf: now() + 2 })));
@@ -189,10 +196,31 @@ describe('RS256 rejection matrix (all HTTP 401 before the upgrade)', () => {
     assert.equal(await metric(wRS, 'accepted'), before.a);
   });
 
-  test('start-up log names the algorithm and warns that any origin may use the cookie', () => {
+  test('start-up log names the algorithm and says cookies are not read', () => {
     const log = fs.readFileSync(wRS.logFile, 'utf8');
     assert.match(log, /RS256 with a 2048-bit RSA key from /);
-    assert.match(log, /WARN.*server\.allowed_origins is empty/);
+    assert.match(log, /no cookie: auth\.cookie_name is unset/);
+    // No cookie, so an empty allow-list exposes nothing and is not warned about.
+    assert.doesNotMatch(log, /allowed_origins is empty/);
+  });
+});
+
+describe('auth.require_exp = false', () => {
+  let w;
+  before(async () => {
+    w = await startWarren({ name: 'sec-noexp', config: { auth: { require_exp: false, leeway_s: 0 } } });
+  });
+
+  test('a token without exp is accepted; one with a past exp is still refused', async () => {
+    const c = await connectClient(w.wsUrl(), sign({ sub: 'no-exp', iat: now() }, { alg: 'HS256', key: w.secret }));
+    assert.equal(c.welcome.user_id, 'no-exp');
+    c.close();
+    await expectRefused(w, sign({ sub: 'late', exp: now() - 5 }, { alg: 'HS256', key: w.secret }), 401, 'expired');
+  });
+
+  test('start-up log warns that tokens without exp are accepted', () => {
+    assert.match(fs.readFileSync(w.logFile, 'utf8'), /WARN.*auth\.require_exp is false/);
+    assert.doesNotMatch(fs.readFileSync(wRS.logFile, 'utf8'), /require_exp/);
   });
 });
 
@@ -286,13 +314,37 @@ describe('a bad key file stops start-up (exit 2, before listening)', () => {
   });
 });
 
+describe('cookie authentication is opt-in and needs an Origin allow-list', () => {
+  test('auth.cookie_name with an empty server.allowed_origins stops start-up (exit 2) naming both keys', async () => {
+    const port = await freePort();
+    const ini = path.join(tmp, 'cookie-no-origins.ini');
+    fs.writeFileSync(ini, `[server]\nlisten = 127.0.0.1:${port}\n[auth]\njwt_secret = ${crypto.randomBytes(16).toString('hex')}\ncookie_name = warren_token\n[admin]\nlisten = off\n`);
+    for (const args of [['--config', ini], ['--config', ini, '--check-config']]) {
+      const r = await runWarren(args, { timeout: 15000 });
+      assert.equal(r.code, 2, `${args.join(' ')}: exit ${r.code}; stderr ${r.stderr}`);
+      assert.match(r.stderr, /auth\.cookie_name is set but server\.allowed_origins is empty/);
+      assert.match(r.stderr, /set server\.allowed_origins to the origins of your pages/);
+      assert.doesNotMatch(r.stderr, /listening/i);
+    }
+    // The same from the environment, and fixed by an allow-list.
+    const env = { WARREN_AUTH_JWT_SECRET: crypto.randomBytes(16).toString('hex'), WARREN_AUTH_COOKIE_NAME: 'sid' };
+    assert.equal((await runWarren(['--check-config'], { env })).code, 2);
+    const ok = await runWarren(['--check-config'], { env: { ...env, WARREN_SERVER_ALLOWED_ORIGINS: 'https://app.example.test' } });
+    assert.equal(ok.code, 0, ok.stderr);
+  });
+});
+
 describe('Origin allow-list', () => {
   let w;
   let appOrigin;
   before(async () => {
     const port = await freePort();
     appOrigin = `http://127.0.0.1:${port}`;
-    w = await startWarren({ name: 'sec-origin', port, config: { server: { allowed_origins: `${appOrigin},https://app.example.test` } } });
+    w = await startWarren({
+      name: 'sec-origin',
+      port,
+      config: { server: { allowed_origins: `${appOrigin},https://app.example.test` }, auth: { cookie_name: 'warren_token' } },
+    });
   });
 
   const withOrigin = (origin) => ({ headers: origin === undefined ? {} : { Origin: origin } });
@@ -397,12 +449,17 @@ describe('Origin allow-list', () => {
       t.diagnostic(`page ${evil}: close ${seen.code}, forbidden_origin +1, accepted +0`);
     });
 
-    test('control: without an allow-list the same attack succeeds (so the Origin check is what blocks it)', async () => {
-      // wES has no allow-list; the cookie carries a valid ES256 token.
+    test('without an allow-list cookies are not read at all: the same attack gets 401, no welcome', async () => {
+      // wES has no allow-list and so no cookie authentication (warren would
+      // refuse to start with one); the browser still sends a valid ES256
+      // token in the cookie, and it opens nothing.
       const token = es({ sub: 'victim', exp: now() + 600 }, ecNext.privateKey);
+      const before = { u: await metric(wES, 'unauthorized'), a: await metric(wES, 'accepted') };
       const seen = await attempt(`http://127.0.0.1:${site.address().port}/`, `ws://127.0.0.1:${wES.port}/ws`, token);
-      assert.equal(seen.opened, true, JSON.stringify(seen));
-      assert.equal(seen.messages[0]?.user_id, 'victim', 'the attacker page was welcomed as the victim');
+      assert.equal(seen.opened, false, JSON.stringify(seen));
+      assert.deepEqual(seen.messages, []);
+      assert.equal(await metric(wES, 'accepted'), before.a);
+      assert.equal(await metric(wES, 'unauthorized'), before.u + 1);
     });
 
     test('a cross-site page (localhost): Chromium withholds the SameSite=Lax cookie, and the Origin check refuses it anyway', async (t) => {
@@ -412,8 +469,8 @@ describe('Origin allow-list', () => {
       assert.equal(seen.opened, false);
       assert.equal(await metric(w, 'accepted'), before.a);
       assert.equal(await metric(w, 'forbidden_origin'), before.f + 1);
-      // Without an allow-list the browser's cookie policy is the only guard:
-      // the handshake reaches the token check and fails for lack of a cookie.
+      // Without an allow-list (wES) cookies are not read: the handshake
+      // reaches the token check and fails for lack of a token.
       const u = await metric(wES, 'unauthorized');
       const token = es({ sub: 'victim', exp: now() + 600 }, ecNext.privateKey);
       const control = await attempt(evil, `ws://127.0.0.1:${wES.port}/ws`, token);

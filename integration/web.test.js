@@ -15,7 +15,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { WebSocketServer, WebSocket } from 'ws';
 import {
-  startWarren, cleanupAll, Publisher, assertQueuesEmpty, httpGet, signJwt, WARREN_BIN, browserSkip, launchBrowser,
+  startWarren, cleanupAll, Publisher, assertQueuesEmpty, httpGet, signJwt, waitFor, WARREN_BIN, browserSkip, launchBrowser,
 } from './lib/index.js';
 
 const require = createRequire(import.meta.url);
@@ -34,8 +34,19 @@ async function until(pred, what, ms = 3000) {
   }
 }
 
+// The token of a request as warren finds it: ?token=, else a "bearer.<token>"
+// entry of Sec-WebSocket-Protocol.
+function requestToken(req) {
+  const q = new URL(req.url, 'http://x').searchParams.get('token');
+  if (q) return q;
+  const offered = String(req.headers['sec-websocket-protocol'] || '').split(',').map((s) => s.trim());
+  const bearer = offered.find((p) => p.startsWith('bearer.'));
+  return bearer ? bearer.slice('bearer.'.length) : '';
+}
+
 // A stand-in for warren's public port. Tokens "good-<user>" are accepted,
-// anything else gets 401 before the upgrade, as warren answers.
+// anything else gets 401 before the upgrade, as warren answers. Like warren
+// it selects only warren.json, never a "bearer." entry.
 class FakeWarren {
   constructor() {
     this.conns = []; // every accepted connection, oldest first
@@ -56,7 +67,7 @@ class FakeWarren {
       path: '/ws',
       handleProtocols: (protocols) => (protocols.has('warren.json') ? 'warren.json' : false),
       verifyClient: (info, cb) => {
-        const token = new URL(info.req.url, 'http://x').searchParams.get('token') || '';
+        const token = requestToken(info.req);
         if (!token.startsWith('good-')) {
           this.refused += 1;
           cb(false, 401, 'Unauthorized');
@@ -66,8 +77,15 @@ class FakeWarren {
       },
     });
     this.wss.on('connection', (ws, req) => {
-      const c = { ws, url: req.url, protocol: ws.protocol, msgs: [], closed: false };
-      const user = new URL(req.url, 'http://x').searchParams.get('token').slice(5);
+      const c = {
+        ws,
+        url: req.url,
+        offered: req.headers['sec-websocket-protocol'],
+        protocol: ws.protocol,
+        msgs: [],
+        closed: false,
+      };
+      const user = requestToken(req).slice(5);
       ws.on('message', (data, isBinary) => {
         const m = isBinary ? { binary: true } : JSON.parse(String(data));
         c.msgs.push(m);
@@ -133,13 +151,38 @@ describe('warren.js client', () => {
     client = null;
   });
 
-  test('connects with the token in the URL and the warren.json subprotocol', async () => {
-    const { w, log } = use(makeClient(server, { token: 'good-a b&c' }));
+  test('offers the token as the subprotocol bearer.<token> next to warren.json, never in the URL', async () => {
+    const { w, log } = use(makeClient(server, { token: 'good-1001' }));
+    const before = server.conns.length;
+    w.connect();
+    await until(() => statuses(log).includes('open'), 'open');
+    assert.equal(server.conns.length, before + 1);
+    assert.equal(server.last().url, '/ws');
+    assert.deepEqual(server.last().offered.split(',').map((x) => x.trim()), ['warren.json', 'bearer.good-1001']);
+    assert.equal(server.last().protocol, 'warren.json');
+    assert.equal(log.status[1].userId, '1001');
+    done();
+  });
+
+  test('a token that cannot be a subprotocol name fails at once, saying why, instead of leaking elsewhere', async () => {
+    const { w, log } = use(makeClient(server, { token: 'good-a b&c', reconnectBaseMs: 10 }));
+    const before = server.conns.length;
+    w.connect();
+    await until(() => statuses(log).includes('closed'), 'closed');
+    assert.deepEqual(statuses(log), ['connecting', 'closed']);
+    assert.match(log.status[1].reason, /subprotocol/i);
+    await sleep(50);
+    assert.equal(server.conns.length, before);
+  });
+
+  test("tokenIn: 'query' puts the token in the URL instead", async () => {
+    const { w, log } = use(makeClient(server, { token: 'good-a b&c', tokenIn: 'query' }));
     const before = server.conns.length;
     w.connect();
     await until(() => statuses(log).includes('open'), 'open');
     assert.equal(server.conns.length, before + 1);
     assert.equal(server.last().url, '/ws?token=' + encodeURIComponent('good-a b&c'));
+    assert.equal(server.last().offered, 'warren.json');
     assert.equal(server.last().protocol, 'warren.json');
     assert.deepEqual(statuses(log), ['connecting', 'open']);
     assert.equal(log.status[1].userId, 'a b&c');
@@ -161,6 +204,45 @@ describe('warren.js client', () => {
     c.ws.send(JSON.stringify(n));
     await until(() => server.acks(c).length === 2, 'second ack');
     assert.equal(log.notes.length, 1, 'duplicate must not reach the app');
+    done();
+  });
+
+  test('a notification is told apart by its id, not its type: types welcome, pong and error are handled and acked', async () => {
+    const { w, log } = use(makeClient(server));
+    w.connect();
+    await until(() => statuses(log).includes('open'), 'open');
+    const c = server.last();
+    const notes = [
+      { type: 'welcome', id: 'w-1', title: 'Welcome aboard' },
+      { type: 'pong', id: 'p-1', title: 'Table tennis results' },
+      { type: 'error', id: 'e-1', title: 'Build failed', error: 'exit 2' },
+    ];
+    for (const n of notes) c.ws.send(JSON.stringify(n));
+    await until(() => server.acks(c).length === 3, 'three acks');
+    assert.deepEqual(log.notes, notes);
+    assert.deepEqual(server.acks(c), ['w-1', 'p-1', 'e-1']);
+    // None of them was taken for a control message.
+    assert.deepEqual(statuses(log), ['connecting', 'open']);
+    assert.equal(log.status[1].userId, '1001');
+    done();
+  });
+
+  test('control messages (no id) are never handed to the app nor acked', async (t) => {
+    const errors = [];
+    t.mock.method(console, 'error', (...a) => errors.push(a));
+    const { w, log } = use(makeClient(server));
+    w.connect();
+    await until(() => statuses(log).includes('open'), 'open');
+    const c = server.last();
+    c.ws.send(JSON.stringify({ type: 'welcome', user_id: '1001', ack_mode: 'client' }));
+    c.ws.send('{"type":"pong"}');
+    c.ws.send('{"type":"error","error":"unknown_type"}');
+    c.ws.send('{"type":"notification","id":"after"}');
+    await until(() => server.acks(c).length === 1, 'ack of the notification');
+    assert.deepEqual(log.notes.map((n) => n.id), ['after']);
+    assert.deepEqual(server.acks(c), ['after']);
+    assert.equal(errors.length, 1);
+    assert.match(String(errors[0][0]), /unknown_type/);
     done();
   });
 
@@ -526,6 +608,30 @@ describe('demo page served by warren', { skip: daemonSkip }, () => {
     await page.waitForFunction((id) => !!document.querySelector(`#list .card[data-id="${id}"]`), second, { timeout: 10000 });
     // Newest first, each shown once.
     assert.deepEqual(await cards(), [second, first]);
+    assert.deepEqual(pageErrors, []);
+    await page.close();
+  });
+
+  test('a published notification of type "welcome" is shown and acked like any other; the token never reaches the URL', async () => {
+    const page = await browser.newPage();
+    const pageErrors = [];
+    page.on('pageerror', (e) => pageErrors.push(e));
+    const wsUrls = [];
+    page.on('websocket', (ws) => wsUrls.push(ws.url()));
+    const token = signJwt({ sub: 'web-welcome', exp: now() + 600 }, w.secret);
+    await page.goto(`http://127.0.0.1:${w.port}/?token=${encodeURIComponent(token)}`);
+    await page.waitForFunction(() => document.getElementById('status-text').textContent === 'connected as web-welcome');
+    // warren.js offered the token as a subprotocol: the socket URL is bare.
+    assert.deepEqual(wsUrls, [`ws://127.0.0.1:${w.port}/ws`]);
+    const acks0 = (await w.stats()).client_acks;
+    const id = `web-welcome-${Date.now()}`;
+    await pub.publishAll(w.exchange, [{ id, user_id: 'web-welcome', type: 'welcome', title: 'Welcome to the team' }]);
+    await page.waitForFunction((x) => !!document.querySelector(`#list .card[data-id="${x}"]`), id, { timeout: 10000 });
+    const tag = await page.$eval(`#list .card[data-id="${id}"] .tag`, (e) => e.textContent);
+    assert.equal(tag, 'welcome');
+    // Still connected as the same user: the notification was not taken for a welcome.
+    assert.equal(await page.textContent('#status-text'), 'connected as web-welcome');
+    await waitFor(async () => (await w.stats()).client_acks > acks0, { timeout: 5000, what: 'the page acked it' });
     assert.deepEqual(pageErrors, []);
     await page.close();
   });

@@ -7,6 +7,7 @@
 
   var DEFAULTS = {
     protocol: 'warren.json',
+    tokenIn: 'protocol',
     dedupSize: 1000,
     pingIntervalMs: 20000,
     pongTimeoutMs: 10000,
@@ -50,6 +51,10 @@
       this.url = o.url || defaultUrl();
       this.token = o.token;
       this.protocol = o.protocol;
+      if (o.tokenIn !== 'protocol' && o.tokenIn !== 'query') {
+        throw new Error("warren: tokenIn must be 'protocol' or 'query'");
+      }
+      this.tokenIn = o.tokenIn;
       this.onNotification = o.onNotification || function () {};
       this.onStatus = o.onStatus || function () {};
       this.pingIntervalMs = o.pingIntervalMs;
@@ -111,16 +116,26 @@
 
     open() {
       var self = this;
-      var sep = this.url.indexOf('?') < 0 ? '?' : '&';
-      var url = this.url + (this.token ? sep + 'token=' + encodeURIComponent(this.token) : '');
+      var url = this.url;
+      var protocols = [this.protocol];
+      if (this.token && this.tokenIn === 'query') {
+        url += (url.indexOf('?') < 0 ? '?' : '&') + 'token=' + encodeURIComponent(this.token);
+      } else if (this.token) {
+        // The token rides as an extra offered subprotocol, the one header a
+        // browser lets a page set on a WebSocket. Unlike ?token= it is not in
+        // the request line, which proxies write to their logs. warren never
+        // selects it: the server answers with this.protocol.
+        protocols.push('bearer.' + this.token);
+      }
       this.state = 'connecting';
       this.userId = null;
       this.emit({ status: 'connecting', attempt: this.attempt });
       var ws;
       try {
-        ws = new this.WebSocket(url, this.protocol);
+        ws = new this.WebSocket(url, protocols);
       } catch (e) {
-        // A malformed URL throws synchronously; it will not heal by itself.
+        // A malformed URL, or a token that is not a valid subprotocol name
+        // (a JWT always is), throws synchronously; it will not heal by itself.
         this.state = 'closed';
         this.emit({ status: 'closed', code: 0, reason: String(e && e.message ? e.message : e) });
         return;
@@ -180,6 +195,14 @@
         return;
       }
       if (!msg || typeof msg !== 'object' || Array.isArray(msg)) return;
+      // Every notification carries an id and no control message does, so
+      // the id, not the type, tells them apart: a notification whose type
+      // happens to be "welcome", "pong" or "error" is still one to handle
+      // and ack.
+      if (msg.id !== undefined && msg.id !== null) {
+        this.deliver(msg);
+        return;
+      }
       if (msg.type === 'welcome') {
         var self = this;
         this.state = 'open';
@@ -197,8 +220,7 @@
         this.clearTimer('pong');
         return;
       }
-      if (msg.id === undefined || msg.id === null) return;
-      this.deliver(msg);
+      if (msg.type === 'error') logError('warren: the server refused a message: ' + String(msg.error));
     }
 
     async deliver(n) {

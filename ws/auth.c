@@ -111,12 +111,29 @@ ssize_t wr_ws_bearer_get(const char *authorization, char *out, size_t cap) {
   return copy_out(v, n, out, cap);
 }
 
+ssize_t wr_ws_protocol_token_get(const char *protocols, char *out, size_t cap) {
+  const size_t plen = sizeof(WR_WS_BEARER_PROTOCOL) - 1;
+  const char *item;
+  size_t n;
+  if (protocols == NULL || cap == 0)
+    return -ENOENT;
+  while (wr_ws_list_next(&protocols, &item, &n))
+    if (n > plen && memcmp(item, WR_WS_BEARER_PROTOCOL, plen) == 0)
+      return copy_out(item + plen, n - plen, out, cap);
+  return -ENOENT;
+}
+
 ssize_t wr_ws_auth_token(const wr_ws_request_t *req, const char *cookie_name, char *out,
                          size_t cap) {
   ssize_t n = wr_ws_query_get(req->query, "token", out, cap);
   if (n > 0)
     return n;
   n = wr_ws_bearer_get(req->headers[WR_WS_H_AUTHORIZATION], out, cap);
+  if (n > 0)
+    return n;
+  /* Browsers can set no header on a WebSocket but this one, and unlike the
+   * query string it is not part of the request line that proxies log. */
+  n = wr_ws_protocol_token_get(req->headers[WR_WS_H_PROTOCOL], out, cap);
   if (n > 0)
     return n;
   if (cookie_name != NULL && cookie_name[0] != '\0') {
@@ -174,22 +191,25 @@ int wr_ws_auth_key(const wr_config_t *cfg, wr_jwt_key_t *key) {
 
 void wr_ws_auth_describe(const wr_config_t *cfg, char *out, size_t cap) {
   wr_jwt_key_t key;
-  const char *cookie = cfg->cookie_name != NULL ? cfg->cookie_name : "";
+  char from[160];
   if (cap == 0)
     return;
+  if (cfg->cookie_name != NULL)
+    snprintf(from, sizeof(from),
+             "?token=, Authorization: Bearer, subprotocol bearer.<token> or cookie %s",
+             cfg->cookie_name);
+  else
+    snprintf(from, sizeof(from),
+             "?token=, Authorization: Bearer or subprotocol bearer.<token> (no cookie: "
+             "auth.cookie_name is unset)");
   if (wr_ws_auth_key(cfg, &key) != 0)
     snprintf(out, cap, "no JWT key configured: every handshake is refused");
   else if (key.alg == WR_JWT_HS256)
-    snprintf(out, cap,
-             "tokens: HS256 with auth.jwt_secret; from ?token=, Authorization: Bearer "
-             "or cookie %s",
-             cookie);
+    snprintf(out, cap, "tokens: HS256 with auth.jwt_secret; from %s", from);
   else
-    snprintf(out, cap,
-             "tokens: %s with a %d-bit %s key from %s; from ?token=, Authorization: "
-             "Bearer or cookie %s",
+    snprintf(out, cap, "tokens: %s with a %d-bit %s key from %s; from %s",
              key.alg == WR_JWT_RS256 ? "RS256" : "ES256", EVP_PKEY_get_bits(key.pkey),
-             key.alg == WR_JWT_RS256 ? "RSA" : "EC P-256", cfg->jwt_public_key_file, cookie);
+             key.alg == WR_JWT_RS256 ? "RSA" : "EC P-256", cfg->jwt_public_key_file, from);
 }
 
 int wr_ws_auth_check(const wr_ws_request_t *req, const wr_config_t *cfg, int64_t now, char *user,
@@ -212,6 +232,7 @@ int wr_ws_auth_check(const wr_ws_request_t *req, const wr_config_t *cfg, int64_t
       .audience = cfg->audience,
       .leeway_s = cfg->leeway_s,
       .user_claim = cfg->user_claim ? cfg->user_claim : "sub",
+      .require_exp = cfg->require_exp,
   };
   wr_jwt_result_t r = wr_jwt_verify(token, (size_t)n, &key, &rules, now, user, WR_WS_USER_MAX, exp);
   explicit_bzero(token, sizeof(token));

@@ -28,8 +28,13 @@ ssize_t wr_ws_cookie_get(const char *cookie, const char *name, char *out, size_t
  * case-insensitive). Same returns as wr_ws_query_get. */
 ssize_t wr_ws_bearer_get(const char *authorization, char *out, size_t cap);
 
-/* The request's token: query "token", then the Bearer header, then cookie
- * cookie_name (NULL = no cookie auth); an empty value counts as absent.
+/* Extracts the token of the first "bearer.<token>" entry of a
+ * Sec-WebSocket-Protocol value. Same returns as wr_ws_query_get. */
+ssize_t wr_ws_protocol_token_get(const char *protocols, char *out, size_t cap);
+
+/* The request's token: query "token", then the Bearer header, then a
+ * "bearer.<token>" subprotocol, then cookie cookie_name (NULL = cookies are
+ * not read, the default); an empty value counts as absent.
  * Returns the length or -ENOENT when no source carries one. */
 ssize_t wr_ws_auth_token(const wr_ws_request_t *req, const char *cookie_name, char *out,
                          size_t cap);
@@ -55,7 +60,7 @@ void wr_ws_auth_describe(const wr_config_t *cfg, char *out, size_t cap);
 /* Authenticates req against cfg's JWT settings at unix time now. Returns 0
  * with user (capacity WR_WS_USER_MAX) and *exp (0 = none) filled, or 401
  * with *error set to a short log-safe reason ("missing_token", "expired",
- * "no_key"...). */
+ * "missing_exp", "no_key"...). */
 int wr_ws_auth_check(const wr_ws_request_t *req, const wr_config_t *cfg, int64_t now, char *user,
                      int64_t *exp, const char **error);
 

@@ -123,9 +123,19 @@ static void conn_close_cb(uv_handle_t *h) {
   wr_ws_server_conn_gone(srv, c);
 }
 
+/* The connection leaves the handshake (answered, opened or closed): it no
+ * longer counts against server.max_connections as a handshake. */
+static void handshake_over(wr_ws_conn_t *c) {
+  if (!c->hs_counted)
+    return;
+  c->hs_counted = false;
+  c->srv->stats.handshakes_in_progress--;
+}
+
 static void close_tcp(wr_ws_conn_t *c) {
   if (c->state == WR_WS_STATE_CLOSED)
     return;
+  handshake_over(c);
   c->state = WR_WS_STATE_CLOSED;
   uv_read_stop((uv_stream_t *)&c->tcp);
   uv_close((uv_handle_t *)&c->tcp, conn_close_cb);
@@ -315,6 +325,11 @@ static bool rate_take(wr_ws_conn_t *c) {
   uint64_t cap = rate * 1000, now = now_ms(c);
   uint64_t add = (now - c->rate_refill) * rate;
   c->rate_refill = now;
+  /* A reload (SIGHUP) may have lowered the rate below what this bucket
+   * holds; cap - rate_tokens would then wrap and leave the old burst in
+   * place, so the bucket shrinks to the new cap first. */
+  if (c->rate_tokens > cap)
+    c->rate_tokens = cap;
   c->rate_tokens = add >= cap - c->rate_tokens ? cap : c->rate_tokens + add;
   if (c->rate_tokens < 1000)
     return false;
@@ -445,6 +460,7 @@ static void respond(wr_ws_conn_t *c, int status, const char *content_type, const
     return;
   }
   free(head);
+  handshake_over(c);
   wr_ws_hs_free(c->hs);
   c->hs = NULL;
   c->state = WR_WS_STATE_HTTP;
@@ -495,6 +511,7 @@ static void open_ws(wr_ws_conn_t *c, const wr_ws_upgrade_t *up, const char *user
     goto fail;
   if (out_raw(c, head, (size_t)n, NULL, 0) != 0)
     goto fail;
+  handshake_over(c);
   wr_ws_hs_free(c->hs);
   c->hs = NULL;
   c->format = up->format;
@@ -644,18 +661,44 @@ int wr_ws_conn_accept(wr_ws_server_t *srv) {
   if (r < 0)
     goto fail;
   uv_tcp_nodelay(&c->tcp, 1);
+  r = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+  if (r < 0)
+    goto fail;
+  /* A handshake holds a 16.6 KiB head parser for up to handshake_timeout_ms,
+   * so handshakes in progress count against server.max_connections with the
+   * open connections. One over the bound is answered 503 at once, without a
+   * parser and without reading its request: the client (or a proxy in front
+   * of warren) learns the server is full, as it does for an upgrade refused
+   * at the limit, instead of seeing a reset it would take for a network
+   * failure. That costs only this struct and a short answer, for at most the
+   * close grace. */
+  if (srv->stats.connections + srv->stats.handshakes_in_progress >= srv->cfg->max_connections) {
+    srv->stats.handshakes_over_limit++;
+    respond_error(c, 503, "over_capacity", NULL);
+    return 0;
+  }
   c->hs = wr_ws_hs_new();
   if (c->hs == NULL) {
     r = -ENOMEM;
     goto fail;
   }
-  r = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
-  if (r < 0)
-    goto fail;
+  c->hs_counted = true;
+  srv->stats.handshakes_in_progress++;
   return 0;
 fail:
   close_tcp(c);
   return r;
+}
+
+/* The moment a token stops being honoured: exp plus the leeway. exp comes
+ * from the client (a token may say 9223372036854775807), so the sum
+ * saturates instead of overflowing, which would be undefined and, wrapped,
+ * would close the connection at once as expired. */
+static int64_t expiry(int64_t exp, uint32_t leeway_s) {
+  int64_t t;
+  if (__builtin_add_overflow(exp, (int64_t)leeway_s, &t))
+    return INT64_MAX;
+  return t;
 }
 
 void wr_ws_conn_sweep(wr_ws_conn_t *c, uint64_t now, int64_t wall) {
@@ -690,7 +733,7 @@ void wr_ws_conn_sweep(wr_ws_conn_t *c, uint64_t now, int64_t wall) {
       srv->stats.closes_idle++;
       c->close_counted = true;
       wr_ws_conn_close(c, WR_WS_CLOSE_GOING_AWAY, "idle timeout");
-    } else if (c->token_exp > 0 && wall >= c->token_exp + (int64_t)cfg->leeway_s) {
+    } else if (c->token_exp > 0 && wall >= expiry(c->token_exp, cfg->leeway_s)) {
       srv->stats.closes_token_expired++;
       c->close_counted = true;
       wr_ws_conn_close(c, WR_WS_CLOSE_POLICY, "token expired");

@@ -271,10 +271,7 @@ const wr_ws_request_t *wr_ws_hs_request(const wr_ws_hs_t *hs) {
   return hs->state == WR_WS_HS_DONE ? &hs->req : NULL;
 }
 
-/* Steps through a comma-separated header value (RFC 9110 list syntax):
- * returns the next item, trimmed of spaces and tabs, in *start / *len and
- * advances *s past it; false at the end. Empty items are skipped. */
-static bool next_list_item(const char **s, const char **start, size_t *len) {
+bool wr_ws_list_next(const char **s, const char **start, size_t *len) {
   const char *p = *s;
   for (;;) {
     while (*p == ' ' || *p == '\t' || *p == ',')
@@ -304,7 +301,7 @@ bool wr_ws_hs_has_token(const char *value, const char *token) {
   if (value == NULL)
     return false;
   tlen = strlen(token);
-  while (next_list_item(&value, &item, &n))
+  while (wr_ws_list_next(&value, &item, &n))
     if (n == tlen && strncasecmp(item, token, tlen) == 0)
       return true;
   return false;
@@ -322,7 +319,12 @@ int wr_ws_hs_select_protocol(const char *value, wr_ws_format_t *format, bool *ec
   const char *item;
   size_t n;
   bool any = false;
-  while (next_list_item(&value, &item, &n)) {
+  while (wr_ws_list_next(&value, &item, &n)) {
+    /* A token offered as a subprotocol is a credential, not a protocol the
+     * client can speak: it neither counts as one nor may ever be echoed. */
+    if (n >= sizeof(WR_WS_BEARER_PROTOCOL) - 1 &&
+        memcmp(item, WR_WS_BEARER_PROTOCOL, sizeof(WR_WS_BEARER_PROTOCOL) - 1) == 0)
+      continue;
     any = true;
     for (int f = 0; f < WR_WS_NFORMATS; f++) {
       const char *name = wr_ws_format_name((wr_ws_format_t)f);
@@ -333,7 +335,8 @@ int wr_ws_hs_select_protocol(const char *value, wr_ws_format_t *format, bool *ec
       }
     }
   }
-  /* An empty header asks for nothing in particular: treat it as absent. */
+  /* An empty header (or one with only a token) asks for nothing in
+   * particular: treat it as absent. */
   return any ? -EPROTO : 0;
 }
 

@@ -14,6 +14,11 @@
 /* Largest request head we accept; larger heads are answered 431. */
 #define WR_WS_HEAD_MAX 8192
 
+/* A Sec-WebSocket-Protocol entry "bearer.<jwt>" carries the client's token
+ * (browsers cannot set Authorization on a WebSocket). It is never selected
+ * nor echoed back: only warren.json / warren.msgpack are. */
+#define WR_WS_BEARER_PROTOCOL "bearer."
+
 /* The request headers warren looks at. Others are skipped. */
 typedef enum {
   WR_WS_H_HOST = 0,
@@ -87,9 +92,17 @@ int wr_ws_hs_accept_key(const char *key, char out[29]);
 
 /* Picks the subprotocol from a Sec-WebSocket-Protocol value (NULL = header
  * absent): the first of warren.json / warren.msgpack in the client's order.
- * Returns 0 (*echo tells whether to answer the header) or -EPROTO when the
- * header lists none we support. */
+ * "bearer.<token>" entries are skipped: a header of only those selects the
+ * default (warren.json) with *echo false. Returns 0 (*echo tells whether to
+ * answer the header) or -EPROTO when the header lists other protocols and
+ * none we support. */
 int wr_ws_hs_select_protocol(const char *value, wr_ws_format_t *format, bool *echo);
+
+/* Steps through a comma-separated header value (RFC 9110 list syntax):
+ * returns the next non-empty item, trimmed of spaces and tabs, in *start /
+ * *len (not NUL-terminated, borrowed from the value) and advances *s past
+ * it; false at the end. */
+bool wr_ws_list_next(const char **s, const char **start, size_t *len);
 
 /* True when the comma-separated header value contains token
  * (case-insensitive, surrounding spaces ignored). */

@@ -41,6 +41,8 @@ const char *wr_jwt_result_str(wr_jwt_result_t r) {
     return "bad_audience";
   case WR_JWT_NO_USER:
     return "no_user";
+  case WR_JWT_MISSING_EXP:
+    return "missing_exp";
   }
   return "unknown";
 }
@@ -297,6 +299,11 @@ static wr_jwt_result_t check_claims(const json_t *payload, const wr_jwt_rules_t 
 
   /* Doubles keep every realistic timestamp exact and cannot overflow when
    * the leeway is added to a hostile exp such as 9223372036854775807. */
+  /* A token without exp would be honoured forever, by every connection it
+   * opens and after its holder lost access, unless the operator says their
+   * identity provider mints such tokens on purpose. */
+  if (!exp && rules->require_exp)
+    return WR_JWT_MISSING_EXP;
   if (exp) {
     if (!json_is_number(exp))
       return WR_JWT_MALFORMED;

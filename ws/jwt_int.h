@@ -3,6 +3,7 @@
 #ifndef WARREN_WS_JWT_INT_H
 #define WARREN_WS_JWT_INT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -20,6 +21,7 @@ typedef struct wr_jwt_rules_s {
   const char *audience; /* NULL = not checked; "aud" may be a string or an array */
   uint32_t leeway_s;
   const char *user_claim; /* e.g. "sub"; the claim may be a string or an integer */
+  bool require_exp;       /* a token without "exp" is refused (WR_JWT_MISSING_EXP) */
 } wr_jwt_rules_t;
 
 /* Outcome codes (returned negated is not used: these are positive reasons). */
@@ -32,7 +34,8 @@ typedef enum {
   WR_JWT_NOT_YET_VALID, /* nbf - leeway > now */
   WR_JWT_BAD_ISSUER,
   WR_JWT_BAD_AUDIENCE,
-  WR_JWT_NO_USER, /* user claim missing, empty, not string/integer, or > 256 bytes */
+  WR_JWT_NO_USER,     /* user claim missing, empty, not string/integer, or > 256 bytes */
+  WR_JWT_MISSING_EXP, /* no "exp" while rules->require_exp */
 } wr_jwt_result_t;
 
 /* Short, log-safe name of a result ("expired", "bad_signature"...). */
@@ -40,7 +43,8 @@ const char *wr_jwt_result_str(wr_jwt_result_t r);
 
 /* Verifies token[0..len) at time now (unix seconds). On WR_JWT_OK writes the
  * user id (NUL-terminated) into user (capacity usercap, must be >= 257) and
- * the exp claim into *exp (0 when absent). Never reads past len. */
+ * the exp claim into *exp (0 when absent; saturated to INT64_MIN..INT64_MAX
+ * when out of range). Never reads past len. */
 wr_jwt_result_t wr_jwt_verify(const char *token, size_t len, const wr_jwt_key_t *key,
                               const wr_jwt_rules_t *rules, int64_t now, char *user, size_t usercap,
                               int64_t *exp);

@@ -82,16 +82,22 @@ static void connection_cb(uv_stream_t *listener, int status) {
 
 /* The cookie is sent by the browser whatever page opens the socket, so
  * without an Origin allow-list any site the user visits can connect as them
- * (cross-site WebSocket hijacking); ?token= and Bearer are not exposed. */
+ * (cross-site WebSocket hijacking); the other token sources are not exposed.
+ * wr_config_validate refuses that combination, so the warning below is only
+ * for a configuration that skipped validation. */
 static void log_auth(const wr_config_t *cfg) {
   char what[512];
   wr_ws_auth_describe(cfg, what, sizeof(what));
   wr_info("ws", "%s", what);
-  if (cfg->n_allowed_origins == 0)
+  if (!cfg->require_exp)
+    wr_warn("ws",
+            "auth.require_exp is false: a token without exp is accepted for as long as the "
+            "key verifies it; set auth.require_exp = true unless your tokens never carry exp");
+  if (cfg->cookie_name != NULL && cfg->n_allowed_origins == 0)
     wr_warn("ws",
             "server.allowed_origins is empty: any web page can open a WebSocket with the "
             "user's %s cookie; set server.allowed_origins to your site's origins",
-            cfg->cookie_name != NULL ? cfg->cookie_name : "auth");
+            cfg->cookie_name);
 }
 
 int wr_ws_server_new(wr_ws_server_t **out, uv_loop_t *loop, const wr_config_t *cfg,

@@ -59,8 +59,9 @@ struct wr_ws_conn_s {
   bool close_counted; /* the close reason was counted in the stats */
   bool lingering;     /* our side is shut down, waiting for the client's EOF */
   bool peer_eof;      /* the client half-closed while we were still writing */
+  bool hs_counted;    /* counted in stats.handshakes_in_progress */
   wr_ws_format_t format;
-  uint16_t close_code; /* close we initiated, 0 = none */
+  uint16_t close_code;   /* close we initiated, 0 = none */
   uint32_t replies_owed; /* client messages allowed outside the rate (wr_ws_conn_grant) */
   char *user;
   void *data;

@@ -100,7 +100,9 @@ typedef struct wr_ws_stats_s {
   uint64_t handshakes_bad_request;  /* 400/404/405/426/431 */
   uint64_t handshakes_unauthorized; /* 401 */
   uint64_t handshakes_forbidden;    /* 403 bad origin */
-  uint64_t handshakes_over_limit;   /* 503 max_connections */
+  uint64_t handshakes_over_limit;   /* 503: open connections + handshakes in progress reached
+                                     * server.max_connections */
+  uint64_t handshakes_in_progress;  /* now: TCP connections still reading their request head */
   uint64_t handshakes_timeout;
   uint64_t http_requests;        /* plain HTTP requests served */
   uint64_t closes_slow_consumer; /* 4008 */

@@ -15,7 +15,8 @@ export function closeAllClients() {
 // One handshake attempt. Resolves { ws, status: 101 } on upgrade or
 // { status, body } when the server answered with a plain HTTP response
 // (401, 403…); rejects on a network error.
-//   via: 'query' | 'bearer' | 'cookie' | 'none'
+//   via: 'query' | 'bearer' | 'protocol' (Sec-WebSocket-Protocol bearer.<token>,
+//   offered after `protocol`) | 'cookie' | 'none'
 //   onOpen(ws): called synchronously on 'open', before any message event, so
 //   the welcome sent in the same TCP segment as the 101 is never missed.
 export function openSocket(
@@ -25,13 +26,15 @@ export function openSocket(
 ) {
   let url = baseUrl;
   const h = { ...headers };
+  const protocols = protocol ? [protocol] : [];
   if (token !== undefined && token !== null) {
     if (via === 'query') url += `${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}`;
     else if (via === 'bearer') h.Authorization = `Bearer ${token}`;
+    else if (via === 'protocol') protocols.push(`bearer.${token}`);
     else if (via === 'cookie') h.Cookie = `${cookieName}=${token}`;
   }
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, protocol ? [protocol] : [], { headers: h, handshakeTimeout: 5000 });
+    const ws = new WebSocket(url, protocols, { headers: h, handshakeTimeout: 5000 });
     let settled = false;
     ws.on('unexpected-response', (req, res) => {
       let body = '';

@@ -95,8 +95,9 @@ static void test_defaults(void **state) {
   assert_null(c.issuer);
   assert_null(c.audience);
   assert_int_equal(c.leeway_s, 30);
+  assert_true(c.require_exp);
   assert_string_equal(c.user_claim, "sub");
-  assert_string_equal(c.cookie_name, "warren_token");
+  assert_null(c.cookie_name); /* cookies are not read unless asked for */
   assert_string_equal(c.amqp_url, "amqp://guest:guest@127.0.0.1:5672/");
   assert_string_equal(c.exchange, "warren.notify");
   assert_string_equal(c.queue, "warren.notify");
@@ -165,6 +166,7 @@ static void test_file_loading(void **state) {
                                             "issuer = https://issuer.example.com\n"
                                             "audience = warren\n"
                                             "user_claim = uid\n"
+                                            "require_exp = no\n"
                                             "[amqp]\n"
                                             "url = amqps://u:p@broker:5671/vh\n"
                                             "queue = app.notify\n"
@@ -196,6 +198,7 @@ static void test_file_loading(void **state) {
   assert_string_equal(c.issuer, "https://issuer.example.com");
   assert_string_equal(c.audience, "warren");
   assert_string_equal(c.user_claim, "uid");
+  assert_false(c.require_exp);
   assert_string_equal(c.amqp_url, "amqps://u:p@broker:5671/vh");
   assert_string_equal(c.queue, "app.notify");
   assert_int_equal(c.queue_type, WR_QUEUE_QUORUM);
@@ -225,6 +228,7 @@ static void test_env_overrides_file(void **state) {
                  "WARREN_SERVER_MAX_QUEUED_BYTES=65536",
                  "WARREN_ADMIN_LISTEN=",
                  "WARREN_AUTH_ISSUER=iss",
+                 "WARREN_AUTH_REQUIRE_EXP=off",
                  "WARREN_TEST_DATA=/whatever",
                  "WARREN_TEST_ANYTHING=x",
                  "WARREN_CONFIG=/etc/warren.ini",
@@ -240,6 +244,7 @@ static void test_env_overrides_file(void **state) {
   assert_int_equal(c.max_queued_bytes, 65536);
   assert_false(c.admin_enabled);
   assert_string_equal(c.issuer, "iss");
+  assert_false(c.require_exp);
   wr_config_close(&c);
 }
 
@@ -311,8 +316,9 @@ static const struct bad bad_values[] = {
     {"auth", "jwt_public_key_file", "/nonexistent/warren-key.pem"},
     {"auth", "leeway_s", "3601"},
     {"auth", "leeway_s", "x"},
+    {"auth", "require_exp", "maybe"},
+    {"auth", "require_exp", ""},
     {"auth", "user_claim", ""},
-    {"auth", "cookie_name", ""},
     {"auth", "cookie_name", "a b"},
     {"auth", "cookie_name", "a;b"},
     {"amqp", "url", "http://broker/"},
@@ -457,6 +463,10 @@ static void test_valid_edges(void **state) {
   assert_int_equal(wr_config_set(&c, "amqp", "url", "amqp://", err, sizeof(err)), 0);
   assert_int_equal(wr_config_set(&c, "auth", "leeway_s", "0", err, sizeof(err)), 0);
   assert_int_equal(c.leeway_s, 0);
+  assert_int_equal(wr_config_set(&c, "auth", "cookie_name", "sid", err, sizeof(err)), 0);
+  assert_string_equal(c.cookie_name, "sid");
+  assert_int_equal(wr_config_set(&c, "auth", "cookie_name", "", err, sizeof(err)), 0);
+  assert_null(c.cookie_name);
   wr_config_close(&c);
 }
 
@@ -670,6 +680,21 @@ static void test_validate_cross_keys(void **state) {
   assert_int_equal(wr_config_set(&c, "server", "max_queued_bytes", "65536", err, sizeof(err)), 0);
   assert_int_equal(wr_config_validate(&c, err, sizeof(err)), 0);
 
+  /* Cookie authentication needs an Origin allow-list (cross-site WebSocket
+   * hijacking otherwise); the message names both keys and both ways out. */
+  assert_int_equal(wr_config_set(&c, "auth", "cookie_name", "warren_token", err, sizeof(err)), 0);
+  assert_int_equal(wr_config_validate(&c, err, sizeof(err)), -EINVAL);
+  assert_non_null(strstr(err, "auth.cookie_name is set but server.allowed_origins is empty"));
+  assert_non_null(strstr(err, "set server.allowed_origins to the origins of your pages"));
+  assert_non_null(strstr(err, "or unset auth.cookie_name"));
+  assert_int_equal(
+      wr_config_set(&c, "server", "allowed_origins", "https://app.example.com", err, sizeof(err)),
+      0);
+  assert_int_equal(wr_config_validate(&c, err, sizeof(err)), 0);
+  assert_int_equal(wr_config_set(&c, "server", "allowed_origins", "", err, sizeof(err)), 0);
+  assert_int_equal(wr_config_set(&c, "auth", "cookie_name", "", err, sizeof(err)), 0);
+  assert_int_equal(wr_config_validate(&c, err, sizeof(err)), 0);
+
   assert_int_equal(wr_config_set(&c, "admin", "listen", "0.0.0.0:8080", err, sizeof(err)), 0);
   assert_int_equal(wr_config_validate(&c, err, sizeof(err)), -EINVAL);
   assert_non_null(strstr(err, "admin.listen (0.0.0.0:8080) and server.listen (127.0.0.1:8080)"));
@@ -703,6 +728,8 @@ static void test_dump(void **state) {
   assert_non_null(strstr(d1, "prefetch = 1000\n"));
   assert_non_null(strstr(d1, "retry_delays_ms = 1000,5000,30000,120000,600000\n"));
   assert_non_null(strstr(d1, "issuer =\n"));
+  assert_non_null(strstr(d1, "leeway_s = 30\nrequire_exp = true\n"));
+  assert_non_null(strstr(d1, "cookie_name =\n"));
   assert_non_null(strstr(d1, "[shutdown]\ndrain_timeout_ms = 10000\n"));
   free(d1);
   wr_config_close(&c);

@@ -44,6 +44,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (rc == 0) {
     if (wr_config_validate(&cfg, err, sizeof(err)) != 0)
       abort();
+    /* Cookie authentication never loads without an Origin allow-list. */
+    if (cfg.cookie_name != NULL && cfg.n_allowed_origins == 0)
+      abort();
     FILE *out = fopen("/dev/null", "w");
     if (out != NULL) {
       wr_config_dump(&cfg, out);

@@ -1,10 +1,13 @@
 /* libFuzzer target for ws/handshake.c: the request head is fed whole, then
  * again in the chunking the first byte picks; both runs must reach the same
- * outcome. A complete head is then validated and answered. */
+ * outcome. A complete head is then validated and answered, and its token
+ * looked up in every source (a "bearer." subprotocol is never echoed). */
+#include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ws/auth_int.h"
 #include "ws/handshake_int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -69,6 +72,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     if (whole.head_len > size)
       abort();
+    static char token[WR_WS_HEAD_MAX];
+    ssize_t tn = wr_ws_auth_token(ra, "sid", token, sizeof(token));
+    if (tn != -ENOENT && (tn <= 0 || (size_t)tn >= sizeof(token) || strlen(token) != (size_t)tn))
+      abort();
     wr_ws_upgrade_t up;
     int st = wr_ws_hs_validate(ra, &up);
     if (st != up.status || (st == 101) != (up.error == NULL))
@@ -77,7 +84,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       char head[512];
       if (strlen(up.accept) != 28 ||
           wr_ws_hs_101_write(head, sizeof(head), up.accept,
-                             up.echo_protocol ? wr_ws_format_name(up.format) : NULL) <= 0)
+                             up.echo_protocol ? wr_ws_format_name(up.format) : NULL) <= 0 ||
+          strstr(head, "bearer") != NULL)
         abort();
     } else {
       char head[512];

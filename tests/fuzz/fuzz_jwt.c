@@ -41,6 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     rules.issuer = "iss";
     rules.audience = "aud";
   }
+  rules.require_exp = (mode & 16) != 0;
   if (mode & 4)
     key.alg = (mode & 8) ? WR_JWT_ES256 : WR_JWT_RS256; /* no pkey: nothing may verify */
 
@@ -65,6 +66,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (r == WR_JWT_OK) {
     size_t n = strnlen(user, sizeof(user));
     if (n == 0 || n > 256 || key.alg != WR_JWT_HS256)
+      abort();
+    /* A token accepted while exp is required has an exp within the leeway
+     * of now or later (reported rounded down). */
+    if (rules.require_exp && exp < 1800000000 - 30)
       abort();
   }
   if (!wr_jwt_result_str(r))

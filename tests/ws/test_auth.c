@@ -330,6 +330,34 @@ static void test_hs256_key(void **state) {
   char desc[512];
   wr_ws_auth_describe(&cfg, desc, sizeof(desc));
   assert_null(strstr(desc, "0123456789abcdef0123"));
+  assert_non_null(strstr(desc, "no cookie: auth.cookie_name is unset"));
+  assert_int_equal(wr_config_set(&cfg, "auth", "cookie_name", "sid", err, sizeof(err)), 0);
+  wr_ws_auth_describe(&cfg, desc, sizeof(desc));
+  assert_non_null(strstr(desc, "or cookie sid"));
+  wr_config_close(&cfg);
+}
+
+/* auth.require_exp (default true): a token without exp is refused with
+ * missing_exp; an operator can turn that off. */
+static void test_require_exp(void **state) {
+  (void)state;
+  static const char secret[] = "0123456789abcdef0123";
+  wr_config_t cfg;
+  char err[256], user[WR_WS_USER_MAX], payload[256];
+  const char *error;
+  assert_int_equal(wr_config_init(&cfg), 0);
+  assert_true(cfg.require_exp);
+  assert_int_equal(wr_config_set(&cfg, "auth", "jwt_secret", secret, err, sizeof(err)), 0);
+  snprintf(payload, sizeof(payload), "{\"sub\":\"dave\",\"iat\":%lld}", (long long)time(NULL));
+  char *no_exp = strdup(sign("HS256", payload, NULL, secret));
+  assert_int_equal(check(&cfg, no_exp, user, &error), 401);
+  assert_string_equal(error, "missing_exp");
+  payload_for(payload, sizeof(payload), "dave");
+  assert_int_equal(check(&cfg, sign("HS256", payload, NULL, secret), user, &error), 0);
+  assert_int_equal(wr_config_set(&cfg, "auth", "require_exp", "false", err, sizeof(err)), 0);
+  assert_int_equal(check(&cfg, no_exp, user, &error), 0);
+  assert_string_equal(user, "dave");
+  free(no_exp);
   wr_config_close(&cfg);
 }
 
@@ -359,6 +387,7 @@ int main(void) {
       cmocka_unit_test(test_unsupported_key_types),
       cmocka_unit_test(test_load_from_ini),
       cmocka_unit_test(test_hs256_key),
+      cmocka_unit_test(test_require_exp),
       cmocka_unit_test(test_origin_allowed),
   };
   return cmocka_run_group_tests(tests, setup, teardown);

@@ -368,6 +368,10 @@ static void test_token_source_order(void **state) {
   assert_true(wr_ws_auth_token(&r, "warren_token", out, 64) > 0);
   assert_string_equal(out, "frombearer");
   r.headers[WR_WS_H_AUTHORIZATION] = NULL;
+  r.headers[WR_WS_H_PROTOCOL] = "warren.json, bearer.fromprotocol";
+  assert_true(wr_ws_auth_token(&r, "warren_token", out, 64) > 0);
+  assert_string_equal(out, "fromprotocol");
+  r.headers[WR_WS_H_PROTOCOL] = "warren.json";
   assert_true(wr_ws_auth_token(&r, "warren_token", out, 64) > 0);
   assert_string_equal(out, "fromcookie");
   assert_int_equal(wr_ws_auth_token(&r, "other", out, 64), -ENOENT);
@@ -393,6 +397,108 @@ static void test_subprotocol_selection(void **state) {
   assert_int_equal(wr_ws_hs_select_protocol("warren.jsonx", &f, &echo), -EPROTO);
   /* The header present with none supported is refused at validation. */
   assert_int_equal(validate_status(UPGRADE_HEAD("Sec-WebSocket-Protocol: mqtt\r\n"), NULL), 400);
+}
+
+/* A token offered as the subprotocol "bearer.<token>" is never a protocol:
+ * it is skipped when choosing one, so it can never be echoed back. */
+static void test_subprotocol_bearer_entries(void **state) {
+  (void)state;
+  wr_ws_format_t f;
+  bool echo;
+  char out[64];
+  assert_int_equal(wr_ws_hs_select_protocol("bearer.abc", &f, &echo), 0);
+  assert_int_equal(f, WR_WS_FORMAT_JSON);
+  assert_false(echo);
+  assert_int_equal(wr_ws_hs_select_protocol(" bearer.abc ,, bearer.def ", &f, &echo), 0);
+  assert_int_equal(f, WR_WS_FORMAT_JSON);
+  assert_false(echo);
+  assert_int_equal(wr_ws_hs_select_protocol("bearer.", &f, &echo), 0);
+  assert_false(echo);
+  assert_int_equal(wr_ws_hs_select_protocol("bearer.abc, warren.msgpack", &f, &echo), 0);
+  assert_int_equal(f, WR_WS_FORMAT_MSGPACK);
+  assert_true(echo);
+  assert_int_equal(wr_ws_hs_select_protocol("warren.json,bearer.abc", &f, &echo), 0);
+  assert_int_equal(f, WR_WS_FORMAT_JSON);
+  assert_true(echo);
+  /* Another protocol next to a token is still a protocol we do not speak,
+   * and subprotocol names are case-sensitive. */
+  assert_int_equal(wr_ws_hs_select_protocol("bearer.abc, chat", &f, &echo), -EPROTO);
+  assert_int_equal(wr_ws_hs_select_protocol("Bearer.abc", &f, &echo), -EPROTO);
+
+  assert_int_equal(wr_ws_protocol_token_get("warren.json, bearer.a.b-c_d ", out, 64), 7);
+  assert_string_equal(out, "a.b-c_d");
+  assert_int_equal(wr_ws_protocol_token_get("bearer.first,bearer.second", out, 64), 5);
+  assert_string_equal(out, "first");
+  assert_int_equal(wr_ws_protocol_token_get("bearer., bearer.x", out, 64), 1);
+  assert_string_equal(out, "x");
+  assert_int_equal(wr_ws_protocol_token_get("bearer.", out, 64), -ENOENT);
+  assert_int_equal(wr_ws_protocol_token_get("warren.json", out, 64), -ENOENT);
+  assert_int_equal(wr_ws_protocol_token_get("xbearer.abc, Bearer.abc", out, 64), -ENOENT);
+  assert_int_equal(wr_ws_protocol_token_get(NULL, out, 64), -ENOENT);
+  assert_int_equal(wr_ws_protocol_token_get("bearer.abcdef", out, 4), -ENOSPC);
+}
+
+/* A real JWT is 1-4 KiB: one of 4 KiB in Sec-WebSocket-Protocol, alone or
+ * next to warren.msgpack, in one header or two, fed whole, one byte at a time
+ * and split at every position. */
+#define LONG_TOKEN_LEN 4096
+static char long_token[LONG_TOKEN_LEN + 1];
+static const char *long_head;
+static wr_ws_format_t long_format;
+static bool long_echo;
+
+static void check_long_token(parsed_t *p, size_t len) {
+  char out[WR_WS_HEAD_MAX];
+  assert_int_equal(p->st, WR_WS_HS_DONE);
+  assert_int_equal(p->head_len, len);
+  const wr_ws_request_t *r = wr_ws_hs_request(p->hs);
+  assert_non_null(r);
+  wr_ws_upgrade_t up;
+  assert_int_equal(wr_ws_hs_validate(r, &up), 101);
+  assert_int_equal(up.format, long_format);
+  assert_int_equal(up.echo_protocol, long_echo);
+  assert_int_equal(wr_ws_auth_token(r, NULL, out, sizeof(out)), LONG_TOKEN_LEN);
+  assert_memory_equal(out, long_token, LONG_TOKEN_LEN + 1);
+  /* The answer names at most the format, never the token. */
+  char head[512];
+  assert_true(wr_ws_hs_101_write(head, sizeof(head), up.accept,
+                                 up.echo_protocol ? wr_ws_format_name(up.format) : NULL) > 0);
+  assert_null(strstr(head, "bearer"));
+}
+
+static void test_long_bearer_subprotocol(void **state) {
+  (void)state;
+  static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  for (size_t i = 0; i < LONG_TOKEN_LEN; i++)
+    long_token[i] = (i == 36 || i == 3000) ? '.' : b64[(i * 7) % 64];
+  long_token[LONG_TOKEN_LEN] = '\0';
+  static const struct {
+    const char *fmt;
+    wr_ws_format_t format;
+    bool echo;
+  } cases[] = {
+      {"Sec-WebSocket-Protocol: bearer.%s\r\n", WR_WS_FORMAT_JSON, false},
+      {"Sec-WebSocket-Protocol: warren.msgpack, bearer.%s\r\n", WR_WS_FORMAT_MSGPACK, true},
+      {"Sec-WebSocket-Protocol: bearer.%s\r\nSec-WebSocket-Protocol: warren.json\r\n",
+       WR_WS_FORMAT_JSON, true},
+  };
+  char *head = malloc(WR_WS_HEAD_MAX);
+  assert_non_null(head);
+  for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+    char extra[LONG_TOKEN_LEN + 128];
+    snprintf(extra, sizeof(extra), cases[c].fmt, long_token);
+    int n = snprintf(head, WR_WS_HEAD_MAX,
+                     "GET /ws HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: " SAMPLE_KEY "\r\n"
+                     "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                     extra);
+    assert_true(n > 0 && n < WR_WS_HEAD_MAX);
+    long_head = head;
+    long_format = cases[c].format;
+    long_echo = cases[c].echo;
+    each_mode(long_head, (size_t)n, check_long_token);
+  }
+  free(head);
 }
 
 static void test_origin_allow_list(void **state) {
@@ -468,6 +574,8 @@ int main(void) {
       cmocka_unit_test(test_bearer_parsing),
       cmocka_unit_test(test_token_source_order),
       cmocka_unit_test(test_subprotocol_selection),
+      cmocka_unit_test(test_subprotocol_bearer_entries),
+      cmocka_unit_test(test_long_bearer_subprotocol),
       cmocka_unit_test(test_origin_allow_list),
       cmocka_unit_test(test_response_heads),
       cmocka_unit_test(test_buf_refcount),

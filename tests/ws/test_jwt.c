@@ -107,8 +107,12 @@ static wr_jwt_key_t hs_key(void) {
   return k;
 }
 
+/* exp is not required here so the tests of the other claims can use short
+ * payloads; test_missing_exp covers rules.require_exp (on in production:
+ * auth.require_exp defaults to true). */
 static wr_jwt_rules_t default_rules(void) {
-  wr_jwt_rules_t r = {.issuer = NULL, .audience = NULL, .leeway_s = 30, .user_claim = "sub"};
+  wr_jwt_rules_t r = {
+      .issuer = NULL, .audience = NULL, .leeway_s = 30, .user_claim = "sub", .require_exp = false};
   return r;
 }
 
@@ -144,7 +148,7 @@ static void test_valid(void **state) {
   assert_int_equal(exp, 1800000100);
   free(tok);
 
-  /* No exp at all: accepted, exp reported as 0. */
+  /* No exp at all, when exp is not required: accepted, exp reported as 0. */
   tok = hs("{\"sub\":\"u\"}");
   exp = -1;
   assert_int_equal(check_with(tok, &k, &rules, user, &exp), WR_JWT_OK);
@@ -169,6 +173,79 @@ static void test_expired(void **state) {
   /* exp of the wrong type. */
   assert_int_equal(check_hs("{\"sub\":\"a\",\"exp\":\"1900000000\"}", &rules, NULL),
                    WR_JWT_MALFORMED);
+}
+
+/* Time claims are JSON numbers of any size; converting one to int64_t out of
+ * range would be undefined, so exp is reported saturated and the checks run
+ * in doubles (this test runs under UBSan in the ASan build). */
+static void test_time_claims_out_of_range(void **state) {
+  (void)state;
+  wr_jwt_key_t k = hs_key();
+  wr_jwt_rules_t rules = default_rules();
+  static const struct {
+    const char *payload;
+    wr_jwt_result_t r;
+    int64_t exp;
+  } cases[] = {
+      {"{\"sub\":\"a\",\"exp\":9223372036854775807}", WR_JWT_OK, INT64_MAX},
+      {"{\"sub\":\"a\",\"exp\":1e19}", WR_JWT_OK, INT64_MAX},
+      {"{\"sub\":\"a\",\"exp\":1e308}", WR_JWT_OK, INT64_MAX},
+      /* The largest double below 2^63 converts exactly. */
+      {"{\"sub\":\"a\",\"exp\":9223372036854774784}", WR_JWT_OK, 9223372036854774784},
+      {"{\"sub\":\"a\",\"exp\":1800000100.9}", WR_JWT_OK, 1800000100},
+      {"{\"sub\":\"a\",\"exp\":-1e19}", WR_JWT_EXPIRED, 0},
+      {"{\"sub\":\"a\",\"exp\":-9223372036854775808}", WR_JWT_EXPIRED, 0},
+      {"{\"sub\":\"a\",\"exp\":1800000100,\"nbf\":-1e308}", WR_JWT_OK, 1800000100},
+      {"{\"sub\":\"a\",\"exp\":1800000100,\"nbf\":1e308}", WR_JWT_NOT_YET_VALID, 0},
+      {"{\"sub\":\"a\",\"exp\":1800000100,\"nbf\":9223372036854775807}", WR_JWT_NOT_YET_VALID, 0},
+      {"{\"sub\":\"a\",\"exp\":1800000100,\"iat\":1e308}", WR_JWT_OK, 1800000100},
+      /* jansson refuses a number it cannot hold. */
+      {"{\"sub\":\"a\",\"exp\":1e400}", WR_JWT_MALFORMED, 0},
+  };
+  rules.leeway_s = 3600;
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char *tok = hs(cases[i].payload);
+    int64_t exp = -1;
+    wr_jwt_result_t r = check_with(tok, &k, &rules, NULL, &exp);
+    free(tok);
+    if (r != cases[i].r)
+      fail_msg("%s: result %s, expected %s", cases[i].payload, wr_jwt_result_str(r),
+               wr_jwt_result_str(cases[i].r));
+    if (r == WR_JWT_OK && exp != cases[i].exp)
+      fail_msg("%s: exp %lld, expected %lld", cases[i].payload, (long long)exp,
+               (long long)cases[i].exp);
+  }
+}
+
+static void test_missing_exp(void **state) {
+  (void)state;
+  wr_jwt_key_t k = hs_key();
+  wr_jwt_rules_t rules = default_rules();
+  int64_t exp = -1;
+  rules.require_exp = true;
+  char *tok = hs("{\"sub\":\"u\",\"iat\":1800000000}");
+  assert_int_equal(check_with(tok, &k, &rules, NULL, &exp), WR_JWT_MISSING_EXP);
+  assert_string_equal(wr_jwt_result_str(WR_JWT_MISSING_EXP), "missing_exp");
+  free(tok);
+  /* exp: null is not a missing exp but a malformed one, as before. */
+  assert_int_equal(check_hs("{\"sub\":\"a\",\"exp\":null}", &rules, NULL), WR_JWT_MALFORMED);
+  /* The signature is checked first: a forged token without exp is a forgery. */
+  tok = make_token("{\"alg\":\"HS256\"}", "{\"sub\":\"a\"}", SIG_HS256, "other secret", 12, NULL);
+  assert_int_equal(check_with(tok, &k, &rules, NULL, NULL), WR_JWT_BAD_SIGNATURE);
+  free(tok);
+  /* With exp present nothing changes. */
+  assert_int_equal(check_hs("{\"sub\":\"a\",\"exp\":1800000100}", &rules, NULL), WR_JWT_OK);
+  assert_int_equal(check_hs("{\"sub\":\"a\",\"exp\":1700000000}", &rules, NULL), WR_JWT_EXPIRED);
+  /* The same token is accepted when the operator turned the rule off. */
+  rules.require_exp = false;
+  assert_int_equal(check_hs("{\"sub\":\"u\",\"iat\":1800000000}", &rules, NULL), WR_JWT_OK);
+  /* Tokens warren mints always carry exp. */
+  rules.require_exp = true;
+  tok = wr_jwt_sign_hs256((const uint8_t *)SECRET, strlen(SECRET), &rules, "u", NOW, 60);
+  assert_non_null(tok);
+  assert_int_equal(check_with(tok, &k, &rules, NULL, &exp), WR_JWT_OK);
+  assert_int_equal(exp, NOW + 60);
+  free(tok);
 }
 
 static void test_expired_within_leeway(void **state) {
@@ -570,6 +647,7 @@ static void test_result_str(void **state) {
   assert_string_equal(wr_jwt_result_str(WR_JWT_BAD_ISSUER), "bad_issuer");
   assert_string_equal(wr_jwt_result_str(WR_JWT_BAD_AUDIENCE), "bad_audience");
   assert_string_equal(wr_jwt_result_str(WR_JWT_NO_USER), "no_user");
+  assert_string_equal(wr_jwt_result_str(WR_JWT_MISSING_EXP), "missing_exp");
 }
 
 int main(void) {
@@ -577,6 +655,8 @@ int main(void) {
       cmocka_unit_test(test_valid),
       cmocka_unit_test(test_expired),
       cmocka_unit_test(test_expired_within_leeway),
+      cmocka_unit_test(test_missing_exp),
+      cmocka_unit_test(test_time_claims_out_of_range),
       cmocka_unit_test(test_nbf),
       cmocka_unit_test(test_bad_signature),
       cmocka_unit_test(test_alg_none_and_others),

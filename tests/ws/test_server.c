@@ -46,13 +46,15 @@ struct fx_s {
   char why[512]; /* first failed client check, "" = none */
   /* loop side */
   int opens, closes, messages, sent_ok, sent_cancelled, send_enobufs, accepted;
-  bool in_send;      /* inside wr_ws_conn_send with a ctx */
+  bool in_send;       /* inside wr_ws_conn_send with a ctx */
   int sent_reentered; /* on_sent_cb called from inside wr_ws_conn_send */
   int send_after_close;
   bool http_only;
   int leak_fd; /* a client socket left open on purpose, closed after the loop */
   bool freed;
   bool close_all_on_message;
+  wr_config_t cfg2; /* applied with wr_ws_server_set_config on a "reload" message */
+  bool cfg2_set;
   size_t flood_frame;
   char last_msg[256];
   bool last_binary;
@@ -307,7 +309,14 @@ static void on_message(wr_ws_conn_t *c, const uint8_t *msg, size_t len, bool bin
   fx->last_binary = binary;
   if (fx->close_all_on_message)
     wr_ws_server_close_all(fx->srv, WR_WS_CLOSE_GOING_AWAY, "shutdown");
-  else if (len == 4 && memcmp(msg, "echo", 4) == 0) {
+  else if (fx->cfg2_set && len == 6 && memcmp(msg, "reload", 6) == 0) {
+    /* What SIGHUP does: the server reads its limits from the new config. */
+    wr_ws_server_set_config(fx->srv, &fx->cfg2);
+    wr_ws_buf_t *b = wr_ws_buf_new(2);
+    memcpy(b->data, "ok", 2);
+    wr_ws_conn_send(c, b, NULL);
+    wr_ws_buf_unref(b);
+  } else if (len == 4 && memcmp(msg, "echo", 4) == 0) {
     wr_ws_buf_t *b = wr_ws_buf_new(len);
     memcpy(b->data, msg, len);
     wr_ws_conn_send(c, b, NULL);
@@ -420,6 +429,8 @@ static void fx_run(fx_t *fx, client_fn fn) {
   assert_true(fx->freed);
   assert_int_equal(uv_loop_close(&fx->loop), 0);
   wr_config_close(&fx->cfg);
+  if (fx->cfg2_set)
+    wr_config_close(&fx->cfg2);
   if (fx->why[0] != '\0')
     fail_msg("client: %s", fx->why);
   /* Every opened connection was closed exactly once. */
@@ -509,6 +520,56 @@ static void test_msgpack_binary(void **state) {
   assert_true(fx.last_binary);
 }
 
+/* The token as the subprotocol "bearer.<token>": accepted, and the 101
+ * names only the format (browsers require one of the offered protocols
+ * back, so they offer warren.json too), never the token. */
+static void client_bearer_subprotocol(fx_t *fx) {
+  char head[2048], extra[4096];
+  uint8_t buf[256], op;
+  size_t len;
+  int fd = -1;
+  char *tok = mint(fx, "u2b", 3600);
+  CK(fx, tok != NULL);
+  snprintf(extra, sizeof(extra), "Sec-WebSocket-Protocol: warren.json, bearer.%s\r\n", tok);
+  fd = cl_connect(fx->port);
+  CK(fx, fd >= 0);
+  CK(fx, cl_upgrade(fd, NULL, extra));
+  CK(fx, cl_read_head(fd, head, sizeof(head)) == 101);
+  CK(fx, strstr(head, "Sec-WebSocket-Protocol: warren.json\r\n") != NULL);
+  CK(fx, strstr(head, "bearer") == NULL && strstr(head, tok) == NULL);
+  CK(fx, cl_read_frame(fd, &op, buf, sizeof(buf), &len));
+  CK(fx, op == 0x1 && strcmp((char *)buf, "{\"type\":\"welcome\"}") == 0);
+  uint8_t cl[2] = {0x03, 0xe8};
+  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
+  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+  close(fd);
+  /* Only the token offered: the default format, and no protocol answered. */
+  snprintf(extra, sizeof(extra), "Sec-WebSocket-Protocol: bearer.%s\r\n", tok);
+  fd = cl_connect(fx->port);
+  CK(fx, fd >= 0);
+  CK(fx, cl_upgrade(fd, NULL, extra));
+  CK(fx, cl_read_head(fd, head, sizeof(head)) == 101);
+  CK(fx, strstr(head, "Sec-WebSocket-Protocol") == NULL);
+  CK(fx, cl_read_frame(fd, &op, buf, sizeof(buf), &len));
+  CK(fx, op == 0x1);
+  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
+  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+out:
+  free(tok);
+  if (fd >= 0)
+    close(fd);
+}
+
+static void test_bearer_subprotocol(void **state) {
+  (void)state;
+  fx_t fx;
+  fx_init(&fx);
+  fx.welcome = "{\"type\":\"welcome\"}";
+  fx_run(&fx, client_bearer_subprotocol);
+  assert_int_equal(fx.opens, 2);
+  assert_int_equal(fx.stats.handshakes_accepted, 2);
+}
+
 static void client_bad_tokens(fx_t *fx) {
   char head[2048], body[256];
   int fd = cl_connect(fx->port);
@@ -525,10 +586,10 @@ static void client_bad_tokens(fx_t *fx) {
   CK(fx, cl_read_body(fd, head, body, sizeof(body)));
   CK(fx, strcmp(body, "{\"error\":\"missing_token\"}\n") == 0);
   close(fd);
-  /* An expired token, in the cookie this time. */
+  /* An expired token, in the Authorization header this time. */
   char *tok = mint(fx, "u3", -100);
   char extra[1024];
-  snprintf(extra, sizeof(extra), "Cookie: a=b; warren_token=%s\r\n", tok);
+  snprintf(extra, sizeof(extra), "Authorization: Bearer %s\r\n", tok);
   free(tok);
   fd = cl_connect(fx->port);
   CK(fx, fd >= 0);
@@ -549,6 +610,74 @@ static void test_bad_token_401(void **state) {
   assert_int_equal(fx.opens, 0);
   assert_int_equal(fx.stats.handshakes_unauthorized, 3);
   assert_int_equal(fx.stats.handshakes_accepted, 0);
+}
+
+/* Cookies are not read unless auth.cookie_name is set: a browser would send
+ * one from any page, so a valid token in one opens nothing by default. */
+static void client_cookie_ignored(fx_t *fx) {
+  char head[2048], body[256], extra[1024];
+  char *tok = mint(fx, "u3b", 3600);
+  snprintf(extra, sizeof(extra), "Cookie: warren_token=%s\r\n", tok);
+  int fd = cl_connect(fx->port);
+  CK(fx, fd >= 0);
+  CK(fx, cl_upgrade(fd, NULL, extra));
+  CK(fx, cl_read_head(fd, head, sizeof(head)) == 401);
+  CK(fx, cl_read_body(fd, head, body, sizeof(body)));
+  CK(fx, strcmp(body, "{\"error\":\"missing_token\"}\n") == 0);
+out:
+  free(tok);
+  if (fd >= 0)
+    close(fd);
+}
+
+static void test_cookie_not_read_by_default(void **state) {
+  (void)state;
+  fx_t fx;
+  fx_init(&fx);
+  fx_run(&fx, client_cookie_ignored);
+  assert_int_equal(fx.opens, 0);
+  assert_int_equal(fx.stats.handshakes_unauthorized, 1);
+}
+
+static void client_cookie_auth(fx_t *fx) {
+  char head[2048], body[256], extra[1024];
+  char *tok = mint(fx, "u3c", 3600), *old = mint(fx, "u3c", -100);
+  snprintf(extra, sizeof(extra), "Origin: https://app.example\r\nCookie: a=b; sid=%s\r\n", tok);
+  int fd = cl_connect(fx->port);
+  CK(fx, fd >= 0);
+  CK(fx, cl_upgrade(fd, NULL, extra));
+  CK(fx, cl_read_head(fd, head, sizeof(head)) == 101);
+  uint8_t cl[2] = {0x03, 0xe8};
+  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
+  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+  close(fd);
+  snprintf(extra, sizeof(extra), "Origin: https://app.example\r\nCookie: sid=%s\r\n", old);
+  fd = cl_connect(fx->port);
+  CK(fx, fd >= 0);
+  CK(fx, cl_upgrade(fd, NULL, extra));
+  CK(fx, cl_read_head(fd, head, sizeof(head)) == 401);
+  CK(fx, cl_read_body(fd, head, body, sizeof(body)));
+  CK(fx, strcmp(body, "{\"error\":\"expired\"}\n") == 0);
+out:
+  free(tok);
+  free(old);
+  if (fd >= 0)
+    close(fd);
+}
+
+static void test_cookie_auth_opt_in(void **state) {
+  (void)state;
+  fx_t fx;
+  char err[256];
+  fx_init(&fx);
+  assert_int_equal(wr_config_set(&fx.cfg, "auth", "cookie_name", "sid", err, sizeof(err)), 0);
+  assert_int_equal(
+      wr_config_set(&fx.cfg, "server", "allowed_origins", "https://app.example", err, sizeof(err)),
+      0);
+  assert_int_equal(wr_config_validate(&fx.cfg, err, sizeof(err)), 0);
+  fx_run(&fx, client_cookie_auth);
+  assert_int_equal(fx.opens, 1);
+  assert_int_equal(fx.stats.handshakes_unauthorized, 1);
 }
 
 static void client_origins(fx_t *fx) {
@@ -619,6 +748,61 @@ static void test_over_limit_503(void **state) {
   fx_run(&fx, client_over_limit);
   assert_int_equal(fx.stats.handshakes_over_limit, 1);
   assert_int_equal(fx.opens, 1);
+}
+
+/* Handshakes in progress count against max_connections with the open
+ * connections: with one open and one trickling its head, a third TCP
+ * connection is answered 503 at once, before it sends a byte. Once the
+ * trickling one times out there is room again. */
+static void client_handshakes_bounded(fx_t *fx) {
+  char head[2048], body[256];
+  int fd2 = -1, fd3 = -1, fd4 = -1;
+  int fd = cl_open(fx, "u5b", NULL, head, sizeof(head));
+  CK(fx, fd >= 0);
+  fd2 = cl_connect(fx->port);
+  CK(fx, fd2 >= 0);
+  CK(fx, cl_send(fd2, "GET /ws HTTP/1.1\r\n", 18));
+  fd3 = cl_connect(fx->port);
+  CK(fx, fd3 >= 0);
+  CK(fx, cl_read_head(fd3, head, sizeof(head)) == 503);
+  CK(fx, cl_read_body(fd3, head, body, sizeof(body)));
+  CK(fx, strcmp(body, "{\"error\":\"over_capacity\"}\n") == 0);
+  close(fd3);
+  fd3 = -1;
+  /* The handshake timeout ends the trickling one and frees its place. */
+  CK(fx, cl_eof(fd2));
+  char *tok = mint(fx, "u5c", 3600);
+  fd4 = cl_connect(fx->port);
+  CK(fx, fd4 >= 0);
+  bool sent = cl_upgrade(fd4, tok, NULL);
+  free(tok);
+  CK(fx, sent);
+  CK(fx, cl_read_head(fd4, head, sizeof(head)) == 101);
+out:
+  if (fd >= 0)
+    close(fd);
+  if (fd2 >= 0)
+    close(fd2);
+  if (fd3 >= 0)
+    close(fd3);
+  if (fd4 >= 0)
+    close(fd4);
+}
+
+static void test_handshakes_count_toward_max_connections(void **state) {
+  (void)state;
+  fx_t fx;
+  fx_init(&fx);
+  fx.cfg.max_connections = 2;
+  fx.cfg.handshake_timeout_ms = 300;
+  fx_run(&fx, client_handshakes_bounded);
+  assert_int_equal(fx.opens, 2);
+  assert_int_equal(fx.stats.handshakes_over_limit, 1);
+  assert_int_equal(fx.stats.handshakes_timeout, 1);
+  assert_int_equal(fx.stats.handshakes_accepted, 2);
+  /* The 503 was a plain answer, not a handshake that timed out. */
+  assert_int_equal(fx.stats.handshakes_bad_request, 0);
+  assert_int_equal(fx.stats.handshakes_in_progress, 0);
 }
 
 static void client_http(fx_t *fx) {
@@ -835,6 +1019,43 @@ static void test_token_expiry_1008(void **state) {
   assert_int_equal(fx.stats.closes_token_expired, 1);
 }
 
+/* A token whose exp is the largest int64 (the minting helper saturates
+ * now + ttl there): adding the leeway must not overflow, and the connection
+ * must stay open across several sweeps instead of being closed as expired. */
+static void client_exp_near_int64_max(fx_t *fx) {
+  char head[2048];
+  uint8_t buf[256], op;
+  size_t len;
+  char *tok = mint(fx, "u11b", INT64_MAX);
+  int fd = cl_connect(fx->port);
+  CK(fx, fd >= 0);
+  CK(fx, cl_upgrade(fd, tok, NULL));
+  CK(fx, cl_read_head(fd, head, sizeof(head)) == 101);
+  usleep(350000); /* the sweep runs every 100 ms here */
+  CK(fx, cl_send_frame(fd, 0x1, "echo", 4, true));
+  CK(fx, cl_read_frame(fd, &op, buf, sizeof(buf), &len));
+  CK(fx, op == 0x1 && len == 4 && memcmp(buf, "echo", 4) == 0);
+  uint8_t cl[2] = {0x03, 0xe8};
+  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
+  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+out:
+  free(tok);
+  if (fd >= 0)
+    close(fd);
+}
+
+static void test_token_exp_near_int64_max(void **state) {
+  (void)state;
+  fx_t fx;
+  fx_init(&fx);
+  fx.cfg.handshake_timeout_ms = 200;
+  fx.cfg.leeway_s = 3600;
+  fx_run(&fx, client_exp_near_int64_max);
+  assert_int_equal(fx.opens, 1);
+  assert_int_equal(fx.stats.closes_token_expired, 0);
+  assert_int_equal(fx.messages, 1);
+}
+
 static void client_close_all(fx_t *fx) {
   char head[2048], reason[128];
   int fd2 = -1;
@@ -1027,6 +1248,45 @@ static void test_rate_limit_grants_not_pings(void **state) {
   assert_int_equal(fx.stats.closes_rate_limited, 1);
 }
 
+/* A connection opened under a high rate, then the configuration is
+ * replaced by one with a rate of 5 (SIGHUP): it keeps working and is held
+ * to the new rate, neither unlimited (its old burst kept) nor closed at once. */
+static void client_rate_lowered(fx_t *fx) {
+  char head[2048], reason[128];
+  uint8_t buf[256], op;
+  size_t len;
+  int fd = cl_open(fx, "u16b", NULL, head, sizeof(head));
+  CK(fx, fd >= 0);
+  CK(fx, cl_send_frame(fd, 0x1, "reload", 6, true));
+  CK(fx, cl_read_frame(fd, &op, buf, sizeof(buf), &len));
+  CK(fx, op == 0x1 && len == 2 && memcmp(buf, "ok", 2) == 0);
+  for (int i = 0; i < 20; i++)
+    CK(fx, cl_send_frame(fd, 0x1, "m", 1, true));
+  CK(fx, cl_wait_close(fd, reason, sizeof(reason)) == 1008);
+  CK(fx, strcmp(reason, "rate limit") == 0);
+out:
+  if (fd >= 0)
+    close(fd);
+}
+
+static void test_rate_lowered_by_reload(void **state) {
+  (void)state;
+  fx_t fx;
+  char err[256];
+  fx_init(&fx);
+  fx.cfg.max_client_messages_per_s = 1000;
+  assert_int_equal(wr_config_init(&fx.cfg2), 0);
+  assert_int_equal(wr_config_set(&fx.cfg2, "auth", "jwt_secret", SECRET, err, sizeof(err)), 0);
+  fx.cfg2.leeway_s = 0;
+  fx.cfg2.max_client_messages_per_s = 5;
+  fx.cfg2_set = true;
+  fx_run(&fx, client_rate_lowered);
+  /* "reload" itself, then the new burst of five; the sixth closes. */
+  assert_int_equal(fx.messages, 1 + 5);
+  assert_int_equal(fx.stats.closes_rate_limited, 1);
+  assert_int_equal(fx.closes, 1);
+}
+
 static void client_many(fx_t *fx) {
   char head[2048];
   int fd = cl_open(fx, "u17", NULL, head, sizeof(head));
@@ -1173,9 +1433,13 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_json_roundtrip),
       cmocka_unit_test(test_msgpack_binary),
+      cmocka_unit_test(test_bearer_subprotocol),
       cmocka_unit_test(test_bad_token_401),
+      cmocka_unit_test(test_cookie_not_read_by_default),
+      cmocka_unit_test(test_cookie_auth_opt_in),
       cmocka_unit_test(test_bad_origin_403),
       cmocka_unit_test(test_over_limit_503),
+      cmocka_unit_test(test_handshakes_count_toward_max_connections),
       cmocka_unit_test(test_http_requests),
       cmocka_unit_test(test_too_big_1009),
       cmocka_unit_test(test_unmasked_1002),
@@ -1183,6 +1447,7 @@ int main(void) {
       cmocka_unit_test(test_ping_then_idle_close),
       cmocka_unit_test(test_handshake_timeout),
       cmocka_unit_test(test_token_expiry_1008),
+      cmocka_unit_test(test_token_exp_near_int64_max),
       cmocka_unit_test(test_close_all),
       cmocka_unit_test(test_frame_glued_to_head),
       cmocka_unit_test(test_free_with_open_connection),
@@ -1191,6 +1456,7 @@ int main(void) {
       cmocka_unit_test(test_rate_limit_grants),
       cmocka_unit_test(test_rate_limit_grants_not_pings),
       cmocka_unit_test(test_rate_limit_off),
+      cmocka_unit_test(test_rate_lowered_by_reload),
       cmocka_unit_test(test_frame_header_checks),
       cmocka_unit_test(test_pong_flood_capped),
   };
