@@ -290,6 +290,10 @@ const wr_metric_t wr_admin_metrics[] = {
      WS(connections)},
     {"warren_users_online", GAUGE, "Users with at least one open connection.", NULL, "users_online",
      BRIDGE(SIZE, core.index.users_online)},
+    {"warren_handshakes_in_progress", GAUGE,
+     "TCP connections still sending their request head (they count toward "
+     "server.max_connections).",
+     NULL, "handshakes_in_progress", WS(handshakes_in_progress)},
     {"warren_handshakes_total", COUNTER, "WebSocket handshakes by outcome.", "outcome=\"accepted\"",
      "handshakes.accepted", WS(handshakes_accepted)},
     {"warren_handshakes_total", COUNTER, NULL, "outcome=\"bad_request\"", "handshakes.bad_request",
