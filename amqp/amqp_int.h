@@ -22,18 +22,18 @@
 #define WR_AMQP_NAME_MAX 256
 
 /* What the AMQP thread keeps with each delivery so that it can republish
- * it: the whole envelope, which rabbitmq-c makes self-contained (its own pool
- * for the properties and headers, a malloc'd body), so it stays valid after
- * the connection it came from is destroyed. */
+ * it. Everything lives in the delivery's own allocation, so it stays valid
+ * after the connection it came from is destroyed. */
 typedef struct wr_amqp_dpriv_s {
   /* The original's properties that ladder and park copies carry over:
    * content_type and message_id point at the delivery's own strings, the
-   * headers table (if any) lives in pool. Other fields are cleared. */
+   * headers table (if any) is a deep copy (wr_amqp_table_copy) in the same
+   * block. Other fields are cleared. */
   amqp_basic_properties_t props;
-  amqp_pool_t pool;
-  bool has_pool;
-  size_t pending; /* copies published and not yet confirmed */
-  bool failed;    /* a copy was nacked or returned */
+  bool headers_lost; /* the original had headers that could not be kept
+                        (nested too deep): copies go without them */
+  size_t pending;    /* copies published and not yet confirmed */
+  bool failed;       /* a copy was nacked or returned: requeue the original */
 } wr_amqp_dpriv_t;
 
 /* One publish on channel 2 waiting for its confirm. */
@@ -134,6 +134,19 @@ void wr_amqp_watch_fd(wr_amqp_t *a, int fd);
  * NULL. Returns 0 or -ENOMEM. */
 int wr_amqp_headers_parse(const amqp_table_t *t, uint32_t *attempt, char **user,
                           int64_t *expires_at_ms);
+
+/* Tables nested deeper than this (headers = depth 1) are not copied. */
+#define WR_AMQP_TABLE_MAX_DEPTH 32
+
+/* Deep copy of a field table (what amqp_table_clone does, but an empty key is
+ * fine, depth is bounded and everything goes into one caller-provided
+ * block). With buf == NULL it only measures: *need (may be NULL) gets the
+ * bytes the copy takes (the block must be aligned for pointers). Returns 0,
+ * -ELOOP (nested deeper than WR_AMQP_TABLE_MAX_DEPTH), -EINVAL (a key over
+ * 255 bytes or a field kind rabbitmq-c cannot encode) or -ENOSPC (len is
+ * smaller than what it measures). out (unused when measuring) borrows buf. */
+int wr_amqp_table_copy(const amqp_table_t *t, amqp_table_t *out, void *buf, size_t len,
+                       size_t *need);
 
 /* Builds the headers of a ladder/park copy: every entry of orig (may be NULL)
  * whose key does not start with "x-warren-", then x-warren-attempt (I64),

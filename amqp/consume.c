@@ -74,14 +74,19 @@ static int keepalive(wr_amqp_t *a) {
 
 static int server_close(wr_amqp_t *a, const amqp_method_t *m);
 
-/* One allocation per delivery: the delivery, its private part, the body and
- * the two property strings. (amqp_consume_message would make about six:
- * three copies of deliver fields we do not use, a 4 KiB property pool, the
- * body; they were most of this thread's malloc time.) */
+/* One allocation per delivery: the delivery, its private part, a deep copy
+ * of the headers, the body and the two property strings. (amqp_consume_message
+ * would make about six: three copies of deliver fields we do not use, a 4 KiB
+ * property pool, the body; they were most of this thread's malloc time.) */
 typedef struct {
   wr_amqp_delivery_t d;
   wr_amqp_dpriv_t p;
 } dblock_t;
+
+/* The header copy starts right after the block. */
+_Static_assert(sizeof(dblock_t) % _Alignof(amqp_table_entry_t) == 0 &&
+                   sizeof(dblock_t) % _Alignof(amqp_field_value_t) == 0,
+               "header tables need pointer alignment after dblock_t");
 
 static char *put_str(char **at, amqp_bytes_t b) {
   char *s = *at;
@@ -98,8 +103,13 @@ static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver
                                           const amqp_basic_properties_t *pr, size_t body_len) {
   bool has_ct = (pr->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) != 0;
   bool has_mid = (pr->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) != 0;
-  size_t extra =
-      body_len + (has_ct ? pr->content_type.len + 1 : 0) + (has_mid ? pr->message_id.len + 1 : 0);
+  const amqp_table_t *h = (pr->_flags & AMQP_BASIC_HEADERS_FLAG) ? &pr->headers : NULL;
+  size_t hsize = 0;
+  bool keep_headers = h != NULL && wr_amqp_table_copy(h, NULL, NULL, 0, &hsize) == 0;
+  if (!keep_headers)
+    hsize = 0;
+  size_t extra = hsize + body_len + (has_ct ? pr->content_type.len + 1 : 0) +
+                 (has_mid ? pr->message_id.len + 1 : 0);
   if (extra > SIZE_MAX - sizeof(dblock_t) - 1)
     return NULL;
   dblock_t *blk = malloc(sizeof(*blk) + extra + 1);
@@ -116,11 +126,21 @@ static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver
   d->redelivered = m->redelivered != 0;
   d->consumed_at_ms = wr_amqp_wall_ms();
   d->consumed_ns = wr_amqp_now_ns();
+  /* The headers go on to ladder copies whole, so they are kept. */
+  if (keep_headers) {
+    wr_amqp_table_copy(h, &p->props.headers, at, hsize, NULL);
+    p->props._flags |= AMQP_BASIC_HEADERS_FLAG;
+    at += hsize;
+  } else if (h != NULL) {
+    /* Nested deeper than WR_AMQP_TABLE_MAX_DEPTH: the delivery goes on, its
+     * copies (if any) go without these headers. */
+    p->headers_lost = true;
+  }
   d->body = (uint8_t *)at;
   d->body_len = body_len;
   at += body_len;
-  p->props._flags = pr->_flags & (AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
-                                  AMQP_BASIC_TIMESTAMP_FLAG);
+  p->props._flags |= pr->_flags & (AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
+                                   AMQP_BASIC_TIMESTAMP_FLAG);
   if (has_ct) {
     d->content_type = put_str(&at, pr->content_type);
     p->props.content_type = (amqp_bytes_t){.len = pr->content_type.len, .bytes = d->content_type};
@@ -133,22 +153,11 @@ static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver
     p->props.timestamp = pr->timestamp;
     d->timestamp_s = pr->timestamp > (uint64_t)INT64_MAX ? 0 : (int64_t)pr->timestamp;
   }
-  /* The headers go on to ladder copies whole, so they are kept (in a pool). */
-  if (pr->_flags & AMQP_BASIC_HEADERS_FLAG) {
-    init_amqp_pool(&p->pool, 1024);
-    p->has_pool = true;
-    if (amqp_table_clone(&pr->headers, &p->props.headers, &p->pool) != AMQP_STATUS_OK)
-      goto fail;
-    p->props._flags |= AMQP_BASIC_HEADERS_FLAG;
+  if (wr_amqp_headers_parse(h, &d->attempt, &d->target_user, &d->expires_at_ms) < 0) {
+    wr_amqp_delivery_free(d);
+    return NULL;
   }
-  if (wr_amqp_headers_parse((pr->_flags & AMQP_BASIC_HEADERS_FLAG) ? &pr->headers : NULL,
-                            &d->attempt, &d->target_user, &d->expires_at_ms) < 0)
-    goto fail;
   return d;
-
-fail:
-  wr_amqp_delivery_free(d);
-  return NULL;
 }
 
 static int on_frame(wr_amqp_t *a, const amqp_frame_t *f);

@@ -101,6 +101,128 @@ static bool is_warren_key(amqp_bytes_t k) {
   return k.len >= sizeof(prefix) - 1 && memcmp(k.bytes, prefix, sizeof(prefix) - 1) == 0;
 }
 
+/* A bump allocator over one block; with buf == NULL it only counts. */
+typedef struct {
+  uint8_t *buf;
+  size_t len;
+  size_t used;
+} arena_t;
+
+static void *arena_take(arena_t *ar, size_t n, size_t align) {
+  size_t at = (ar->used + align - 1) & ~(align - 1);
+  ar->used = at + n;
+  if (ar->buf == NULL || ar->used > ar->len)
+    return NULL;
+  return ar->buf + at;
+}
+
+static int copy_table(const amqp_table_t *src, amqp_table_t *dst, arena_t *ar, int depth);
+
+static int copy_bytes(amqp_bytes_t src, amqp_bytes_t *dst, arena_t *ar) {
+  void *p = arena_take(ar, src.len, 1);
+  if (dst != NULL) {
+    dst->len = src.len;
+    dst->bytes = p;
+    if (src.len > 0)
+      memcpy(p, src.bytes, src.len);
+  }
+  return 0;
+}
+
+static int copy_value(const amqp_field_value_t *src, amqp_field_value_t *dst, arena_t *ar,
+                      int depth) {
+  if (dst != NULL)
+    *dst = *src;
+  switch (src->kind) {
+  case AMQP_FIELD_KIND_BOOLEAN:
+  case AMQP_FIELD_KIND_I8:
+  case AMQP_FIELD_KIND_U8:
+  case AMQP_FIELD_KIND_I16:
+  case AMQP_FIELD_KIND_U16:
+  case AMQP_FIELD_KIND_I32:
+  case AMQP_FIELD_KIND_U32:
+  case AMQP_FIELD_KIND_I64:
+  case AMQP_FIELD_KIND_U64:
+  case AMQP_FIELD_KIND_F32:
+  case AMQP_FIELD_KIND_F64:
+  case AMQP_FIELD_KIND_DECIMAL:
+  case AMQP_FIELD_KIND_TIMESTAMP:
+  case AMQP_FIELD_KIND_VOID:
+    return 0;
+  case AMQP_FIELD_KIND_UTF8:
+  case AMQP_FIELD_KIND_BYTES:
+    if (src->value.bytes.len > UINT32_MAX)
+      return -EINVAL;
+    return copy_bytes(src->value.bytes, dst ? &dst->value.bytes : NULL, ar);
+  case AMQP_FIELD_KIND_TABLE:
+    return copy_table(&src->value.table, dst ? &dst->value.table : NULL, ar, depth + 1);
+  case AMQP_FIELD_KIND_ARRAY: {
+    const amqp_array_t *a = &src->value.array;
+    int n = a->entries != NULL && a->num_entries > 0 ? a->num_entries : 0;
+    if (depth + 1 > WR_AMQP_TABLE_MAX_DEPTH)
+      return -ELOOP;
+    amqp_field_value_t *v = arena_take(ar, (size_t)n * sizeof(*v), _Alignof(amqp_field_value_t));
+    for (int i = 0; i < n; i++) {
+      int rc = copy_value(&a->entries[i], v ? &v[i] : NULL, ar, depth + 1);
+      if (rc < 0)
+        return rc;
+    }
+    if (dst != NULL) {
+      dst->value.array.num_entries = n;
+      dst->value.array.entries = n > 0 ? v : NULL;
+    }
+    return 0;
+  }
+  default:
+    /* amqp_encode_table would refuse it (AMQP_STATUS_INVALID_PARAMETER). */
+    return -EINVAL;
+  }
+}
+
+static int copy_table(const amqp_table_t *src, amqp_table_t *dst, arena_t *ar, int depth) {
+  int n = src->entries != NULL && src->num_entries > 0 ? src->num_entries : 0;
+  if (depth > WR_AMQP_TABLE_MAX_DEPTH)
+    return -ELOOP;
+  amqp_table_entry_t *e = arena_take(ar, (size_t)n * sizeof(*e), _Alignof(amqp_table_entry_t));
+  for (int i = 0; i < n; i++) {
+    const amqp_table_entry_t *s = &src->entries[i];
+    /* amqp_encode_table writes the key length as one byte without checking
+     * it: a longer key would corrupt the frame. An empty key is valid AMQP
+     * (amqp_table_clone refuses it, which is why this copy exists). */
+    if (s->key.len > 255)
+      return -EINVAL;
+    int rc = copy_bytes(s->key, e ? &e[i].key : NULL, ar);
+    if (rc == 0)
+      rc = copy_value(&s->value, e ? &e[i].value : NULL, ar, depth);
+    if (rc < 0)
+      return rc;
+  }
+  if (dst != NULL) {
+    dst->num_entries = n;
+    dst->entries = n > 0 ? e : NULL;
+  }
+  return 0;
+}
+
+int wr_amqp_table_copy(const amqp_table_t *t, amqp_table_t *out, void *buf, size_t len,
+                       size_t *need) {
+  arena_t ar = {.buf = buf, .len = len, .used = 0};
+  int rc;
+
+  /* Measure first, so that a short block is an error and not an overflow. */
+  if (buf != NULL) {
+    size_t n = 0;
+    if ((rc = wr_amqp_table_copy(t, NULL, NULL, 0, &n)) < 0)
+      return rc;
+    if (n > len)
+      return -ENOSPC;
+  }
+  rc = copy_table(t, buf != NULL ? out : NULL, &ar, 1);
+  if (need != NULL)
+    *need = ar.used;
+  return rc;
+}
+
 static void add_i64(amqp_table_entry_t *e, const char *key, int64_t v) {
   e->key = amqp_cstring_bytes(key);
   e->value.kind = AMQP_FIELD_KIND_I64;

@@ -19,12 +19,9 @@ void wr_amqp_delivery_free(wr_amqp_delivery_t *d) {
   }
   free(d->pubs);
   free(d->target_user);
-  if (p != NULL) {
-    /* Read from the broker: one block holds d, p, the body and the strings. */
-    if (p->has_pool)
-      empty_amqp_pool(&p->pool);
-  } else {
-    /* Built by hand (tests): each part is its own allocation. */
+  /* Read from the broker, one block holds d, p, the headers, the body and
+   * the strings; built by hand (tests), each part is its own allocation. */
+  if (p == NULL) {
     free(d->body);
     free(d->content_type);
     free(d->message_id);

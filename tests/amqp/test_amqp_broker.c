@@ -307,6 +307,56 @@ static void publish(fixture_t *f, const char *body, const char *id) {
   assert_int_equal(rc, 0);
 }
 
+/* Publishes body with properties props through a connection of its own, to
+ * exchange with routing key (rabbitmq-c as the publisher: its frames may be
+ * as large as frame_max), and waits for the confirm. */
+static void publish_props(fixture_t *f, const char *exchange, const char *key,
+                          amqp_basic_properties_t *props, const void *body, size_t len) {
+  char err[256];
+  amqp_connection_state_t c;
+  assert_int_equal(wr_amqp_conn_open(&f->cfg, &c, err, sizeof(err)), 0);
+  assert_int_equal(wr_amqp_channel_open(c, 1, err, sizeof(err)), 0);
+  amqp_confirm_select(c, 1);
+  assert_int_equal(amqp_get_rpc_reply(c).reply_type, AMQP_RESPONSE_NORMAL);
+  assert_int_equal(amqp_basic_publish(c, 1, amqp_cstring_bytes(exchange), amqp_cstring_bytes(key),
+                                      0, 0, props,
+                                      (amqp_bytes_t){.len = len, .bytes = (void *)body}),
+                   AMQP_STATUS_OK);
+  amqp_frame_t fr;
+  assert_int_equal(amqp_simple_wait_frame(c, &fr), AMQP_STATUS_OK);
+  assert_int_equal(fr.frame_type, AMQP_FRAME_METHOD);
+  assert_int_equal(fr.payload.method.id, AMQP_BASIC_ACK_METHOD);
+  wr_amqp_conn_close(c, true);
+}
+
+static amqp_basic_properties_t json_props(amqp_table_t *headers) {
+  amqp_basic_properties_t p;
+  memset(&p, 0, sizeof(p));
+  p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
+  p.content_type = amqp_cstring_bytes("application/json");
+  p.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+  if (headers != NULL) {
+    p._flags |= AMQP_BASIC_HEADERS_FLAG;
+    p.headers = *headers;
+  }
+  return p;
+}
+
+static amqp_table_entry_t str_entry(const char *k, const char *v) {
+  amqp_table_entry_t e;
+  memset(&e, 0, sizeof(e));
+  e.key = amqp_cstring_bytes(k);
+  e.value.kind = AMQP_FIELD_KIND_UTF8;
+  e.value.value.bytes = amqp_cstring_bytes(v);
+  return e;
+}
+
+/* The original's headers as the AMQP thread kept them for its copies. */
+static const amqp_table_t *kept_headers(const wr_amqp_delivery_t *d) {
+  const wr_amqp_dpriv_t *p = d->priv;
+  return (p->props._flags & AMQP_BASIC_HEADERS_FLAG) ? &p->props.headers : NULL;
+}
+
 static void ack_empties_queue(void **state) {
   fixture_t *f = *state;
   NEED_BROKER(f);
@@ -451,6 +501,42 @@ static void unroutable_copy_requeues_original(void **state) {
   assert_int_equal(STAT(f, acked), 0);
   give_verdict(f, d, WR_VERDICT_ACK);
   assert_true(WAIT_STAT(f, acked, 1, 3000));
+}
+
+static wr_amqp_pub_t *retry_pub(const char *user, const char *id) {
+  return one_pub(WR_PUB_RETRY, 1, user, id, NULL);
+}
+
+static void empty_header_key_goes_through(void **state) {
+  fixture_t *f = *state;
+  NEED_BROKER(f);
+  amqp_table_entry_t e[2] = {str_entry("", "empty key"), str_entry("trace", "t1")};
+  amqp_table_t h = {.num_entries = 2, .entries = e};
+  amqp_basic_properties_t props = json_props(&h);
+  const char *body = "{\"user_id\":\"1001\"}";
+  publish_props(f, f->cfg.exchange, "user.1001", &props, body, strlen(body));
+  /* rabbitmq-c's amqp_table_clone refused it: nacked with requeue, forever */
+  wr_amqp_delivery_t *d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_false(d->redelivered);
+  assert_int_equal(STAT(f, requeued), 0);
+  const amqp_field_value_t *v = wr_amqp_table_get(kept_headers(d), "");
+  assert_non_null(v);
+  assert_memory_equal(v->value.bytes.bytes, "empty key", 9);
+  d->pubs = retry_pub("1001", "m-empty-key");
+  d->n_pubs = 1;
+  give_verdict(f, d, WR_VERDICT_PUBLISH);
+  d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_int_equal(d->attempt, 1);
+  /* the copy carried it through the ladder */
+  v = wr_amqp_table_get(kept_headers(d), "");
+  assert_non_null(v);
+  assert_memory_equal(v->value.bytes.bytes, "empty key", 9);
+  assert_non_null(wr_amqp_table_get(kept_headers(d), "trace"));
+  give_verdict(f, d, WR_VERDICT_ACK);
+  assert_true(WAIT_STAT(f, acked, 2, 3000));
+  assert_int_equal(STAT(f, reconnects), 0);
 }
 
 static void idle_connection_survives_heartbeats(void **state) {
@@ -613,6 +699,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(park_lands_in_parked, setup, teardown),
       cmocka_unit_test_setup_teardown(unroutable_copy_requeues_original, setup, teardown),
       cmocka_unit_test_setup_teardown(check_reports_problems, setup, teardown),
+      cmocka_unit_test_setup_teardown(empty_header_key_goes_through, setup, teardown),
       cmocka_unit_test_setup_teardown(cancel_stops_consuming_but_runs_verdicts, setup, teardown),
       cmocka_unit_test_prestate_setup_teardown(idle_connection_survives_heartbeats, setup, teardown,
                                                &no_poll),
