@@ -28,7 +28,9 @@ typedef enum {
   WR_VERDICT_REQUEUE, /* basic.nack(requeue=true) */
   WR_VERDICT_PUBLISH, /* publish every entry of pubs with confirms, then ack;
                          if any publish is nacked or the channel fails, the
-                         original is not acked (it will be redelivered) */
+                         original is not acked (it will be redelivered); if a
+                         copy cannot be built at all (copies_refused), the
+                         original is dead-lettered once the others settle */
 } wr_verdict_kind_t;
 
 typedef enum {
@@ -40,7 +42,10 @@ typedef enum {
  * original body, content_type, timestamp and headers, and sets/overrides the
  * headers x-warren-attempt (attempt), x-warren-user (user, if non-NULL),
  * x-warren-expires-at (expires_at_ms, if non-zero), x-warren-reason (reason,
- * park only), and message_id = id. Persistent (delivery_mode 2). */
+ * park only), and message_id = id. Persistent (delivery_mode 2). An id over
+ * 255 bytes (an AMQP short string) is left out of message_id, and original
+ * headers that cannot be encoded or do not fit the frame are left out of the
+ * copy; both are counted (wr_amqp_stats_t). */
 typedef struct wr_amqp_pub_s {
   wr_pub_kind_t kind;
   uint32_t delay_ms;     /* retry: which ladder queue */
@@ -127,6 +132,13 @@ typedef struct wr_amqp_stats_s {
   uint64_t stale_verdicts;   /* dropped: older generation */
   uint64_t unacked;          /* deliveries of the current generation not yet settled */
   uint64_t watchdog_kicks;   /* sockets shut down because the thread was stuck */
+  /* Copies of one message that could not be published as asked. Each is that
+   * message's outcome, never the connection's (amqp/README.md). */
+  uint64_t copies_without_message_id; /* id over 255 bytes: sent without message_id */
+  uint64_t copies_without_headers;    /* the original's headers could not be encoded,
+                                         kept or did not fit: sent with warren's only */
+  uint64_t copies_refused;            /* not even that copy could be built: the
+                                         original was dead-lettered */
 } wr_amqp_stats_t;
 
 /* Creates the AMQP side (does not connect). cfg and cbs are borrowed and must

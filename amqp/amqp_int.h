@@ -34,13 +34,15 @@ typedef struct wr_amqp_dpriv_s {
                         (nested too deep): copies go without them */
   size_t pending;    /* copies published and not yet confirmed */
   bool failed;       /* a copy was nacked or returned: requeue the original */
+  bool refused;      /* a copy could not be built at all: dead-letter it */
 } wr_amqp_dpriv_t;
 
 /* One publish on channel 2 waiting for its confirm. */
 typedef struct wr_amqp_pending_s {
   uint64_t seq;
   wr_amqp_delivery_t *d;
-  size_t pub; /* index in d->pubs */
+  size_t pub;         /* index in d->pubs */
+  bool no_message_id; /* sent without message_id (id over 255 bytes) */
   bool returned;
   bool settled;
 } wr_amqp_pending_t;
@@ -107,6 +109,8 @@ struct wr_amqp_s {
   int64_t last_keepalive_ms; /* monotonic, heartbeat sent while the sink is full */
   uint32_t delays[WR_CONFIG_MAX_DELAYS];
   size_t n_delays;
+  uint8_t *scratch; /* WR_AMQP_FRAME_MAX bytes: copies' properties are
+                       encoded here first (wr_amqp_copy_build) */
 
   /* Watchdog (LIBRARIES.md: a rabbitmq-c 0.11 send can block forever on a
    * hung broker). The AMQP thread bumps progress every loop turn; the
@@ -134,6 +138,9 @@ void wr_amqp_watch_fd(wr_amqp_t *a, int fd);
  * NULL. Returns 0 or -ENOMEM. */
 int wr_amqp_headers_parse(const amqp_table_t *t, uint32_t *attempt, char **user,
                           int64_t *expires_at_ms);
+
+/* Whether a header key starts with "x-warren-" (warren's own headers). */
+bool wr_amqp_key_is_warren(amqp_bytes_t key);
 
 /* Tables nested deeper than this (headers = depth 1) are not copied. */
 #define WR_AMQP_TABLE_MAX_DEPTH 32
@@ -176,6 +183,49 @@ char *wr_amqp_bytes_strdup(amqp_bytes_t b);
 
 /* "Q" + suffix into buf; returns 0 or -ENAMETOOLONG (AMQP names are ≤ 255). */
 int wr_amqp_name_fmt(char *buf, size_t len, const char *queue, const char *suffix);
+
+/* copy.c — pure: the properties of a ladder/park copy, checked before
+ * anything is sent. */
+
+/* Bytes of a content header frame around its properties: frame header 7,
+ * class id, weight and body size 12, frame end 1. */
+#define WR_AMQP_CONTENT_OVERHEAD 20
+
+/* What the broker adds to a ladder copy's headers when its retry queue
+ * dead-letters it back to Q: one x-death entry (count, reason, queue, time,
+ * exchange, routing-keys) and x-first-death-reason/-queue/-exchange, about
+ * 200 bytes plus twice each name (queue and exchange names are at most 255
+ * bytes): at most 1,232 bytes. The copy leaves that much room so the header
+ * the broker then delivers still fits warren's frame_max; rabbitmq-c drops
+ * the connection on a larger frame, and the broker would deliver it again. */
+#define WR_AMQP_DEADLETTER_RESERVE 1536
+
+#define WR_COPY_NO_MESSAGE_ID 1u /* id over 255 bytes: message_id left out */
+#define WR_COPY_NO_HEADERS 2u    /* the original's headers left out */
+
+typedef struct wr_amqp_copy_s {
+  amqp_basic_properties_t props; /* borrows orig and pub; headers.entries is malloc'd */
+  unsigned dropped;              /* WR_COPY_* */
+} wr_amqp_copy_t;
+
+/* The properties of the copy pub of a message whose kept properties are orig
+ * (content_type, message_id, timestamp, headers), to be published to exchange
+ * with routing_key, checked the way amqp_basic_publish would check them but
+ * before anything is sent (it sends the method frame first and encodes the
+ * properties after, so a failure there breaks the channel): exchange and
+ * routing_key are short strings, and the properties are encoded with
+ * amqp_encode_properties into scratch, props_max bytes (frame_max −
+ * WR_AMQP_CONTENT_OVERHEAD, less WR_AMQP_DEADLETTER_RESERVE for a ladder
+ * copy). A message_id over 255 bytes is left out; if the properties then do
+ * not encode within props_max, the original's headers are left out (warren's
+ * x-warren-* ones stay) and they are tried once more. Borrows everything.
+ * Returns 0 (release c with wr_amqp_copy_release), -ENOMEM, -ENAMETOOLONG
+ * (exchange or routing key over 255 bytes) or -EMSGSIZE (not even that copy
+ * encodes within props_max). */
+int wr_amqp_copy_build(wr_amqp_copy_t *c, const amqp_basic_properties_t *orig,
+                       const wr_amqp_pub_t *pub, const char *exchange, const char *routing_key,
+                       uint8_t *scratch, size_t props_max);
+void wr_amqp_copy_release(wr_amqp_copy_t *c);
 
 /* connection.c */
 

@@ -96,7 +96,7 @@ int wr_amqp_headers_parse(const amqp_table_t *t, uint32_t *attempt, char **user,
   return 0;
 }
 
-static bool is_warren_key(amqp_bytes_t k) {
+bool wr_amqp_key_is_warren(amqp_bytes_t k) {
   static const char prefix[] = "x-warren-";
   return k.len >= sizeof(prefix) - 1 && memcmp(k.bytes, prefix, sizeof(prefix) - 1) == 0;
 }
@@ -247,7 +247,7 @@ int wr_amqp_headers_build(const amqp_table_t *orig, const wr_amqp_pub_t *pub, am
   if (e == NULL)
     return -ENOMEM;
   for (size_t i = 0; i < n_orig; i++) {
-    if (!is_warren_key(orig->entries[i].key))
+    if (!wr_amqp_key_is_warren(orig->entries[i].key))
       e[n++] = orig->entries[i];
   }
   add_i64(&e[n++], "x-warren-attempt", (int64_t)pub->attempt);

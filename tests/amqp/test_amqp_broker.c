@@ -507,6 +507,40 @@ static wr_amqp_pub_t *retry_pub(const char *user, const char *id) {
   return one_pub(WR_PUB_RETRY, 1, user, id, NULL);
 }
 
+static char *repeat(char c, size_t n) {
+  char *s = malloc(n + 1);
+  assert_non_null(s);
+  memset(s, c, n);
+  s[n] = '\0';
+  return s;
+}
+
+static void long_id_copy_goes_without_message_id(void **state) {
+  fixture_t *f = *state;
+  NEED_BROKER(f);
+  char *id = repeat('i', 256);
+  publish(f, "{\"user_id\":\"1001\"}", "m-long-id");
+  wr_amqp_delivery_t *d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  /* A 256-byte id is fine for the envelope, too long for message_id. */
+  d->pubs = retry_pub("1001", id);
+  d->n_pubs = 1;
+  give_verdict(f, d, WR_VERDICT_PUBLISH);
+  assert_true(WAIT_STAT(f, acked, 1, 3000));
+  d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_null(d->message_id);
+  assert_int_equal(d->attempt, 1);
+  assert_string_equal(d->target_user, "1001");
+  give_verdict(f, d, WR_VERDICT_ACK);
+  assert_true(WAIT_STAT(f, acked, 2, 3000));
+  assert_int_equal(STAT(f, copies_without_message_id), 1);
+  assert_int_equal(STAT(f, publish_failures), 0);
+  assert_int_equal(STAT(f, reconnects), 0);
+  assert_int_equal(wait_depth(f, "", 0, 3000), 0);
+  free(id);
+}
+
 static void empty_header_key_goes_through(void **state) {
   fixture_t *f = *state;
   NEED_BROKER(f);
@@ -536,7 +570,93 @@ static void empty_header_key_goes_through(void **state) {
   assert_non_null(wr_amqp_table_get(kept_headers(d), "trace"));
   give_verdict(f, d, WR_VERDICT_ACK);
   assert_true(WAIT_STAT(f, acked, 2, 3000));
+  assert_int_equal(STAT(f, copies_without_headers), 0);
   assert_int_equal(STAT(f, reconnects), 0);
+}
+
+/* Properties whose headers fill the content header up to slack bytes short
+ * of frame_max; *value is malloc'd. */
+static amqp_basic_properties_t big_props(amqp_table_entry_t *e, amqp_table_t *h, char **value,
+                                         size_t slack) {
+  static uint8_t buf[WR_AMQP_FRAME_MAX];
+  *e = str_entry("big", "");
+  *h = (amqp_table_t){.num_entries = 1, .entries = e};
+  amqp_basic_properties_t p = json_props(h);
+  int base = amqp_encode_properties(AMQP_BASIC_CLASS, &p,
+                                    (amqp_bytes_t){.len = sizeof(buf), .bytes = buf});
+  assert_true(base > 0);
+  *value = repeat('h', WR_AMQP_FRAME_MAX - WR_AMQP_CONTENT_OVERHEAD - slack - (size_t)base);
+  *e = str_entry("big", *value);
+  return p;
+}
+
+static void headers_filling_the_frame_are_left_out_of_copies(void **state) {
+  fixture_t *f = *state;
+  NEED_BROKER(f);
+  /* 16 bytes short: the original fits, the copy with warren's headers not;
+   * 200 bytes short: the copy fits, but not once the ladder queue's
+   * dead-lettering adds x-death, and the broker would deliver that header
+   * to warren anyway (rabbitmq-c then drops the connection). */
+  static const size_t slacks[] = {16, 200};
+  for (size_t i = 0; i < 2; i++) {
+    amqp_table_entry_t e;
+    amqp_table_t h;
+    char *value;
+    amqp_basic_properties_t props = big_props(&e, &h, &value, slacks[i]);
+    const char *body = "{\"user_id\":\"1001\"}";
+    publish_props(f, f->cfg.exchange, "user.1001", &props, body, strlen(body));
+    wr_amqp_delivery_t *d = wait_delivery(f, 5000);
+    assert_non_null(d);
+    assert_non_null(wr_amqp_table_get(kept_headers(d), "big"));
+    d->pubs = retry_pub("1001", "m-big-headers");
+    d->n_pubs = 1;
+    give_verdict(f, d, WR_VERDICT_PUBLISH);
+    d = wait_delivery(f, 5000);
+    assert_non_null(d);
+    assert_string_equal(d->target_user, "1001");
+    assert_string_equal(d->message_id, "m-big-headers");
+    assert_null(wr_amqp_table_get(kept_headers(d), "big"));
+    give_verdict(f, d, WR_VERDICT_ACK);
+    assert_true(WAIT_STAT(f, acked, 2 * (i + 1), 3000));
+    assert_int_equal(STAT(f, copies_without_headers), i + 1);
+    assert_int_equal(STAT(f, reconnects), 0);
+    free(value);
+  }
+}
+
+static void refused_copy_dead_letters_the_original(void **state) {
+  fixture_t *f = *state;
+  NEED_BROKER(f);
+  publish(f, "{\"user_ids\":[\"1001\",\"1002\"]}", "m-refused");
+  wr_amqp_delivery_t *d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  /* Two offline targets: one copy is fine, the other cannot be built (its
+   * x-warren-user alone is larger than a frame). */
+  char *huge = repeat('u', WR_AMQP_FRAME_MAX);
+  d->pubs = calloc(2, sizeof(*d->pubs));
+  assert_non_null(d->pubs);
+  d->n_pubs = 2;
+  d->pubs[0] = (wr_amqp_pub_t){.kind = WR_PUB_RETRY,
+                               .delay_ms = 200,
+                               .attempt = 1,
+                               .user = strdup("1001"),
+                               .id = strdup("m-refused")};
+  d->pubs[1] = (wr_amqp_pub_t){
+      .kind = WR_PUB_RETRY, .delay_ms = 200, .attempt = 1, .user = huge, .id = strdup("m-refused")};
+  give_verdict(f, d, WR_VERDICT_PUBLISH);
+  assert_int_equal(wait_depth(f, ".dead", 1, 5000), 1);
+  assert_int_equal(STAT(f, copies_refused), 1);
+  assert_int_equal(STAT(f, dead_lettered), 1);
+  assert_int_equal(STAT(f, published), 1);
+  /* the good copy still went through the ladder */
+  d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_string_equal(d->target_user, "1001");
+  give_verdict(f, d, WR_VERDICT_ACK);
+  assert_true(WAIT_STAT(f, acked, 1, 3000));
+  assert_int_equal(STAT(f, reconnects), 0);
+  assert_int_equal(STAT(f, connected), 1);
+  assert_int_equal(wait_depth(f, "", 0, 3000), 0);
 }
 
 static void idle_connection_survives_heartbeats(void **state) {
@@ -699,7 +819,11 @@ int main(void) {
       cmocka_unit_test_setup_teardown(park_lands_in_parked, setup, teardown),
       cmocka_unit_test_setup_teardown(unroutable_copy_requeues_original, setup, teardown),
       cmocka_unit_test_setup_teardown(check_reports_problems, setup, teardown),
+      cmocka_unit_test_setup_teardown(long_id_copy_goes_without_message_id, setup, teardown),
       cmocka_unit_test_setup_teardown(empty_header_key_goes_through, setup, teardown),
+      cmocka_unit_test_setup_teardown(headers_filling_the_frame_are_left_out_of_copies, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(refused_copy_dead_letters_the_original, setup, teardown),
       cmocka_unit_test_setup_teardown(cancel_stops_consuming_but_runs_verdicts, setup, teardown),
       cmocka_unit_test_prestate_setup_teardown(idle_connection_survives_heartbeats, setup, teardown,
                                                &no_poll),
