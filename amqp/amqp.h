@@ -68,9 +68,14 @@ typedef struct wr_amqp_delivery_s {
   int64_t timestamp_s;    /* AMQP timestamp property, 0 if absent */
   int64_t consumed_at_ms; /* CLOCK_REALTIME ms when it was read */
   uint64_t consumed_ns;   /* CLOCK_MONOTONIC ns when it was read (0 = unknown) */
-  uint32_t attempt;       /* header x-warren-attempt, 0 if absent */
+  uint32_t attempt;       /* header x-warren-attempt, 0 if absent; at most
+                             WR_AMQP_ATTEMPT_MAX */
   char *target_user;      /* header x-warren-user (a ladder copy for one user), or NULL */
   int64_t expires_at_ms;  /* header x-warren-expires-at, 0 if absent */
+  bool trusted;           /* a copy warren made that came back from its retry
+                             ladder: only then are attempt, target_user and
+                             expires_at_ms read from the x-warren-* headers;
+                             an original's are ignored (amqp/README.md) */
   uint8_t *body;
   size_t body_len;
 
@@ -82,6 +87,10 @@ typedef struct wr_amqp_delivery_s {
 
   void *priv; /* the AMQP thread's own data (e.g. the raw envelope) */
 } wr_amqp_delivery_t;
+
+/* The largest attempt a delivery reports, so that the loop's attempt + 1
+ * never wraps around to 0 (which would restart the ladder forever). */
+#define WR_AMQP_ATTEMPT_MAX (UINT32_MAX - 1)
 
 /* Frees a delivery including pubs[] and their strings. Call only on the AMQP
  * thread, or when no AMQP thread runs any more (tests, teardown). */
@@ -139,6 +148,7 @@ typedef struct wr_amqp_stats_s {
                                          kept or did not fit: sent with warren's only */
   uint64_t copies_refused;            /* not even that copy could be built: the
                                          original was dead-lettered */
+  uint64_t untrusted_headers;         /* originals whose x-warren-* headers were ignored */
 } wr_amqp_stats_t;
 
 /* Creates the AMQP side (does not connect). cfg and cbs are borrowed and must

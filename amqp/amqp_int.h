@@ -132,15 +132,26 @@ void wr_amqp_watch_fd(wr_amqp_t *a, int fd);
 
 /* headers.c — pure helpers, no I/O. */
 
-/* Reads x-warren-attempt (any integer kind, clamped to 0..UINT32_MAX),
- * x-warren-user (string; *user is malloc'd, NULL if absent) and
- * x-warren-expires-at (any integer kind). Absent or ill-typed values give 0 /
- * NULL. Returns 0 or -ENOMEM. */
+/* Reads x-warren-attempt (any integer kind, clamped to
+ * 0..WR_AMQP_ATTEMPT_MAX), x-warren-user (string; *user is malloc'd, NULL if
+ * absent) and x-warren-expires-at (any integer kind). Absent or ill-typed
+ * values give 0 / NULL. Returns 0 or -ENOMEM. */
 int wr_amqp_headers_parse(const amqp_table_t *t, uint32_t *attempt, char **user,
                           int64_t *expires_at_ms);
 
 /* Whether a header key starts with "x-warren-" (warren's own headers). */
 bool wr_amqp_key_is_warren(amqp_bytes_t key);
+
+/* Whether t (may be NULL) holds any x-warren-* header. */
+bool wr_amqp_headers_has_warren(const amqp_table_t *t);
+
+/* Whether the x-warren-* headers of a delivery are warren's own, i.e. it is a
+ * ladder copy coming back: it came through the default exchange (exchange
+ * empty: the ladder queues dead-letter to it, see topology.c) and its newest
+ * x-death entry says it expired in a ladder queue "<queue>.retry.<digits>".
+ * Anything else (an original published to amqp.exchange or elsewhere) is not
+ * trusted. h may be NULL. */
+bool wr_amqp_headers_trusted(const amqp_table_t *h, amqp_bytes_t exchange, const char *queue);
 
 /* Tables nested deeper than this (headers = depth 1) are not copied. */
 #define WR_AMQP_TABLE_MAX_DEPTH 32

@@ -97,6 +97,24 @@ static char *put_str(char **at, amqp_bytes_t b) {
   return s;
 }
 
+/* The x-warren-* headers steer a notification (its target, its attempt, its
+ * expiry): they count only on a copy warren made, never on an original. */
+static int read_warren_headers(wr_amqp_t *a, wr_amqp_delivery_t *d, const amqp_basic_deliver_t *m,
+                               const amqp_table_t *h) {
+  d->trusted = wr_amqp_headers_trusted(h, m->exchange, a->cfg->queue);
+  if (d->trusted)
+    return wr_amqp_headers_parse(h, &d->attempt, &d->target_user, &d->expires_at_ms);
+  if (wr_amqp_headers_has_warren(h)) {
+    WR_AMQP_STAT_ADD(a, untrusted_headers, 1);
+    wr_debug("amqp",
+             "delivery %llu came through exchange \"%.*s\", not back from the retry ladder: its "
+             "x-warren-* headers are ignored",
+             (unsigned long long)m->delivery_tag, (int)m->exchange.len,
+             (const char *)m->exchange.bytes);
+  }
+  return 0;
+}
+
 /* Builds the delivery from a content header; the body follows. NULL when out
  * of memory. */
 static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver_t *m,
@@ -153,7 +171,7 @@ static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver
     p->props.timestamp = pr->timestamp;
     d->timestamp_s = pr->timestamp > (uint64_t)INT64_MAX ? 0 : (int64_t)pr->timestamp;
   }
-  if (wr_amqp_headers_parse(h, &d->attempt, &d->target_user, &d->expires_at_ms) < 0) {
+  if (read_warren_headers(a, d, m, h) < 0) {
     wr_amqp_delivery_free(d);
     return NULL;
   }

@@ -78,8 +78,9 @@ int wr_amqp_headers_parse(const amqp_table_t *t, uint32_t *attempt, char **user,
   *attempt = 0;
   *user = NULL;
   *expires_at_ms = 0;
+  /* Saturated one below UINT32_MAX: whoever counts this attempt adds one. */
   if (wr_amqp_field_int(wr_amqp_table_get(t, "x-warren-attempt"), &v))
-    *attempt = v < 0 ? 0 : (v > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)v);
+    *attempt = v < 0 ? 0 : (v > (int64_t)WR_AMQP_ATTEMPT_MAX ? WR_AMQP_ATTEMPT_MAX : (uint32_t)v);
   if (wr_amqp_field_int(wr_amqp_table_get(t, "x-warren-expires-at"), &v))
     *expires_at_ms = v;
   const amqp_field_value_t *u = wr_amqp_table_get(t, "x-warren-user");
@@ -99,6 +100,57 @@ int wr_amqp_headers_parse(const amqp_table_t *t, uint32_t *attempt, char **user,
 bool wr_amqp_key_is_warren(amqp_bytes_t k) {
   static const char prefix[] = "x-warren-";
   return k.len >= sizeof(prefix) - 1 && memcmp(k.bytes, prefix, sizeof(prefix) - 1) == 0;
+}
+
+bool wr_amqp_headers_has_warren(const amqp_table_t *t) {
+  if (t == NULL || t->entries == NULL)
+    return false;
+  for (int i = 0; i < t->num_entries; i++) {
+    if (wr_amqp_key_is_warren(t->entries[i].key))
+      return true;
+  }
+  return false;
+}
+
+static bool is_string(const amqp_field_value_t *v) {
+  return v != NULL && (v->kind == AMQP_FIELD_KIND_UTF8 || v->kind == AMQP_FIELD_KIND_BYTES);
+}
+
+/* "<queue>.retry.<digits>": the name topology.c gives a ladder queue. */
+static bool is_ladder_queue(amqp_bytes_t name, const char *queue) {
+  size_t q = strlen(queue);
+  static const char mid[] = ".retry.";
+  size_t pre = q + sizeof(mid) - 1;
+  if (name.len <= pre || memcmp(name.bytes, queue, q) != 0 ||
+      memcmp((const char *)name.bytes + q, mid, sizeof(mid) - 1) != 0)
+    return false;
+  for (size_t i = pre; i < name.len; i++) {
+    char c = ((const char *)name.bytes)[i];
+    if (c < '0' || c > '9')
+      return false;
+  }
+  return true;
+}
+
+bool wr_amqp_headers_trusted(const amqp_table_t *h, amqp_bytes_t exchange, const char *queue) {
+  /* Originals come through amqp.exchange (or any exchange an operator bound
+   * to Q); the ladder queues dead-letter through the default exchange. */
+  if (exchange.len != 0)
+    return false;
+  /* The broker puts the newest dead-lettering first in x-death. A message
+   * published straight to Q through the default exchange has none, unless
+   * the publisher forged one. */
+  const amqp_field_value_t *xd = wr_amqp_table_get(h, "x-death");
+  if (xd == NULL || xd->kind != AMQP_FIELD_KIND_ARRAY || xd->value.array.num_entries < 1 ||
+      xd->value.array.entries == NULL)
+    return false;
+  const amqp_field_value_t *newest = &xd->value.array.entries[0];
+  if (newest->kind != AMQP_FIELD_KIND_TABLE)
+    return false;
+  const amqp_field_value_t *q = wr_amqp_table_get(&newest->value.table, "queue");
+  const amqp_field_value_t *why = wr_amqp_table_get(&newest->value.table, "reason");
+  return is_string(q) && is_string(why) && is_ladder_queue(q->value.bytes, queue) &&
+         why->value.bytes.len == 7 && memcmp(why->value.bytes.bytes, "expired", 7) == 0;
 }
 
 /* A bump allocator over one block; with buf == NULL it only counts. */

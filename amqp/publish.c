@@ -163,7 +163,8 @@ static int publish_copy(wr_amqp_t *a, wr_amqp_delivery_t *d, size_t i, bool *no_
   }
   if (c.dropped & WR_COPY_NO_MESSAGE_ID) {
     WR_AMQP_STAT_ADD(a, copies_without_message_id, 1);
-    wr_log(WR_LOG_INFO, "amqp",
+    /* Every trip round the ladder makes another copy: say it once. */
+    wr_log(d->trusted ? WR_LOG_DEBUG : WR_LOG_INFO, "amqp",
            "delivery %llu (id %.64s…): its id (%zu bytes) is longer than an AMQP message_id "
            "(255); its copies go without one and keep the id in their body",
            (unsigned long long)d->tag, id, strlen(id));

@@ -351,6 +351,15 @@ static amqp_table_entry_t str_entry(const char *k, const char *v) {
   return e;
 }
 
+static amqp_table_entry_t i64_entry(const char *k, int64_t v) {
+  amqp_table_entry_t e;
+  memset(&e, 0, sizeof(e));
+  e.key = amqp_cstring_bytes(k);
+  e.value.kind = AMQP_FIELD_KIND_I64;
+  e.value.value.i64 = v;
+  return e;
+}
+
 /* The original's headers as the AMQP thread kept them for its copies. */
 static const amqp_table_t *kept_headers(const wr_amqp_delivery_t *d) {
   const wr_amqp_dpriv_t *p = d->priv;
@@ -529,6 +538,7 @@ static void long_id_copy_goes_without_message_id(void **state) {
   assert_true(WAIT_STAT(f, acked, 1, 3000));
   d = wait_delivery(f, 5000);
   assert_non_null(d);
+  assert_true(d->trusted);
   assert_null(d->message_id);
   assert_int_equal(d->attempt, 1);
   assert_string_equal(d->target_user, "1001");
@@ -562,6 +572,7 @@ static void empty_header_key_goes_through(void **state) {
   give_verdict(f, d, WR_VERDICT_PUBLISH);
   d = wait_delivery(f, 5000);
   assert_non_null(d);
+  assert_true(d->trusted);
   assert_int_equal(d->attempt, 1);
   /* the copy carried it through the ladder */
   v = wr_amqp_table_get(kept_headers(d), "");
@@ -613,6 +624,7 @@ static void headers_filling_the_frame_are_left_out_of_copies(void **state) {
     give_verdict(f, d, WR_VERDICT_PUBLISH);
     d = wait_delivery(f, 5000);
     assert_non_null(d);
+    assert_true(d->trusted);
     assert_string_equal(d->target_user, "1001");
     assert_string_equal(d->message_id, "m-big-headers");
     assert_null(wr_amqp_table_get(kept_headers(d), "big"));
@@ -656,6 +668,46 @@ static void refused_copy_dead_letters_the_original(void **state) {
   assert_true(WAIT_STAT(f, acked, 1, 3000));
   assert_int_equal(STAT(f, reconnects), 0);
   assert_int_equal(STAT(f, connected), 1);
+  assert_int_equal(wait_depth(f, "", 0, 3000), 0);
+}
+
+static void original_warren_headers_are_not_trusted(void **state) {
+  fixture_t *f = *state;
+  NEED_BROKER(f);
+  amqp_table_entry_t e[3] = {str_entry("x-warren-user", "someone-else"),
+                             i64_entry("x-warren-attempt", 4294967295),
+                             i64_entry("x-warren-expires-at", 1)};
+  amqp_table_t h = {.num_entries = 3, .entries = e};
+  amqp_basic_properties_t props = json_props(&h);
+  const char *body = "{\"user_id\":\"1001\"}";
+  /* through amqp.exchange, and straight to Q through the default exchange */
+  publish_props(f, f->cfg.exchange, "user.1001", &props, body, strlen(body));
+  publish_props(f, "", f->queue, &props, body, strlen(body));
+  wr_amqp_delivery_t *d[2];
+  for (int i = 0; i < 2; i++) {
+    d[i] = wait_delivery(f, 5000);
+    assert_non_null(d[i]);
+    assert_false(d[i]->trusted);
+    assert_int_equal(d[i]->attempt, 0);
+    assert_null(d[i]->target_user);
+    assert_true(d[i]->expires_at_ms == 0);
+  }
+  assert_int_equal(STAT(f, untrusted_headers), 2);
+  give_verdict(f, d[1], WR_VERDICT_ACK);
+  /* warren's own copy of it, back from the ladder, is trusted */
+  d[0]->pubs = retry_pub("1001", "m-trust");
+  d[0]->pubs[0].attempt = UINT32_MAX;
+  d[0]->n_pubs = 1;
+  give_verdict(f, d[0], WR_VERDICT_PUBLISH);
+  wr_amqp_delivery_t *c = wait_delivery(f, 5000);
+  assert_non_null(c);
+  assert_true(c->trusted);
+  assert_string_equal(c->target_user, "1001");
+  /* saturated one short of the wrap */
+  assert_int_equal(c->attempt, WR_AMQP_ATTEMPT_MAX);
+  give_verdict(f, c, WR_VERDICT_ACK);
+  assert_true(WAIT_STAT(f, acked, 3, 3000));
+  assert_int_equal(STAT(f, untrusted_headers), 2);
   assert_int_equal(wait_depth(f, "", 0, 3000), 0);
 }
 
@@ -824,6 +876,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(headers_filling_the_frame_are_left_out_of_copies, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(refused_copy_dead_letters_the_original, setup, teardown),
+      cmocka_unit_test_setup_teardown(original_warren_headers_are_not_trusted, setup, teardown),
       cmocka_unit_test_setup_teardown(cancel_stops_consuming_but_runs_verdicts, setup, teardown),
       cmocka_unit_test_prestate_setup_teardown(idle_connection_survives_heartbeats, setup, teardown,
                                                &no_poll),

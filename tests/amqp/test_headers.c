@@ -98,8 +98,32 @@ static void parse_absent_and_bad_values(void **state) {
   e[1].value.kind = AMQP_FIELD_KIND_BYTES;
   e[1].value.value.bytes = (amqp_bytes_t){.len = 3, .bytes = (void *)"a\0b"};
   assert_int_equal(wr_amqp_headers_parse(&t, &attempt, &user, &exp), 0);
-  assert_int_equal(attempt, UINT32_MAX);
+  assert_int_equal(attempt, WR_AMQP_ATTEMPT_MAX);
   assert_null(user);
+}
+
+static void parse_saturates_attempt_below_wrap(void **state) {
+  (void)state;
+  /* The loop counts the next attempt as attempt + 1: a header of
+   * UINT32_MAX must not come out as a value that wraps it to 0. */
+  static const int64_t values[] = {UINT32_MAX, (int64_t)UINT32_MAX - 1, INT64_MAX};
+  for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+    amqp_table_entry_t e = ent_i("x-warren-attempt", AMQP_FIELD_KIND_I64, values[i]);
+    amqp_table_t t = {.num_entries = 1, .entries = &e};
+    uint32_t attempt = 0;
+    char *user = NULL;
+    int64_t exp = 0;
+    assert_int_equal(wr_amqp_headers_parse(&t, &attempt, &user, &exp), 0);
+    assert_int_equal(attempt, UINT32_MAX - 1);
+    assert_true(attempt + 1 > attempt);
+  }
+  amqp_table_entry_t e = ent_i("x-warren-attempt", AMQP_FIELD_KIND_U32, UINT32_MAX);
+  amqp_table_t t = {.num_entries = 1, .entries = &e};
+  uint32_t attempt = 0;
+  char *user = NULL;
+  int64_t exp = 0;
+  assert_int_equal(wr_amqp_headers_parse(&t, &attempt, &user, &exp), 0);
+  assert_int_equal(attempt, WR_AMQP_ATTEMPT_MAX);
 }
 
 static void build_replaces_warren_headers(void **state) {
@@ -349,6 +373,59 @@ static void table_copy_refuses_what_cannot_be_encoded(void **state) {
   free(block);
 }
 
+/* x-death as the broker writes it: newest first. */
+static amqp_table_t with_x_death(amqp_table_entry_t *e, amqp_field_value_t *arr,
+                                 amqp_table_entry_t *d0, amqp_table_entry_t *d1, const char *queue0,
+                                 const char *reason0, const char *queue1) {
+  d0[0] = ent_s("queue", queue0);
+  d0[1] = ent_s("reason", reason0);
+  d1[0] = ent_s("queue", queue1);
+  d1[1] = ent_s("reason", "expired");
+  arr[0].kind = AMQP_FIELD_KIND_TABLE;
+  arr[0].value.table = (amqp_table_t){.num_entries = 2, .entries = d0};
+  arr[1].kind = AMQP_FIELD_KIND_TABLE;
+  arr[1].value.table = (amqp_table_t){.num_entries = 2, .entries = d1};
+  e[0] = ent_i("x-warren-attempt", AMQP_FIELD_KIND_I64, 2);
+  e[1] = ent_s("x-death", "");
+  e[1].value.kind = AMQP_FIELD_KIND_ARRAY;
+  e[1].value.value.array = (amqp_array_t){.num_entries = 2, .entries = arr};
+  return (amqp_table_t){.num_entries = 2, .entries = e};
+}
+
+static void trusted_only_back_from_the_ladder(void **state) {
+  (void)state;
+  amqp_table_entry_t e[2], d0[2], d1[2];
+  amqp_field_value_t arr[2];
+  amqp_bytes_t dflt = amqp_empty_bytes;
+  amqp_table_t h;
+
+  h = with_x_death(e, arr, d0, d1, "wq.retry.200", "expired", "wq.retry.5000");
+  assert_true(wr_amqp_headers_trusted(&h, dflt, "wq"));
+  assert_true(wr_amqp_headers_has_warren(&h));
+  /* published to amqp.exchange (or any named exchange): an original */
+  assert_false(wr_amqp_headers_trusted(&h, amqp_cstring_bytes("warren.notify"), "wq"));
+  /* the newest dead-lettering is not from our ladder */
+  h = with_x_death(e, arr, d0, d1, "wq.parked", "expired", "wq.retry.200");
+  assert_false(wr_amqp_headers_trusted(&h, dflt, "wq"));
+  h = with_x_death(e, arr, d0, d1, "other.retry.200", "expired", "wq.retry.200");
+  assert_false(wr_amqp_headers_trusted(&h, dflt, "wq"));
+  h = with_x_death(e, arr, d0, d1, "wq.retry.", "expired", "wq.retry.200");
+  assert_false(wr_amqp_headers_trusted(&h, dflt, "wq"));
+  h = with_x_death(e, arr, d0, d1, "wq.retry.2x0", "expired", "wq.retry.200");
+  assert_false(wr_amqp_headers_trusted(&h, dflt, "wq"));
+  h = with_x_death(e, arr, d0, d1, "wq.retry.200", "rejected", "wq.retry.200");
+  assert_false(wr_amqp_headers_trusted(&h, dflt, "wq"));
+  /* through the default exchange but never dead-lettered */
+  h.num_entries = 1;
+  assert_false(wr_amqp_headers_trusted(&h, dflt, "wq"));
+  assert_false(wr_amqp_headers_trusted(NULL, dflt, "wq"));
+  /* x-death of the wrong kind */
+  e[0] = ent_s("x-death", "wq.retry.200");
+  assert_false(wr_amqp_headers_trusted(&h, dflt, "wq"));
+  assert_false(wr_amqp_headers_has_warren(&h));
+  assert_false(wr_amqp_headers_has_warren(NULL));
+}
+
 static void backoff_grows_caps_and_jitters(void **state) {
   (void)state;
   /* rnd = midpoint → exactly the base */
@@ -412,9 +489,11 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(parse_every_integer_kind),
       cmocka_unit_test(parse_absent_and_bad_values),
+      cmocka_unit_test(parse_saturates_attempt_below_wrap),
       cmocka_unit_test(table_copy_keeps_empty_key_and_every_kind),
       cmocka_unit_test(table_copy_depth_is_bounded),
       cmocka_unit_test(table_copy_refuses_what_cannot_be_encoded),
+      cmocka_unit_test(trusted_only_back_from_the_ladder),
       cmocka_unit_test(build_replaces_warren_headers),
       cmocka_unit_test(build_park_without_original_headers),
       cmocka_unit_test(backoff_grows_caps_and_jitters),
