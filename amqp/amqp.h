@@ -76,8 +76,9 @@ typedef struct wr_amqp_delivery_s {
                              ladder: only then are attempt, target_user and
                              expires_at_ms read from the x-warren-* headers;
                              an original's are ignored (amqp/README.md) */
-  uint8_t *body;
-  size_t body_len;
+  uint8_t *body;          /* NULL when body_len > amqp.max_body_bytes: such a
+                             body is read and dropped, never buffered */
+  size_t body_len;        /* as announced by the broker */
 
   /* Set by the loop before it hands the delivery back. */
   wr_verdict_kind_t verdict;
@@ -149,6 +150,8 @@ typedef struct wr_amqp_stats_s {
   uint64_t copies_refused;            /* not even that copy could be built: the
                                          original was dead-lettered */
   uint64_t untrusted_headers;         /* originals whose x-warren-* headers were ignored */
+  uint64_t bodies_skipped;            /* bodies over amqp.max_body_bytes read and
+                                         dropped unbuffered (the loop dead-letters them) */
 } wr_amqp_stats_t;
 
 /* Creates the AMQP side (does not connect). cfg and cbs are borrowed and must

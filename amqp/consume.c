@@ -115,18 +115,22 @@ static int read_warren_headers(wr_amqp_t *a, wr_amqp_delivery_t *d, const amqp_b
   return 0;
 }
 
-/* Builds the delivery from a content header; the body follows. NULL when out
- * of memory. */
+/* Builds the delivery from a content header; the body follows. A body over
+ * amqp.max_body_bytes gets no room (d->body stays NULL): the loop rejects it
+ * on its announced size, and buffering up to the broker's maximum message
+ * size first would let one publish cost that much memory. Reads nothing from
+ * the connection's pool after it returns. NULL when out of memory. */
 static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver_t *m,
                                           const amqp_basic_properties_t *pr, size_t body_len) {
   bool has_ct = (pr->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) != 0;
   bool has_mid = (pr->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) != 0;
   const amqp_table_t *h = (pr->_flags & AMQP_BASIC_HEADERS_FLAG) ? &pr->headers : NULL;
+  bool keep_body = body_len <= a->cfg->max_body_bytes;
   size_t hsize = 0;
   bool keep_headers = h != NULL && wr_amqp_table_copy(h, NULL, NULL, 0, &hsize) == 0;
   if (!keep_headers)
     hsize = 0;
-  size_t extra = hsize + body_len + (has_ct ? pr->content_type.len + 1 : 0) +
+  size_t extra = hsize + (keep_body ? body_len : 0) + (has_ct ? pr->content_type.len + 1 : 0) +
                  (has_mid ? pr->message_id.len + 1 : 0);
   if (extra > SIZE_MAX - sizeof(dblock_t) - 1)
     return NULL;
@@ -151,12 +155,14 @@ static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver
     at += hsize;
   } else if (h != NULL) {
     /* Nested deeper than WR_AMQP_TABLE_MAX_DEPTH: the delivery goes on, its
-     * copies (if any) go without these headers. */
+     * copies (if any) go without these headers and are counted then. */
     p->headers_lost = true;
   }
-  d->body = (uint8_t *)at;
   d->body_len = body_len;
-  at += body_len;
+  if (keep_body) {
+    d->body = (uint8_t *)at;
+    at += body_len;
+  }
   p->props._flags |= pr->_flags & (AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
                                    AMQP_BASIC_TIMESTAMP_FLAG);
   if (has_ct) {
@@ -241,9 +247,14 @@ static int on_delivery(wr_amqp_t *a, const amqp_frame_t *mf) {
       wr_amqp_delivery_free(d);
       return -EPROTO;
     }
-    if (d != NULL && frag.len > 0)
+    if (d != NULL && d->body != NULL && frag.len > 0)
       memcpy(d->body + got, frag.bytes, frag.len);
     got += frag.len;
+    /* Every frame read takes a page of the channel's pool, kept for reuse
+     * until the pool is recycled: without this a body of N bytes would pin N
+     * bytes of pages, buffered or not. Nothing read before is still needed
+     * (delivery_build copied it out). */
+    amqp_maybe_release_buffers_on_channel(a->conn, ch);
   }
 
   if (ch != WR_AMQP_CH_CONSUME)
@@ -258,6 +269,11 @@ static int on_delivery(wr_amqp_t *a, const amqp_frame_t *mf) {
     wr_warn("amqp", "out of memory for delivery %llu; requeueing it", (unsigned long long)tag);
     return amqp_basic_nack(a->conn, WR_AMQP_CH_CONSUME, tag, 0, 1) == AMQP_STATUS_OK ? 0
                                                                                      : -ECONNRESET;
+  }
+  if (d->body == NULL && d->body_len > 0) {
+    WR_AMQP_STAT_ADD(a, bodies_skipped, 1);
+    wr_debug("amqp", "delivery %llu: %zu body bytes, over amqp.max_body_bytes (%u): not buffered",
+             (unsigned long long)tag, d->body_len, a->cfg->max_body_bytes);
   }
   WR_AMQP_STAT_ADD(a, unacked, 1);
   for (;;) {

@@ -135,7 +135,11 @@ static int publish_copy(wr_amqp_t *a, wr_amqp_delivery_t *d, size_t i, bool *no_
     exchange[0] = '\0';
     rc = wr_amqp_name_fmt(key, sizeof(key), a->cfg->queue, ".parked");
   }
-  if (rc == 0) {
+  if (d->body == NULL && d->body_len > 0) {
+    /* The body was never buffered (over amqp.max_body_bytes): there is
+     * nothing to copy. The loop rejects such deliveries before this. */
+    rc = -EMSGSIZE;
+  } else if (rc == 0) {
     if (a->scratch == NULL && (a->scratch = malloc(WR_AMQP_FRAME_MAX)) == NULL)
       return -ENOMEM;
     int frame_max = amqp_get_frame_max(a->conn);
@@ -156,8 +160,9 @@ static int publish_copy(wr_amqp_t *a, wr_amqp_delivery_t *d, size_t i, bool *no_
             "the original to %s.dead",
             (unsigned long long)d->tag, id, strlen(id) > 64 ? "…" : "",
             pub->user ? pub->user : "(any)",
-            rc == -ENAMETOOLONG ? "an exchange or routing key over 255 bytes"
-                                : "even warren's own properties do not fit a frame",
+            d->body == NULL && d->body_len > 0 ? "its body was not kept"
+            : rc == -ENAMETOOLONG              ? "an exchange or routing key over 255 bytes"
+                                               : "even warren's own properties do not fit a frame",
             a->cfg->queue);
     return -EMSGSIZE;
   }

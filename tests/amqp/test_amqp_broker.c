@@ -671,6 +671,43 @@ static void refused_copy_dead_letters_the_original(void **state) {
   assert_int_equal(wait_depth(f, "", 0, 3000), 0);
 }
 
+static void body_over_max_is_not_buffered(void **state) {
+  fixture_t *f = *state;
+  NEED_BROKER(f);
+  /* amqp.max_body_bytes is 65536 by default */
+  size_t big = 300 * 1024;
+  char *body = repeat('b', big);
+  amqp_basic_properties_t props = json_props(NULL);
+  publish_props(f, f->cfg.exchange, "user.1001", &props, body, big);
+  publish(f, "{\"user_id\":\"1001\"}", "m-after-big");
+  wr_amqp_delivery_t *d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_null(d->body);
+  assert_int_equal(d->body_len, big);
+  assert_int_equal(STAT(f, bodies_skipped), 1);
+  give_verdict(f, d, WR_VERDICT_DEAD);
+  /* the frames after it were read in step: the next message is intact */
+  d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_string_equal(d->message_id, "m-after-big");
+  assert_non_null(d->body);
+  assert_memory_equal(d->body, "{\"user_id\":\"1001\"}", d->body_len);
+  give_verdict(f, d, WR_VERDICT_ACK);
+  assert_true(WAIT_STAT(f, acked, 1, 3000));
+  assert_int_equal(wait_depth(f, ".dead", 1, 3000), 1);
+  assert_int_equal(STAT(f, reconnects), 0);
+  /* A body exactly at the limit is still buffered. */
+  size_t at = f->cfg.max_body_bytes;
+  publish_props(f, f->cfg.exchange, "user.1001", &props, body, at);
+  d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_non_null(d->body);
+  assert_int_equal(d->body_len, at);
+  give_verdict(f, d, WR_VERDICT_ACK);
+  assert_true(WAIT_STAT(f, acked, 2, 3000));
+  free(body);
+}
+
 static void original_warren_headers_are_not_trusted(void **state) {
   fixture_t *f = *state;
   NEED_BROKER(f);
@@ -876,6 +913,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(headers_filling_the_frame_are_left_out_of_copies, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(refused_copy_dead_letters_the_original, setup, teardown),
+      cmocka_unit_test_setup_teardown(body_over_max_is_not_buffered, setup, teardown),
       cmocka_unit_test_setup_teardown(original_warren_headers_are_not_trusted, setup, teardown),
       cmocka_unit_test_setup_teardown(cancel_stops_consuming_but_runs_verdicts, setup, teardown),
       cmocka_unit_test_prestate_setup_teardown(idle_connection_survives_heartbeats, setup, teardown,
