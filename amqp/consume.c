@@ -175,7 +175,9 @@ static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver
   }
   if (pr->_flags & AMQP_BASIC_TIMESTAMP_FLAG) {
     p->props.timestamp = pr->timestamp;
-    d->timestamp_s = pr->timestamp > (uint64_t)INT64_MAX ? 0 : (int64_t)pr->timestamp;
+    /* The loop counts in milliseconds: a timestamp that would overflow them
+     * (after the year 292 million) is treated as absent. Copies keep it. */
+    d->timestamp_s = pr->timestamp > (uint64_t)(INT64_MAX / 1000) ? 0 : (int64_t)pr->timestamp;
   }
   if (read_warren_headers(a, d, m, h) < 0) {
     wr_amqp_delivery_free(d);

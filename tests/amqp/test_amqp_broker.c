@@ -748,6 +748,40 @@ static void original_warren_headers_are_not_trusted(void **state) {
   assert_int_equal(wait_depth(f, "", 0, 3000), 0);
 }
 
+static void far_future_timestamp_reads_as_absent(void **state) {
+  fixture_t *f = *state;
+  NEED_BROKER(f);
+  amqp_basic_properties_t props = json_props(NULL);
+  props._flags |= AMQP_BASIC_TIMESTAMP_FLAG;
+  props.timestamp = (uint64_t)1 << 62;
+  const char *body = "{\"user_id\":\"1001\"}";
+  publish_props(f, f->cfg.exchange, "user.1001", &props, body, strlen(body));
+  wr_amqp_delivery_t *d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  /* the loop multiplies it by 1000: 2^62 s would overflow int64 ms */
+  assert_true(d->timestamp_s == 0);
+  d->pubs = retry_pub("1001", "m-far-future");
+  d->n_pubs = 1;
+  give_verdict(f, d, WR_VERDICT_PUBLISH);
+  d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_true(d->timestamp_s == 0);
+  /* the copy still carries the publisher's timestamp */
+  const wr_amqp_dpriv_t *p = d->priv;
+  assert_true(p->props._flags & AMQP_BASIC_TIMESTAMP_FLAG);
+  assert_true(p->props.timestamp == (uint64_t)1 << 62);
+  give_verdict(f, d, WR_VERDICT_ACK);
+  assert_true(WAIT_STAT(f, acked, 2, 3000));
+  /* an ordinary one is kept */
+  props.timestamp = 1795400000;
+  publish_props(f, f->cfg.exchange, "user.1001", &props, body, strlen(body));
+  d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_true(d->timestamp_s == 1795400000);
+  give_verdict(f, d, WR_VERDICT_ACK);
+  assert_true(WAIT_STAT(f, acked, 3, 3000));
+}
+
 static void idle_connection_survives_heartbeats(void **state) {
   fixture_t *f = *state;
   NEED_BROKER(f);
@@ -915,6 +949,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(refused_copy_dead_letters_the_original, setup, teardown),
       cmocka_unit_test_setup_teardown(body_over_max_is_not_buffered, setup, teardown),
       cmocka_unit_test_setup_teardown(original_warren_headers_are_not_trusted, setup, teardown),
+      cmocka_unit_test_setup_teardown(far_future_timestamp_reads_as_absent, setup, teardown),
       cmocka_unit_test_setup_teardown(cancel_stops_consuming_but_runs_verdicts, setup, teardown),
       cmocka_unit_test_prestate_setup_teardown(idle_connection_survives_heartbeats, setup, teardown,
                                                &no_poll),
