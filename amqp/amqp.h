@@ -212,9 +212,11 @@ const wr_amqp_stats_t *wr_amqp_stats(const wr_amqp_t *a);
 
 /* One-shot publisher for the CLI: connects to cfg->amqp_url, enables confirms,
  * publishes body to cfg->exchange with routing_key, persistent, with
- * content_type and message_id (may be NULL), waits for the confirm up to
- * timeout_ms. Returns 0 when confirmed, -EPROTO when nacked/returned,
- * -ETIMEDOUT, or another negative errno; err gets a message. Blocking. */
+ * content_type and message_id (may be NULL; left out when over 255 bytes, an
+ * AMQP short string), waits for the confirm up to timeout_ms. Returns 0 when
+ * confirmed, -EPROTO when nacked/returned, -ETIMEDOUT, -ENAMETOOLONG for a
+ * routing key or content type over 255 bytes, or another negative errno; err
+ * gets a message. Blocking. */
 int wr_amqp_publish_once(const wr_config_t *cfg, const char *routing_key, const uint8_t *body,
                          size_t len, const char *content_type, const char *message_id,
                          uint32_t timeout_ms, char *err, size_t errlen);

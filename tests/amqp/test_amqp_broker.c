@@ -748,6 +748,30 @@ static void original_warren_headers_are_not_trusted(void **state) {
   assert_int_equal(wait_depth(f, "", 0, 3000), 0);
 }
 
+static void publish_once_checks_short_strings(void **state) {
+  fixture_t *f = *state;
+  NEED_BROKER(f);
+  char err[256];
+  char *id = repeat('i', 256);
+  const char *body = "{\"user_id\":\"1001\"}";
+  /* `warren publish --id` with an id the envelope allows: published, the id
+   * left out of message_id */
+  assert_int_equal(wr_amqp_publish_once(&f->cfg, "user.1001", (const uint8_t *)body, strlen(body),
+                                        "application/json", id, 5000, err, sizeof(err)),
+                   0);
+  wr_amqp_delivery_t *d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_null(d->message_id);
+  give_verdict(f, d, WR_VERDICT_ACK);
+  assert_true(WAIT_STAT(f, acked, 1, 3000));
+  /* a routing key the broker could not take: refused before connecting */
+  assert_int_equal(wr_amqp_publish_once(&f->cfg, id, (const uint8_t *)body, strlen(body),
+                                        "application/json", "m", 5000, err, sizeof(err)),
+                   -ENAMETOOLONG);
+  assert_non_null(strstr(err, "255"));
+  free(id);
+}
+
 static void far_future_timestamp_reads_as_absent(void **state) {
   fixture_t *f = *state;
   NEED_BROKER(f);
@@ -950,6 +974,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(body_over_max_is_not_buffered, setup, teardown),
       cmocka_unit_test_setup_teardown(original_warren_headers_are_not_trusted, setup, teardown),
       cmocka_unit_test_setup_teardown(far_future_timestamp_reads_as_absent, setup, teardown),
+      cmocka_unit_test_setup_teardown(publish_once_checks_short_strings, setup, teardown),
       cmocka_unit_test_setup_teardown(cancel_stops_consuming_but_runs_verdicts, setup, teardown),
       cmocka_unit_test_prestate_setup_teardown(idle_connection_survives_heartbeats, setup, teardown,
                                                &no_poll),
