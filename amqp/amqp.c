@@ -76,6 +76,7 @@ void wr_amqp_free(wr_amqp_t *a) {
     return;
   wr_amqp_stop(a);
   free(a->pending);
+  free(a->scratch);
   wr_amqp_acks_free(&a->acks);
   pthread_mutex_destroy(&a->fd_lock);
   close(a->efd);

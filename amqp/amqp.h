@@ -28,7 +28,9 @@ typedef enum {
   WR_VERDICT_REQUEUE, /* basic.nack(requeue=true) */
   WR_VERDICT_PUBLISH, /* publish every entry of pubs with confirms, then ack;
                          if any publish is nacked or the channel fails, the
-                         original is not acked (it will be redelivered) */
+                         original is not acked (it will be redelivered); if a
+                         copy cannot be built at all (copies_refused), the
+                         original is dead-lettered once the others settle */
 } wr_verdict_kind_t;
 
 typedef enum {
@@ -40,7 +42,10 @@ typedef enum {
  * original body, content_type, timestamp and headers, and sets/overrides the
  * headers x-warren-attempt (attempt), x-warren-user (user, if non-NULL),
  * x-warren-expires-at (expires_at_ms, if non-zero), x-warren-reason (reason,
- * park only), and message_id = id. Persistent (delivery_mode 2). */
+ * park only), and message_id = id. Persistent (delivery_mode 2). An id over
+ * 255 bytes (an AMQP short string) is left out of message_id, and original
+ * headers that cannot be encoded or do not fit the frame are left out of the
+ * copy; both are counted (wr_amqp_stats_t). */
 typedef struct wr_amqp_pub_s {
   wr_pub_kind_t kind;
   uint32_t delay_ms;     /* retry: which ladder queue */
@@ -63,11 +68,17 @@ typedef struct wr_amqp_delivery_s {
   int64_t timestamp_s;    /* AMQP timestamp property, 0 if absent */
   int64_t consumed_at_ms; /* CLOCK_REALTIME ms when it was read */
   uint64_t consumed_ns;   /* CLOCK_MONOTONIC ns when it was read (0 = unknown) */
-  uint32_t attempt;       /* header x-warren-attempt, 0 if absent */
+  uint32_t attempt;       /* header x-warren-attempt, 0 if absent; at most
+                             WR_AMQP_ATTEMPT_MAX */
   char *target_user;      /* header x-warren-user (a ladder copy for one user), or NULL */
   int64_t expires_at_ms;  /* header x-warren-expires-at, 0 if absent */
-  uint8_t *body;
-  size_t body_len;
+  bool trusted;           /* a copy warren made that came back from its retry
+                             ladder: only then are attempt, target_user and
+                             expires_at_ms read from the x-warren-* headers;
+                             an original's are ignored (amqp/README.md) */
+  uint8_t *body;          /* NULL when body_len > amqp.max_body_bytes: such a
+                             body is read and dropped, never buffered */
+  size_t body_len;        /* as announced by the broker */
 
   /* Set by the loop before it hands the delivery back. */
   wr_verdict_kind_t verdict;
@@ -77,6 +88,10 @@ typedef struct wr_amqp_delivery_s {
 
   void *priv; /* the AMQP thread's own data (e.g. the raw envelope) */
 } wr_amqp_delivery_t;
+
+/* The largest attempt a delivery reports, so that the loop's attempt + 1
+ * never wraps around to 0 (which would restart the ladder forever). */
+#define WR_AMQP_ATTEMPT_MAX (UINT32_MAX - 1)
 
 /* Frees a delivery including pubs[] and their strings. Call only on the AMQP
  * thread, or when no AMQP thread runs any more (tests, teardown). */
@@ -127,6 +142,16 @@ typedef struct wr_amqp_stats_s {
   uint64_t stale_verdicts;   /* dropped: older generation */
   uint64_t unacked;          /* deliveries of the current generation not yet settled */
   uint64_t watchdog_kicks;   /* sockets shut down because the thread was stuck */
+  /* Copies of one message that could not be published as asked. Each is that
+   * message's outcome, never the connection's (amqp/README.md). */
+  uint64_t copies_without_message_id; /* id over 255 bytes: sent without message_id */
+  uint64_t copies_without_headers;    /* the original's headers could not be encoded,
+                                         kept or did not fit: sent with warren's only */
+  uint64_t copies_refused;            /* not even that copy could be built: the
+                                         original was dead-lettered */
+  uint64_t untrusted_headers;         /* originals whose x-warren-* headers were ignored */
+  uint64_t bodies_skipped;            /* bodies over amqp.max_body_bytes read and
+                                         dropped unbuffered (the loop dead-letters them) */
 } wr_amqp_stats_t;
 
 /* Creates the AMQP side (does not connect). cfg and cbs are borrowed and must
@@ -187,9 +212,11 @@ const wr_amqp_stats_t *wr_amqp_stats(const wr_amqp_t *a);
 
 /* One-shot publisher for the CLI: connects to cfg->amqp_url, enables confirms,
  * publishes body to cfg->exchange with routing_key, persistent, with
- * content_type and message_id (may be NULL), waits for the confirm up to
- * timeout_ms. Returns 0 when confirmed, -EPROTO when nacked/returned,
- * -ETIMEDOUT, or another negative errno; err gets a message. Blocking. */
+ * content_type and message_id (may be NULL; left out when over 255 bytes, an
+ * AMQP short string), waits for the confirm up to timeout_ms. Returns 0 when
+ * confirmed, -EPROTO when nacked/returned, -ETIMEDOUT, -ENAMETOOLONG for a
+ * routing key or content type over 255 bytes, or another negative errno; err
+ * gets a message. Blocking. */
 int wr_amqp_publish_once(const wr_config_t *cfg, const char *routing_key, const uint8_t *body,
                          size_t len, const char *content_type, const char *message_id,
                          uint32_t timeout_ms, char *err, size_t errlen);

@@ -22,25 +22,27 @@
 #define WR_AMQP_NAME_MAX 256
 
 /* What the AMQP thread keeps with each delivery so that it can republish
- * it: the whole envelope, which rabbitmq-c makes self-contained (its own pool
- * for the properties and headers, a malloc'd body), so it stays valid after
- * the connection it came from is destroyed. */
+ * it. Everything lives in the delivery's own allocation, so it stays valid
+ * after the connection it came from is destroyed. */
 typedef struct wr_amqp_dpriv_s {
   /* The original's properties that ladder and park copies carry over:
    * content_type and message_id point at the delivery's own strings, the
-   * headers table (if any) lives in pool. Other fields are cleared. */
+   * headers table (if any) is a deep copy (wr_amqp_table_copy) in the same
+   * block. Other fields are cleared. */
   amqp_basic_properties_t props;
-  amqp_pool_t pool;
-  bool has_pool;
-  size_t pending; /* copies published and not yet confirmed */
-  bool failed;    /* a copy was nacked or returned */
+  bool headers_lost; /* the original had headers that could not be kept
+                        (nested too deep): copies go without them */
+  size_t pending;    /* copies published and not yet confirmed */
+  bool failed;       /* a copy was nacked or returned: requeue the original */
+  bool refused;      /* a copy could not be built at all: dead-letter it */
 } wr_amqp_dpriv_t;
 
 /* One publish on channel 2 waiting for its confirm. */
 typedef struct wr_amqp_pending_s {
   uint64_t seq;
   wr_amqp_delivery_t *d;
-  size_t pub; /* index in d->pubs */
+  size_t pub;         /* index in d->pubs */
+  bool no_message_id; /* sent without message_id (id over 255 bytes) */
   bool returned;
   bool settled;
 } wr_amqp_pending_t;
@@ -107,6 +109,8 @@ struct wr_amqp_s {
   int64_t last_keepalive_ms; /* monotonic, heartbeat sent while the sink is full */
   uint32_t delays[WR_CONFIG_MAX_DELAYS];
   size_t n_delays;
+  uint8_t *scratch; /* WR_AMQP_FRAME_MAX bytes: copies' properties are
+                       encoded here first (wr_amqp_copy_build) */
 
   /* Watchdog (LIBRARIES.md: a rabbitmq-c 0.11 send can block forever on a
    * hung broker). The AMQP thread bumps progress every loop turn; the
@@ -128,12 +132,39 @@ void wr_amqp_watch_fd(wr_amqp_t *a, int fd);
 
 /* headers.c — pure helpers, no I/O. */
 
-/* Reads x-warren-attempt (any integer kind, clamped to 0..UINT32_MAX),
- * x-warren-user (string; *user is malloc'd, NULL if absent) and
- * x-warren-expires-at (any integer kind). Absent or ill-typed values give 0 /
- * NULL. Returns 0 or -ENOMEM. */
+/* Reads x-warren-attempt (any integer kind, clamped to
+ * 0..WR_AMQP_ATTEMPT_MAX), x-warren-user (string; *user is malloc'd, NULL if
+ * absent) and x-warren-expires-at (any integer kind). Absent or ill-typed
+ * values give 0 / NULL. Returns 0 or -ENOMEM. */
 int wr_amqp_headers_parse(const amqp_table_t *t, uint32_t *attempt, char **user,
                           int64_t *expires_at_ms);
+
+/* Whether a header key starts with "x-warren-" (warren's own headers). */
+bool wr_amqp_key_is_warren(amqp_bytes_t key);
+
+/* Whether t (may be NULL) holds any x-warren-* header. */
+bool wr_amqp_headers_has_warren(const amqp_table_t *t);
+
+/* Whether the x-warren-* headers of a delivery are warren's own, i.e. it is a
+ * ladder copy coming back: it came through the default exchange (exchange
+ * empty: the ladder queues dead-letter to it, see topology.c) and its newest
+ * x-death entry says it expired in a ladder queue "<queue>.retry.<digits>".
+ * Anything else (an original published to amqp.exchange or elsewhere) is not
+ * trusted. h may be NULL. */
+bool wr_amqp_headers_trusted(const amqp_table_t *h, amqp_bytes_t exchange, const char *queue);
+
+/* Tables nested deeper than this (headers = depth 1) are not copied. */
+#define WR_AMQP_TABLE_MAX_DEPTH 32
+
+/* Deep copy of a field table (what amqp_table_clone does, but an empty key is
+ * fine, depth is bounded and everything goes into one caller-provided
+ * block). With buf == NULL it only measures: *need (may be NULL) gets the
+ * bytes the copy takes (the block must be aligned for pointers). Returns 0,
+ * -ELOOP (nested deeper than WR_AMQP_TABLE_MAX_DEPTH), -EINVAL (a key over
+ * 255 bytes or a field kind rabbitmq-c cannot encode) or -ENOSPC (len is
+ * smaller than what it measures). out (unused when measuring) borrows buf. */
+int wr_amqp_table_copy(const amqp_table_t *t, amqp_table_t *out, void *buf, size_t len,
+                       size_t *need);
 
 /* Builds the headers of a ladder/park copy: every entry of orig (may be NULL)
  * whose key does not start with "x-warren-", then x-warren-attempt (I64),
@@ -163,6 +194,49 @@ char *wr_amqp_bytes_strdup(amqp_bytes_t b);
 
 /* "Q" + suffix into buf; returns 0 or -ENAMETOOLONG (AMQP names are ≤ 255). */
 int wr_amqp_name_fmt(char *buf, size_t len, const char *queue, const char *suffix);
+
+/* copy.c — pure: the properties of a ladder/park copy, checked before
+ * anything is sent. */
+
+/* Bytes of a content header frame around its properties: frame header 7,
+ * class id, weight and body size 12, frame end 1. */
+#define WR_AMQP_CONTENT_OVERHEAD 20
+
+/* What the broker adds to a ladder copy's headers when its retry queue
+ * dead-letters it back to Q: one x-death entry (count, reason, queue, time,
+ * exchange, routing-keys) and x-first-death-reason/-queue/-exchange, about
+ * 200 bytes plus twice each name (queue and exchange names are at most 255
+ * bytes): at most 1,232 bytes. The copy leaves that much room so the header
+ * the broker then delivers still fits warren's frame_max; rabbitmq-c drops
+ * the connection on a larger frame, and the broker would deliver it again. */
+#define WR_AMQP_DEADLETTER_RESERVE 1536
+
+#define WR_COPY_NO_MESSAGE_ID 1u /* id over 255 bytes: message_id left out */
+#define WR_COPY_NO_HEADERS 2u    /* the original's headers left out */
+
+typedef struct wr_amqp_copy_s {
+  amqp_basic_properties_t props; /* borrows orig and pub; headers.entries is malloc'd */
+  unsigned dropped;              /* WR_COPY_* */
+} wr_amqp_copy_t;
+
+/* The properties of the copy pub of a message whose kept properties are orig
+ * (content_type, message_id, timestamp, headers), to be published to exchange
+ * with routing_key, checked the way amqp_basic_publish would check them but
+ * before anything is sent (it sends the method frame first and encodes the
+ * properties after, so a failure there breaks the channel): exchange and
+ * routing_key are short strings, and the properties are encoded with
+ * amqp_encode_properties into scratch, props_max bytes (frame_max −
+ * WR_AMQP_CONTENT_OVERHEAD, less WR_AMQP_DEADLETTER_RESERVE for a ladder
+ * copy). A message_id over 255 bytes is left out; if the properties then do
+ * not encode within props_max, the original's headers are left out (warren's
+ * x-warren-* ones stay) and they are tried once more. Borrows everything.
+ * Returns 0 (release c with wr_amqp_copy_release), -ENOMEM, -ENAMETOOLONG
+ * (exchange or routing key over 255 bytes) or -EMSGSIZE (not even that copy
+ * encodes within props_max). */
+int wr_amqp_copy_build(wr_amqp_copy_t *c, const amqp_basic_properties_t *orig,
+                       const wr_amqp_pub_t *pub, const char *exchange, const char *routing_key,
+                       uint8_t *scratch, size_t props_max);
+void wr_amqp_copy_release(wr_amqp_copy_t *c);
 
 /* connection.c */
 

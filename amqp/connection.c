@@ -473,6 +473,13 @@ int wr_amqp_publish_once(const wr_config_t *cfg, const char *routing_key, const 
                          size_t len, const char *content_type, const char *message_id,
                          uint32_t timeout_ms, char *err, size_t errlen) {
   amqp_connection_state_t conn;
+  const char *key = routing_key != NULL ? routing_key : "";
+  /* Short strings: amqp_basic_publish would fail on them only after sending
+   * part of the publish. */
+  if (strlen(key) > 255 || (content_type != NULL && strlen(content_type) > 255)) {
+    snprintf(err, errlen, "the routing key or content type is longer than 255 bytes");
+    return -ENAMETOOLONG;
+  }
   int rc = wr_amqp_conn_open(cfg, &conn, err, errlen);
   if (rc < 0)
     return rc;
@@ -493,14 +500,14 @@ int wr_amqp_publish_once(const wr_config_t *cfg, const char *routing_key, const 
     p._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
     p.content_type = amqp_cstring_bytes(content_type);
   }
-  if (message_id != NULL) {
+  /* An envelope id may be longer than a message_id; it is in the body. */
+  if (message_id != NULL && strlen(message_id) <= 255) {
     p._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
     p.message_id = amqp_cstring_bytes(message_id);
   }
   amqp_bytes_t b = {.len = len, .bytes = (void *)body};
-  int st =
-      amqp_basic_publish(conn, 1, amqp_cstring_bytes(cfg->exchange),
-                         amqp_cstring_bytes(routing_key != NULL ? routing_key : ""), 1, 0, &p, b);
+  int st = amqp_basic_publish(conn, 1, amqp_cstring_bytes(cfg->exchange), amqp_cstring_bytes(key),
+                              1, 0, &p, b);
   if (st != AMQP_STATUS_OK) {
     snprintf(err, errlen, "publish to exchange %s: %s", cfg->exchange, amqp_error_string2(st));
     rc = status_errno(st);

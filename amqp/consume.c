@@ -74,14 +74,19 @@ static int keepalive(wr_amqp_t *a) {
 
 static int server_close(wr_amqp_t *a, const amqp_method_t *m);
 
-/* One allocation per delivery: the delivery, its private part, the body and
- * the two property strings. (amqp_consume_message would make about six:
- * three copies of deliver fields we do not use, a 4 KiB property pool, the
- * body; they were most of this thread's malloc time.) */
+/* One allocation per delivery: the delivery, its private part, a deep copy
+ * of the headers, the body and the two property strings. (amqp_consume_message
+ * would make about six: three copies of deliver fields we do not use, a 4 KiB
+ * property pool, the body; they were most of this thread's malloc time.) */
 typedef struct {
   wr_amqp_delivery_t d;
   wr_amqp_dpriv_t p;
 } dblock_t;
+
+/* The header copy starts right after the block. */
+_Static_assert(sizeof(dblock_t) % _Alignof(amqp_table_entry_t) == 0 &&
+                   sizeof(dblock_t) % _Alignof(amqp_field_value_t) == 0,
+               "header tables need pointer alignment after dblock_t");
 
 static char *put_str(char **at, amqp_bytes_t b) {
   char *s = *at;
@@ -92,14 +97,41 @@ static char *put_str(char **at, amqp_bytes_t b) {
   return s;
 }
 
-/* Builds the delivery from a content header; the body follows. NULL when out
- * of memory. */
+/* The x-warren-* headers steer a notification (its target, its attempt, its
+ * expiry): they count only on a copy warren made, never on an original. */
+static int read_warren_headers(wr_amqp_t *a, wr_amqp_delivery_t *d, const amqp_basic_deliver_t *m,
+                               const amqp_table_t *h) {
+  d->trusted = wr_amqp_headers_trusted(h, m->exchange, a->cfg->queue);
+  if (d->trusted)
+    return wr_amqp_headers_parse(h, &d->attempt, &d->target_user, &d->expires_at_ms);
+  if (wr_amqp_headers_has_warren(h)) {
+    WR_AMQP_STAT_ADD(a, untrusted_headers, 1);
+    wr_debug("amqp",
+             "delivery %llu came through exchange \"%.*s\", not back from the retry ladder: its "
+             "x-warren-* headers are ignored",
+             (unsigned long long)m->delivery_tag, (int)m->exchange.len,
+             (const char *)m->exchange.bytes);
+  }
+  return 0;
+}
+
+/* Builds the delivery from a content header; the body follows. A body over
+ * amqp.max_body_bytes gets no room (d->body stays NULL): the loop rejects it
+ * on its announced size, and buffering up to the broker's maximum message
+ * size first would let one publish cost that much memory. Reads nothing from
+ * the connection's pool after it returns. NULL when out of memory. */
 static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver_t *m,
                                           const amqp_basic_properties_t *pr, size_t body_len) {
   bool has_ct = (pr->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) != 0;
   bool has_mid = (pr->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) != 0;
-  size_t extra =
-      body_len + (has_ct ? pr->content_type.len + 1 : 0) + (has_mid ? pr->message_id.len + 1 : 0);
+  const amqp_table_t *h = (pr->_flags & AMQP_BASIC_HEADERS_FLAG) ? &pr->headers : NULL;
+  bool keep_body = body_len <= a->cfg->max_body_bytes;
+  size_t hsize = 0;
+  bool keep_headers = h != NULL && wr_amqp_table_copy(h, NULL, NULL, 0, &hsize) == 0;
+  if (!keep_headers)
+    hsize = 0;
+  size_t extra = hsize + (keep_body ? body_len : 0) + (has_ct ? pr->content_type.len + 1 : 0) +
+                 (has_mid ? pr->message_id.len + 1 : 0);
   if (extra > SIZE_MAX - sizeof(dblock_t) - 1)
     return NULL;
   dblock_t *blk = malloc(sizeof(*blk) + extra + 1);
@@ -116,11 +148,23 @@ static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver
   d->redelivered = m->redelivered != 0;
   d->consumed_at_ms = wr_amqp_wall_ms();
   d->consumed_ns = wr_amqp_now_ns();
-  d->body = (uint8_t *)at;
+  /* The headers go on to ladder copies whole, so they are kept. */
+  if (keep_headers) {
+    wr_amqp_table_copy(h, &p->props.headers, at, hsize, NULL);
+    p->props._flags |= AMQP_BASIC_HEADERS_FLAG;
+    at += hsize;
+  } else if (h != NULL) {
+    /* Nested deeper than WR_AMQP_TABLE_MAX_DEPTH: the delivery goes on, its
+     * copies (if any) go without these headers and are counted then. */
+    p->headers_lost = true;
+  }
   d->body_len = body_len;
-  at += body_len;
-  p->props._flags = pr->_flags & (AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
-                                  AMQP_BASIC_TIMESTAMP_FLAG);
+  if (keep_body) {
+    d->body = (uint8_t *)at;
+    at += body_len;
+  }
+  p->props._flags |= pr->_flags & (AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG |
+                                   AMQP_BASIC_TIMESTAMP_FLAG);
   if (has_ct) {
     d->content_type = put_str(&at, pr->content_type);
     p->props.content_type = (amqp_bytes_t){.len = pr->content_type.len, .bytes = d->content_type};
@@ -131,24 +175,15 @@ static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver
   }
   if (pr->_flags & AMQP_BASIC_TIMESTAMP_FLAG) {
     p->props.timestamp = pr->timestamp;
-    d->timestamp_s = pr->timestamp > (uint64_t)INT64_MAX ? 0 : (int64_t)pr->timestamp;
+    /* The loop counts in milliseconds: a timestamp that would overflow them
+     * (after the year 292 million) is treated as absent. Copies keep it. */
+    d->timestamp_s = pr->timestamp > (uint64_t)(INT64_MAX / 1000) ? 0 : (int64_t)pr->timestamp;
   }
-  /* The headers go on to ladder copies whole, so they are kept (in a pool). */
-  if (pr->_flags & AMQP_BASIC_HEADERS_FLAG) {
-    init_amqp_pool(&p->pool, 1024);
-    p->has_pool = true;
-    if (amqp_table_clone(&pr->headers, &p->props.headers, &p->pool) != AMQP_STATUS_OK)
-      goto fail;
-    p->props._flags |= AMQP_BASIC_HEADERS_FLAG;
+  if (read_warren_headers(a, d, m, h) < 0) {
+    wr_amqp_delivery_free(d);
+    return NULL;
   }
-  if (wr_amqp_headers_parse((pr->_flags & AMQP_BASIC_HEADERS_FLAG) ? &pr->headers : NULL,
-                            &d->attempt, &d->target_user, &d->expires_at_ms) < 0)
-    goto fail;
   return d;
-
-fail:
-  wr_amqp_delivery_free(d);
-  return NULL;
 }
 
 static int on_frame(wr_amqp_t *a, const amqp_frame_t *f);
@@ -214,9 +249,14 @@ static int on_delivery(wr_amqp_t *a, const amqp_frame_t *mf) {
       wr_amqp_delivery_free(d);
       return -EPROTO;
     }
-    if (d != NULL && frag.len > 0)
+    if (d != NULL && d->body != NULL && frag.len > 0)
       memcpy(d->body + got, frag.bytes, frag.len);
     got += frag.len;
+    /* Every frame read takes a page of the channel's pool, kept for reuse
+     * until the pool is recycled: without this a body of N bytes would pin N
+     * bytes of pages, buffered or not. Nothing read before is still needed
+     * (delivery_build copied it out). */
+    amqp_maybe_release_buffers_on_channel(a->conn, ch);
   }
 
   if (ch != WR_AMQP_CH_CONSUME)
@@ -231,6 +271,11 @@ static int on_delivery(wr_amqp_t *a, const amqp_frame_t *mf) {
     wr_warn("amqp", "out of memory for delivery %llu; requeueing it", (unsigned long long)tag);
     return amqp_basic_nack(a->conn, WR_AMQP_CH_CONSUME, tag, 0, 1) == AMQP_STATUS_OK ? 0
                                                                                      : -ECONNRESET;
+  }
+  if (d->body == NULL && d->body_len > 0) {
+    WR_AMQP_STAT_ADD(a, bodies_skipped, 1);
+    wr_debug("amqp", "delivery %llu: %zu body bytes, over amqp.max_body_bytes (%u): not buffered",
+             (unsigned long long)tag, d->body_len, a->cfg->max_body_bytes);
   }
   WR_AMQP_STAT_ADD(a, unacked, 1);
   for (;;) {

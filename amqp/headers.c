@@ -78,8 +78,9 @@ int wr_amqp_headers_parse(const amqp_table_t *t, uint32_t *attempt, char **user,
   *attempt = 0;
   *user = NULL;
   *expires_at_ms = 0;
+  /* Saturated one below UINT32_MAX: whoever counts this attempt adds one. */
   if (wr_amqp_field_int(wr_amqp_table_get(t, "x-warren-attempt"), &v))
-    *attempt = v < 0 ? 0 : (v > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)v);
+    *attempt = v < 0 ? 0 : (v > (int64_t)WR_AMQP_ATTEMPT_MAX ? WR_AMQP_ATTEMPT_MAX : (uint32_t)v);
   if (wr_amqp_field_int(wr_amqp_table_get(t, "x-warren-expires-at"), &v))
     *expires_at_ms = v;
   const amqp_field_value_t *u = wr_amqp_table_get(t, "x-warren-user");
@@ -96,9 +97,182 @@ int wr_amqp_headers_parse(const amqp_table_t *t, uint32_t *attempt, char **user,
   return 0;
 }
 
-static bool is_warren_key(amqp_bytes_t k) {
+bool wr_amqp_key_is_warren(amqp_bytes_t k) {
   static const char prefix[] = "x-warren-";
   return k.len >= sizeof(prefix) - 1 && memcmp(k.bytes, prefix, sizeof(prefix) - 1) == 0;
+}
+
+bool wr_amqp_headers_has_warren(const amqp_table_t *t) {
+  if (t == NULL || t->entries == NULL)
+    return false;
+  for (int i = 0; i < t->num_entries; i++) {
+    if (wr_amqp_key_is_warren(t->entries[i].key))
+      return true;
+  }
+  return false;
+}
+
+static bool is_string(const amqp_field_value_t *v) {
+  return v != NULL && (v->kind == AMQP_FIELD_KIND_UTF8 || v->kind == AMQP_FIELD_KIND_BYTES);
+}
+
+/* "<queue>.retry.<digits>": the name topology.c gives a ladder queue. */
+static bool is_ladder_queue(amqp_bytes_t name, const char *queue) {
+  size_t q = strlen(queue);
+  static const char mid[] = ".retry.";
+  size_t pre = q + sizeof(mid) - 1;
+  if (name.len <= pre || memcmp(name.bytes, queue, q) != 0 ||
+      memcmp((const char *)name.bytes + q, mid, sizeof(mid) - 1) != 0)
+    return false;
+  for (size_t i = pre; i < name.len; i++) {
+    char c = ((const char *)name.bytes)[i];
+    if (c < '0' || c > '9')
+      return false;
+  }
+  return true;
+}
+
+bool wr_amqp_headers_trusted(const amqp_table_t *h, amqp_bytes_t exchange, const char *queue) {
+  /* Originals come through amqp.exchange (or any exchange an operator bound
+   * to Q); the ladder queues dead-letter through the default exchange. */
+  if (exchange.len != 0)
+    return false;
+  /* The broker puts the newest dead-lettering first in x-death. A message
+   * published straight to Q through the default exchange has none, unless
+   * the publisher forged one. */
+  const amqp_field_value_t *xd = wr_amqp_table_get(h, "x-death");
+  if (xd == NULL || xd->kind != AMQP_FIELD_KIND_ARRAY || xd->value.array.num_entries < 1 ||
+      xd->value.array.entries == NULL)
+    return false;
+  const amqp_field_value_t *newest = &xd->value.array.entries[0];
+  if (newest->kind != AMQP_FIELD_KIND_TABLE)
+    return false;
+  const amqp_field_value_t *q = wr_amqp_table_get(&newest->value.table, "queue");
+  const amqp_field_value_t *why = wr_amqp_table_get(&newest->value.table, "reason");
+  return is_string(q) && is_string(why) && is_ladder_queue(q->value.bytes, queue) &&
+         why->value.bytes.len == 7 && memcmp(why->value.bytes.bytes, "expired", 7) == 0;
+}
+
+/* A bump allocator over one block; with buf == NULL it only counts. */
+typedef struct {
+  uint8_t *buf;
+  size_t len;
+  size_t used;
+} arena_t;
+
+static void *arena_take(arena_t *ar, size_t n, size_t align) {
+  size_t at = (ar->used + align - 1) & ~(align - 1);
+  ar->used = at + n;
+  if (ar->buf == NULL || ar->used > ar->len)
+    return NULL;
+  return ar->buf + at;
+}
+
+static int copy_table(const amqp_table_t *src, amqp_table_t *dst, arena_t *ar, int depth);
+
+static int copy_bytes(amqp_bytes_t src, amqp_bytes_t *dst, arena_t *ar) {
+  void *p = arena_take(ar, src.len, 1);
+  if (dst != NULL) {
+    dst->len = src.len;
+    dst->bytes = p;
+    if (src.len > 0)
+      memcpy(p, src.bytes, src.len);
+  }
+  return 0;
+}
+
+static int copy_value(const amqp_field_value_t *src, amqp_field_value_t *dst, arena_t *ar,
+                      int depth) {
+  if (dst != NULL)
+    *dst = *src;
+  switch (src->kind) {
+  case AMQP_FIELD_KIND_BOOLEAN:
+  case AMQP_FIELD_KIND_I8:
+  case AMQP_FIELD_KIND_U8:
+  case AMQP_FIELD_KIND_I16:
+  case AMQP_FIELD_KIND_U16:
+  case AMQP_FIELD_KIND_I32:
+  case AMQP_FIELD_KIND_U32:
+  case AMQP_FIELD_KIND_I64:
+  case AMQP_FIELD_KIND_U64:
+  case AMQP_FIELD_KIND_F32:
+  case AMQP_FIELD_KIND_F64:
+  case AMQP_FIELD_KIND_DECIMAL:
+  case AMQP_FIELD_KIND_TIMESTAMP:
+  case AMQP_FIELD_KIND_VOID:
+    return 0;
+  case AMQP_FIELD_KIND_UTF8:
+  case AMQP_FIELD_KIND_BYTES:
+    if (src->value.bytes.len > UINT32_MAX)
+      return -EINVAL;
+    return copy_bytes(src->value.bytes, dst ? &dst->value.bytes : NULL, ar);
+  case AMQP_FIELD_KIND_TABLE:
+    return copy_table(&src->value.table, dst ? &dst->value.table : NULL, ar, depth + 1);
+  case AMQP_FIELD_KIND_ARRAY: {
+    const amqp_array_t *a = &src->value.array;
+    int n = a->entries != NULL && a->num_entries > 0 ? a->num_entries : 0;
+    if (depth + 1 > WR_AMQP_TABLE_MAX_DEPTH)
+      return -ELOOP;
+    amqp_field_value_t *v = arena_take(ar, (size_t)n * sizeof(*v), _Alignof(amqp_field_value_t));
+    for (int i = 0; i < n; i++) {
+      int rc = copy_value(&a->entries[i], v ? &v[i] : NULL, ar, depth + 1);
+      if (rc < 0)
+        return rc;
+    }
+    if (dst != NULL) {
+      dst->value.array.num_entries = n;
+      dst->value.array.entries = n > 0 ? v : NULL;
+    }
+    return 0;
+  }
+  default:
+    /* amqp_encode_table would refuse it (AMQP_STATUS_INVALID_PARAMETER). */
+    return -EINVAL;
+  }
+}
+
+static int copy_table(const amqp_table_t *src, amqp_table_t *dst, arena_t *ar, int depth) {
+  int n = src->entries != NULL && src->num_entries > 0 ? src->num_entries : 0;
+  if (depth > WR_AMQP_TABLE_MAX_DEPTH)
+    return -ELOOP;
+  amqp_table_entry_t *e = arena_take(ar, (size_t)n * sizeof(*e), _Alignof(amqp_table_entry_t));
+  for (int i = 0; i < n; i++) {
+    const amqp_table_entry_t *s = &src->entries[i];
+    /* amqp_encode_table writes the key length as one byte without checking
+     * it: a longer key would corrupt the frame. An empty key is valid AMQP
+     * (amqp_table_clone refuses it, which is why this copy exists). */
+    if (s->key.len > 255)
+      return -EINVAL;
+    int rc = copy_bytes(s->key, e ? &e[i].key : NULL, ar);
+    if (rc == 0)
+      rc = copy_value(&s->value, e ? &e[i].value : NULL, ar, depth);
+    if (rc < 0)
+      return rc;
+  }
+  if (dst != NULL) {
+    dst->num_entries = n;
+    dst->entries = n > 0 ? e : NULL;
+  }
+  return 0;
+}
+
+int wr_amqp_table_copy(const amqp_table_t *t, amqp_table_t *out, void *buf, size_t len,
+                       size_t *need) {
+  arena_t ar = {.buf = buf, .len = len, .used = 0};
+  int rc;
+
+  /* Measure first, so that a short block is an error and not an overflow. */
+  if (buf != NULL) {
+    size_t n = 0;
+    if ((rc = wr_amqp_table_copy(t, NULL, NULL, 0, &n)) < 0)
+      return rc;
+    if (n > len)
+      return -ENOSPC;
+  }
+  rc = copy_table(t, buf != NULL ? out : NULL, &ar, 1);
+  if (need != NULL)
+    *need = ar.used;
+  return rc;
 }
 
 static void add_i64(amqp_table_entry_t *e, const char *key, int64_t v) {
@@ -125,7 +299,7 @@ int wr_amqp_headers_build(const amqp_table_t *orig, const wr_amqp_pub_t *pub, am
   if (e == NULL)
     return -ENOMEM;
   for (size_t i = 0; i < n_orig; i++) {
-    if (!is_warren_key(orig->entries[i].key))
+    if (!wr_amqp_key_is_warren(orig->entries[i].key))
       e[n++] = orig->entries[i];
   }
   add_i64(&e[n++], "x-warren-attempt", (int64_t)pub->attempt);

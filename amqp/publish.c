@@ -19,12 +19,9 @@ void wr_amqp_delivery_free(wr_amqp_delivery_t *d) {
   }
   free(d->pubs);
   free(d->target_user);
-  if (p != NULL) {
-    /* Read from the broker: one block holds d, p, the body and the strings. */
-    if (p->has_pool)
-      empty_amqp_pool(&p->pool);
-  } else {
-    /* Built by hand (tests): each part is its own allocation. */
+  /* Read from the broker, one block holds d, p, the headers, the body and
+   * the strings; built by hand (tests), each part is its own allocation. */
+  if (p == NULL) {
     free(d->body);
     free(d->content_type);
     free(d->message_id);
@@ -93,7 +90,8 @@ int wr_amqp_acks_send(wr_amqp_t *a) {
   return wr_amqp_acks_flush(&a->acks, send_ack_cb, a);
 }
 
-static int pending_push(wr_amqp_t *a, uint64_t seq, wr_amqp_delivery_t *d, size_t pub) {
+static int pending_push(wr_amqp_t *a, uint64_t seq, wr_amqp_delivery_t *d, size_t pub,
+                        bool no_mid) {
   if (a->n_pending == a->cap_pending) {
     size_t cap = a->cap_pending ? a->cap_pending * 2 : 64;
     wr_amqp_pending_t *p = realloc(a->pending, cap * sizeof(*p));
@@ -102,52 +100,99 @@ static int pending_push(wr_amqp_t *a, uint64_t seq, wr_amqp_delivery_t *d, size_
     a->pending = p;
     a->cap_pending = cap;
   }
-  a->pending[a->n_pending++] = (wr_amqp_pending_t){.seq = seq, .d = d, .pub = pub};
+  a->pending[a->n_pending++] =
+      (wr_amqp_pending_t){.seq = seq, .d = d, .pub = pub, .no_message_id = no_mid};
   return 0;
 }
 
-static int publish_copy(wr_amqp_t *a, wr_amqp_delivery_t *d, const wr_amqp_pub_t *pub) {
+/* Settles an original whose copies have all been sent and answered: a copy
+ * the broker refused or lost sends it back to Q (it comes again and is tried
+ * again); one that could not be built at all dead-letters it; else ack. */
+static int settle_copied(wr_amqp_t *a, wr_amqp_delivery_t *d) {
   wr_amqp_dpriv_t *p = d->priv;
-  const amqp_basic_properties_t *orig = &p->props;
-  amqp_basic_properties_t props;
+  if (p->failed)
+    return settle_original(a, d, WR_VERDICT_REQUEUE);
+  if (p->refused)
+    return settle_original(a, d, WR_VERDICT_DEAD);
+  return settle_original(a, d, WR_VERDICT_ACK);
+}
+
+/* Publishes copy i of d. Returns 0 when it was sent (*no_mid: without
+ * message_id), -ENOMEM or -EMSGSIZE when nothing was sent for it (the
+ * message's outcome), -ECONNRESET when the connection failed. */
+static int publish_copy(wr_amqp_t *a, wr_amqp_delivery_t *d, size_t i, bool *no_mid) {
+  wr_amqp_dpriv_t *p = d->priv;
+  const wr_amqp_pub_t *pub = &d->pubs[i];
+  const char *id = pub->id != NULL ? pub->id : d->message_id ? d->message_id : "(no id)";
   char exchange[WR_AMQP_NAME_MAX], key[WR_AMQP_NAME_MAX];
+  wr_amqp_copy_t c;
   int rc;
 
-  memset(&props, 0, sizeof(props));
-  props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_HEADERS_FLAG;
-  props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
-  if (orig->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) {
-    props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
-    props.content_type = orig->content_type;
-  }
-  if (orig->_flags & AMQP_BASIC_TIMESTAMP_FLAG) {
-    props._flags |= AMQP_BASIC_TIMESTAMP_FLAG;
-    props.timestamp = orig->timestamp;
-  }
-  if (pub->id != NULL) {
-    props._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
-    props.message_id = amqp_cstring_bytes(pub->id);
-  } else if (orig->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
-    props._flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
-    props.message_id = orig->message_id;
-  }
-  const amqp_table_t *oh = (orig->_flags & AMQP_BASIC_HEADERS_FLAG) ? &orig->headers : NULL;
-  if ((rc = wr_amqp_headers_build(oh, pub, &props.headers)) < 0)
-    return rc;
-
   if (pub->kind == WR_PUB_RETRY) {
-    wr_amqp_name_fmt(exchange, sizeof(exchange), a->cfg->queue, ".retry");
+    rc = wr_amqp_name_fmt(exchange, sizeof(exchange), a->cfg->queue, ".retry");
     snprintf(key, sizeof(key), "%u", pub->delay_ms);
   } else {
     exchange[0] = '\0';
-    wr_amqp_name_fmt(key, sizeof(key), a->cfg->queue, ".parked");
+    rc = wr_amqp_name_fmt(key, sizeof(key), a->cfg->queue, ".parked");
   }
+  if (d->body == NULL && d->body_len > 0) {
+    /* The body was never buffered (over amqp.max_body_bytes): there is
+     * nothing to copy. The loop rejects such deliveries before this. */
+    rc = -EMSGSIZE;
+  } else if (rc == 0) {
+    if (a->scratch == NULL && (a->scratch = malloc(WR_AMQP_FRAME_MAX)) == NULL)
+      return -ENOMEM;
+    int frame_max = amqp_get_frame_max(a->conn);
+    size_t props_max = frame_max > WR_AMQP_CONTENT_OVERHEAD && frame_max <= WR_AMQP_FRAME_MAX
+                           ? (size_t)frame_max - WR_AMQP_CONTENT_OVERHEAD
+                           : WR_AMQP_FRAME_MAX - WR_AMQP_CONTENT_OVERHEAD;
+    if (pub->kind == WR_PUB_RETRY)
+      props_max =
+          props_max > WR_AMQP_DEADLETTER_RESERVE ? props_max - WR_AMQP_DEADLETTER_RESERVE : 0;
+    rc = wr_amqp_copy_build(&c, &p->props, pub, exchange, key, a->scratch, props_max);
+  }
+  if (rc == -ENOMEM)
+    return rc;
+  if (rc < 0) {
+    WR_AMQP_STAT_ADD(a, copies_refused, 1);
+    wr_warn("amqp",
+            "cannot build a copy of delivery %llu (id %.64s%s) for user %s: %s; dead-lettering "
+            "the original to %s.dead",
+            (unsigned long long)d->tag, id, strlen(id) > 64 ? "…" : "",
+            pub->user ? pub->user : "(any)",
+            d->body == NULL && d->body_len > 0 ? "its body was not kept"
+            : rc == -ENAMETOOLONG              ? "an exchange or routing key over 255 bytes"
+                                               : "even warren's own properties do not fit a frame",
+            a->cfg->queue);
+    return -EMSGSIZE;
+  }
+  if (c.dropped & WR_COPY_NO_MESSAGE_ID) {
+    WR_AMQP_STAT_ADD(a, copies_without_message_id, 1);
+    /* Every trip round the ladder makes another copy: say it once. */
+    wr_log(d->trusted ? WR_LOG_DEBUG : WR_LOG_INFO, "amqp",
+           "delivery %llu (id %.64s…): its id (%zu bytes) is longer than an AMQP message_id "
+           "(255); its copies go without one and keep the id in their body",
+           (unsigned long long)d->tag, id, strlen(id));
+  }
+  if ((c.dropped & WR_COPY_NO_HEADERS) ||
+      (p->headers_lost && !(p->props._flags & AMQP_BASIC_HEADERS_FLAG))) {
+    WR_AMQP_STAT_ADD(a, copies_without_headers, 1);
+    wr_warn("amqp",
+            "delivery %llu (id %.64s%s): its headers %s; the copy goes with warren's x-warren-* "
+            "headers only",
+            (unsigned long long)d->tag, id, strlen(id) > 64 ? "…" : "",
+            p->headers_lost ? "are nested too deep to keep"
+                            : "cannot be encoded or do not fit a frame with warren's");
+  }
+  *no_mid =
+      (c.dropped & WR_COPY_NO_MESSAGE_ID) != 0 || !(c.props._flags & AMQP_BASIC_MESSAGE_ID_FLAG);
   /* mandatory: a copy that no queue takes (a ladder queue deleted by hand)
-   * comes back as basic.return instead of vanishing. */
+   * comes back as basic.return instead of vanishing. Everything it encodes
+   * was checked above, so a failure here is the connection's. */
   int st = amqp_basic_publish(a->conn, WR_AMQP_CH_PUBLISH, amqp_cstring_bytes(exchange),
-                              amqp_cstring_bytes(key), 1, 0, &props,
+                              amqp_cstring_bytes(key), 1, 0, &c.props,
                               (amqp_bytes_t){.len = d->body_len, .bytes = d->body});
-  wr_amqp_headers_release(&props.headers);
+  wr_amqp_copy_release(&c);
   if (st != AMQP_STATUS_OK) {
     wr_warn("amqp", "cannot publish a copy of delivery %llu to %s/%s: %s",
             (unsigned long long)d->tag, exchange[0] ? exchange : "(default)", key,
@@ -180,13 +225,20 @@ int wr_amqp_verdict_run(wr_amqp_t *a, wr_amqp_delivery_t *d) {
   wr_amqp_dpriv_t *p = d->priv;
   p->pending = d->n_pubs;
   p->failed = false;
+  p->refused = false;
   for (size_t i = 0; i < d->n_pubs; i++) {
-    int rc = publish_copy(a, d, &d->pubs[i]);
-    if (rc == -ENOMEM) {
-      /* Nothing left the process for this copy: count it as failed and let
-       * the earlier copies (if any) settle the original. */
-      WR_AMQP_STAT_ADD(a, publish_failures, 1);
-      p->failed = true;
+    bool no_mid = false;
+    int rc = publish_copy(a, d, i, &no_mid);
+    if (rc == -ENOMEM || rc == -EMSGSIZE) {
+      /* Nothing left the process for this copy: out of memory, it counts
+       * as failed (the original comes back and is tried again); refused, the
+       * original is dead-lettered once the other copies settle. */
+      if (rc == -ENOMEM) {
+        WR_AMQP_STAT_ADD(a, publish_failures, 1);
+        p->failed = true;
+      } else {
+        p->refused = true;
+      }
       p->pending--;
       continue;
     }
@@ -201,7 +253,7 @@ int wr_amqp_verdict_run(wr_amqp_t *a, wr_amqp_delivery_t *d) {
       return rc;
     }
     a->pub_seq++;
-    if (pending_push(a, a->pub_seq, d, i) < 0) {
+    if (pending_push(a, a->pub_seq, d, i, no_mid) < 0) {
       /* Keep the sequence numbers right even without memory to track them:
        * the copy's confirm will simply find nothing. */
       WR_AMQP_STAT_ADD(a, publish_failures, 1);
@@ -210,7 +262,7 @@ int wr_amqp_verdict_run(wr_amqp_t *a, wr_amqp_delivery_t *d) {
     }
   }
   if (p->pending == 0)
-    return settle_original(a, d, WR_VERDICT_REQUEUE);
+    return settle_copied(a, d);
   return 0;
 }
 
@@ -248,7 +300,7 @@ int wr_amqp_confirm_settle(wr_amqp_t *a, uint64_t tag, bool multiple, bool ok) {
               e->returned ? "returned" : "nacked");
     }
     if (--p->pending == 0) {
-      int r = settle_original(a, d, p->failed ? WR_VERDICT_REQUEUE : WR_VERDICT_ACK);
+      int r = settle_copied(a, d);
       if (r < 0 && rc == 0)
         rc = r;
     }
@@ -279,18 +331,20 @@ int wr_amqp_confirm_return(wr_amqp_t *a, const amqp_basic_return_t *ret) {
    * message_id, user and attempt, which is that publish or an identical one. */
   const amqp_table_t *h =
       (m.properties._flags & AMQP_BASIC_HEADERS_FLAG) ? &m.properties.headers : NULL;
-  uint32_t attempt;
+  uint32_t unused;
   char *user = NULL;
-  int64_t exp;
-  wr_amqp_headers_parse(h, &attempt, &user, &exp);
+  int64_t exp, attempt = -1;
+  wr_amqp_headers_parse(h, &unused, &user, &exp);
+  /* The attempt as sent, not clamped the way a delivery's is. */
+  wr_amqp_field_int(wr_amqp_table_get(h, "x-warren-attempt"), &attempt);
   amqp_bytes_t mid = (m.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG) ? m.properties.message_id
                                                                         : amqp_empty_bytes;
   bool found = false;
   for (size_t i = 0; i < a->n_pending && !found; i++) {
     wr_amqp_pending_t *e = &a->pending[i];
     const wr_amqp_pub_t *pub = &e->d->pubs[e->pub];
-    const char *pid = pub->id != NULL ? pub->id : e->d->message_id;
-    if (e->settled || e->returned || pub->attempt != attempt || !bytes_eq_str(mid, pid))
+    const char *pid = e->no_message_id ? NULL : pub->id != NULL ? pub->id : e->d->message_id;
+    if (e->settled || e->returned || (int64_t)pub->attempt != attempt || !bytes_eq_str(mid, pid))
       continue;
     if ((pub->user == NULL) != (user == NULL) || (user != NULL && strcmp(user, pub->user) != 0))
       continue;

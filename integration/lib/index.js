@@ -5,3 +5,4 @@ export * from './client.js';
 export * from './warren.js';
 export * from './load.js';
 export * from './browser.js';
+export * from './rawamqp.js';

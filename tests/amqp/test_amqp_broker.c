@@ -307,6 +307,65 @@ static void publish(fixture_t *f, const char *body, const char *id) {
   assert_int_equal(rc, 0);
 }
 
+/* Publishes body with properties props through a connection of its own, to
+ * exchange with routing key (rabbitmq-c as the publisher: its frames may be
+ * as large as frame_max), and waits for the confirm. */
+static void publish_props(fixture_t *f, const char *exchange, const char *key,
+                          amqp_basic_properties_t *props, const void *body, size_t len) {
+  char err[256];
+  amqp_connection_state_t c;
+  assert_int_equal(wr_amqp_conn_open(&f->cfg, &c, err, sizeof(err)), 0);
+  assert_int_equal(wr_amqp_channel_open(c, 1, err, sizeof(err)), 0);
+  amqp_confirm_select(c, 1);
+  assert_int_equal(amqp_get_rpc_reply(c).reply_type, AMQP_RESPONSE_NORMAL);
+  assert_int_equal(amqp_basic_publish(c, 1, amqp_cstring_bytes(exchange), amqp_cstring_bytes(key),
+                                      0, 0, props,
+                                      (amqp_bytes_t){.len = len, .bytes = (void *)body}),
+                   AMQP_STATUS_OK);
+  amqp_frame_t fr;
+  assert_int_equal(amqp_simple_wait_frame(c, &fr), AMQP_STATUS_OK);
+  assert_int_equal(fr.frame_type, AMQP_FRAME_METHOD);
+  assert_int_equal(fr.payload.method.id, AMQP_BASIC_ACK_METHOD);
+  wr_amqp_conn_close(c, true);
+}
+
+static amqp_basic_properties_t json_props(amqp_table_t *headers) {
+  amqp_basic_properties_t p;
+  memset(&p, 0, sizeof(p));
+  p._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG;
+  p.content_type = amqp_cstring_bytes("application/json");
+  p.delivery_mode = AMQP_DELIVERY_PERSISTENT;
+  if (headers != NULL) {
+    p._flags |= AMQP_BASIC_HEADERS_FLAG;
+    p.headers = *headers;
+  }
+  return p;
+}
+
+static amqp_table_entry_t str_entry(const char *k, const char *v) {
+  amqp_table_entry_t e;
+  memset(&e, 0, sizeof(e));
+  e.key = amqp_cstring_bytes(k);
+  e.value.kind = AMQP_FIELD_KIND_UTF8;
+  e.value.value.bytes = amqp_cstring_bytes(v);
+  return e;
+}
+
+static amqp_table_entry_t i64_entry(const char *k, int64_t v) {
+  amqp_table_entry_t e;
+  memset(&e, 0, sizeof(e));
+  e.key = amqp_cstring_bytes(k);
+  e.value.kind = AMQP_FIELD_KIND_I64;
+  e.value.value.i64 = v;
+  return e;
+}
+
+/* The original's headers as the AMQP thread kept them for its copies. */
+static const amqp_table_t *kept_headers(const wr_amqp_delivery_t *d) {
+  const wr_amqp_dpriv_t *p = d->priv;
+  return (p->props._flags & AMQP_BASIC_HEADERS_FLAG) ? &p->props.headers : NULL;
+}
+
 static void ack_empties_queue(void **state) {
   fixture_t *f = *state;
   NEED_BROKER(f);
@@ -451,6 +510,300 @@ static void unroutable_copy_requeues_original(void **state) {
   assert_int_equal(STAT(f, acked), 0);
   give_verdict(f, d, WR_VERDICT_ACK);
   assert_true(WAIT_STAT(f, acked, 1, 3000));
+}
+
+static wr_amqp_pub_t *retry_pub(const char *user, const char *id) {
+  return one_pub(WR_PUB_RETRY, 1, user, id, NULL);
+}
+
+static char *repeat(char c, size_t n) {
+  char *s = malloc(n + 1);
+  assert_non_null(s);
+  memset(s, c, n);
+  s[n] = '\0';
+  return s;
+}
+
+static void long_id_copy_goes_without_message_id(void **state) {
+  fixture_t *f = *state;
+  NEED_BROKER(f);
+  char *id = repeat('i', 256);
+  publish(f, "{\"user_id\":\"1001\"}", "m-long-id");
+  wr_amqp_delivery_t *d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  /* A 256-byte id is fine for the envelope, too long for message_id. */
+  d->pubs = retry_pub("1001", id);
+  d->n_pubs = 1;
+  give_verdict(f, d, WR_VERDICT_PUBLISH);
+  assert_true(WAIT_STAT(f, acked, 1, 3000));
+  d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_true(d->trusted);
+  assert_null(d->message_id);
+  assert_int_equal(d->attempt, 1);
+  assert_string_equal(d->target_user, "1001");
+  give_verdict(f, d, WR_VERDICT_ACK);
+  assert_true(WAIT_STAT(f, acked, 2, 3000));
+  assert_int_equal(STAT(f, copies_without_message_id), 1);
+  assert_int_equal(STAT(f, publish_failures), 0);
+  assert_int_equal(STAT(f, reconnects), 0);
+  assert_int_equal(wait_depth(f, "", 0, 3000), 0);
+  free(id);
+}
+
+static void empty_header_key_goes_through(void **state) {
+  fixture_t *f = *state;
+  NEED_BROKER(f);
+  amqp_table_entry_t e[2] = {str_entry("", "empty key"), str_entry("trace", "t1")};
+  amqp_table_t h = {.num_entries = 2, .entries = e};
+  amqp_basic_properties_t props = json_props(&h);
+  const char *body = "{\"user_id\":\"1001\"}";
+  publish_props(f, f->cfg.exchange, "user.1001", &props, body, strlen(body));
+  /* rabbitmq-c's amqp_table_clone refused it: nacked with requeue, forever */
+  wr_amqp_delivery_t *d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_false(d->redelivered);
+  assert_int_equal(STAT(f, requeued), 0);
+  const amqp_field_value_t *v = wr_amqp_table_get(kept_headers(d), "");
+  assert_non_null(v);
+  assert_memory_equal(v->value.bytes.bytes, "empty key", 9);
+  d->pubs = retry_pub("1001", "m-empty-key");
+  d->n_pubs = 1;
+  give_verdict(f, d, WR_VERDICT_PUBLISH);
+  d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_true(d->trusted);
+  assert_int_equal(d->attempt, 1);
+  /* the copy carried it through the ladder */
+  v = wr_amqp_table_get(kept_headers(d), "");
+  assert_non_null(v);
+  assert_memory_equal(v->value.bytes.bytes, "empty key", 9);
+  assert_non_null(wr_amqp_table_get(kept_headers(d), "trace"));
+  give_verdict(f, d, WR_VERDICT_ACK);
+  assert_true(WAIT_STAT(f, acked, 2, 3000));
+  assert_int_equal(STAT(f, copies_without_headers), 0);
+  assert_int_equal(STAT(f, reconnects), 0);
+}
+
+/* Properties whose headers fill the content header up to slack bytes short
+ * of frame_max; *value is malloc'd. */
+static amqp_basic_properties_t big_props(amqp_table_entry_t *e, amqp_table_t *h, char **value,
+                                         size_t slack) {
+  static uint8_t buf[WR_AMQP_FRAME_MAX];
+  *e = str_entry("big", "");
+  *h = (amqp_table_t){.num_entries = 1, .entries = e};
+  amqp_basic_properties_t p = json_props(h);
+  int base = amqp_encode_properties(AMQP_BASIC_CLASS, &p,
+                                    (amqp_bytes_t){.len = sizeof(buf), .bytes = buf});
+  assert_true(base > 0);
+  *value = repeat('h', WR_AMQP_FRAME_MAX - WR_AMQP_CONTENT_OVERHEAD - slack - (size_t)base);
+  *e = str_entry("big", *value);
+  return p;
+}
+
+static void headers_filling_the_frame_are_left_out_of_copies(void **state) {
+  fixture_t *f = *state;
+  NEED_BROKER(f);
+  /* 16 bytes short: the original fits, the copy with warren's headers not;
+   * 200 bytes short: the copy fits, but not once the ladder queue's
+   * dead-lettering adds x-death, and the broker would deliver that header
+   * to warren anyway (rabbitmq-c then drops the connection). */
+  static const size_t slacks[] = {16, 200};
+  for (size_t i = 0; i < 2; i++) {
+    amqp_table_entry_t e;
+    amqp_table_t h;
+    char *value;
+    amqp_basic_properties_t props = big_props(&e, &h, &value, slacks[i]);
+    const char *body = "{\"user_id\":\"1001\"}";
+    publish_props(f, f->cfg.exchange, "user.1001", &props, body, strlen(body));
+    wr_amqp_delivery_t *d = wait_delivery(f, 5000);
+    assert_non_null(d);
+    assert_non_null(wr_amqp_table_get(kept_headers(d), "big"));
+    d->pubs = retry_pub("1001", "m-big-headers");
+    d->n_pubs = 1;
+    give_verdict(f, d, WR_VERDICT_PUBLISH);
+    d = wait_delivery(f, 5000);
+    assert_non_null(d);
+    assert_true(d->trusted);
+    assert_string_equal(d->target_user, "1001");
+    assert_string_equal(d->message_id, "m-big-headers");
+    assert_null(wr_amqp_table_get(kept_headers(d), "big"));
+    give_verdict(f, d, WR_VERDICT_ACK);
+    assert_true(WAIT_STAT(f, acked, 2 * (i + 1), 3000));
+    assert_int_equal(STAT(f, copies_without_headers), i + 1);
+    assert_int_equal(STAT(f, reconnects), 0);
+    free(value);
+  }
+}
+
+static void refused_copy_dead_letters_the_original(void **state) {
+  fixture_t *f = *state;
+  NEED_BROKER(f);
+  publish(f, "{\"user_ids\":[\"1001\",\"1002\"]}", "m-refused");
+  wr_amqp_delivery_t *d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  /* Two offline targets: one copy is fine, the other cannot be built (its
+   * x-warren-user alone is larger than a frame). */
+  char *huge = repeat('u', WR_AMQP_FRAME_MAX);
+  d->pubs = calloc(2, sizeof(*d->pubs));
+  assert_non_null(d->pubs);
+  d->n_pubs = 2;
+  d->pubs[0] = (wr_amqp_pub_t){.kind = WR_PUB_RETRY,
+                               .delay_ms = 200,
+                               .attempt = 1,
+                               .user = strdup("1001"),
+                               .id = strdup("m-refused")};
+  d->pubs[1] = (wr_amqp_pub_t){
+      .kind = WR_PUB_RETRY, .delay_ms = 200, .attempt = 1, .user = huge, .id = strdup("m-refused")};
+  give_verdict(f, d, WR_VERDICT_PUBLISH);
+  assert_int_equal(wait_depth(f, ".dead", 1, 5000), 1);
+  assert_int_equal(STAT(f, copies_refused), 1);
+  assert_int_equal(STAT(f, dead_lettered), 1);
+  assert_int_equal(STAT(f, published), 1);
+  /* the good copy still went through the ladder */
+  d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_string_equal(d->target_user, "1001");
+  give_verdict(f, d, WR_VERDICT_ACK);
+  assert_true(WAIT_STAT(f, acked, 1, 3000));
+  assert_int_equal(STAT(f, reconnects), 0);
+  assert_int_equal(STAT(f, connected), 1);
+  assert_int_equal(wait_depth(f, "", 0, 3000), 0);
+}
+
+static void body_over_max_is_not_buffered(void **state) {
+  fixture_t *f = *state;
+  NEED_BROKER(f);
+  /* amqp.max_body_bytes is 65536 by default */
+  size_t big = 300 * 1024;
+  char *body = repeat('b', big);
+  amqp_basic_properties_t props = json_props(NULL);
+  publish_props(f, f->cfg.exchange, "user.1001", &props, body, big);
+  publish(f, "{\"user_id\":\"1001\"}", "m-after-big");
+  wr_amqp_delivery_t *d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_null(d->body);
+  assert_int_equal(d->body_len, big);
+  assert_int_equal(STAT(f, bodies_skipped), 1);
+  give_verdict(f, d, WR_VERDICT_DEAD);
+  /* the frames after it were read in step: the next message is intact */
+  d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_string_equal(d->message_id, "m-after-big");
+  assert_non_null(d->body);
+  assert_memory_equal(d->body, "{\"user_id\":\"1001\"}", d->body_len);
+  give_verdict(f, d, WR_VERDICT_ACK);
+  assert_true(WAIT_STAT(f, acked, 1, 3000));
+  assert_int_equal(wait_depth(f, ".dead", 1, 3000), 1);
+  assert_int_equal(STAT(f, reconnects), 0);
+  /* A body exactly at the limit is still buffered. */
+  size_t at = f->cfg.max_body_bytes;
+  publish_props(f, f->cfg.exchange, "user.1001", &props, body, at);
+  d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_non_null(d->body);
+  assert_int_equal(d->body_len, at);
+  give_verdict(f, d, WR_VERDICT_ACK);
+  assert_true(WAIT_STAT(f, acked, 2, 3000));
+  free(body);
+}
+
+static void original_warren_headers_are_not_trusted(void **state) {
+  fixture_t *f = *state;
+  NEED_BROKER(f);
+  amqp_table_entry_t e[3] = {str_entry("x-warren-user", "someone-else"),
+                             i64_entry("x-warren-attempt", 4294967295),
+                             i64_entry("x-warren-expires-at", 1)};
+  amqp_table_t h = {.num_entries = 3, .entries = e};
+  amqp_basic_properties_t props = json_props(&h);
+  const char *body = "{\"user_id\":\"1001\"}";
+  /* through amqp.exchange, and straight to Q through the default exchange */
+  publish_props(f, f->cfg.exchange, "user.1001", &props, body, strlen(body));
+  publish_props(f, "", f->queue, &props, body, strlen(body));
+  wr_amqp_delivery_t *d[2];
+  for (int i = 0; i < 2; i++) {
+    d[i] = wait_delivery(f, 5000);
+    assert_non_null(d[i]);
+    assert_false(d[i]->trusted);
+    assert_int_equal(d[i]->attempt, 0);
+    assert_null(d[i]->target_user);
+    assert_true(d[i]->expires_at_ms == 0);
+  }
+  assert_int_equal(STAT(f, untrusted_headers), 2);
+  give_verdict(f, d[1], WR_VERDICT_ACK);
+  /* warren's own copy of it, back from the ladder, is trusted */
+  d[0]->pubs = retry_pub("1001", "m-trust");
+  d[0]->pubs[0].attempt = UINT32_MAX;
+  d[0]->n_pubs = 1;
+  give_verdict(f, d[0], WR_VERDICT_PUBLISH);
+  wr_amqp_delivery_t *c = wait_delivery(f, 5000);
+  assert_non_null(c);
+  assert_true(c->trusted);
+  assert_string_equal(c->target_user, "1001");
+  /* saturated one short of the wrap */
+  assert_int_equal(c->attempt, WR_AMQP_ATTEMPT_MAX);
+  give_verdict(f, c, WR_VERDICT_ACK);
+  assert_true(WAIT_STAT(f, acked, 3, 3000));
+  assert_int_equal(STAT(f, untrusted_headers), 2);
+  assert_int_equal(wait_depth(f, "", 0, 3000), 0);
+}
+
+static void publish_once_checks_short_strings(void **state) {
+  fixture_t *f = *state;
+  NEED_BROKER(f);
+  char err[256];
+  char *id = repeat('i', 256);
+  const char *body = "{\"user_id\":\"1001\"}";
+  /* `warren publish --id` with an id the envelope allows: published, the id
+   * left out of message_id */
+  assert_int_equal(wr_amqp_publish_once(&f->cfg, "user.1001", (const uint8_t *)body, strlen(body),
+                                        "application/json", id, 5000, err, sizeof(err)),
+                   0);
+  wr_amqp_delivery_t *d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_null(d->message_id);
+  give_verdict(f, d, WR_VERDICT_ACK);
+  assert_true(WAIT_STAT(f, acked, 1, 3000));
+  /* a routing key the broker could not take: refused before connecting */
+  assert_int_equal(wr_amqp_publish_once(&f->cfg, id, (const uint8_t *)body, strlen(body),
+                                        "application/json", "m", 5000, err, sizeof(err)),
+                   -ENAMETOOLONG);
+  assert_non_null(strstr(err, "255"));
+  free(id);
+}
+
+static void far_future_timestamp_reads_as_absent(void **state) {
+  fixture_t *f = *state;
+  NEED_BROKER(f);
+  amqp_basic_properties_t props = json_props(NULL);
+  props._flags |= AMQP_BASIC_TIMESTAMP_FLAG;
+  props.timestamp = (uint64_t)1 << 62;
+  const char *body = "{\"user_id\":\"1001\"}";
+  publish_props(f, f->cfg.exchange, "user.1001", &props, body, strlen(body));
+  wr_amqp_delivery_t *d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  /* the loop multiplies it by 1000: 2^62 s would overflow int64 ms */
+  assert_true(d->timestamp_s == 0);
+  d->pubs = retry_pub("1001", "m-far-future");
+  d->n_pubs = 1;
+  give_verdict(f, d, WR_VERDICT_PUBLISH);
+  d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_true(d->timestamp_s == 0);
+  /* the copy still carries the publisher's timestamp */
+  const wr_amqp_dpriv_t *p = d->priv;
+  assert_true(p->props._flags & AMQP_BASIC_TIMESTAMP_FLAG);
+  assert_true(p->props.timestamp == (uint64_t)1 << 62);
+  give_verdict(f, d, WR_VERDICT_ACK);
+  assert_true(WAIT_STAT(f, acked, 2, 3000));
+  /* an ordinary one is kept */
+  props.timestamp = 1795400000;
+  publish_props(f, f->cfg.exchange, "user.1001", &props, body, strlen(body));
+  d = wait_delivery(f, 5000);
+  assert_non_null(d);
+  assert_true(d->timestamp_s == 1795400000);
+  give_verdict(f, d, WR_VERDICT_ACK);
+  assert_true(WAIT_STAT(f, acked, 3, 3000));
 }
 
 static void idle_connection_survives_heartbeats(void **state) {
@@ -613,6 +966,15 @@ int main(void) {
       cmocka_unit_test_setup_teardown(park_lands_in_parked, setup, teardown),
       cmocka_unit_test_setup_teardown(unroutable_copy_requeues_original, setup, teardown),
       cmocka_unit_test_setup_teardown(check_reports_problems, setup, teardown),
+      cmocka_unit_test_setup_teardown(long_id_copy_goes_without_message_id, setup, teardown),
+      cmocka_unit_test_setup_teardown(empty_header_key_goes_through, setup, teardown),
+      cmocka_unit_test_setup_teardown(headers_filling_the_frame_are_left_out_of_copies, setup,
+                                      teardown),
+      cmocka_unit_test_setup_teardown(refused_copy_dead_letters_the_original, setup, teardown),
+      cmocka_unit_test_setup_teardown(body_over_max_is_not_buffered, setup, teardown),
+      cmocka_unit_test_setup_teardown(original_warren_headers_are_not_trusted, setup, teardown),
+      cmocka_unit_test_setup_teardown(far_future_timestamp_reads_as_absent, setup, teardown),
+      cmocka_unit_test_setup_teardown(publish_once_checks_short_strings, setup, teardown),
       cmocka_unit_test_setup_teardown(cancel_stops_consuming_but_runs_verdicts, setup, teardown),
       cmocka_unit_test_prestate_setup_teardown(idle_connection_survives_heartbeats, setup, teardown,
                                                &no_poll),

@@ -98,8 +98,32 @@ static void parse_absent_and_bad_values(void **state) {
   e[1].value.kind = AMQP_FIELD_KIND_BYTES;
   e[1].value.value.bytes = (amqp_bytes_t){.len = 3, .bytes = (void *)"a\0b"};
   assert_int_equal(wr_amqp_headers_parse(&t, &attempt, &user, &exp), 0);
-  assert_int_equal(attempt, UINT32_MAX);
+  assert_int_equal(attempt, WR_AMQP_ATTEMPT_MAX);
   assert_null(user);
+}
+
+static void parse_saturates_attempt_below_wrap(void **state) {
+  (void)state;
+  /* The loop counts the next attempt as attempt + 1: a header of
+   * UINT32_MAX must not come out as a value that wraps it to 0. */
+  static const int64_t values[] = {UINT32_MAX, (int64_t)UINT32_MAX - 1, INT64_MAX};
+  for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+    amqp_table_entry_t e = ent_i("x-warren-attempt", AMQP_FIELD_KIND_I64, values[i]);
+    amqp_table_t t = {.num_entries = 1, .entries = &e};
+    uint32_t attempt = 0;
+    char *user = NULL;
+    int64_t exp = 0;
+    assert_int_equal(wr_amqp_headers_parse(&t, &attempt, &user, &exp), 0);
+    assert_int_equal(attempt, UINT32_MAX - 1);
+    assert_true(attempt + 1 > attempt);
+  }
+  amqp_table_entry_t e = ent_i("x-warren-attempt", AMQP_FIELD_KIND_U32, UINT32_MAX);
+  amqp_table_t t = {.num_entries = 1, .entries = &e};
+  uint32_t attempt = 0;
+  char *user = NULL;
+  int64_t exp = 0;
+  assert_int_equal(wr_amqp_headers_parse(&t, &attempt, &user, &exp), 0);
+  assert_int_equal(attempt, WR_AMQP_ATTEMPT_MAX);
 }
 
 static void build_replaces_warren_headers(void **state) {
@@ -173,6 +197,235 @@ static void build_park_without_original_headers(void **state) {
   wr_amqp_headers_release(&out);
 }
 
+/* Encodes t with rabbitmq-c (what a copy puts on the wire). */
+static size_t encode(const amqp_table_t *t, uint8_t *buf, size_t len) {
+  size_t off = 0;
+  assert_int_equal(
+      amqp_encode_table((amqp_bytes_t){.len = len, .bytes = buf}, (amqp_table_t *)t, &off),
+      AMQP_STATUS_OK);
+  return off;
+}
+
+/* Decodes what a publisher would send: every field kind, an empty key, a
+ * table inside an array inside a table. */
+static void table_with_every_kind(amqp_pool_t *pool, amqp_table_t *out) {
+  static amqp_table_entry_t inner[2];
+  static amqp_field_value_t arr[3];
+  static amqp_table_entry_t e[19];
+  int n = 0;
+  inner[0] = ent_s("queue", "q.retry.200");
+  inner[1] = ent_i("count", AMQP_FIELD_KIND_I64, 3);
+  arr[0].kind = AMQP_FIELD_KIND_TABLE;
+  arr[0].value.table = (amqp_table_t){.num_entries = 2, .entries = inner};
+  arr[1].kind = AMQP_FIELD_KIND_UTF8;
+  arr[1].value.bytes = amqp_cstring_bytes("s");
+  arr[2].kind = AMQP_FIELD_KIND_VOID;
+  e[n++] = ent_s("", "empty key");
+  e[n++] = ent_i("i8", AMQP_FIELD_KIND_I8, -5);
+  e[n++] = ent_i("u8", AMQP_FIELD_KIND_U8, 250);
+  e[n++] = ent_i("i16", AMQP_FIELD_KIND_I16, -300);
+  e[n++] = ent_i("u16", AMQP_FIELD_KIND_U16, 60000);
+  e[n++] = ent_i("i32", AMQP_FIELD_KIND_I32, -70000);
+  e[n++] = ent_i("u32", AMQP_FIELD_KIND_U32, 4000000000);
+  e[n++] = ent_i("i64", AMQP_FIELD_KIND_I64, INT64_MIN);
+  e[n++] = ent_i("u64", AMQP_FIELD_KIND_U64, -1);
+  e[n] = ent_i("ts", AMQP_FIELD_KIND_TIMESTAMP, 0);
+  e[n++].value.value.u64 = (uint64_t)1 << 62;
+  e[n] = ent_i("bool", AMQP_FIELD_KIND_BOOLEAN, 0);
+  e[n++].value.value.boolean = 1;
+  e[n] = ent_i("f32", AMQP_FIELD_KIND_F32, 0);
+  e[n++].value.value.f32 = 1.5f;
+  e[n] = ent_i("f64", AMQP_FIELD_KIND_F64, 0);
+  e[n++].value.value.f64 = -2.25;
+  e[n] = ent_i("dec", AMQP_FIELD_KIND_DECIMAL, 0);
+  e[n++].value.value.decimal = (amqp_decimal_t){.decimals = 2, .value = 12345};
+  e[n] = ent_s("bytes", "");
+  e[n].value.kind = AMQP_FIELD_KIND_BYTES;
+  e[n++].value.value.bytes = (amqp_bytes_t){.len = 3, .bytes = (void *)"a\0b"};
+  e[n] = ent_i("void", AMQP_FIELD_KIND_VOID, 0);
+  n++;
+  e[n] = ent_s("x-death", "");
+  e[n].value.kind = AMQP_FIELD_KIND_ARRAY;
+  e[n++].value.value.array = (amqp_array_t){.num_entries = 3, .entries = arr};
+  e[n] = ent_s("empty-table", "");
+  e[n].value.kind = AMQP_FIELD_KIND_TABLE;
+  e[n++].value.value.table = (amqp_table_t){.num_entries = 0, .entries = NULL};
+  e[n] = ent_s("empty-array", "");
+  e[n].value.kind = AMQP_FIELD_KIND_ARRAY;
+  e[n++].value.value.array = (amqp_array_t){.num_entries = 0, .entries = NULL};
+  amqp_table_t t = {.num_entries = n, .entries = e};
+
+  /* Through the wire format, as rabbitmq-c hands it to consume.c. */
+  static uint8_t buf[2048];
+  size_t len = encode(&t, buf, sizeof(buf));
+  size_t off = 0;
+  assert_int_equal(amqp_decode_table((amqp_bytes_t){.len = len, .bytes = buf}, pool, out, &off),
+                   AMQP_STATUS_OK);
+  assert_int_equal(out->num_entries, n);
+}
+
+static void table_copy_keeps_empty_key_and_every_kind(void **state) {
+  (void)state;
+  amqp_pool_t pool;
+  init_amqp_pool(&pool, 4096);
+  amqp_table_t orig;
+  table_with_every_kind(&pool, &orig);
+
+  /* rabbitmq-c's own clone refuses the empty key: that refusal requeued
+   * such a message forever ("out of memory"). */
+  amqp_pool_t cpool;
+  init_amqp_pool(&cpool, 4096);
+  amqp_table_t clone;
+  assert_int_not_equal(amqp_table_clone(&orig, &clone, &cpool), AMQP_STATUS_OK);
+  empty_amqp_pool(&cpool);
+
+  size_t need = 0;
+  assert_int_equal(wr_amqp_table_copy(&orig, NULL, NULL, 0, &need), 0);
+  assert_true(need > 0);
+  void *block = malloc(need);
+  assert_non_null(block);
+  amqp_table_t copy;
+  size_t used = 0;
+  assert_int_equal(wr_amqp_table_copy(&orig, &copy, block, need, &used), 0);
+  assert_int_equal(used, need);
+
+  /* Byte for byte what the original encodes to... */
+  static uint8_t a[2048], b[2048];
+  size_t la = encode(&orig, a, sizeof(a));
+  size_t lb = encode(&copy, b, sizeof(b));
+  assert_int_equal(la, lb);
+  assert_memory_equal(a, b, la);
+  const amqp_field_value_t *v = wr_amqp_table_get(&copy, "");
+  assert_non_null(v);
+  assert_memory_equal(v->value.bytes.bytes, "empty key", 9);
+
+  /* ...and owning its memory: the pool it came from can go. */
+  empty_amqp_pool(&pool);
+  size_t lc = encode(&copy, a, sizeof(a));
+  assert_int_equal(lc, lb);
+  assert_memory_equal(a, b, lb);
+  free(block);
+}
+
+/* Headers whose containers nest depth levels deep (the headers table is
+ * level 1), alternating tables and arrays, with an integer at the bottom.
+ * e and v must hold depth + 1 entries. */
+static amqp_table_t nested(amqp_table_entry_t *e, amqp_field_value_t *v, int depth) {
+  amqp_field_value_t inner = {.kind = AMQP_FIELD_KIND_I8, .value.i8 = 1};
+  for (int lvl = depth; lvl >= 2; lvl--) {
+    if (lvl % 2 == 0) {
+      e[lvl].key = amqp_cstring_bytes("k");
+      e[lvl].value = inner;
+      inner.kind = AMQP_FIELD_KIND_TABLE;
+      inner.value.table = (amqp_table_t){.num_entries = 1, .entries = &e[lvl]};
+    } else {
+      v[lvl] = inner;
+      inner.kind = AMQP_FIELD_KIND_ARRAY;
+      inner.value.array = (amqp_array_t){.num_entries = 1, .entries = &v[lvl]};
+    }
+  }
+  e[1].key = amqp_cstring_bytes("k");
+  e[1].value = inner;
+  return (amqp_table_t){.num_entries = 1, .entries = &e[1]};
+}
+
+static void table_copy_depth_is_bounded(void **state) {
+  (void)state;
+  static amqp_table_entry_t e[WR_AMQP_TABLE_MAX_DEPTH * 2 + 5];
+  static amqp_field_value_t arr[WR_AMQP_TABLE_MAX_DEPTH * 2 + 5];
+  size_t need;
+
+  amqp_table_t ok = nested(e, arr, WR_AMQP_TABLE_MAX_DEPTH);
+  assert_int_equal(wr_amqp_table_copy(&ok, NULL, NULL, 0, &need), 0);
+  void *block = malloc(need);
+  amqp_table_t copy;
+  assert_int_equal(wr_amqp_table_copy(&ok, &copy, block, need, NULL), 0);
+  free(block);
+
+  amqp_table_t deep = nested(e, arr, WR_AMQP_TABLE_MAX_DEPTH + 1);
+  assert_int_equal(wr_amqp_table_copy(&deep, NULL, NULL, 0, &need), -ELOOP);
+  deep = nested(e, arr, WR_AMQP_TABLE_MAX_DEPTH * 2 + 4);
+  assert_int_equal(wr_amqp_table_copy(&deep, NULL, NULL, 0, &need), -ELOOP);
+}
+
+static void table_copy_refuses_what_cannot_be_encoded(void **state) {
+  (void)state;
+  char key[300];
+  memset(key, 'k', sizeof(key) - 1);
+  key[sizeof(key) - 1] = '\0';
+  amqp_table_entry_t e = ent_s(key, "v");
+  amqp_table_t t = {.num_entries = 1, .entries = &e};
+  size_t need;
+  /* A 299-byte key: amqp_encode_table would write its length as 43. */
+  assert_int_equal(wr_amqp_table_copy(&t, NULL, NULL, 0, &need), -EINVAL);
+  key[255] = '\0';
+  e = ent_s(key, "v");
+  assert_int_equal(wr_amqp_table_copy(&t, NULL, NULL, 0, &need), 0);
+
+  e.value.kind = 'Z';
+  assert_int_equal(wr_amqp_table_copy(&t, NULL, NULL, 0, &need), -EINVAL);
+
+  e = ent_s("k", "value");
+  assert_int_equal(wr_amqp_table_copy(&t, NULL, NULL, 0, &need), 0);
+  void *block = malloc(need);
+  amqp_table_t copy;
+  assert_int_equal(wr_amqp_table_copy(&t, &copy, block, need - 1, NULL), -ENOSPC);
+  free(block);
+}
+
+/* x-death as the broker writes it: newest first. */
+static amqp_table_t with_x_death(amqp_table_entry_t *e, amqp_field_value_t *arr,
+                                 amqp_table_entry_t *d0, amqp_table_entry_t *d1, const char *queue0,
+                                 const char *reason0, const char *queue1) {
+  d0[0] = ent_s("queue", queue0);
+  d0[1] = ent_s("reason", reason0);
+  d1[0] = ent_s("queue", queue1);
+  d1[1] = ent_s("reason", "expired");
+  arr[0].kind = AMQP_FIELD_KIND_TABLE;
+  arr[0].value.table = (amqp_table_t){.num_entries = 2, .entries = d0};
+  arr[1].kind = AMQP_FIELD_KIND_TABLE;
+  arr[1].value.table = (amqp_table_t){.num_entries = 2, .entries = d1};
+  e[0] = ent_i("x-warren-attempt", AMQP_FIELD_KIND_I64, 2);
+  e[1] = ent_s("x-death", "");
+  e[1].value.kind = AMQP_FIELD_KIND_ARRAY;
+  e[1].value.value.array = (amqp_array_t){.num_entries = 2, .entries = arr};
+  return (amqp_table_t){.num_entries = 2, .entries = e};
+}
+
+static void trusted_only_back_from_the_ladder(void **state) {
+  (void)state;
+  amqp_table_entry_t e[2], d0[2], d1[2];
+  amqp_field_value_t arr[2];
+  amqp_bytes_t dflt = amqp_empty_bytes;
+  amqp_table_t h;
+
+  h = with_x_death(e, arr, d0, d1, "wq.retry.200", "expired", "wq.retry.5000");
+  assert_true(wr_amqp_headers_trusted(&h, dflt, "wq"));
+  assert_true(wr_amqp_headers_has_warren(&h));
+  /* published to amqp.exchange (or any named exchange): an original */
+  assert_false(wr_amqp_headers_trusted(&h, amqp_cstring_bytes("warren.notify"), "wq"));
+  /* the newest dead-lettering is not from our ladder */
+  h = with_x_death(e, arr, d0, d1, "wq.parked", "expired", "wq.retry.200");
+  assert_false(wr_amqp_headers_trusted(&h, dflt, "wq"));
+  h = with_x_death(e, arr, d0, d1, "other.retry.200", "expired", "wq.retry.200");
+  assert_false(wr_amqp_headers_trusted(&h, dflt, "wq"));
+  h = with_x_death(e, arr, d0, d1, "wq.retry.", "expired", "wq.retry.200");
+  assert_false(wr_amqp_headers_trusted(&h, dflt, "wq"));
+  h = with_x_death(e, arr, d0, d1, "wq.retry.2x0", "expired", "wq.retry.200");
+  assert_false(wr_amqp_headers_trusted(&h, dflt, "wq"));
+  h = with_x_death(e, arr, d0, d1, "wq.retry.200", "rejected", "wq.retry.200");
+  assert_false(wr_amqp_headers_trusted(&h, dflt, "wq"));
+  /* through the default exchange but never dead-lettered */
+  h.num_entries = 1;
+  assert_false(wr_amqp_headers_trusted(&h, dflt, "wq"));
+  assert_false(wr_amqp_headers_trusted(NULL, dflt, "wq"));
+  /* x-death of the wrong kind */
+  e[0] = ent_s("x-death", "wq.retry.200");
+  assert_false(wr_amqp_headers_trusted(&h, dflt, "wq"));
+  assert_false(wr_amqp_headers_has_warren(&h));
+  assert_false(wr_amqp_headers_has_warren(NULL));
+}
+
 static void backoff_grows_caps_and_jitters(void **state) {
   (void)state;
   /* rnd = midpoint → exactly the base */
@@ -236,6 +489,11 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(parse_every_integer_kind),
       cmocka_unit_test(parse_absent_and_bad_values),
+      cmocka_unit_test(parse_saturates_attempt_below_wrap),
+      cmocka_unit_test(table_copy_keeps_empty_key_and_every_kind),
+      cmocka_unit_test(table_copy_depth_is_bounded),
+      cmocka_unit_test(table_copy_refuses_what_cannot_be_encoded),
+      cmocka_unit_test(trusted_only_back_from_the_ladder),
       cmocka_unit_test(build_replaces_warren_headers),
       cmocka_unit_test(build_park_without_original_headers),
       cmocka_unit_test(backoff_grows_caps_and_jitters),
