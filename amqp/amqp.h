@@ -1,6 +1,6 @@
 /* warren AMQP thread: the only owner of the rabbitmq-c connection.
  *
- * It declares the topology (DESIGN.md §2), consumes amqp.queue with manual
+ * It declares the topology (docs/architecture.md, "Topology"), consumes amqp.queue with manual
  * acks and qos = amqp.prefetch, hands every delivery to a sink callback, and
  * executes verdicts it pulls from a command source when woken: acks, nacks,
  * ladder/park publishes with publisher confirms (then the ack of the

@@ -112,7 +112,7 @@ struct wr_amqp_s {
   uint8_t *scratch; /* WR_AMQP_FRAME_MAX bytes: copies' properties are
                        encoded here first (wr_amqp_copy_build) */
 
-  /* Watchdog (LIBRARIES.md: a rabbitmq-c 0.11 send can block forever on a
+  /* Watchdog (amqp/README.md, "rabbitmq-c 0.11": a send can block forever on a
    * hung broker). The AMQP thread bumps progress every loop turn; the
    * watchdog, called from another thread, shuts the socket down when it has
    * not moved for too long, so the blocked call returns with an error. */
@@ -260,7 +260,7 @@ int wr_amqp_channel_open(amqp_connection_state_t conn, amqp_channel_t ch, char *
 /* topology.c */
 
 /* Declares exchange, Q, the ladder, Q.parked, Q.dlx and Q.dead on channel ch
- * (DESIGN.md §2), idempotently. Returns 0 or a negative errno with a message
+ * (docs/architecture.md, "Topology"), idempotently. Returns 0 or a negative errno with a message
  * naming the object and what to do in err. */
 int wr_amqp_topology_declare(amqp_connection_state_t conn, amqp_channel_t ch,
                              const wr_config_t *cfg, char *err, size_t errlen);

@@ -1,4 +1,4 @@
-/* The broker objects warren needs (DESIGN.md §2), declared idempotently on
+/* The broker objects warren needs (docs/architecture.md, "Topology"), declared idempotently on
  * every connect, and the passive declares that measure their depths. */
 #include <errno.h>
 #include <stdio.h>

@@ -1,6 +1,6 @@
 /* warren bridge: joins the AMQP thread and the WebSocket loop with two SPSC
  * rings, decodes envelopes, keeps the user → connections index and tracks
- * every delivery until its verdict (DESIGN.md §1, §5). */
+ * every delivery until its verdict (docs/architecture.md). */
 #ifndef WARREN_BRIDGE_H
 #define WARREN_BRIDGE_H
 

@@ -82,7 +82,7 @@ typedef struct wr_config_s {
   uint32_t drain_timeout_ms; /* default 10000 */
 } wr_config_t;
 
-/* Fills cfg with the defaults of DESIGN.md §6. Strings are heap copies owned by
+/* Fills cfg with the defaults (README.md, Configuration). Strings are heap copies owned by
  * cfg. Returns 0 or -ENOMEM. */
 int wr_config_init(wr_config_t *cfg);
 

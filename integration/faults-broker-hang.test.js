@@ -1,4 +1,4 @@
-// Fault 3 (RELIABILITY.md #4): the broker hangs (kill -STOP) in the middle
+// Fault 3 (docs/reliability.md, scenario 4): the broker hangs (kill -STOP) in the middle
 // of a burst, with acks and ladder publishes in flight, then resumes
 // (kill -CONT). warren must notice within 2 × heartbeat + 1 s (/readyz 503),
 // its event loop must keep serving clients throughout (a client pings every
@@ -8,7 +8,7 @@
 // The burst carries 16 KiB bodies for users who are offline, so warren has
 // many large ladder copies to publish when the broker stops reading: the
 // situation in which rabbitmq-c 0.11 can block forever inside a send
-// (LIBRARIES.md). The watchdog (wr_amqp_watchdog) must then cut the socket;
+// (amqp/README.md, "rabbitmq-c 0.11"). The watchdog (wr_amqp_watchdog) must then cut the socket;
 // warren_amqp_watchdog_kicks_total and the log say whether it had to.
 //
 // SHORT: heartbeat 2 s, hung 10 s. FULL: heartbeat 5 s, hung 30 s.

@@ -1,4 +1,4 @@
-// Fault 4 (RELIABILITY.md #6, #9, #10), on a private broker whose
+// Fault 4 (docs/reliability.md, scenarios 6, 9, 10), on a private broker whose
 // consumer_timeout is 5 s:
 // * a client that never acks while ack.timeout_ms is longer than the broker's
 //   consumer_timeout: the broker closes warren's channel (PRECONDITION_FAILED

@@ -1,4 +1,4 @@
-// Fault 2 (RELIABILITY.md #3): the broker restarts under warren, once with
+// Fault 2 (docs/reliability.md, scenario 3): the broker restarts under warren, once with
 // `rabbitmqctl stop_app` / `start_app` and once by SIGKILL of its VM and a
 // fresh start on the same files. Queues are durable and messages persistent,
 // so nothing the broker confirmed may be lost; warren must notice, reconnect

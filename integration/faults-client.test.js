@@ -1,4 +1,4 @@
-// Fault 6 (RELIABILITY.md #11–13), on the WebSocket side:
+// Fault 6 (docs/reliability.md, scenarios 11–13), on the WebSocket side:
 // * a client killed after receiving but before acking: its notifications are
 //   redelivered (to its next connection), lost 0;
 // * a client that stops reading: its queued bytes never exceed
@@ -181,7 +181,7 @@ test('client that stops reading: capped, closed with 4008, retried; others unaff
   const m = await metrics(w);
   const rssKb = memoryKb(w.pid).rss_kb;
   for (const b of backs) b.close();
-  // lost = neither received nor still waiting in a queue (RELIABILITY.md).
+  // lost = neither received nor still waiting in a queue (docs/reliability.md).
   await w.stop('SIGTERM');
   const inQueue = new Set();
   for (let round = 0; round < 10; round++) {

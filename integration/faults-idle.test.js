@@ -1,4 +1,4 @@
-// Fault 5 (RELIABILITY.md #5): a warren with nothing to do for a long time
+// Fault 5 (docs/reliability.md, scenario 5): a warren with nothing to do for a long time
 // keeps its AMQP connection: heartbeats flow both ways, the watchdog never
 // fires, no reconnect; a notification afterwards is delivered at once.
 // SHORT: 60 s idle with a 2 s heartbeat. FULL: 10 minutes with 5 s.

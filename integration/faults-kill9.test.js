@@ -1,4 +1,4 @@
-// Fault 1 (RELIABILITY.md #2): warren is killed with SIGKILL several times
+// Fault 1 (docs/reliability.md, scenario 2): warren is killed with SIGKILL several times
 // during a stream to many users and restarted each time on the same queue;
 // clients reconnect by themselves. lost must be 0; duplicates are counted and
 // must stay within kills × prefetch (what one dead process can have had in

@@ -1,4 +1,4 @@
-// Fault 3b (RELIABILITY.md #4, LIBRARIES.md "rabbitmq-c 0.11 send"): the
+// Fault 3b (docs/reliability.md, scenario 4; amqp/README.md, "rabbitmq-c 0.11"): the
 // broker hangs (SIGSTOP) while warren's AMQP thread has tens of MB to send —
 // the situation in which rabbitmq-c 0.11 can wait forever inside a send.
 // Users receive large notifications and never ack them; the broker is

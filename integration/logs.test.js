@@ -1,4 +1,4 @@
-// Logs (DESIGN.md §4, RELIABILITY.md 18): at log.level=debug, through good,
+// Logs (README.md, "Operating"; docs/reliability.md, scenario 18): at log.level=debug, through good,
 // bad and expired tokens (query, Bearer, bearer. subprotocol, cookie), an AMQP URL with a password,
 // publishes, acks, a reconnect and a SIGTERM, every stderr line is one event in
 // the chosen format (json: ts/level/module/msg) and no line holds a token, the

@@ -1,4 +1,4 @@
-// Admin endpoints (DESIGN.md §7): /metrics after real traffic (delivered,
+// Admin endpoints (README.md, "Operating"): /metrics after real traffic (delivered,
 // retried, parked, poison) has the counts a user would expect, promtool
 // accepts it, a real Prometheus server scrapes it; /api/stats carries the same
 // figures with p50/p99; what both expose (families, labels, HELP, TYPE, JSON

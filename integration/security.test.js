@@ -1,4 +1,4 @@
-// Security of the handshake against the real daemon (RELIABILITY.md 16, 17):
+// Security of the handshake against the real daemon (docs/reliability.md, scenarios 16, 17):
 // RS256 and ES256 public keys, the JWT rejection matrix (every refusal is an
 // HTTP 401 before the upgrade, with the reason; a token without exp is one of
 // them unless auth.require_exp = false), a token that expires while

@@ -1,7 +1,7 @@
 // Tests of the browser client (web/warren.js) and the demo page (web/demo.html).
 //
 // They run against a small stand-in server that speaks warren's client
-// protocol (DESIGN.md §4) and serves the two files as warren does with
+// protocol (README.md, "Client protocol") and serves the two files as warren does with
 // server.demo = true, so they need neither the daemon nor the broker:
 // the client's reconnect, dedup and ack rules are checked on their own.
 // The browser part needs Chromium (/usr/bin/chromium, or WARREN_CHROMIUM) and

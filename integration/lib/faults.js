@@ -4,7 +4,7 @@
 // artifacts/reliability.json (read by scripts/reliability); /metrics parsing;
 // an app-level ping probe that measures event-loop stalls; loss accounting.
 //
-// Counting follows /work/shared RELIABILITY.md: every published id is
+// Counting follows docs/reliability.md: every published id is
 // confirmed by the broker (or not counted), clients record ids and ack, and at
 // the end whatever is left in Q, the ladder, Q.parked and Q.dead is drained:
 // lost = confirmed − received by an acking client − still in a queue.
