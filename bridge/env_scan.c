@@ -37,18 +37,6 @@ typedef struct {
   bool routing; /* a routing or head field: not copied to the client */
 } field_t;
 
-/* Top-level keys the scanner reads: the routing and head fields first. */
-#define KEY(k)                                                                                     \
-  { k, sizeof(k) - 1 }
-static const struct {
-  const char *k;
-  size_t n;
-} named_keys[] = {KEY("user_id"), KEY("user_ids"), KEY("broadcast"), KEY("expires_at"),
-                  KEY("ttl_ms"),  KEY("type"),     KEY("id"),        KEY("created_at")};
-#undef KEY
-#define N_NAMED (sizeof(named_keys) / sizeof(named_keys[0]))
-#define N_ROUTING 7
-
 static inline void ws(scan_t *s) {
   /* Most calls find a token at once: every whitespace byte is <= ' '. */
   while (s->p < s->end && *s->p <= ' ' &&
@@ -342,15 +330,6 @@ static int value(scan_t *s, int depth) {
   }
 }
 
-/* Which named key f has, or N_NAMED. Lengths first: a memcmp only for a
- * key of the same length (expires_at and created_at share one). */
-static size_t named_of(const field_t *f) {
-  for (size_t j = 0; j < N_NAMED; j++)
-    if (f->kn == named_keys[j].n && memcmp(f->k, named_keys[j].k, f->kn) == 0)
-      return j;
-  return N_NAMED;
-}
-
 /* A plain string value (quotes included in v/vn): its content, 1..MAX_STR
  * bytes, no escapes, no DEL. v is a value pass 1 (or user_items) validated,
  * so a string there needs no second check, only the look for a backslash or
@@ -517,14 +496,14 @@ static bool id_plain(const char *id, size_t n) {
 int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
                           const char *fallback_id, int64_t base_ms) {
   field_t f[MAX_FIELDS];
-  const field_t *named[N_NAMED] = {NULL};
+  const field_t *named[WR_ENV_KEY_COUNT] = {NULL};
   size_t nf = 0;
-  const field_t *user_id = NULL, *user_ids = NULL, *broadcast = NULL, *expires_at = NULL,
-                *ttl_ms = NULL, *type = NULL, *id = NULL, *created_at = NULL;
+  const field_t *user_id, *user_ids, *broadcast, *expires_at, *ttl_ms, *type, *id, *created_at;
   scan_t s = {.p = body, .end = body + len};
   const uint8_t *type_c = (const uint8_t *)"notification", *id_c;
   size_t type_n = 12, id_n, cap, o;
-  int64_t from_at = 0, from_ttl = 0;
+  double at_s;
+  int64_t ttl;
 
   memset(env, 0, sizeof(*env));
   /* Pass 1: validate, and find the top-level fields. */
@@ -574,22 +553,20 @@ int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
   if (s.p != s.end)
     return -1;
 
-  /* The first seven never reach the client; created_at does. */
   for (size_t i = 0; i < nf; i++) {
-    size_t j = named_of(&f[i]);
-    if (j < N_NAMED) {
-      named[j] = &f[i];
-      f[i].routing = j < N_ROUTING;
-    }
+    wr_env_key_t k = wr_env_key_find((const char *)f[i].k, f[i].kn);
+    if (k < WR_ENV_KEY_COUNT)
+      named[k] = &f[i];
+    f[i].routing = !wr_env_key_to_client(k);
   }
-  user_id = named[0];
-  user_ids = named[1];
-  broadcast = named[2];
-  expires_at = named[3];
-  ttl_ms = named[4];
-  type = named[5];
-  id = named[6];
-  created_at = named[7];
+  user_id = named[WR_ENV_KEY_USER_ID];
+  user_ids = named[WR_ENV_KEY_USER_IDS];
+  broadcast = named[WR_ENV_KEY_BROADCAST];
+  expires_at = named[WR_ENV_KEY_EXPIRES_AT];
+  ttl_ms = named[WR_ENV_KEY_TTL_MS];
+  type = named[WR_ENV_KEY_TYPE];
+  id = named[WR_ENV_KEY_ID];
+  created_at = named[WR_ENV_KEY_CREATED_AT];
 
   /* Routing fields, with the rules of envelope.c's build(). */
   if (broadcast != NULL && !(broadcast->vn == 4 && memcmp(broadcast->v, "true", 4) == 0) &&
@@ -599,28 +576,13 @@ int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
     return -1;
   if (type != NULL && plain_str(type->v, type->vn, &type_c, &type_n) < 0)
     return -1;
-  if (expires_at != NULL) {
-    double sec;
-    if (real_of(expires_at->v, expires_at->vn, &sec) < 0 || !(sec >= 0) ||
-        sec * 1000.0 >= 9223372036854775807.0)
-      return -1;
-    from_at = (int64_t)(sec * 1000.0);
-    if (sec > 0 && from_at == 0)
-      from_at = 1;
-  }
-  if (ttl_ms != NULL) {
-    int64_t ttl;
-    if (int_of(ttl_ms->v, ttl_ms->vn, &ttl) < 0 || ttl < 0 || base_ms < 0 ||
-        base_ms > INT64_MAX - ttl)
-      return -1;
-    from_ttl = base_ms + ttl;
-    if (from_ttl <= 0)
-      from_ttl = 1;
-  }
-  if (from_at && from_ttl)
-    env->expires_at_ms = from_at < from_ttl ? from_at : from_ttl;
-  else
-    env->expires_at_ms = from_at ? from_at : from_ttl;
+  /* The full decoder names a bad expires_at or ttl_ms; one this reads is
+   * the same double or integer it reads, and the rule is the same function. */
+  if ((expires_at != NULL && real_of(expires_at->v, expires_at->vn, &at_s) < 0) ||
+      (ttl_ms != NULL && int_of(ttl_ms->v, ttl_ms->vn, &ttl) < 0) ||
+      wr_env_expiry(expires_at != NULL ? &at_s : NULL, ttl_ms != NULL ? &ttl : NULL, base_ms,
+                    &env->expires_at_ms) < 0)
+    return -1;
   if (created_at != NULL && real_of(created_at->v, created_at->vn, &env->created_at) == 0)
     env->has_created_at = true;
 

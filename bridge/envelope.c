@@ -453,9 +453,14 @@ static int add_user(wr_envelope_t *env, json_t *seen, char *u) {
   return 0;
 }
 
+/* A top-level field of root by its key in the table. */
+static const json_t *field(const json_t *root, wr_env_key_t k) {
+  return json_object_get(root, wr_env_keys[k].name);
+}
+
 static wr_env_result_t collect_users(wr_envelope_t *env, const json_t *root) {
-  const json_t *one = json_object_get(root, "user_id");
-  const json_t *many = json_object_get(root, "user_ids");
+  const json_t *one = field(root, WR_ENV_KEY_USER_ID);
+  const json_t *many = field(root, WR_ENV_KEY_USER_IDS);
   size_t cap = (one ? 1 : 0), i;
   json_t *seen = NULL, *item;
   wr_env_result_t r = WR_ENV_BAD_FIELD;
@@ -517,63 +522,68 @@ char *wr_envelope_new_id(void) {
   return strdup(buf);
 }
 
-static bool is_routing_or_head(const char *key) {
-  static const char *const skip[] = {"user_id", "user_ids", "broadcast", "expires_at",
-                                     "ttl_ms",  "type",     "id"};
-  for (size_t i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
-    if (strcmp(key, skip[i]) == 0)
-      return true;
-  return false;
-}
-
-static int64_t sat_add(int64_t a, int64_t b) {
-  int64_t r;
-  if (__builtin_add_overflow(a, b, &r))
-    return b > 0 ? INT64_MAX : INT64_MIN;
-  return r;
-}
-
-static wr_env_result_t read_expiry(wr_envelope_t *env, const json_t *root, int64_t base_ms) {
-  const json_t *at = json_object_get(root, "expires_at");
-  const json_t *ttl = json_object_get(root, "ttl_ms");
+int wr_env_expiry(const double *expires_at_s, const int64_t *ttl_ms, int64_t base_ms,
+                  int64_t *at_ms) {
   int64_t from_at = 0, from_ttl = 0;
 
-  if (at) {
-    double s;
-    if (!json_is_number(at))
-      return WR_ENV_BAD_FIELD;
-    s = json_number_value(at);
+  if (expires_at_s != NULL) {
+    double s = *expires_at_s, ms = s * 1000.0;
     if (!(s >= 0))
-      return WR_ENV_BAD_FIELD;
-    /* 0 keeps its "never" meaning; a far future saturates. */
-    if (s * 1000.0 >= 9223372036854775807.0)
+      return -EINVAL;
+    /* Converting a double at or past 2^63 to int64 is undefined: a deadline
+     * that far saturates instead. A double product overflows to infinity at
+     * worst, which is defined, and saturates too. 0 keeps its "never". */
+    if (ms >= 9223372036854775808.0)
       from_at = INT64_MAX;
     else
-      from_at = (int64_t)(s * 1000.0);
+      from_at = (int64_t)ms;
     if (s > 0 && from_at == 0)
       from_at = 1;
   }
-  if (ttl) {
-    if (!json_is_integer(ttl) || json_integer_value(ttl) < 0)
-      return WR_ENV_BAD_FIELD;
-    from_ttl = sat_add(base_ms, (int64_t)json_integer_value(ttl));
+  if (ttl_ms != NULL) {
+    if (*ttl_ms < 0)
+      return -EINVAL;
+    /* ttl_ms >= 0, so the sum can only pass INT64_MAX. */
+    if (__builtin_add_overflow(base_ms, *ttl_ms, &from_ttl))
+      from_ttl = INT64_MAX;
     if (from_ttl <= 0)
       from_ttl = 1; /* 0 would read as "never" */
   }
-  /* Both given: the earlier deadline holds. */
-  if (from_at && from_ttl)
-    env->expires_at_ms = from_at < from_ttl ? from_at : from_ttl;
+  if (from_at != 0 && from_ttl != 0)
+    *at_ms = from_at < from_ttl ? from_at : from_ttl;
   else
-    env->expires_at_ms = from_at ? from_at : from_ttl;
+    *at_ms = from_at != 0 ? from_at : from_ttl;
+  return 0;
+}
+
+static wr_env_result_t read_expiry(wr_envelope_t *env, const json_t *root, int64_t base_ms) {
+  const json_t *at = field(root, WR_ENV_KEY_EXPIRES_AT);
+  const json_t *ttl = field(root, WR_ENV_KEY_TTL_MS);
+  double at_s = 0;
+  int64_t ttl_ms = 0;
+
+  if (at != NULL) {
+    if (!json_is_number(at))
+      return WR_ENV_BAD_FIELD;
+    at_s = json_number_value(at);
+  }
+  if (ttl != NULL) {
+    if (!json_is_integer(ttl))
+      return WR_ENV_BAD_FIELD;
+    ttl_ms = (int64_t)json_integer_value(ttl);
+  }
+  if (wr_env_expiry(at != NULL ? &at_s : NULL, ttl != NULL ? &ttl_ms : NULL, base_ms,
+                    &env->expires_at_ms) < 0)
+    return WR_ENV_BAD_FIELD;
   return WR_ENV_OK;
 }
 
 static wr_env_result_t build(wr_envelope_t *env, json_t *root, const char *fallback_id,
                              int64_t base_ms) {
-  const json_t *bc = json_object_get(root, "broadcast");
-  const json_t *id = json_object_get(root, "id");
-  const json_t *type = json_object_get(root, "type");
-  const json_t *created = json_object_get(root, "created_at");
+  const json_t *bc = field(root, WR_ENV_KEY_BROADCAST);
+  const json_t *id = field(root, WR_ENV_KEY_ID);
+  const json_t *type = field(root, WR_ENV_KEY_TYPE);
+  const json_t *created = field(root, WR_ENV_KEY_CREATED_AT);
   const char *key;
   json_t *item;
   wr_env_result_t r;
@@ -627,7 +637,7 @@ static wr_env_result_t build(wr_envelope_t *env, json_t *root, const char *fallb
       json_object_set_new(env->client, "id", json_string(env->id)) < 0)
     return WR_ENV_BAD_FIELD;
   json_object_foreach(root, key, item) {
-    if (is_routing_or_head(key))
+    if (!wr_env_key_to_client(wr_env_key_find(key, strlen(key))))
       continue;
     if (json_object_set(env->client, key, item) < 0)
       return WR_ENV_BAD_FIELD;

@@ -7,6 +7,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef enum { WR_ENV_JSON = 0, WR_ENV_MSGPACK = 1 } wr_env_format_t;
 
@@ -22,6 +23,69 @@ typedef enum {
   WR_ENV_BAD_FIELD,   /* a routing/known field of the wrong type (e.g. ttl_ms negative,
                          id not a string, type not a string, user id longer than 256) */
 } wr_env_result_t;
+
+/* The top-level fields warren reads itself (DESIGN.md §3), one table for both
+ * decoders (envelope.c and its fast path env_scan.c). The routing fields come
+ * first and never reach a client; type and id head the client message, written
+ * there by warren; created_at is read (latency) and also passed on where it
+ * stands, like any other field. */
+typedef enum {
+  WR_ENV_KEY_USER_ID = 0,
+  WR_ENV_KEY_USER_IDS,
+  WR_ENV_KEY_BROADCAST,
+  WR_ENV_KEY_EXPIRES_AT,
+  WR_ENV_KEY_TTL_MS,
+  WR_ENV_KEY_TYPE,
+  WR_ENV_KEY_ID,
+  WR_ENV_KEY_CREATED_AT,
+  WR_ENV_KEY_COUNT /* not a named key */
+} wr_env_key_t;
+
+#define WR_ENV_KEY(k, c)                                                                           \
+  { k, sizeof(k) - 1, c }
+static const struct {
+  const char *name;
+  size_t len;
+  bool to_client; /* copied to the client message where it stands */
+} wr_env_keys[WR_ENV_KEY_COUNT] = {
+    [WR_ENV_KEY_USER_ID] = WR_ENV_KEY("user_id", false),
+    [WR_ENV_KEY_USER_IDS] = WR_ENV_KEY("user_ids", false),
+    [WR_ENV_KEY_BROADCAST] = WR_ENV_KEY("broadcast", false),
+    [WR_ENV_KEY_EXPIRES_AT] = WR_ENV_KEY("expires_at", false),
+    [WR_ENV_KEY_TTL_MS] = WR_ENV_KEY("ttl_ms", false),
+    [WR_ENV_KEY_TYPE] = WR_ENV_KEY("type", false),
+    [WR_ENV_KEY_ID] = WR_ENV_KEY("id", false),
+    [WR_ENV_KEY_CREATED_AT] = WR_ENV_KEY("created_at", true),
+};
+#undef WR_ENV_KEY
+
+/* Which named key the n bytes at k are (not NUL-terminated), or
+ * WR_ENV_KEY_COUNT. Lengths first: a memcmp only for a key of the same
+ * length (expires_at and created_at share one). */
+static inline wr_env_key_t wr_env_key_find(const char *k, size_t n) {
+  for (int j = 0; j < WR_ENV_KEY_COUNT; j++)
+    if (n == wr_env_keys[j].len && memcmp(k, wr_env_keys[j].name, n) == 0)
+      return (wr_env_key_t)j;
+  return WR_ENV_KEY_COUNT;
+}
+
+/* Whether a top-level field of key k reaches the client where it stands. */
+static inline bool wr_env_key_to_client(wr_env_key_t k) {
+  return k == WR_ENV_KEY_COUNT || wr_env_keys[k].to_client;
+}
+
+/* The deadline rule of DESIGN.md §3, for both decoders. expires_at_s is the
+ * expires_at field (unix seconds) and ttl_ms the ttl_ms field, each NULL when
+ * absent (the caller passes an integer ttl_ms beyond int64 as INT64_MAX);
+ * ttl_ms counts from base_ms. With both, the earlier deadline holds.
+ * Sets *at_ms to the deadline in unix ms: 0 (never) when neither is given or
+ * expires_at is 0; 1 for a deadline at or before the epoch (long expired, as 0
+ * would read as never); INT64_MAX for a deadline past what int64 ms can hold
+ * (e.g. expires_at 1e300 or ttl_ms 9223372036854775807: the year 292 million,
+ * never in practice), computed without overflow. Returns 0, or -EINVAL when
+ * expires_at is negative or NaN or ttl_ms is negative. */
+int wr_env_expiry(const double *expires_at_s, const int64_t *ttl_ms, int64_t base_ms,
+                  int64_t *at_ms);
 
 /* Short reason string for counters and x-warren-reason ("too_large", "bad_json"...). */
 const char *wr_env_result_str(wr_env_result_t r);

@@ -701,6 +701,87 @@ static void test_expiry(void **state) {
   wr_envelope_close(&env);
 }
 
+/* The deadline of body from the fast path and from the full decoder alone,
+ * which must agree; returns it, or -1 when both refuse the body as bad_field.
+ * fast_taken tells whether the fast path decided the body itself. */
+static int64_t deadline_both(const char *body, int64_t base_ms, bool *fast_taken) {
+  wr_envelope_t fast, full;
+  wr_env_result_t rf = wr_envelope_decode(&fast, (const uint8_t *)body, strlen(body),
+                                          "application/json", NULL, MAX_BODY, base_ms);
+  wr_env_result_t rr = wr_envelope_decode_full(&full, (const uint8_t *)body, strlen(body),
+                                               "application/json", NULL, MAX_BODY, base_ms);
+  if (rf != rr)
+    fail_msg("%s: fast %s, full %s", body, wr_env_result_str(rf), wr_env_result_str(rr));
+  if (rf != WR_ENV_OK) {
+    assert_int_equal(rf, WR_ENV_BAD_FIELD);
+    return -1;
+  }
+  if (fast.expires_at_ms != full.expires_at_ms)
+    fail_msg("%s: fast %lld, full %lld", body, (long long)fast.expires_at_ms,
+             (long long)full.expires_at_ms);
+  if (fast_taken != NULL)
+    *fast_taken = fast.client_json != NULL;
+  int64_t at = fast.expires_at_ms;
+  wr_envelope_close(&fast);
+  wr_envelope_close(&full);
+  return at;
+}
+
+/* A deadline past what int64 ms can hold saturates to INT64_MAX (never in
+ * practice) on both paths, whatever the size of the number: no overflow
+ * (UBSan would abort this test), no refusal. */
+static void test_expiry_overflow(void **state) {
+  (void)state;
+  static const struct {
+    const char *body;
+    int64_t base_ms, want;
+  } cases[] = {
+      {"{\"user_id\":\"a\",\"expires_at\":1e300}", BASE_MS, INT64_MAX},
+      {"{\"user_id\":\"a\",\"expires_at\":1.7976931348623157e308}", BASE_MS, INT64_MAX},
+      {"{\"user_id\":\"a\",\"expires_at\":9223372036854775807}", BASE_MS, INT64_MAX},
+      {"{\"user_id\":\"a\",\"expires_at\":9223372036854775.807}", BASE_MS, INT64_MAX},
+      {"{\"user_id\":\"a\",\"expires_at\":9223372036854775}", BASE_MS, INT64_MAX},
+      {"{\"user_id\":\"a\",\"expires_at\":4503599627370.496}", BASE_MS, 4503599627370496},
+      {"{\"user_id\":\"a\",\"expires_at\":9007199254740.993}", BASE_MS, 9007199254740992},
+      {"{\"user_id\":\"a\",\"ttl_ms\":9223372036854775807}", BASE_MS, INT64_MAX},
+      {"{\"user_id\":\"a\",\"ttl_ms\":9223372036854775807}", -5, 9223372036854775802},
+      {"{\"user_id\":\"a\",\"ttl_ms\":1}", INT64_MAX, INT64_MAX},
+      {"{\"user_id\":\"a\",\"ttl_ms\":999999999999999999}", INT64_MAX - 5, INT64_MAX},
+      {"{\"user_id\":\"a\",\"ttl_ms\":0}", INT64_MIN, 1},
+      {"{\"user_id\":\"a\",\"ttl_ms\":1000}", -1000000, 1},
+      {"{\"user_id\":\"a\",\"expires_at\":1e300,\"ttl_ms\":5}", BASE_MS, BASE_MS + 5},
+      {"{\"user_id\":\"a\",\"expires_at\":1e-9}", BASE_MS, 1},
+      {"{\"user_id\":\"a\",\"expires_at\":0}", BASE_MS, 0},
+      {"{\"user_id\":\"a\",\"expires_at\":-1e300}", BASE_MS, -1},
+      {"{\"user_id\":\"a\",\"expires_at\":-0.0}", BASE_MS, 0},
+      {"{\"user_id\":\"a\",\"ttl_ms\":-9223372036854775808}", BASE_MS, -1},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    int64_t got = deadline_both(cases[i].body, cases[i].base_ms, NULL);
+    if (got != cases[i].want)
+      fail_msg("%s (base %lld): %lld, want %lld", cases[i].body, (long long)cases[i].base_ms,
+               (long long)got, (long long)cases[i].want);
+  }
+  /* The fast path decides these itself: one rule, not a give-up. */
+  bool fast = false;
+  deadline_both("{\"user_id\":\"a\",\"expires_at\":1e300}", BASE_MS, &fast);
+  assert_true(fast);
+  deadline_both("{\"user_id\":\"a\",\"ttl_ms\":60000}", -5, &fast);
+  assert_true(fast);
+
+  /* The rule itself. */
+  int64_t at;
+  double s = 1e308 * 10; /* infinity */
+  assert_int_equal(wr_env_expiry(&s, NULL, 0, &at), 0);
+  assert_true(at == INT64_MAX);
+  s = 0.0 / 0.0;
+  assert_int_equal(wr_env_expiry(&s, NULL, 0, &at), -EINVAL);
+  int64_t ttl = -1;
+  assert_int_equal(wr_env_expiry(NULL, &ttl, 0, &at), -EINVAL);
+  assert_int_equal(wr_env_expiry(NULL, NULL, BASE_MS, &at), 0);
+  assert_int_equal(at, 0);
+}
+
 static void test_result_str(void **state) {
   (void)state;
   assert_string_equal(wr_env_result_str(WR_ENV_OK), "ok");
@@ -938,6 +1019,7 @@ int main(void) {
       cmocka_unit_test(test_too_large),
       cmocka_unit_test(test_bad_fields),
       cmocka_unit_test(test_expiry),
+      cmocka_unit_test(test_expiry_overflow),
       cmocka_unit_test(test_result_str),
       cmocka_unit_test(test_fast_path),
       cmocka_unit_test(test_fast_path_string_bytes),
