@@ -60,11 +60,12 @@ static const struct {
 #undef WR_ENV_KEY
 
 /* Which named key the n bytes at k are (not NUL-terminated), or
- * WR_ENV_KEY_COUNT. Lengths first: a memcmp only for a key of the same
- * length (expires_at and created_at share one). */
+ * WR_ENV_KEY_COUNT. Length and first byte first: a memcmp only for a key
+ * that may be the one. */
 static inline wr_env_key_t wr_env_key_find(const char *k, size_t n) {
   for (int j = 0; j < WR_ENV_KEY_COUNT; j++)
-    if (n == wr_env_keys[j].len && memcmp(k, wr_env_keys[j].name, n) == 0)
+    if (n == wr_env_keys[j].len && k[0] == wr_env_keys[j].name[0] &&
+        memcmp(k, wr_env_keys[j].name, n) == 0)
       return (wr_env_key_t)j;
   return WR_ENV_KEY_COUNT;
 }
@@ -99,7 +100,9 @@ typedef struct wr_envelope_s {
   int64_t expires_at_ms; /* 0 = never; from expires_at (unix s) or ttl_ms (+ base_ms) */
   json_t *client;        /* the client message: {"type": type or "notification",
                             "id": id, ...every non-routing field in original order};
-                            owned reference, or NULL when client_json holds it */
+                            owned reference, or NULL when client_json holds it.
+                            Integers beyond int64 are bignums (wr_json_bignum):
+                            encode it with wr_envelope_encode, never json_dumpb */
   uint8_t *client_json;  /* the same message as compact JSON text, owned (fast path) */
   size_t client_json_len;
   double created_at; /* the top-level "created_at" number, if has_created_at */
@@ -142,13 +145,47 @@ char *wr_envelope_new_id(void);
 int wr_envelope_encode(const wr_envelope_t *env, wr_env_format_t fmt, size_t prefix, uint8_t **out,
                        size_t *len);
 
-/* Encodes any jansson value as MessagePack (used for welcome/pong too). */
+/* Encodes any jansson value as MessagePack (used for welcome/pong too), in a
+ * new buffer in *out of *len bytes. Returns 0, -EINVAL (NULL argument, or
+ * nested deeper than 64) or -ENOMEM. */
 int wr_msgpack_from_json(const json_t *v, uint8_t **out, size_t *len);
 
 /* Decodes a MessagePack value into a new jansson value (max depth 32).
- * Returns NULL when invalid, truncated, followed by trailing bytes, or when a
- * map key is not a string. */
+ * Returns NULL when invalid, truncated, followed by trailing bytes, when a
+ * map key is not a string, or when a string holds a NUL (client messages:
+ * every string is a C string). A uint64 beyond int64 becomes a double. */
 json_t *wr_msgpack_to_json(const uint8_t *buf, size_t len);
+
+/* The same for envelope bodies: strings may hold NUL (as JSON strings may
+ * hold \u0000), a uint64 beyond int64 becomes a bignum, exact; map keys still
+ * may not hold NUL. */
+json_t *wr_msgpack_load(const uint8_t *buf, size_t len);
+
+/* Integers beyond int64, which jansson has not: the decoders keep one as a
+ * "bignum", a jansson string whose first byte is 0xff (never valid UTF-8, so
+ * never a string decoded from a body) followed by the integer's decimal
+ * digits as sent ("-" first if negative). The writers here give a JSON client
+ * those digits, a MessagePack client a uint64 up to UINT64_MAX and beyond
+ * that (or below INT64_MIN) the nearest float64 — the number JSON.parse reads
+ * from the same digits; a string would change its type in one format only.
+ * wr_json_bignum returns a new reference (NULL on ENOMEM); digits are
+ * borrowed. wr_json_bignum_digits returns the digits of v and their count in
+ * *n, or NULL when v is no bignum. */
+json_t *wr_json_bignum(const char *digits, size_t n);
+const char *wr_json_bignum_digits(const json_t *v, size_t *n);
+
+/* env_scan.c: parses a JSON object as the full decoder does (RFC 8259,
+ * strict UTF-8, nesting at most 32, numbers within a double's range, no
+ * \u0000 in keys; strings may hold \u0000, integers beyond int64 become
+ * bignums, a repeated key keeps its first place and its last value, as
+ * jansson's parser). Returns a new tree, or NULL when buf is not that. */
+json_t *wr_json_load(const uint8_t *buf, size_t len);
+
+/* Size-only passes: the bytes of v as compact JSON text (as
+ * wr_envelope_encode writes it) and as MessagePack, without writing either;
+ * SIZE_MAX when v cannot be written (nested deeper than 64). */
+size_t wr_json_size(const json_t *v);
+size_t wr_msgpack_size(const json_t *v);
 
 /* Client → server messages (DESIGN.md §4). */
 typedef enum {

@@ -483,9 +483,12 @@ static void test_msgpack_values(void **state) {
   msgpack_pack_int64(&m.pk, INT64_MIN);
   wr_envelope_t env;
   assert_int_equal(mp_dec(&m, &env, NULL), WR_ENV_OK);
-  json_t *huge = json_object_get(tree(&env), "huge");
-  assert_true(json_is_real(huge));
-  assert_true(json_real_value(huge) == 18446744073709551615.0);
+  /* A uint64 beyond int64 stays exact (a bignum: jansson has no such integer). */
+  size_t n;
+  const char *huge = wr_json_bignum_digits(json_object_get(tree(&env), "huge"), &n);
+  assert_non_null(huge);
+  assert_int_equal(n, 20);
+  assert_memory_equal(huge, "18446744073709551615", 20);
   assert_true(json_real_value(json_object_get(tree(&env), "f32")) == 1.5);
   assert_true(json_integer_value(json_object_get(tree(&env), "neg")) == INT64_MIN);
   assert_string_equal(json_string_value(json_object_get(tree(&env), "")), "");
@@ -512,7 +515,9 @@ static void test_bad_json(void **state) {
   expect_json("[{\"user_id\":\"a\"}]", WR_ENV_BAD_JSON);
   expect_json("\"user\"", WR_ENV_BAD_JSON);
   expect_json("", WR_ENV_BAD_JSON);
-  expect_json("{\"user_id\":\"a\\u0000b\"}", WR_ENV_BAD_JSON);
+  /* \u0000 is valid JSON, but jansson's keys (and ours) are C strings. */
+  expect_json("{\"user_id\":\"a\",\"k\\u0000\":1}", WR_ENV_BAD_JSON);
+  expect_json("{\"user_id\":\"a\",\"d\":{\"\\u0000\":1}}", WR_ENV_BAD_JSON);
   /* Trailing whitespace is still one JSON text. */
   expect_json("{\"user_id\":\"a\"} \n", WR_ENV_OK);
 
@@ -612,8 +617,13 @@ static void test_bad_msgpack(void **state) {
   const uint8_t badkey[] = {0x82, 0xa7, 'u',  's', 'e',  'r',  '_',
                             'i',  'd',  0xa1, 'a', 0xa1, 0xff, 0xc0};
   expect_mp(badkey, sizeof(badkey), WR_ENV_BAD_MSGPACK);
+  /* A NUL in a key is refused, as \u0000 in a JSON key; in a user id it is a
+   * bad field (ids are C strings); in any other string it passes. */
+  const uint8_t nulkey[] = {0x82, 0xa7, 'u', 's',  'e', 'r', '_', 'i',
+                            'd',  0xa1, 'a', 0xa2, 'k', 0,   0xc0};
+  expect_mp(nulkey, sizeof(nulkey), WR_ENV_BAD_MSGPACK);
   const uint8_t nul[] = {0x81, 0xa7, 'u', 's', 'e', 'r', '_', 'i', 'd', 0xa3, 'a', 0, 'b'};
-  expect_mp(nul, sizeof(nul), WR_ENV_BAD_MSGPACK);
+  expect_mp(nul, sizeof(nul), WR_ENV_BAD_FIELD);
   /* Top level is not a map (content type given, so format is msgpack). */
   const uint8_t arr[] = {0x91, 0x81, 0xa1, 'a', 0xa1, 'b'};
   expect_mp(arr, sizeof(arr), WR_ENV_BAD_MSGPACK);
@@ -974,15 +984,22 @@ static void test_fast_path_numbers(void **state) {
       fail_msg("%s: fast %s, full %s", num, wr_env_result_str(rf), wr_env_result_str(rr));
     if (rf == WR_ENV_OK) {
       double want = strtod(num, NULL);
-      size_t digits = strspn(num + (num[0] == '-'), "0123456789");
-      bool integer = num[strspn(num, "-0123456789")] == '\0';
-      /* It stays on the fast path, except integers over 18 digits. */
-      if ((fast.client_json != NULL) != !(integer && digits > 18))
-        fail_msg("%s: fast path %s", num, fast.client_json != NULL ? "taken" : "not taken");
+      /* It stays on the fast path, integers over 18 digits too. */
+      if (fast.client_json == NULL)
+        fail_msg("%s: fast path not taken", num);
       if (!fast.has_created_at || fast.created_at != want || !full.has_created_at ||
           full.created_at != want)
         fail_msg("%s: fast %.17g, full %.17g, strtod %.17g", num, fast.created_at, full.created_at,
                  want);
+      /* The full decoder writes the number itself: the same value, in no more
+       * bytes than the body spent (the fast path's size bound relies on it). */
+      char *json = encode_json(&full);
+      const char *v = strstr(json, "\"created_at\":") + 13;
+      size_t vn = strlen(v) - 1;
+      bool real_in = strcspn(num, ".eE") < strlen(num), real_out = strcspn(v, ".eE") < vn;
+      if (vn > strlen(num) || strtod(v, NULL) != want || real_in != real_out)
+        fail_msg("%s: written as %.*s", num, (int)vn, v);
+      free(json);
     }
     wr_envelope_close(&fast);
     wr_envelope_close(&full);
@@ -999,6 +1016,274 @@ static void test_fast_path_numbers(void **state) {
                (long long)fast.expires_at_ms, wr_env_result_str(rr), (long long)full.expires_at_ms);
     wr_envelope_close(&fast);
     wr_envelope_close(&full);
+  }
+}
+
+/* The client message of env in MessagePack, unpacked by msgpack-c (an
+ * independent decoder) into up; returns the map. */
+static const msgpack_object *mp_client(const wr_envelope_t *env, msgpack_unpacked *up,
+                                       uint8_t **out) {
+  size_t len, off = 0;
+  assert_int_equal(wr_envelope_encode(env, WR_ENV_MSGPACK, 0, out, &len), 0);
+  msgpack_unpacked_init(up);
+  assert_int_equal(msgpack_unpack_next(up, (const char *)*out, len, &off), MSGPACK_UNPACK_SUCCESS);
+  assert_int_equal(off, len);
+  assert_int_equal(up->data.type, MSGPACK_OBJECT_MAP);
+  return &up->data;
+}
+
+/* The value of key in a msgpack map, or NULL. */
+static const msgpack_object *mp_get(const msgpack_object *map, const char *key) {
+  for (uint32_t i = 0; i < map->via.map.size; i++) {
+    const msgpack_object_kv *kv = &map->via.map.ptr[i];
+    if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == strlen(key) &&
+        memcmp(kv->key.via.str.ptr, key, strlen(key)) == 0)
+      return &kv->val;
+  }
+  return NULL;
+}
+
+/* Integers beyond int64 and \u0000 in strings are valid JSON: they reach a
+ * JSON client as the very bytes sent and a MessagePack client as the closest
+ * value it has, on the fast path and on the full decoder's alike. */
+static void test_json_bignum_nul(void **state) {
+  (void)state;
+  static const char *const bodies[] = {
+      /* the fast path takes this one */
+      "{\"user_id\":\"a\",\"id\":\"n1\",\"data\":{\"big\":123456789012345678901234567890,"
+      "\"u\":18446744073709551615,\"s\":\"a\\u0000b\"}}",
+      /* an escaped key sends this one to the full decoder */
+      "{\"user\\u005fid\":\"a\",\"id\":\"n1\",\"data\":{\"big\":123456789012345678901234567890,"
+      "\"u\":18446744073709551615,\"s\":\"a\\u0000b\"}}",
+  };
+  const char *want = "{\"type\":\"notification\",\"id\":\"n1\",\"data\":{\"big\":"
+                     "123456789012345678901234567890,\"u\":18446744073709551615,\"s\":"
+                     "\"a\\u0000b\"}}";
+  for (int full = 0; full < 2; full++) {
+    for (size_t b = 0; b < 2; b++) {
+      wr_envelope_t env;
+      wr_env_result_t r =
+          full ? wr_envelope_decode_full(&env, (const uint8_t *)bodies[b], strlen(bodies[b]),
+                                         "application/json", NULL, MAX_BODY, BASE_MS)
+               : dec(&env, bodies[b]);
+      if (r != WR_ENV_OK)
+        fail_msg("body %zu, full %d: %s", b, full, wr_env_result_str(r));
+      assert_true((env.client_json != NULL) == (!full && b == 0));
+      char *json = encode_json(&env);
+      assert_string_equal(json, want);
+      free(json);
+
+      msgpack_unpacked up;
+      uint8_t *out;
+      const msgpack_object *data = mp_get(mp_client(&env, &up, &out), "data");
+      assert_non_null(data);
+      const msgpack_object *big = mp_get(data, "big"), *u = mp_get(data, "u"),
+                           *str = mp_get(data, "s");
+      /* Beyond uint64: the nearest double, as JSON.parse reads the digits. */
+      assert_int_equal(big->type, MSGPACK_OBJECT_FLOAT64);
+      assert_true(big->via.f64 == 123456789012345678901234567890.0);
+      assert_int_equal(u->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+      assert_true(u->via.u64 == UINT64_MAX);
+      assert_int_equal(str->type, MSGPACK_OBJECT_STR);
+      assert_int_equal(str->via.str.size, 3);
+      assert_memory_equal(str->via.str.ptr, "a\0b", 3);
+      msgpack_unpacked_destroy(&up);
+      free(out);
+      wr_envelope_close(&env);
+    }
+  }
+
+  /* The int64 edges stay integers; one past them is a bignum; a NUL in the
+   * type passes like any string the client reads (the escape sends it to the
+   * full decoder, which writes -0 as the integer 0). */
+  wr_envelope_t env;
+  assert_int_equal(dec(&env, "{\"user_id\":\"a\",\"id\":\"e\",\"type\":\"t\\u0000\",\"a\":"
+                             "-9223372036854775808,\"b\":9223372036854775807,\"c\":"
+                             "-9223372036854775809,\"d\":9223372036854775808,\"e\":-0}"),
+                   WR_ENV_OK);
+  char *json = encode_json(&env);
+  assert_string_equal(json, "{\"type\":\"t\\u0000\",\"id\":\"e\",\"a\":-9223372036854775808,"
+                            "\"b\":9223372036854775807,\"c\":-9223372036854775809,\"d\":"
+                            "9223372036854775808,\"e\":0}");
+  free(json);
+  msgpack_unpacked up;
+  uint8_t *out;
+  const msgpack_object *m = mp_client(&env, &up, &out);
+  assert_int_equal(mp_get(m, "type")->via.str.size, 2);
+  assert_int_equal(mp_get(m, "a")->type, MSGPACK_OBJECT_NEGATIVE_INTEGER);
+  assert_true(mp_get(m, "a")->via.i64 == INT64_MIN);
+  assert_true(mp_get(m, "b")->via.u64 == INT64_MAX);
+  assert_int_equal(mp_get(m, "c")->type, MSGPACK_OBJECT_FLOAT64);
+  assert_true(mp_get(m, "c")->via.f64 == -9223372036854775809.0);
+  assert_int_equal(mp_get(m, "d")->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+  assert_true(mp_get(m, "d")->via.u64 == 9223372036854775808ull);
+  assert_int_equal(mp_get(m, "e")->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+  assert_true(mp_get(m, "e")->via.u64 == 0);
+  msgpack_unpacked_destroy(&up);
+  free(out);
+  wr_envelope_close(&env);
+
+  /* An integer a double cannot hold is refused like a real of that size:
+   * 10^308 passes, 2 x 10^308 does not. */
+  char body[800];
+  int n = snprintf(body, sizeof body, "{\"user_id\":\"a\",\"n\":1");
+  for (int i = 0; i < 308; i++)
+    body[n++] = '0';
+  snprintf(body + n, sizeof body - (size_t)n, "}");
+  expect_json(body, WR_ENV_OK);
+  body[strlen("{\"user_id\":\"a\",\"n\":")] = '2';
+  expect_json(body, WR_ENV_BAD_JSON);
+}
+
+/* Routing fields keep their rules with the new values, on both paths. */
+static void test_json_bignum_nul_routing(void **state) {
+  (void)state;
+  static const struct {
+    const char *body;
+    wr_env_result_t want;
+  } cases[] = {
+      /* A user id integer beyond int64 is still a bad field. */
+      {"{\"user_id\":123456789012345678901234567890}", WR_ENV_BAD_FIELD},
+      {"{\"user_id\":9223372036854775808}", WR_ENV_BAD_FIELD},
+      {"{\"user_ids\":[\"a\",18446744073709551615]}", WR_ENV_BAD_FIELD},
+      {"{\"user_id\":\"a\\u0000\"}", WR_ENV_BAD_FIELD},
+      /* The id is a C string. */
+      {"{\"user_id\":\"a\",\"id\":\"x\\u0000y\"}", WR_ENV_BAD_FIELD},
+      {"{\"user_id\":\"a\",\"id\":12345678901234567890}", WR_ENV_BAD_FIELD},
+      {"{\"user_id\":\"a\",\"type\":12345678901234567890}", WR_ENV_BAD_FIELD},
+      {"{\"user_id\":\"a\",\"broadcast\":12345678901234567890}", WR_ENV_BAD_FIELD},
+      {"{\"user_id\":\"a\",\"ttl_ms\":-12345678901234567890}", WR_ENV_BAD_FIELD},
+      {"{\"user_id\":\"a\",\"expires_at\":-12345678901234567890}", WR_ENV_BAD_FIELD},
+      {"{\"user_id\":-9223372036854775808}", WR_ENV_OK},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    wr_envelope_t fast, full;
+    const char *b = cases[i].body;
+    wr_env_result_t rf = dec(&fast, b);
+    wr_env_result_t rr = wr_envelope_decode_full(&full, (const uint8_t *)b, strlen(b),
+                                                 "application/json", NULL, MAX_BODY, BASE_MS);
+    if (rf != cases[i].want || rr != cases[i].want)
+      fail_msg("%s: fast %s, full %s, want %s", b, wr_env_result_str(rf), wr_env_result_str(rr),
+               wr_env_result_str(cases[i].want));
+    wr_envelope_close(&fast);
+    wr_envelope_close(&full);
+  }
+  /* A deadline or a timestamp beyond int64 is a number like any other. */
+  assert_true(deadline_both("{\"user_id\":\"a\",\"ttl_ms\":123456789012345678901234567890}",
+                            BASE_MS, NULL) == INT64_MAX);
+  assert_true(deadline_both("{\"user_id\":\"a\",\"expires_at\":123456789012345678901234567890}",
+                            BASE_MS, NULL) == INT64_MAX);
+  wr_envelope_t env;
+  assert_int_equal(dec(&env, "{\"user_id\":\"a\",\"created_at\":18446744073709551615}"), WR_ENV_OK);
+  assert_true(env.has_created_at && env.created_at == 18446744073709551615.0);
+  wr_envelope_close(&env);
+  const char *b = "{\"user\\u005fid\":\"a\",\"created_at\":18446744073709551615}";
+  assert_int_equal(
+      wr_envelope_decode_full(&env, (const uint8_t *)b, strlen(b), NULL, NULL, MAX_BODY, BASE_MS),
+      WR_ENV_OK);
+  assert_true(env.has_created_at && env.created_at == 18446744073709551615.0);
+  wr_envelope_close(&env);
+}
+
+/* A MessagePack uint64 beyond int64 reaches a MessagePack client as that
+ * uint64 and a JSON client as its exact digits; a NUL in a string reaches
+ * both. */
+static void test_msgpack_uint64_nul(void **state) {
+  (void)state;
+  mp_t m;
+  mp_init(&m);
+  msgpack_pack_map(&m.pk, 6);
+  mp_str(&m, "user_id");
+  mp_str(&m, "u");
+  mp_str(&m, "id");
+  mp_str(&m, "m1");
+  mp_str(&m, "max");
+  msgpack_pack_uint64(&m.pk, UINT64_MAX);
+  mp_str(&m, "past");
+  msgpack_pack_uint64(&m.pk, (uint64_t)INT64_MAX + 1);
+  mp_str(&m, "s");
+  msgpack_pack_str(&m.pk, 3);
+  msgpack_pack_str_body(&m.pk, "a\0b", 3);
+  mp_str(&m, "r");
+  msgpack_pack_double(&m.pk, 0.1);
+  wr_envelope_t env;
+  assert_int_equal(mp_dec(&m, &env, NULL), WR_ENV_OK);
+  char *json = encode_json(&env);
+  assert_string_equal(json, "{\"type\":\"notification\",\"id\":\"m1\",\"max\":18446744073709551615,"
+                            "\"past\":9223372036854775808,\"s\":\"a\\u0000b\",\"r\":0.1}");
+  free(json);
+  msgpack_unpacked up;
+  uint8_t *out;
+  const msgpack_object *o = mp_client(&env, &up, &out);
+  assert_int_equal(mp_get(o, "max")->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+  assert_true(mp_get(o, "max")->via.u64 == UINT64_MAX);
+  assert_int_equal(mp_get(o, "past")->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+  assert_true(mp_get(o, "past")->via.u64 == (uint64_t)INT64_MAX + 1);
+  assert_int_equal(mp_get(o, "s")->via.str.size, 3);
+  assert_memory_equal(mp_get(o, "s")->via.str.ptr, "a\0b", 3);
+  msgpack_unpacked_destroy(&up);
+  free(out);
+  wr_envelope_close(&env);
+  msgpack_sbuffer_destroy(&m.sb);
+
+  /* A uint64 user id beyond int64 is a bad field, as in JSON. */
+  mp_init(&m);
+  msgpack_pack_map(&m.pk, 1);
+  mp_str(&m, "user_id");
+  msgpack_pack_uint64(&m.pk, UINT64_MAX);
+  assert_int_equal(mp_dec(&m, &env, NULL), WR_ENV_BAD_FIELD);
+  msgpack_sbuffer_destroy(&m.sb);
+
+  /* Client messages keep refusing NUL (their strings are C strings). */
+  const uint8_t ack[] = {0x82, 0xa4, 't', 'y', 'p',  'e', 0xa3, 'a', 'c',
+                         'k',  0xa2, 'i', 'd', 0xa3, 'a', 0,    'b'};
+  assert_null(wr_msgpack_to_json(ack, sizeof(ack)));
+}
+
+/* Reals from MessagePack are written as the shortest text that reads back
+ * as the same double and stays a real: never longer than the text of a JSON
+ * body, so the full decoder's client message is never longer than the fast
+ * path's (which copies the body's bytes). */
+static void test_real_text(void **state) {
+  (void)state;
+  static const struct {
+    double d;
+    const char *text;
+  } cases[] = {
+      {0.1, "0.1"},
+      {1e22, "1e22"},
+      {100000.0, "1e5"},
+      {12000.0, "12e3"},
+      {0.001, "1e-3"},
+      {0.0123, "0.0123"},
+      {-0.0, "-0.0"},
+      {0.0, "0.0"},
+      {2.5, "2.5"},
+      {1.0, "1.0"},
+      {10.0, "1e1"},
+      {-1.5e-7, "-15e-8"},
+      {123456.0, "123456.0"},
+      {1.5e300, "15e299"},
+      {1.25e-300, "125e-302"},
+      {-2.5e-5, "-25e-6"},
+      {0.000123, "123e-6"},
+      {0.0, "0.0"},
+      {5e-324, "5e-324"},
+      {2.2250738585072009e-308, "2225073858507201e-323"},
+      {1.7976931348623157e308, "17976931348623157e292"},
+      {0.30000000000000004, "0.30000000000000004"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    json_t *o = json_pack("{s:f}", "r", cases[i].d);
+    char want[96];
+    snprintf(want, sizeof want, "{\"r\":%s}", cases[i].text);
+    if (wr_json_size(o) != strlen(want))
+      fail_msg("%.17g: size %zu, want %s", cases[i].d, wr_json_size(o), want);
+    wr_envelope_t env = {.client = o, .id = NULL};
+    char *json = encode_json(&env);
+    assert_string_equal(json, want);
+    free(json);
+    json_decref(o);
   }
 }
 
@@ -1024,6 +1309,10 @@ int main(void) {
       cmocka_unit_test(test_fast_path),
       cmocka_unit_test(test_fast_path_string_bytes),
       cmocka_unit_test(test_fast_path_numbers),
+      cmocka_unit_test(test_json_bignum_nul),
+      cmocka_unit_test(test_json_bignum_nul_routing),
+      cmocka_unit_test(test_msgpack_uint64_nul),
+      cmocka_unit_test(test_real_text),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
