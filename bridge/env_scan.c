@@ -505,7 +505,7 @@ static bool id_plain(const char *id, size_t n) {
 }
 
 int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
-                          const char *fallback_id, int64_t base_ms) {
+                          const char *fallback_id, int64_t base_ms, size_t *reals) {
   field_t f[MAX_FIELDS];
   const field_t *named[WR_ENV_KEY_COUNT] = {NULL};
   size_t nf = 0;
@@ -516,8 +516,8 @@ int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
   double at_s;
   int64_t ttl;
 
-  memset(env, 0, sizeof(*env));
-  /* Pass 1: validate, and find the top-level fields. */
+  /* env comes zeroed (wr_envelope_decode_opts). Pass 1: validate, and find
+   * the top-level fields. */
   ws(&s);
   if (s.p >= s.end || *s.p != '{')
     return -1;
@@ -544,8 +544,11 @@ int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
       if (value(&s, 1) < 0)
         return -1;
       f[nf].vn = (size_t)(s.p - f[nf].v);
+      /* A key's first byte is there even when it is empty (the quote). */
+      const uint8_t *k = f[nf].k;
+      size_t kn = f[nf].kn;
       for (size_t i = 0; i < nf; i++)
-        if (f[i].kn == f[nf].kn && memcmp(f[i].k, f[nf].k, f[nf].kn) == 0)
+        if (f[i].kn == kn && f[i].k[0] == k[0] && memcmp(f[i].k, k, kn) == 0)
           return -1; /* duplicate key: jansson keeps the last, let it */
       nf++;
       ws(&s);
@@ -689,6 +692,7 @@ int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
   }
   env->client_json[o++] = '}';
   env->client_json_len = o;
+  *reals = s.reals;
   env->format = WR_ENV_JSON;
   return 0;
 

@@ -667,7 +667,9 @@ static int pick_format(const uint8_t *body, size_t len, const char *ct, wr_env_f
       end--;
     if (end > start) {
       size_t n = (size_t)(end - start);
-      if (n == 16 && strncasecmp(start, "application/json", n) == 0) {
+      /* Nearly every publisher spells it so: no need to fold case. */
+      if (n == 16 && (memcmp(start, "application/json", n) == 0 ||
+                      strncasecmp(start, "application/json", n) == 0)) {
         *fmt = WR_ENV_JSON;
         return 0;
       }
@@ -946,24 +948,73 @@ static wr_env_result_t build(wr_envelope_t *env, json_t *root, const char *fallb
   return WR_ENV_OK;
 }
 
-static wr_env_result_t decode(wr_envelope_t *env, const uint8_t *body, size_t body_len,
-                              const char *content_type, const char *fallback_id, size_t max_body,
-                              int64_t base_ms, bool fast) {
+static size_t sat_mul(size_t a, size_t k) {
+  return a > SIZE_MAX / k ? SIZE_MAX : a * k;
+}
+
+static size_t sat_add(size_t a, size_t b) {
+  return a > SIZE_MAX - b ? SIZE_MAX : a + b;
+}
+
+size_t wr_envelope_max_client(size_t max_body) {
+  return sat_add(sat_mul(max_body, 2), WR_ENV_CLIENT_SLACK);
+}
+
+/* Whether env's client message fits max_client bytes in both formats. The
+ * size-only passes run only when a bound does not settle it. Bounds, from a
+ * body of body_len bytes: written as JSON text, a JSON body's values take no
+ * more bytes than they were sent in (env_scan.c, real_text), a MessagePack
+ * body's at most 6 per byte (a control character in a string becomes
+ * \u0001, false with its comma "false,"); as MessagePack, a MessagePack
+ * body's values at most 9/5 of their bytes (a float32 becomes a float64).
+ * What warren adds, the type "notification" and an id not in the body (at
+ * most 6 bytes per byte with JSON escapes), is within 64 + 6 x the id. */
+static wr_env_result_t check_size(const wr_envelope_t *env, wr_env_format_t fmt, size_t body_len,
+                                  size_t max_client) {
+  size_t head = sat_add(64, sat_mul(strlen(env->id), 6));
+  size_t json_bound = sat_add(fmt == WR_ENV_JSON ? body_len : sat_mul(body_len, 6), head);
+  size_t mp_bound = fmt == WR_ENV_MSGPACK ? sat_add(sat_mul(body_len, 2), head) : SIZE_MAX;
+
+  if (json_bound > max_client && wr_json_size(env->client) > max_client)
+    return WR_ENV_TOO_LARGE;
+  if (mp_bound > max_client && wr_msgpack_size(env->client) > max_client)
+    return WR_ENV_TOO_LARGE;
+  return WR_ENV_OK;
+}
+
+/* The header has no out-of-memory outcome; an allocation failure while
+ * decoding is reported as BAD_FIELD. */
+wr_env_result_t wr_envelope_decode_opts(wr_envelope_t *env, const uint8_t *body, size_t body_len,
+                                        const char *content_type, const char *fallback_id,
+                                        const wr_env_opts_t *o) {
   wr_env_format_t fmt;
   json_t *root = NULL;
   wr_env_result_t r;
+  size_t reals;
 
   memset(env, 0, sizeof(*env));
-  if (body_len > max_body)
+  if (body_len > o->max_body)
     return WR_ENV_TOO_LARGE;
   if (!body && body_len > 0)
     return WR_ENV_BAD_FORMAT;
   if (pick_format(body, body_len, content_type, &fmt) < 0)
     return WR_ENV_BAD_FORMAT;
   /* Most bodies are JSON the one-pass scanner decides (env_scan.c). */
-  if (fast && fmt == WR_ENV_JSON &&
-      wr_envelope_scan_json(env, body, body_len, fallback_id, base_ms) == 0)
-    return WR_ENV_OK;
+  if (!o->full && fmt == WR_ENV_JSON &&
+      wr_envelope_scan_json(env, body, body_len, fallback_id, o->base_ms, &reals) == 0) {
+    size_t n = env->client_json_len;
+    /* The same message as MessagePack, which clients of that format get, is
+     * at most this text plus 6 bytes per real (3 characters can become 9
+     * bytes) plus 1 per string of 256 bytes or more (3 from 64 KiB): a
+     * string takes its bytes unescaped and a header no longer than its
+     * quotes below that, a container a header no longer than its brackets
+     * and commas, an integer or a literal no more bytes than its digits or
+     * letters. When even that bound passes the limit, the full decoder
+     * measures exactly. */
+    if (n <= o->max_client && n + n / 128 + 6 * reals <= o->max_client)
+      return WR_ENV_OK;
+    wr_envelope_close(env);
+  }
   env->format = fmt;
 
   if (fmt == WR_ENV_JSON) {
@@ -981,7 +1032,9 @@ static wr_env_result_t decode(wr_envelope_t *env, const uint8_t *body, size_t bo
     }
   }
 
-  r = build(env, root, fallback_id, base_ms);
+  r = build(env, root, fallback_id, o->base_ms);
+  if (r == WR_ENV_OK)
+    r = check_size(env, fmt, body_len, o->max_client);
   if (r != WR_ENV_OK)
     goto fail;
   json_decref(root);
@@ -993,18 +1046,18 @@ fail:
   return r;
 }
 
-/* The header has no out-of-memory outcome; an allocation failure while
- * decoding is reported as BAD_FIELD. */
 wr_env_result_t wr_envelope_decode(wr_envelope_t *env, const uint8_t *body, size_t body_len,
                                    const char *content_type, const char *fallback_id,
                                    size_t max_body, int64_t base_ms) {
-  return decode(env, body, body_len, content_type, fallback_id, max_body, base_ms, true);
+  wr_env_opts_t o = {max_body, wr_envelope_max_client(max_body), base_ms, false};
+  return wr_envelope_decode_opts(env, body, body_len, content_type, fallback_id, &o);
 }
 
 wr_env_result_t wr_envelope_decode_full(wr_envelope_t *env, const uint8_t *body, size_t body_len,
                                         const char *content_type, const char *fallback_id,
                                         size_t max_body, int64_t base_ms) {
-  return decode(env, body, body_len, content_type, fallback_id, max_body, base_ms, false);
+  wr_env_opts_t o = {max_body, wr_envelope_max_client(max_body), base_ms, true};
+  return wr_envelope_decode_opts(env, body, body_len, content_type, fallback_id, &o);
 }
 
 void wr_envelope_close(wr_envelope_t *env) {

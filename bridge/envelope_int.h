@@ -14,7 +14,8 @@ typedef enum { WR_ENV_JSON = 0, WR_ENV_MSGPACK = 1 } wr_env_format_t;
 /* Why a body was rejected; each maps to a Q.dead reason counter. */
 typedef enum {
   WR_ENV_OK = 0,
-  WR_ENV_TOO_LARGE,   /* body_len > max_body */
+  WR_ENV_TOO_LARGE,   /* body_len > max_body, or the client message in either format
+                         would pass wr_envelope_max_client(max_body) bytes */
   WR_ENV_BAD_FORMAT,  /* unknown content type, or first byte neither '{' nor a map marker */
   WR_ENV_BAD_JSON,    /* invalid JSON / invalid UTF-8 / not an object / trailing bytes */
   WR_ENV_BAD_MSGPACK, /* invalid or truncated msgpack, trailing bytes, non-string keys,
@@ -111,6 +112,22 @@ typedef struct wr_envelope_s {
                   id and client_json (then none of them is freed alone); or NULL */
 } wr_envelope_t;
 
+/* What warren adds to a client message besides the body's own bytes: the
+ * type and id heading it (an id of up to 256 bytes, written with JSON escapes
+ * as needed), with room to spare. */
+#define WR_ENV_CLIENT_SLACK 2048
+
+/* The largest client message, in either format, of a body of at most
+ * max_body bytes: 2 x max_body + WR_ENV_CLIENT_SLACK. A body in one format
+ * always fits in its own (JSON is only minified; MessagePack grows at most
+ * 9/5, a float32 becoming a float64), and most fit in the other, which can
+ * grow much more: a MessagePack string of control characters becomes \u0001
+ * escapes (6x), an array of nil "null," (5x), of false "false," (6x); JSON
+ * reals become 9 bytes each. A notification over it in either format is
+ * refused as too_large rather than sent to one format's clients only, so
+ * every frame warren sends is bounded. */
+size_t wr_envelope_max_client(size_t max_body);
+
 /* Decodes body. content_type may be NULL (then the first byte decides).
  * User ids given as integers become their decimal string. fallback_id (may be
  * NULL) is the AMQP message_id; when neither exists an id is generated
@@ -123,17 +140,30 @@ wr_env_result_t wr_envelope_decode(wr_envelope_t *env, const uint8_t *body, size
 
 void wr_envelope_close(wr_envelope_t *env);
 
-/* The same decoder without its fast path (jansson for every body): what the
+/* The same decoder without its fast path (the tree for every body): what the
  * fuzzer checks wr_envelope_decode against. */
 wr_env_result_t wr_envelope_decode_full(wr_envelope_t *env, const uint8_t *body, size_t body_len,
                                         const char *content_type, const char *fallback_id,
                                         size_t max_body, int64_t base_ms);
 
-/* env_scan.c: decodes a JSON body in one pass into env (client_json set,
- * client NULL). Returns 0, or -1 with env empty when the body needs the full
- * decoder (which decides every error). */
+/* wr_envelope_decode with every limit its own: what the tests and the
+ * fuzzer use to put the client size limit anywhere. */
+typedef struct {
+  size_t max_body;   /* bytes of body */
+  size_t max_client; /* bytes of the client message in either format */
+  int64_t base_ms;   /* what ttl_ms counts from */
+  bool full;         /* no fast path (wr_envelope_decode_full) */
+} wr_env_opts_t;
+wr_env_result_t wr_envelope_decode_opts(wr_envelope_t *env, const uint8_t *body, size_t body_len,
+                                        const char *content_type, const char *fallback_id,
+                                        const wr_env_opts_t *opts);
+
+/* env_scan.c: decodes a JSON body in one pass into env, which the caller
+ * zeroed (client_json set, client NULL), and counts in *reals the real numbers it read (for the
+ * size bound of the client message in MessagePack). Returns 0, or -1 with env empty when the body
+ * needs the full decoder (which decides every error). */
 int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
-                          const char *fallback_id, int64_t base_ms);
+                          const char *fallback_id, int64_t base_ms, size_t *reals);
 
 /* A new id, unique across processes and threads (malloc'd, NULL on ENOMEM). */
 char *wr_envelope_new_id(void);

@@ -1287,6 +1287,151 @@ static void test_real_text(void **state) {
   }
 }
 
+/* The sizes of env's client message in both formats, as encoded. */
+static void client_sizes(const wr_envelope_t *env, size_t *json, size_t *mp) {
+  uint8_t *out;
+  assert_int_equal(wr_envelope_encode(env, WR_ENV_JSON, 0, &out, json), 0);
+  free(out);
+  assert_int_equal(wr_envelope_encode(env, WR_ENV_MSGPACK, 0, &out, mp), 0);
+  free(out);
+}
+
+/* A MessagePack body {"user_id":"u","v":<n items of one byte each>}. */
+static void mp_growth_body(mp_t *m, uint8_t item, size_t n, bool as_str) {
+  mp_init(m);
+  msgpack_pack_map(&m->pk, 2);
+  mp_str(m, "user_id");
+  mp_str(m, "u");
+  mp_str(m, "v");
+  if (as_str) {
+    char *b = malloc(n);
+    memset(b, item, n);
+    msgpack_pack_str(&m->pk, n);
+    msgpack_pack_str_body(&m->pk, b, n);
+    free(b);
+  } else {
+    msgpack_pack_array(&m->pk, n);
+    for (size_t i = 0; i < n; i++)
+      msgpack_sbuffer_write(&m->sb, (const char *)&item, 1);
+  }
+}
+
+/* A notification whose client message in the other format would pass
+ * 2 x max_body + 2 KiB is refused as too_large, whatever format its body. */
+static void test_client_growth_bound(void **state) {
+  (void)state;
+  wr_envelope_t env;
+  mp_t m;
+  size_t json, mp;
+  assert_int_equal(wr_envelope_max_client(MAX_BODY), 2 * MAX_BODY + 2048);
+  assert_int_equal(wr_envelope_max_client(SIZE_MAX / 2), SIZE_MAX);
+
+  /* MessagePack bodies within max_body that grow in JSON text: control
+   * characters (\u0001, 6x), nil ("null,", 5x), false ("false,", 6x),
+   * small integers ("100,", 4x). */
+  static const struct {
+    uint8_t item;
+    bool as_str;
+  } grow[] = {{0x01, true}, {0xc0, false}, {0xc2, false}, {0x64, false}};
+  for (size_t i = 0; i < sizeof(grow) / sizeof(grow[0]); i++) {
+    mp_growth_body(&m, grow[i].item, 60000, grow[i].as_str);
+    assert_true(m.sb.size <= MAX_BODY);
+    if (mp_dec(&m, &env, NULL) != WR_ENV_TOO_LARGE)
+      fail_msg("item 0x%02x: not too_large", grow[i].item);
+    msgpack_sbuffer_destroy(&m.sb);
+    /* A third of that fits: the bound is on the size, not the kind. */
+    mp_growth_body(&m, grow[i].item, 20000, grow[i].as_str);
+    assert_int_equal(mp_dec(&m, &env, NULL), WR_ENV_OK);
+    client_sizes(&env, &json, &mp);
+    assert_true(json > 2 * m.sb.size && json <= wr_envelope_max_client(MAX_BODY));
+    wr_envelope_close(&env);
+    msgpack_sbuffer_destroy(&m.sb);
+  }
+
+  /* A JSON body of reals grows in MessagePack (3 characters to 9 bytes), on
+   * the fast path and the full decoder's alike. */
+  char *body = malloc(MAX_BODY + 1);
+  size_t n = (size_t)sprintf(body, "{\"user_id\":\"u\",\"v\":[1.5");
+  while (n < MAX_BODY - 8)
+    n += (size_t)sprintf(body + n, ",1.5");
+  n += (size_t)sprintf(body + n, "]}");
+  for (int full = 0; full < 2; full++) {
+    wr_env_opts_t o = {MAX_BODY, wr_envelope_max_client(MAX_BODY), BASE_MS, full};
+    assert_int_equal(wr_envelope_decode_opts(&env, (const uint8_t *)body, n, NULL, NULL, &o),
+                     WR_ENV_TOO_LARGE);
+  }
+
+  /* Ordinary bodies at max_body pass in both formats. */
+  n = (size_t)sprintf(body, "{\"user_id\":\"u\",\"title\":\"");
+  while (n < MAX_BODY - 100) {
+    body[n] = (char)('a' + n % 26);
+    n++;
+  }
+  n += (size_t)sprintf(body + n, "\",\"n\":[1,2,3,\"x\",true,null]}");
+  assert_int_equal(dec(&env, body), WR_ENV_OK);
+  client_sizes(&env, &json, &mp);
+  assert_true(json <= wr_envelope_max_client(MAX_BODY) && mp <= wr_envelope_max_client(MAX_BODY));
+  wr_envelope_close(&env);
+  mp_growth_body(&m, 'a', MAX_BODY - 40, true);
+  assert_int_equal(mp_dec(&m, &env, NULL), WR_ENV_OK);
+  wr_envelope_close(&env);
+  msgpack_sbuffer_destroy(&m.sb);
+  free(body);
+}
+
+/* The limit is exact: a client message of max_client bytes in its larger
+ * format passes, one byte less refused, on both paths; and a JSON body the
+ * fast path's cheap bound cannot pass is measured by the full decoder. */
+static void test_client_size_exact(void **state) {
+  (void)state;
+  static const char *const bodies[] = {
+      "{\"user_id\":\"u\",\"id\":\"i\",\"t\":\"plain text, longer as JSON than as MessagePack\"}",
+      "{\"user_id\":\"u\",\"id\":\"i\",\"r\":[0.5,1e3,2.25,-7.5,1e-5,3.14159]}",
+      "{\"user_id\":\"u\",\"id\":\"i\",\"b\":123456789012345678901234567890,\"s\":\"\\u0000\"}",
+  };
+  for (size_t b = 0; b < sizeof(bodies) / sizeof(bodies[0]); b++) {
+    wr_envelope_t env;
+    size_t json, mp, len = strlen(bodies[b]);
+    assert_int_equal(dec(&env, bodies[b]), WR_ENV_OK);
+    client_sizes(&env, &json, &mp);
+    wr_envelope_close(&env);
+    size_t max = json > mp ? json : mp;
+    for (int full = 0; full < 2; full++) {
+      wr_env_opts_t o = {MAX_BODY, max, BASE_MS, full};
+      assert_int_equal(
+          wr_envelope_decode_opts(&env, (const uint8_t *)bodies[b], len, NULL, NULL, &o),
+          WR_ENV_OK);
+      /* Reals: the fast path's bound passes this limit, the full decoder
+       * measures and takes it. */
+      if (b == 1)
+        assert_non_null(env.client);
+      wr_envelope_close(&env);
+      o.max_client = max - 1;
+      assert_int_equal(
+          wr_envelope_decode_opts(&env, (const uint8_t *)bodies[b], len, NULL, NULL, &o),
+          WR_ENV_TOO_LARGE);
+    }
+  }
+  /* For a MessagePack body too: there JSON is the larger. */
+  mp_t m;
+  wr_envelope_t env;
+  size_t json, mp;
+  mp_growth_body(&m, 0x7f, 100, true);
+  assert_int_equal(mp_dec(&m, &env, NULL), WR_ENV_OK);
+  client_sizes(&env, &json, &mp);
+  wr_envelope_close(&env);
+  wr_env_opts_t o = {MAX_BODY, json, BASE_MS, false};
+  assert_int_equal(
+      wr_envelope_decode_opts(&env, (const uint8_t *)m.sb.data, m.sb.size, NULL, NULL, &o),
+      WR_ENV_OK);
+  wr_envelope_close(&env);
+  o.max_client = json - 1;
+  assert_int_equal(
+      wr_envelope_decode_opts(&env, (const uint8_t *)m.sb.data, m.sb.size, NULL, NULL, &o),
+      WR_ENV_TOO_LARGE);
+  msgpack_sbuffer_destroy(&m.sb);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_json_targets),
@@ -1302,6 +1447,8 @@ int main(void) {
       cmocka_unit_test(test_depth),
       cmocka_unit_test(test_bad_msgpack),
       cmocka_unit_test(test_too_large),
+      cmocka_unit_test(test_client_growth_bound),
+      cmocka_unit_test(test_client_size_exact),
       cmocka_unit_test(test_bad_fields),
       cmocka_unit_test(test_expiry),
       cmocka_unit_test(test_expiry_overflow),
