@@ -5,10 +5,16 @@
  *
  * It takes only what it can decide exactly as the full decoder would
  * (envelope.c): anything unusual — an error of any kind, escapes in keys or
- * routing strings, lone surrogates, \u0000, integers over 18 digits, nesting
- * over 32, duplicate top-level keys, more than 64 top-level fields or user ids
- * — makes it give up, and the full decoder decides. The fuzzer checks that
- * both agree (tests/fuzz/fuzz_envelope.c). Pure functions: no I/O, no logs. */
+ * routing strings, routing integers over 18 digits, nesting over 32,
+ * duplicate top-level keys, more than 64 top-level fields or user ids, a
+ * client message that may pass the size limit — makes it give up, and the
+ * full decoder decides. Strings holding \u0000 and integers beyond int64 are
+ * no reason to give up: they reach a JSON client as the very bytes sent. The
+ * fuzzer checks that both agree (tests/fuzz/fuzz_envelope.c).
+ *
+ * The full decoder's JSON parser is here too (wr_json_load): the same
+ * validating scanner, building a jansson tree, since jansson's own parser
+ * refuses integers beyond int64. Pure functions: no I/O, no logs. */
 #include "bridge/envelope_int.h"
 
 #include <errno.h>
@@ -27,6 +33,7 @@ typedef struct {
   const uint8_t *p, *end;
   uint8_t *out; /* minified copy goes here when not NULL */
   size_t out_len;
+  size_t reals; /* real numbers read (each may grow 3 bytes to 9 in MessagePack) */
 } scan_t;
 
 typedef struct {
@@ -36,18 +43,6 @@ typedef struct {
   size_t vn;
   bool routing; /* a routing or head field: not copied to the client */
 } field_t;
-
-/* Top-level keys the scanner reads: the routing and head fields first. */
-#define KEY(k)                                                                                     \
-  { k, sizeof(k) - 1 }
-static const struct {
-  const char *k;
-  size_t n;
-} named_keys[] = {KEY("user_id"), KEY("user_ids"), KEY("broadcast"), KEY("expires_at"),
-                  KEY("ttl_ms"),  KEY("type"),     KEY("id"),        KEY("created_at")};
-#undef KEY
-#define N_NAMED (sizeof(named_keys) / sizeof(named_keys[0]))
-#define N_ROUTING 7
 
 static inline void ws(scan_t *s) {
   /* Most calls find a token at once: every whitespace byte is <= ' '. */
@@ -140,8 +135,10 @@ static const uint8_t *skip_plain(const uint8_t *q, const uint8_t *end) {
 }
 
 /* A string at s->p (on its quote). *plain tells whether it has no escapes
- * and no byte outside printable ASCII except UTF-8 (and no DEL). */
-static int string(scan_t *s, bool *plain) {
+ * and no byte outside printable ASCII except UTF-8 (and no DEL). A key may
+ * not hold \u0000: jansson refuses one (its keys are C strings), and so
+ * do we, for keys, everywhere. */
+static int string(scan_t *s, bool *plain, bool key) {
   const uint8_t *start = s->p, *q;
   bool pl = true;
   if (s->p >= s->end || *s->p != '"')
@@ -161,7 +158,7 @@ static int string(scan_t *s, bool *plain) {
       c = q[1];
       if (c == 'u') {
         unsigned v, w;
-        if (s->end - q < 6 || hex4(q + 2, &v) < 0 || v == 0)
+        if (s->end - q < 6 || hex4(q + 2, &v) < 0 || (v == 0 && key))
           return -1;
         q += 6;
         if (v >= 0xdc00 && v <= 0xdfff)
@@ -200,8 +197,24 @@ static int string(scan_t *s, bool *plain) {
   return 0;
 }
 
-/* A number: JSON grammar; integers of at most 18 digits (jansson refuses
- * what overflows int64), reals that do not overflow a double. */
+/* strtod of the n bytes of a valid JSON number at p (not NUL-terminated). */
+static double num_strtod(const uint8_t *p, size_t n) {
+  char buf[64], *b = buf;
+  double d;
+  if (n >= sizeof(buf) && (b = malloc(n + 1)) == NULL)
+    return INFINITY; /* out of memory: refused like an overflow */
+  memcpy(b, p, n);
+  b[n] = '\0';
+  d = strtod(b, NULL);
+  if (b != buf)
+    free(b);
+  return d;
+}
+
+/* A number: the JSON grammar, and a value within a double's range. jansson
+ * refuses a real that overflows a double, and so do we, and an integer of
+ * that size too: a client could read only infinity from either. Integers
+ * beyond int64 otherwise pass (their digits reach a JSON client as sent). */
 static int number(scan_t *s, bool *is_int) {
   const uint8_t *start = s->p, *q = s->p;
   size_t digits = 0;
@@ -245,22 +258,11 @@ static int number(scan_t *s, bool *is_int) {
       q++;
     }
   }
-  if (real) {
-    char buf[64];
-    size_t n = (size_t)(q - start);
-    if (n >= sizeof(buf))
-      return -1;
-    /* It overflows a double only if its integer digits plus a positive
-     * exponent pass 308: only then ask strtod. */
-    if (digits + (size_t)pexp > 300) {
-      memcpy(buf, start, n);
-      buf[n] = '\0';
-      if (isinf(strtod(buf, NULL)))
-        return -1;
-    }
-  } else if (digits > 18) {
+  /* It overflows a double only if its integer digits plus a positive
+   * exponent pass 308: only then ask strtod. */
+  if (digits + (size_t)pexp > 300 && isinf(num_strtod(start, (size_t)(q - start))))
     return -1;
-  }
+  s->reals += real;
   s->p = q;
   emit(s, start, (size_t)(q - start));
   if (is_int != NULL)
@@ -293,7 +295,7 @@ static int container(scan_t *s, int depth, bool object) {
   for (;;) {
     if (object) {
       ws(s);
-      if (string(s, NULL) < 0)
+      if (string(s, NULL, true) < 0)
         return -1;
       ws(s);
       if (s->p >= s->end || *s->p != ':')
@@ -326,7 +328,7 @@ static int value(scan_t *s, int depth) {
     return -1;
   switch (*s->p) {
   case '"':
-    return string(s, NULL);
+    return string(s, NULL, false);
   case '{':
     return container(s, depth, true);
   case '[':
@@ -340,15 +342,6 @@ static int value(scan_t *s, int depth) {
   default:
     return number(s, NULL);
   }
-}
-
-/* Which named key f has, or N_NAMED. Lengths first: a memcmp only for a
- * key of the same length (expires_at and created_at share one). */
-static size_t named_of(const field_t *f) {
-  for (size_t j = 0; j < N_NAMED; j++)
-    if (f->kn == named_keys[j].n && memcmp(f->k, named_keys[j].k, f->kn) == 0)
-      return j;
-  return N_NAMED;
 }
 
 /* A plain string value (quotes included in v/vn): its content, 1..MAX_STR
@@ -366,12 +359,13 @@ static int plain_str(const uint8_t *v, size_t vn, const uint8_t **c, size_t *cn)
   return *cn >= 1 && *cn <= MAX_STR ? 0 : -1;
 }
 
-/* Reads the integer of a raw number value (at most 18 digits, checked). */
+/* Reads the integer of a raw number value of at most 18 digits (a longer
+ * one may not fit int64: the full decoder decides). */
 static int int_of(const uint8_t *v, size_t vn, int64_t *out) {
   scan_t s = {.p = v, .end = v + vn};
   bool is_int;
   char buf[24];
-  if (vn >= sizeof(buf) || number(&s, &is_int) < 0 || !is_int || s.p != s.end)
+  if (vn == 0 || vn - (v[0] == '-') > 18 || number(&s, &is_int) < 0 || !is_int || s.p != s.end)
     return -1;
   memcpy(buf, v, vn);
   buf[vn] = '\0';
@@ -429,14 +423,10 @@ static bool real_fast(const uint8_t *v, size_t vn, double *out) {
 /* The double of a value pass 1 validated: one that starts like a number is
  * a valid one. */
 static int real_of(const uint8_t *v, size_t vn, double *out) {
-  char buf[64];
-  if (vn == 0 || vn >= sizeof(buf) || !(v[0] == '-' || (v[0] >= '0' && v[0] <= '9')))
+  if (vn == 0 || !(v[0] == '-' || (v[0] >= '0' && v[0] <= '9')))
     return -1;
-  if (real_fast(v, vn, out))
-    return 0;
-  memcpy(buf, v, vn);
-  buf[vn] = '\0';
-  *out = strtod(buf, NULL);
+  if (!real_fast(v, vn, out))
+    *out = num_strtod(v, vn);
   return 0;
 }
 
@@ -515,19 +505,19 @@ static bool id_plain(const char *id, size_t n) {
 }
 
 int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
-                          const char *fallback_id, int64_t base_ms) {
+                          const char *fallback_id, int64_t base_ms, size_t *reals) {
   field_t f[MAX_FIELDS];
-  const field_t *named[N_NAMED] = {NULL};
+  const field_t *named[WR_ENV_KEY_COUNT] = {NULL};
   size_t nf = 0;
-  const field_t *user_id = NULL, *user_ids = NULL, *broadcast = NULL, *expires_at = NULL,
-                *ttl_ms = NULL, *type = NULL, *id = NULL, *created_at = NULL;
+  const field_t *user_id, *user_ids, *broadcast, *expires_at, *ttl_ms, *type, *id, *created_at;
   scan_t s = {.p = body, .end = body + len};
   const uint8_t *type_c = (const uint8_t *)"notification", *id_c;
   size_t type_n = 12, id_n, cap, o;
-  int64_t from_at = 0, from_ttl = 0;
+  double at_s;
+  int64_t ttl;
 
-  memset(env, 0, sizeof(*env));
-  /* Pass 1: validate, and find the top-level fields. */
+  /* env comes zeroed (wr_envelope_decode_opts). Pass 1: validate, and find
+   * the top-level fields. */
   ws(&s);
   if (s.p >= s.end || *s.p != '{')
     return -1;
@@ -541,11 +531,10 @@ int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
       const uint8_t *kstart;
       ws(&s);
       kstart = s.p;
-      if (nf == MAX_FIELDS || string(&s, &plain) < 0 || !plain)
+      if (nf == MAX_FIELDS || string(&s, &plain, true) < 0 || !plain)
         return -1;
       f[nf].k = kstart + 1;
       f[nf].kn = (size_t)(s.p - kstart) - 2;
-      f[nf].routing = false;
       ws(&s);
       if (s.p >= s.end || *s.p != ':')
         return -1;
@@ -555,8 +544,11 @@ int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
       if (value(&s, 1) < 0)
         return -1;
       f[nf].vn = (size_t)(s.p - f[nf].v);
+      /* A key's first byte is there even when it is empty (the quote). */
+      const uint8_t *k = f[nf].k;
+      size_t kn = f[nf].kn;
       for (size_t i = 0; i < nf; i++)
-        if (f[i].kn == f[nf].kn && memcmp(f[i].k, f[nf].k, f[nf].kn) == 0)
+        if (f[i].kn == kn && f[i].k[0] == k[0] && memcmp(f[i].k, k, kn) == 0)
           return -1; /* duplicate key: jansson keeps the last, let it */
       nf++;
       ws(&s);
@@ -574,22 +566,20 @@ int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
   if (s.p != s.end)
     return -1;
 
-  /* The first seven never reach the client; created_at does. */
   for (size_t i = 0; i < nf; i++) {
-    size_t j = named_of(&f[i]);
-    if (j < N_NAMED) {
-      named[j] = &f[i];
-      f[i].routing = j < N_ROUTING;
-    }
+    wr_env_key_t k = wr_env_key_find((const char *)f[i].k, f[i].kn);
+    if (k < WR_ENV_KEY_COUNT)
+      named[k] = &f[i];
+    f[i].routing = !wr_env_key_to_client(k);
   }
-  user_id = named[0];
-  user_ids = named[1];
-  broadcast = named[2];
-  expires_at = named[3];
-  ttl_ms = named[4];
-  type = named[5];
-  id = named[6];
-  created_at = named[7];
+  user_id = named[WR_ENV_KEY_USER_ID];
+  user_ids = named[WR_ENV_KEY_USER_IDS];
+  broadcast = named[WR_ENV_KEY_BROADCAST];
+  expires_at = named[WR_ENV_KEY_EXPIRES_AT];
+  ttl_ms = named[WR_ENV_KEY_TTL_MS];
+  type = named[WR_ENV_KEY_TYPE];
+  id = named[WR_ENV_KEY_ID];
+  created_at = named[WR_ENV_KEY_CREATED_AT];
 
   /* Routing fields, with the rules of envelope.c's build(). */
   if (broadcast != NULL && !(broadcast->vn == 4 && memcmp(broadcast->v, "true", 4) == 0) &&
@@ -599,28 +589,14 @@ int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
     return -1;
   if (type != NULL && plain_str(type->v, type->vn, &type_c, &type_n) < 0)
     return -1;
-  if (expires_at != NULL) {
-    double sec;
-    if (real_of(expires_at->v, expires_at->vn, &sec) < 0 || !(sec >= 0) ||
-        sec * 1000.0 >= 9223372036854775807.0)
-      return -1;
-    from_at = (int64_t)(sec * 1000.0);
-    if (sec > 0 && from_at == 0)
-      from_at = 1;
-  }
-  if (ttl_ms != NULL) {
-    int64_t ttl;
-    if (int_of(ttl_ms->v, ttl_ms->vn, &ttl) < 0 || ttl < 0 || base_ms < 0 ||
-        base_ms > INT64_MAX - ttl)
-      return -1;
-    from_ttl = base_ms + ttl;
-    if (from_ttl <= 0)
-      from_ttl = 1;
-  }
-  if (from_at && from_ttl)
-    env->expires_at_ms = from_at < from_ttl ? from_at : from_ttl;
-  else
-    env->expires_at_ms = from_at ? from_at : from_ttl;
+  /* The full decoder names a bad expires_at or ttl_ms; one this reads is
+   * the same double or integer it reads, and the rule is the same function. */
+  if ((expires_at != NULL || ttl_ms != NULL) &&
+      ((expires_at != NULL && real_of(expires_at->v, expires_at->vn, &at_s) < 0) ||
+       (ttl_ms != NULL && int_of(ttl_ms->v, ttl_ms->vn, &ttl) < 0) ||
+       wr_env_expiry(expires_at != NULL ? &at_s : NULL, ttl_ms != NULL ? &ttl : NULL, base_ms,
+                     &env->expires_at_ms) < 0))
+    return -1;
   if (created_at != NULL && real_of(created_at->v, created_at->vn, &env->created_at) == 0)
     env->has_created_at = true;
 
@@ -716,10 +692,226 @@ int wr_envelope_scan_json(wr_envelope_t *env, const uint8_t *body, size_t len,
   }
   env->client_json[o++] = '}';
   env->client_json_len = o;
+  *reals = s.reals;
   env->format = WR_ENV_JSON;
   return 0;
 
 giveup:
   wr_envelope_close(env);
   return -1;
+}
+
+/* ---- the full decoder's parser: JSON text → jansson tree ---- */
+
+/* Writes code point v as UTF-8 at o; returns the bytes written. */
+static size_t utf8_put(uint8_t *o, unsigned v) {
+  if (v < 0x80) {
+    o[0] = (uint8_t)v;
+    return 1;
+  }
+  if (v < 0x800) {
+    o[0] = (uint8_t)(0xc0 | (v >> 6));
+    o[1] = (uint8_t)(0x80 | (v & 0x3f));
+    return 2;
+  }
+  if (v < 0x10000) {
+    o[0] = (uint8_t)(0xe0 | (v >> 12));
+    o[1] = (uint8_t)(0x80 | ((v >> 6) & 0x3f));
+    o[2] = (uint8_t)(0x80 | (v & 0x3f));
+    return 3;
+  }
+  o[0] = (uint8_t)(0xf0 | (v >> 18));
+  o[1] = (uint8_t)(0x80 | ((v >> 12) & 0x3f));
+  o[2] = (uint8_t)(0x80 | ((v >> 6) & 0x3f));
+  o[3] = (uint8_t)(0x80 | (v & 0x3f));
+  return 4;
+}
+
+/* The content of the string string() validated at p (n bytes, quotes
+ * included), unescaped into out, which has room for n bytes: unescaping
+ * never grows a string. Returns its length. */
+static size_t unescape(const uint8_t *p, size_t n, uint8_t *out) {
+  const uint8_t *q = p + 1, *end = p + n - 1;
+  size_t o = 0;
+  while (q < end) {
+    const uint8_t *bs = memchr(q, '\\', (size_t)(end - q));
+    size_t run = (size_t)((bs != NULL ? bs : end) - q);
+    memcpy(out + o, q, run);
+    o += run;
+    q += run;
+    if (q >= end)
+      break;
+    unsigned v, w;
+    switch (q[1]) {
+    case 'u':
+      hex4(q + 2, &v);
+      q += 6;
+      if (v >= 0xd800 && v <= 0xdbff) { /* string() checked the low half follows */
+        hex4(q + 2, &w);
+        q += 6;
+        v = 0x10000 + ((v - 0xd800) << 10) + (w - 0xdc00);
+      }
+      o += utf8_put(out + o, v);
+      continue;
+    case 'b':
+      out[o++] = '\b';
+      break;
+    case 'f':
+      out[o++] = '\f';
+      break;
+    case 'n':
+      out[o++] = '\n';
+      break;
+    case 'r':
+      out[o++] = '\r';
+      break;
+    case 't':
+      out[o++] = '\t';
+      break;
+    default: /* '"', '\\', '/' */
+      out[o++] = q[1];
+      break;
+    }
+    q += 2;
+  }
+  return o;
+}
+
+/* The validated string at p (n bytes, quotes included) as a jansson string. */
+static json_t *tree_string(const uint8_t *p, size_t n) {
+  uint8_t *buf;
+  size_t len;
+  json_t *v;
+  if (memchr(p + 1, '\\', n - 2) == NULL)
+    return json_stringn_nocheck((const char *)p + 1, n - 2); /* UTF-8 checked */
+  if ((buf = malloc(n)) == NULL)
+    return NULL;
+  len = unescape(p, n, buf);
+  v = json_stringn_nocheck((const char *)buf, len);
+  free(buf);
+  return v;
+}
+
+/* The validated number at p (n bytes): an integer that fits int64 as a
+ * jansson integer, a larger one as a bignum, a real as a double. */
+static json_t *tree_number(const uint8_t *p, size_t n, bool is_int) {
+  const uint8_t *q = p;
+  bool neg = *q == '-';
+  uint64_t m = 0, limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+  if (!is_int)
+    return json_real(num_strtod(p, n));
+  for (q += neg; q < p + n; q++) {
+    unsigned d = (unsigned)(*q - '0');
+    if (m > (limit - d) / 10)
+      return wr_json_bignum((const char *)p, n);
+    m = m * 10 + d;
+  }
+  /* -(m - 1) - 1 is -m without overflowing at INT64_MIN. */
+  return json_integer(neg ? (m == 0 ? 0 : -(json_int_t)(m - 1) - 1) : (json_int_t)m);
+}
+
+static json_t *tree_value(scan_t *s, int depth);
+
+static json_t *tree_container(scan_t *s, int depth, bool object) {
+  uint8_t close = object ? '}' : ']';
+  json_t *c;
+  if (depth >= MAX_DEPTH)
+    return NULL;
+  if ((c = object ? json_object() : json_array()) == NULL)
+    return NULL;
+  s->p++;
+  ws(s);
+  if (s->p < s->end && *s->p == close) {
+    s->p++;
+    return c;
+  }
+  for (;;) {
+    uint8_t kbuf[128], *key = NULL;
+    json_t *v;
+    int rc;
+    if (object) {
+      const uint8_t *kstart;
+      size_t kn;
+      ws(s);
+      kstart = s->p;
+      if (string(s, NULL, true) < 0)
+        goto fail;
+      kn = (size_t)(s->p - kstart);
+      key = kn + 1 <= sizeof(kbuf) ? kbuf : malloc(kn + 1);
+      if (key == NULL)
+        goto fail;
+      key[unescape(kstart, kn, key)] = '\0'; /* no NUL inside: string() refused \u0000 */
+      ws(s);
+      if (s->p >= s->end || *s->p != ':') {
+        if (key != kbuf)
+          free(key);
+        goto fail;
+      }
+      s->p++;
+    }
+    v = tree_value(s, depth + 1);
+    /* Both steal v, even when they fail. Like jansson's own parser, a
+     * repeated key keeps its first place and takes the last value. */
+    if (object)
+      rc = v != NULL ? json_object_set_new_nocheck(c, (const char *)key, v) : -1;
+    else
+      rc = v != NULL ? json_array_append_new(c, v) : -1;
+    if (key != kbuf)
+      free(key);
+    if (rc < 0)
+      goto fail;
+    ws(s);
+    if (s->p < s->end && *s->p == ',') {
+      s->p++;
+      continue;
+    }
+    if (s->p >= s->end || *s->p != close)
+      goto fail;
+    s->p++;
+    return c;
+  }
+fail:
+  json_decref(c);
+  return NULL;
+}
+
+/* One value at s->p (after whitespace), depth = containers around it. */
+static json_t *tree_value(scan_t *s, int depth) {
+  const uint8_t *start;
+  bool is_int;
+  ws(s);
+  if (s->p >= s->end)
+    return NULL;
+  start = s->p;
+  switch (*s->p) {
+  case '"':
+    return string(s, NULL, false) < 0 ? NULL : tree_string(start, (size_t)(s->p - start));
+  case '{':
+    return tree_container(s, depth, true);
+  case '[':
+    return tree_container(s, depth, false);
+  case 't':
+    return literal(s, "true", 4) < 0 ? NULL : json_true();
+  case 'f':
+    return literal(s, "false", 5) < 0 ? NULL : json_false();
+  case 'n':
+    return literal(s, "null", 4) < 0 ? NULL : json_null();
+  default:
+    return number(s, &is_int) < 0 ? NULL : tree_number(start, (size_t)(s->p - start), is_int);
+  }
+}
+
+json_t *wr_json_load(const uint8_t *buf, size_t len) {
+  scan_t s = {.p = buf, .end = buf + len};
+  json_t *root;
+  ws(&s);
+  if (s.p >= s.end || *s.p != '{')
+    return NULL;
+  root = tree_container(&s, 0, true);
+  ws(&s);
+  if (root != NULL && s.p != s.end) {
+    json_decref(root);
+    return NULL;
+  }
+  return root;
 }

@@ -4,7 +4,8 @@
 // with every payload field intact and every routing field removed.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startWarren, cleanupAll, connectClient, Publisher, assertQueuesEmpty, routingFieldsIn } from './lib/index.js';
+import { encode as msgpackEncode, decode as msgpackDecode } from '@msgpack/msgpack';
+import { startWarren, cleanupAll, connectClient, Publisher, assertQueuesEmpty, routingFieldsIn, waitFor } from './lib/index.js';
 
 let w;
 let pub;
@@ -92,4 +93,67 @@ test('an envelope without id gets one from message_id, else a generated one', { 
   assert.equal(a.id, 'amqp-msg-id-1');
   assert.equal(typeof b.id, 'string');
   assert.ok(b.id.length > 0, 'generated id is empty');
+});
+
+// Integers beyond int64 and uint64, a uint64 past INT64_MAX and a NUL inside
+// a string are valid in both body formats. A warren.json client gets the very
+// digits and the \u0000 escape; a warren.msgpack client the exact uint64
+// (beyond uint64, the nearest float64: the number JSON.parse reads from the
+// same digits) and the string with its NUL. JavaScript's JSON.parse cannot
+// keep such digits, so the JSON frames are checked as text.
+test('big integers, uint64 and NUL in strings reach both client formats exactly', { timeout: 30000 }, async () => {
+  if (!w.running) await w.start();
+  const user = 'fmt-big';
+  const tok = await w.token(user);
+  const jsonClient = await connectClient(w.wsUrl(), tok, { protocol: 'warren.json', name: 'big-json' });
+  const mpClient = await connectClient(w.wsUrl(), tok, { protocol: 'warren.msgpack', name: 'big-msgpack' });
+  const jsonText = new Map(); // id -> the text frame as sent
+  const mpExact = new Map(); // id -> the binary frame decoded with 64-bit integers as BigInt
+  jsonClient.ws.on('message', (data, isBinary) => {
+    if (!isBinary) jsonText.set(JSON.parse(data.toString('utf8')).id, data.toString('utf8'));
+  });
+  mpClient.ws.on('message', (data, isBinary) => {
+    if (isBinary) {
+      const m = msgpackDecode(data, { useBigInt64: true });
+      mpExact.set(m.id, m);
+    }
+  });
+
+  const tag = Date.now();
+  const data = '{"big":123456789012345678901234567890,"u":18446744073709551615,"s":"a\\u0000b"}';
+  const fast = `json-big-${tag}`;
+  const full = `json-big-full-${tag}`;
+  const mp = `mp-u64-${tag}`;
+  // The fast path takes the first; the escaped key sends the second to the full decoder.
+  await pub.publishRaw(w.exchange, Buffer.from(`{"id":"${fast}","user_id":"${user}","data":${data}}`), {
+    contentType: 'application/json',
+  });
+  await pub.publishRaw(w.exchange, Buffer.from(`{"id":"${full}","user\\u005fid":"${user}","data":${data}}`), {
+    contentType: 'application/json',
+  });
+  const mpBody = msgpackEncode(
+    { id: mp, user_id: user, data: { u: 18446744073709551615n, past: 9223372036854775808n, s: 'a\u0000b' } },
+    { useBigInt64: true },
+  );
+  await pub.publishRaw(w.exchange, Buffer.from(mpBody), { contentType: 'application/msgpack' });
+  await pub.confirmed();
+  await jsonClient.waitForIds([fast, full, mp]);
+  await mpClient.waitForIds([fast, full, mp]);
+  await waitFor(() => jsonText.size >= 3 && mpExact.size >= 3, { what: 'raw frames' });
+
+  for (const id of [fast, full]) {
+    assert.equal(jsonText.get(id), `{"type":"notification","id":"${id}","data":${data}}`, `${id} → warren.json`);
+    const m = mpExact.get(id);
+    assert.equal(m.data.big, JSON.parse('123456789012345678901234567890'), `${id} → warren.msgpack: big`);
+    assert.equal(typeof m.data.big, 'number', `${id} → warren.msgpack: big is a float64`);
+    assert.equal(m.data.u, 18446744073709551615n, `${id} → warren.msgpack: uint64`);
+    assert.equal(m.data.s, 'a\u0000b', `${id} → warren.msgpack: NUL`);
+  }
+  assert.equal(
+    jsonText.get(mp),
+    `{"type":"notification","id":"${mp}","data":{"u":18446744073709551615,"past":9223372036854775808,"s":"a\\u0000b"}}`,
+    'msgpack body → warren.json',
+  );
+  assert.deepEqual(mpExact.get(mp).data, { u: 18446744073709551615n, past: 9223372036854775808n, s: 'a\u0000b' });
+  await assertQueuesEmpty(w);
 });

@@ -483,9 +483,12 @@ static void test_msgpack_values(void **state) {
   msgpack_pack_int64(&m.pk, INT64_MIN);
   wr_envelope_t env;
   assert_int_equal(mp_dec(&m, &env, NULL), WR_ENV_OK);
-  json_t *huge = json_object_get(tree(&env), "huge");
-  assert_true(json_is_real(huge));
-  assert_true(json_real_value(huge) == 18446744073709551615.0);
+  /* A uint64 beyond int64 stays exact (a bignum: jansson has no such integer). */
+  size_t n;
+  const char *huge = wr_json_bignum_digits(json_object_get(tree(&env), "huge"), &n);
+  assert_non_null(huge);
+  assert_int_equal(n, 20);
+  assert_memory_equal(huge, "18446744073709551615", 20);
   assert_true(json_real_value(json_object_get(tree(&env), "f32")) == 1.5);
   assert_true(json_integer_value(json_object_get(tree(&env), "neg")) == INT64_MIN);
   assert_string_equal(json_string_value(json_object_get(tree(&env), "")), "");
@@ -512,7 +515,9 @@ static void test_bad_json(void **state) {
   expect_json("[{\"user_id\":\"a\"}]", WR_ENV_BAD_JSON);
   expect_json("\"user\"", WR_ENV_BAD_JSON);
   expect_json("", WR_ENV_BAD_JSON);
-  expect_json("{\"user_id\":\"a\\u0000b\"}", WR_ENV_BAD_JSON);
+  /* \u0000 is valid JSON, but jansson's keys (and ours) are C strings. */
+  expect_json("{\"user_id\":\"a\",\"k\\u0000\":1}", WR_ENV_BAD_JSON);
+  expect_json("{\"user_id\":\"a\",\"d\":{\"\\u0000\":1}}", WR_ENV_BAD_JSON);
   /* Trailing whitespace is still one JSON text. */
   expect_json("{\"user_id\":\"a\"} \n", WR_ENV_OK);
 
@@ -612,8 +617,13 @@ static void test_bad_msgpack(void **state) {
   const uint8_t badkey[] = {0x82, 0xa7, 'u',  's', 'e',  'r',  '_',
                             'i',  'd',  0xa1, 'a', 0xa1, 0xff, 0xc0};
   expect_mp(badkey, sizeof(badkey), WR_ENV_BAD_MSGPACK);
+  /* A NUL in a key is refused, as \u0000 in a JSON key; in a user id it is a
+   * bad field (ids are C strings); in any other string it passes. */
+  const uint8_t nulkey[] = {0x82, 0xa7, 'u', 's',  'e', 'r', '_', 'i',
+                            'd',  0xa1, 'a', 0xa2, 'k', 0,   0xc0};
+  expect_mp(nulkey, sizeof(nulkey), WR_ENV_BAD_MSGPACK);
   const uint8_t nul[] = {0x81, 0xa7, 'u', 's', 'e', 'r', '_', 'i', 'd', 0xa3, 'a', 0, 'b'};
-  expect_mp(nul, sizeof(nul), WR_ENV_BAD_MSGPACK);
+  expect_mp(nul, sizeof(nul), WR_ENV_BAD_FIELD);
   /* Top level is not a map (content type given, so format is msgpack). */
   const uint8_t arr[] = {0x91, 0x81, 0xa1, 'a', 0xa1, 'b'};
   expect_mp(arr, sizeof(arr), WR_ENV_BAD_MSGPACK);
@@ -699,6 +709,87 @@ static void test_expiry(void **state) {
   assert_int_equal(dec(&env, "{\"user_id\":\"a\"}"), WR_ENV_OK);
   assert_int_equal(env.expires_at_ms, 0);
   wr_envelope_close(&env);
+}
+
+/* The deadline of body from the fast path and from the full decoder alone,
+ * which must agree; returns it, or -1 when both refuse the body as bad_field.
+ * fast_taken tells whether the fast path decided the body itself. */
+static int64_t deadline_both(const char *body, int64_t base_ms, bool *fast_taken) {
+  wr_envelope_t fast, full;
+  wr_env_result_t rf = wr_envelope_decode(&fast, (const uint8_t *)body, strlen(body),
+                                          "application/json", NULL, MAX_BODY, base_ms);
+  wr_env_result_t rr = wr_envelope_decode_full(&full, (const uint8_t *)body, strlen(body),
+                                               "application/json", NULL, MAX_BODY, base_ms);
+  if (rf != rr)
+    fail_msg("%s: fast %s, full %s", body, wr_env_result_str(rf), wr_env_result_str(rr));
+  if (rf != WR_ENV_OK) {
+    assert_int_equal(rf, WR_ENV_BAD_FIELD);
+    return -1;
+  }
+  if (fast.expires_at_ms != full.expires_at_ms)
+    fail_msg("%s: fast %lld, full %lld", body, (long long)fast.expires_at_ms,
+             (long long)full.expires_at_ms);
+  if (fast_taken != NULL)
+    *fast_taken = fast.client_json != NULL;
+  int64_t at = fast.expires_at_ms;
+  wr_envelope_close(&fast);
+  wr_envelope_close(&full);
+  return at;
+}
+
+/* A deadline past what int64 ms can hold saturates to INT64_MAX (never in
+ * practice) on both paths, whatever the size of the number: no overflow
+ * (UBSan would abort this test), no refusal. */
+static void test_expiry_overflow(void **state) {
+  (void)state;
+  static const struct {
+    const char *body;
+    int64_t base_ms, want;
+  } cases[] = {
+      {"{\"user_id\":\"a\",\"expires_at\":1e300}", BASE_MS, INT64_MAX},
+      {"{\"user_id\":\"a\",\"expires_at\":1.7976931348623157e308}", BASE_MS, INT64_MAX},
+      {"{\"user_id\":\"a\",\"expires_at\":9223372036854775807}", BASE_MS, INT64_MAX},
+      {"{\"user_id\":\"a\",\"expires_at\":9223372036854775.807}", BASE_MS, INT64_MAX},
+      {"{\"user_id\":\"a\",\"expires_at\":9223372036854775}", BASE_MS, INT64_MAX},
+      {"{\"user_id\":\"a\",\"expires_at\":4503599627370.496}", BASE_MS, 4503599627370496},
+      {"{\"user_id\":\"a\",\"expires_at\":9007199254740.993}", BASE_MS, 9007199254740992},
+      {"{\"user_id\":\"a\",\"ttl_ms\":9223372036854775807}", BASE_MS, INT64_MAX},
+      {"{\"user_id\":\"a\",\"ttl_ms\":9223372036854775807}", -5, 9223372036854775802},
+      {"{\"user_id\":\"a\",\"ttl_ms\":1}", INT64_MAX, INT64_MAX},
+      {"{\"user_id\":\"a\",\"ttl_ms\":999999999999999999}", INT64_MAX - 5, INT64_MAX},
+      {"{\"user_id\":\"a\",\"ttl_ms\":0}", INT64_MIN, 1},
+      {"{\"user_id\":\"a\",\"ttl_ms\":1000}", -1000000, 1},
+      {"{\"user_id\":\"a\",\"expires_at\":1e300,\"ttl_ms\":5}", BASE_MS, BASE_MS + 5},
+      {"{\"user_id\":\"a\",\"expires_at\":1e-9}", BASE_MS, 1},
+      {"{\"user_id\":\"a\",\"expires_at\":0}", BASE_MS, 0},
+      {"{\"user_id\":\"a\",\"expires_at\":-1e300}", BASE_MS, -1},
+      {"{\"user_id\":\"a\",\"expires_at\":-0.0}", BASE_MS, 0},
+      {"{\"user_id\":\"a\",\"ttl_ms\":-9223372036854775808}", BASE_MS, -1},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    int64_t got = deadline_both(cases[i].body, cases[i].base_ms, NULL);
+    if (got != cases[i].want)
+      fail_msg("%s (base %lld): %lld, want %lld", cases[i].body, (long long)cases[i].base_ms,
+               (long long)got, (long long)cases[i].want);
+  }
+  /* The fast path decides these itself: one rule, not a give-up. */
+  bool fast = false;
+  deadline_both("{\"user_id\":\"a\",\"expires_at\":1e300}", BASE_MS, &fast);
+  assert_true(fast);
+  deadline_both("{\"user_id\":\"a\",\"ttl_ms\":60000}", -5, &fast);
+  assert_true(fast);
+
+  /* The rule itself. */
+  int64_t at;
+  double s = 1e308 * 10; /* infinity */
+  assert_int_equal(wr_env_expiry(&s, NULL, 0, &at), 0);
+  assert_true(at == INT64_MAX);
+  s = 0.0 / 0.0;
+  assert_int_equal(wr_env_expiry(&s, NULL, 0, &at), -EINVAL);
+  int64_t ttl = -1;
+  assert_int_equal(wr_env_expiry(NULL, &ttl, 0, &at), -EINVAL);
+  assert_int_equal(wr_env_expiry(NULL, NULL, BASE_MS, &at), 0);
+  assert_int_equal(at, 0);
 }
 
 static void test_result_str(void **state) {
@@ -893,15 +984,22 @@ static void test_fast_path_numbers(void **state) {
       fail_msg("%s: fast %s, full %s", num, wr_env_result_str(rf), wr_env_result_str(rr));
     if (rf == WR_ENV_OK) {
       double want = strtod(num, NULL);
-      size_t digits = strspn(num + (num[0] == '-'), "0123456789");
-      bool integer = num[strspn(num, "-0123456789")] == '\0';
-      /* It stays on the fast path, except integers over 18 digits. */
-      if ((fast.client_json != NULL) != !(integer && digits > 18))
-        fail_msg("%s: fast path %s", num, fast.client_json != NULL ? "taken" : "not taken");
+      /* It stays on the fast path, integers over 18 digits too. */
+      if (fast.client_json == NULL)
+        fail_msg("%s: fast path not taken", num);
       if (!fast.has_created_at || fast.created_at != want || !full.has_created_at ||
           full.created_at != want)
         fail_msg("%s: fast %.17g, full %.17g, strtod %.17g", num, fast.created_at, full.created_at,
                  want);
+      /* The full decoder writes the number itself: the same value, in no more
+       * bytes than the body spent (the fast path's size bound relies on it). */
+      char *json = encode_json(&full);
+      const char *v = strstr(json, "\"created_at\":") + 13;
+      size_t vn = strlen(v) - 1;
+      bool real_in = strcspn(num, ".eE") < strlen(num), real_out = strcspn(v, ".eE") < vn;
+      if (vn > strlen(num) || strtod(v, NULL) != want || real_in != real_out)
+        fail_msg("%s: written as %.*s", num, (int)vn, v);
+      free(json);
     }
     wr_envelope_close(&fast);
     wr_envelope_close(&full);
@@ -921,6 +1019,419 @@ static void test_fast_path_numbers(void **state) {
   }
 }
 
+/* The client message of env in MessagePack, unpacked by msgpack-c (an
+ * independent decoder) into up; returns the map. */
+static const msgpack_object *mp_client(const wr_envelope_t *env, msgpack_unpacked *up,
+                                       uint8_t **out) {
+  size_t len, off = 0;
+  assert_int_equal(wr_envelope_encode(env, WR_ENV_MSGPACK, 0, out, &len), 0);
+  msgpack_unpacked_init(up);
+  assert_int_equal(msgpack_unpack_next(up, (const char *)*out, len, &off), MSGPACK_UNPACK_SUCCESS);
+  assert_int_equal(off, len);
+  assert_int_equal(up->data.type, MSGPACK_OBJECT_MAP);
+  return &up->data;
+}
+
+/* The value of key in a msgpack map, or NULL. */
+static const msgpack_object *mp_get(const msgpack_object *map, const char *key) {
+  for (uint32_t i = 0; i < map->via.map.size; i++) {
+    const msgpack_object_kv *kv = &map->via.map.ptr[i];
+    if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == strlen(key) &&
+        memcmp(kv->key.via.str.ptr, key, strlen(key)) == 0)
+      return &kv->val;
+  }
+  return NULL;
+}
+
+/* Integers beyond int64 and \u0000 in strings are valid JSON: they reach a
+ * JSON client as the very bytes sent and a MessagePack client as the closest
+ * value it has, on the fast path and on the full decoder's alike. */
+static void test_json_bignum_nul(void **state) {
+  (void)state;
+  static const char *const bodies[] = {
+      /* the fast path takes this one */
+      "{\"user_id\":\"a\",\"id\":\"n1\",\"data\":{\"big\":123456789012345678901234567890,"
+      "\"u\":18446744073709551615,\"s\":\"a\\u0000b\"}}",
+      /* an escaped key sends this one to the full decoder */
+      "{\"user\\u005fid\":\"a\",\"id\":\"n1\",\"data\":{\"big\":123456789012345678901234567890,"
+      "\"u\":18446744073709551615,\"s\":\"a\\u0000b\"}}",
+  };
+  const char *want = "{\"type\":\"notification\",\"id\":\"n1\",\"data\":{\"big\":"
+                     "123456789012345678901234567890,\"u\":18446744073709551615,\"s\":"
+                     "\"a\\u0000b\"}}";
+  for (int full = 0; full < 2; full++) {
+    for (size_t b = 0; b < 2; b++) {
+      wr_envelope_t env;
+      wr_env_result_t r =
+          full ? wr_envelope_decode_full(&env, (const uint8_t *)bodies[b], strlen(bodies[b]),
+                                         "application/json", NULL, MAX_BODY, BASE_MS)
+               : dec(&env, bodies[b]);
+      if (r != WR_ENV_OK)
+        fail_msg("body %zu, full %d: %s", b, full, wr_env_result_str(r));
+      assert_true((env.client_json != NULL) == (!full && b == 0));
+      char *json = encode_json(&env);
+      assert_string_equal(json, want);
+      free(json);
+
+      msgpack_unpacked up;
+      uint8_t *out;
+      const msgpack_object *data = mp_get(mp_client(&env, &up, &out), "data");
+      assert_non_null(data);
+      const msgpack_object *big = mp_get(data, "big"), *u = mp_get(data, "u"),
+                           *str = mp_get(data, "s");
+      /* Beyond uint64: the nearest double, as JSON.parse reads the digits. */
+      assert_int_equal(big->type, MSGPACK_OBJECT_FLOAT64);
+      assert_true(big->via.f64 == 123456789012345678901234567890.0);
+      assert_int_equal(u->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+      assert_true(u->via.u64 == UINT64_MAX);
+      assert_int_equal(str->type, MSGPACK_OBJECT_STR);
+      assert_int_equal(str->via.str.size, 3);
+      assert_memory_equal(str->via.str.ptr, "a\0b", 3);
+      msgpack_unpacked_destroy(&up);
+      free(out);
+      wr_envelope_close(&env);
+    }
+  }
+
+  /* The int64 edges stay integers; one past them is a bignum; a NUL in the
+   * type passes like any string the client reads (the escape sends it to the
+   * full decoder, which writes -0 as the integer 0). */
+  wr_envelope_t env;
+  assert_int_equal(dec(&env, "{\"user_id\":\"a\",\"id\":\"e\",\"type\":\"t\\u0000\",\"a\":"
+                             "-9223372036854775808,\"b\":9223372036854775807,\"c\":"
+                             "-9223372036854775809,\"d\":9223372036854775808,\"e\":-0}"),
+                   WR_ENV_OK);
+  char *json = encode_json(&env);
+  assert_string_equal(json, "{\"type\":\"t\\u0000\",\"id\":\"e\",\"a\":-9223372036854775808,"
+                            "\"b\":9223372036854775807,\"c\":-9223372036854775809,\"d\":"
+                            "9223372036854775808,\"e\":0}");
+  free(json);
+  msgpack_unpacked up;
+  uint8_t *out;
+  const msgpack_object *m = mp_client(&env, &up, &out);
+  assert_int_equal(mp_get(m, "type")->via.str.size, 2);
+  assert_int_equal(mp_get(m, "a")->type, MSGPACK_OBJECT_NEGATIVE_INTEGER);
+  assert_true(mp_get(m, "a")->via.i64 == INT64_MIN);
+  assert_true(mp_get(m, "b")->via.u64 == INT64_MAX);
+  assert_int_equal(mp_get(m, "c")->type, MSGPACK_OBJECT_FLOAT64);
+  assert_true(mp_get(m, "c")->via.f64 == -9223372036854775809.0);
+  assert_int_equal(mp_get(m, "d")->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+  assert_true(mp_get(m, "d")->via.u64 == 9223372036854775808ull);
+  assert_int_equal(mp_get(m, "e")->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+  assert_true(mp_get(m, "e")->via.u64 == 0);
+  msgpack_unpacked_destroy(&up);
+  free(out);
+  wr_envelope_close(&env);
+
+  /* An integer a double cannot hold is refused like a real of that size:
+   * 10^308 passes, 2 x 10^308 does not. */
+  char body[800];
+  int n = snprintf(body, sizeof body, "{\"user_id\":\"a\",\"n\":1");
+  for (int i = 0; i < 308; i++)
+    body[n++] = '0';
+  snprintf(body + n, sizeof body - (size_t)n, "}");
+  expect_json(body, WR_ENV_OK);
+  body[strlen("{\"user_id\":\"a\",\"n\":")] = '2';
+  expect_json(body, WR_ENV_BAD_JSON);
+}
+
+/* Routing fields keep their rules with the new values, on both paths. */
+static void test_json_bignum_nul_routing(void **state) {
+  (void)state;
+  static const struct {
+    const char *body;
+    wr_env_result_t want;
+  } cases[] = {
+      /* A user id integer beyond int64 is still a bad field. */
+      {"{\"user_id\":123456789012345678901234567890}", WR_ENV_BAD_FIELD},
+      {"{\"user_id\":9223372036854775808}", WR_ENV_BAD_FIELD},
+      {"{\"user_ids\":[\"a\",18446744073709551615]}", WR_ENV_BAD_FIELD},
+      {"{\"user_id\":\"a\\u0000\"}", WR_ENV_BAD_FIELD},
+      /* The id is a C string. */
+      {"{\"user_id\":\"a\",\"id\":\"x\\u0000y\"}", WR_ENV_BAD_FIELD},
+      {"{\"user_id\":\"a\",\"id\":12345678901234567890}", WR_ENV_BAD_FIELD},
+      {"{\"user_id\":\"a\",\"type\":12345678901234567890}", WR_ENV_BAD_FIELD},
+      {"{\"user_id\":\"a\",\"broadcast\":12345678901234567890}", WR_ENV_BAD_FIELD},
+      {"{\"user_id\":\"a\",\"ttl_ms\":-12345678901234567890}", WR_ENV_BAD_FIELD},
+      {"{\"user_id\":\"a\",\"expires_at\":-12345678901234567890}", WR_ENV_BAD_FIELD},
+      {"{\"user_id\":-9223372036854775808}", WR_ENV_OK},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    wr_envelope_t fast, full;
+    const char *b = cases[i].body;
+    wr_env_result_t rf = dec(&fast, b);
+    wr_env_result_t rr = wr_envelope_decode_full(&full, (const uint8_t *)b, strlen(b),
+                                                 "application/json", NULL, MAX_BODY, BASE_MS);
+    if (rf != cases[i].want || rr != cases[i].want)
+      fail_msg("%s: fast %s, full %s, want %s", b, wr_env_result_str(rf), wr_env_result_str(rr),
+               wr_env_result_str(cases[i].want));
+    wr_envelope_close(&fast);
+    wr_envelope_close(&full);
+  }
+  /* A deadline or a timestamp beyond int64 is a number like any other. */
+  assert_true(deadline_both("{\"user_id\":\"a\",\"ttl_ms\":123456789012345678901234567890}",
+                            BASE_MS, NULL) == INT64_MAX);
+  assert_true(deadline_both("{\"user_id\":\"a\",\"expires_at\":123456789012345678901234567890}",
+                            BASE_MS, NULL) == INT64_MAX);
+  wr_envelope_t env;
+  assert_int_equal(dec(&env, "{\"user_id\":\"a\",\"created_at\":18446744073709551615}"), WR_ENV_OK);
+  assert_true(env.has_created_at && env.created_at == 18446744073709551615.0);
+  wr_envelope_close(&env);
+  const char *b = "{\"user\\u005fid\":\"a\",\"created_at\":18446744073709551615}";
+  assert_int_equal(
+      wr_envelope_decode_full(&env, (const uint8_t *)b, strlen(b), NULL, NULL, MAX_BODY, BASE_MS),
+      WR_ENV_OK);
+  assert_true(env.has_created_at && env.created_at == 18446744073709551615.0);
+  wr_envelope_close(&env);
+}
+
+/* A MessagePack uint64 beyond int64 reaches a MessagePack client as that
+ * uint64 and a JSON client as its exact digits; a NUL in a string reaches
+ * both. */
+static void test_msgpack_uint64_nul(void **state) {
+  (void)state;
+  mp_t m;
+  mp_init(&m);
+  msgpack_pack_map(&m.pk, 6);
+  mp_str(&m, "user_id");
+  mp_str(&m, "u");
+  mp_str(&m, "id");
+  mp_str(&m, "m1");
+  mp_str(&m, "max");
+  msgpack_pack_uint64(&m.pk, UINT64_MAX);
+  mp_str(&m, "past");
+  msgpack_pack_uint64(&m.pk, (uint64_t)INT64_MAX + 1);
+  mp_str(&m, "s");
+  msgpack_pack_str(&m.pk, 3);
+  msgpack_pack_str_body(&m.pk, "a\0b", 3);
+  mp_str(&m, "r");
+  msgpack_pack_double(&m.pk, 0.1);
+  wr_envelope_t env;
+  assert_int_equal(mp_dec(&m, &env, NULL), WR_ENV_OK);
+  char *json = encode_json(&env);
+  assert_string_equal(json, "{\"type\":\"notification\",\"id\":\"m1\",\"max\":18446744073709551615,"
+                            "\"past\":9223372036854775808,\"s\":\"a\\u0000b\",\"r\":0.1}");
+  free(json);
+  msgpack_unpacked up;
+  uint8_t *out;
+  const msgpack_object *o = mp_client(&env, &up, &out);
+  assert_int_equal(mp_get(o, "max")->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+  assert_true(mp_get(o, "max")->via.u64 == UINT64_MAX);
+  assert_int_equal(mp_get(o, "past")->type, MSGPACK_OBJECT_POSITIVE_INTEGER);
+  assert_true(mp_get(o, "past")->via.u64 == (uint64_t)INT64_MAX + 1);
+  assert_int_equal(mp_get(o, "s")->via.str.size, 3);
+  assert_memory_equal(mp_get(o, "s")->via.str.ptr, "a\0b", 3);
+  msgpack_unpacked_destroy(&up);
+  free(out);
+  wr_envelope_close(&env);
+  msgpack_sbuffer_destroy(&m.sb);
+
+  /* A uint64 user id beyond int64 is a bad field, as in JSON. */
+  mp_init(&m);
+  msgpack_pack_map(&m.pk, 1);
+  mp_str(&m, "user_id");
+  msgpack_pack_uint64(&m.pk, UINT64_MAX);
+  assert_int_equal(mp_dec(&m, &env, NULL), WR_ENV_BAD_FIELD);
+  msgpack_sbuffer_destroy(&m.sb);
+
+  /* Client messages keep refusing NUL (their strings are C strings). */
+  const uint8_t ack[] = {0x82, 0xa4, 't', 'y', 'p',  'e', 0xa3, 'a', 'c',
+                         'k',  0xa2, 'i', 'd', 0xa3, 'a', 0,    'b'};
+  assert_null(wr_msgpack_to_json(ack, sizeof(ack)));
+}
+
+/* Reals from MessagePack are written as the shortest text that reads back
+ * as the same double and stays a real: never longer than the text of a JSON
+ * body, so the full decoder's client message is never longer than the fast
+ * path's (which copies the body's bytes). */
+static void test_real_text(void **state) {
+  (void)state;
+  static const struct {
+    double d;
+    const char *text;
+  } cases[] = {
+      {0.1, "0.1"},
+      {1e22, "1e22"},
+      {100000.0, "1e5"},
+      {12000.0, "12e3"},
+      {0.001, "1e-3"},
+      {0.0123, "0.0123"},
+      {-0.0, "-0.0"},
+      {0.0, "0.0"},
+      {2.5, "2.5"},
+      {1.0, "1.0"},
+      {10.0, "1e1"},
+      {-1.5e-7, "-15e-8"},
+      {123456.0, "123456.0"},
+      {1.5e300, "15e299"},
+      {1.25e-300, "125e-302"},
+      {-2.5e-5, "-25e-6"},
+      {0.000123, "123e-6"},
+      {0.0, "0.0"},
+      {5e-324, "5e-324"},
+      {2.2250738585072009e-308, "2225073858507201e-323"},
+      {1.7976931348623157e308, "17976931348623157e292"},
+      {0.30000000000000004, "0.30000000000000004"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    json_t *o = json_pack("{s:f}", "r", cases[i].d);
+    char want[96];
+    snprintf(want, sizeof want, "{\"r\":%s}", cases[i].text);
+    if (wr_json_size(o) != strlen(want))
+      fail_msg("%.17g: size %zu, want %s", cases[i].d, wr_json_size(o), want);
+    wr_envelope_t env = {.client = o, .id = NULL};
+    char *json = encode_json(&env);
+    assert_string_equal(json, want);
+    free(json);
+    json_decref(o);
+  }
+}
+
+/* The sizes of env's client message in both formats, as encoded. */
+static void client_sizes(const wr_envelope_t *env, size_t *json, size_t *mp) {
+  uint8_t *out;
+  assert_int_equal(wr_envelope_encode(env, WR_ENV_JSON, 0, &out, json), 0);
+  free(out);
+  assert_int_equal(wr_envelope_encode(env, WR_ENV_MSGPACK, 0, &out, mp), 0);
+  free(out);
+}
+
+/* A MessagePack body {"user_id":"u","v":<n items of one byte each>}. */
+static void mp_growth_body(mp_t *m, uint8_t item, size_t n, bool as_str) {
+  mp_init(m);
+  msgpack_pack_map(&m->pk, 2);
+  mp_str(m, "user_id");
+  mp_str(m, "u");
+  mp_str(m, "v");
+  if (as_str) {
+    char *b = malloc(n);
+    memset(b, item, n);
+    msgpack_pack_str(&m->pk, n);
+    msgpack_pack_str_body(&m->pk, b, n);
+    free(b);
+  } else {
+    msgpack_pack_array(&m->pk, n);
+    for (size_t i = 0; i < n; i++)
+      msgpack_sbuffer_write(&m->sb, (const char *)&item, 1);
+  }
+}
+
+/* A notification whose client message in the other format would pass
+ * 2 x max_body + 2 KiB is refused as too_large, whatever format its body. */
+static void test_client_growth_bound(void **state) {
+  (void)state;
+  wr_envelope_t env;
+  mp_t m;
+  size_t json, mp;
+  assert_int_equal(wr_envelope_max_client(MAX_BODY), 2 * MAX_BODY + 2048);
+  assert_int_equal(wr_envelope_max_client(SIZE_MAX / 2), SIZE_MAX);
+
+  /* MessagePack bodies within max_body that grow in JSON text: control
+   * characters (\u0001, 6x), nil ("null,", 5x), false ("false,", 6x),
+   * small integers ("100,", 4x). */
+  static const struct {
+    uint8_t item;
+    bool as_str;
+  } grow[] = {{0x01, true}, {0xc0, false}, {0xc2, false}, {0x64, false}};
+  for (size_t i = 0; i < sizeof(grow) / sizeof(grow[0]); i++) {
+    mp_growth_body(&m, grow[i].item, 60000, grow[i].as_str);
+    assert_true(m.sb.size <= MAX_BODY);
+    if (mp_dec(&m, &env, NULL) != WR_ENV_TOO_LARGE)
+      fail_msg("item 0x%02x: not too_large", grow[i].item);
+    msgpack_sbuffer_destroy(&m.sb);
+    /* A third of that fits: the bound is on the size, not the kind. */
+    mp_growth_body(&m, grow[i].item, 20000, grow[i].as_str);
+    assert_int_equal(mp_dec(&m, &env, NULL), WR_ENV_OK);
+    client_sizes(&env, &json, &mp);
+    assert_true(json > 2 * m.sb.size && json <= wr_envelope_max_client(MAX_BODY));
+    wr_envelope_close(&env);
+    msgpack_sbuffer_destroy(&m.sb);
+  }
+
+  /* A JSON body of reals grows in MessagePack (3 characters to 9 bytes), on
+   * the fast path and the full decoder's alike. */
+  char *body = malloc(MAX_BODY + 1);
+  size_t n = (size_t)sprintf(body, "{\"user_id\":\"u\",\"v\":[1.5");
+  while (n < MAX_BODY - 8)
+    n += (size_t)sprintf(body + n, ",1.5");
+  n += (size_t)sprintf(body + n, "]}");
+  for (int full = 0; full < 2; full++) {
+    wr_env_opts_t o = {MAX_BODY, wr_envelope_max_client(MAX_BODY), BASE_MS, full};
+    assert_int_equal(wr_envelope_decode_opts(&env, (const uint8_t *)body, n, NULL, NULL, &o),
+                     WR_ENV_TOO_LARGE);
+  }
+
+  /* Ordinary bodies at max_body pass in both formats. */
+  n = (size_t)sprintf(body, "{\"user_id\":\"u\",\"title\":\"");
+  while (n < MAX_BODY - 100) {
+    body[n] = (char)('a' + n % 26);
+    n++;
+  }
+  n += (size_t)sprintf(body + n, "\",\"n\":[1,2,3,\"x\",true,null]}");
+  assert_int_equal(dec(&env, body), WR_ENV_OK);
+  client_sizes(&env, &json, &mp);
+  assert_true(json <= wr_envelope_max_client(MAX_BODY) && mp <= wr_envelope_max_client(MAX_BODY));
+  wr_envelope_close(&env);
+  mp_growth_body(&m, 'a', MAX_BODY - 40, true);
+  assert_int_equal(mp_dec(&m, &env, NULL), WR_ENV_OK);
+  wr_envelope_close(&env);
+  msgpack_sbuffer_destroy(&m.sb);
+  free(body);
+}
+
+/* The limit is exact: a client message of max_client bytes in its larger
+ * format passes, one byte less refused, on both paths; and a JSON body the
+ * fast path's cheap bound cannot pass is measured by the full decoder. */
+static void test_client_size_exact(void **state) {
+  (void)state;
+  static const char *const bodies[] = {
+      "{\"user_id\":\"u\",\"id\":\"i\",\"t\":\"plain text, longer as JSON than as MessagePack\"}",
+      "{\"user_id\":\"u\",\"id\":\"i\",\"r\":[0.5,1e3,2.25,-7.5,1e-5,3.14159]}",
+      "{\"user_id\":\"u\",\"id\":\"i\",\"b\":123456789012345678901234567890,\"s\":\"\\u0000\"}",
+  };
+  for (size_t b = 0; b < sizeof(bodies) / sizeof(bodies[0]); b++) {
+    wr_envelope_t env;
+    size_t json, mp, len = strlen(bodies[b]);
+    assert_int_equal(dec(&env, bodies[b]), WR_ENV_OK);
+    client_sizes(&env, &json, &mp);
+    wr_envelope_close(&env);
+    size_t max = json > mp ? json : mp;
+    for (int full = 0; full < 2; full++) {
+      wr_env_opts_t o = {MAX_BODY, max, BASE_MS, full};
+      assert_int_equal(
+          wr_envelope_decode_opts(&env, (const uint8_t *)bodies[b], len, NULL, NULL, &o),
+          WR_ENV_OK);
+      /* Reals: the fast path's bound passes this limit, the full decoder
+       * measures and takes it. */
+      if (b == 1)
+        assert_non_null(env.client);
+      wr_envelope_close(&env);
+      o.max_client = max - 1;
+      assert_int_equal(
+          wr_envelope_decode_opts(&env, (const uint8_t *)bodies[b], len, NULL, NULL, &o),
+          WR_ENV_TOO_LARGE);
+    }
+  }
+  /* For a MessagePack body too: there JSON is the larger. */
+  mp_t m;
+  wr_envelope_t env;
+  size_t json, mp;
+  mp_growth_body(&m, 0x7f, 100, true);
+  assert_int_equal(mp_dec(&m, &env, NULL), WR_ENV_OK);
+  client_sizes(&env, &json, &mp);
+  wr_envelope_close(&env);
+  wr_env_opts_t o = {MAX_BODY, json, BASE_MS, false};
+  assert_int_equal(
+      wr_envelope_decode_opts(&env, (const uint8_t *)m.sb.data, m.sb.size, NULL, NULL, &o),
+      WR_ENV_OK);
+  wr_envelope_close(&env);
+  o.max_client = json - 1;
+  assert_int_equal(
+      wr_envelope_decode_opts(&env, (const uint8_t *)m.sb.data, m.sb.size, NULL, NULL, &o),
+      WR_ENV_TOO_LARGE);
+  msgpack_sbuffer_destroy(&m.sb);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_json_targets),
@@ -936,12 +1447,19 @@ int main(void) {
       cmocka_unit_test(test_depth),
       cmocka_unit_test(test_bad_msgpack),
       cmocka_unit_test(test_too_large),
+      cmocka_unit_test(test_client_growth_bound),
+      cmocka_unit_test(test_client_size_exact),
       cmocka_unit_test(test_bad_fields),
       cmocka_unit_test(test_expiry),
+      cmocka_unit_test(test_expiry_overflow),
       cmocka_unit_test(test_result_str),
       cmocka_unit_test(test_fast_path),
       cmocka_unit_test(test_fast_path_string_bytes),
       cmocka_unit_test(test_fast_path_numbers),
+      cmocka_unit_test(test_json_bignum_nul),
+      cmocka_unit_test(test_json_bignum_nul_routing),
+      cmocka_unit_test(test_msgpack_uint64_nul),
+      cmocka_unit_test(test_real_text),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
