@@ -1,4 +1,4 @@
-/* Client → server messages (DESIGN.md §4): ack and ping, in JSON text or
+/* Client → server messages (README.md, "Client protocol"): ack and ping, in JSON text or
  * MessagePack. Pure function over bytes: no I/O, no logs. */
 #include "bridge/envelope_int.h"
 

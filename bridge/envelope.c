@@ -1,4 +1,4 @@
-/* Notification envelopes (DESIGN.md §3): JSON or MessagePack in, one jansson
+/* Notification envelopes (README.md, "Publishing a notification"): JSON or MessagePack in, one jansson
  * tree for the client out, encoded once per format by the writers here (not
  * jansson's json_dumpb, which knows no integers beyond int64). Pure functions:
  * no I/O, no logs. */

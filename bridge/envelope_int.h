@@ -1,5 +1,5 @@
-/* Notification envelopes (DESIGN.md §3): decode JSON or MessagePack bodies,
- * encode the client message once per format. Pure functions: no I/O, no logs. */
+/* Notification envelopes (README.md, "Publishing a notification"): decode JSON or MessagePack
+ * bodies, encode the client message once per format. Pure functions: no I/O, no logs. */
 #ifndef WARREN_BRIDGE_ENVELOPE_INT_H
 #define WARREN_BRIDGE_ENVELOPE_INT_H
 
@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "config/config.h"
 
 typedef enum { WR_ENV_JSON = 0, WR_ENV_MSGPACK = 1 } wr_env_format_t;
 
@@ -25,11 +27,10 @@ typedef enum {
                          id not a string, type not a string, user id longer than 256) */
 } wr_env_result_t;
 
-/* The top-level fields warren reads itself (DESIGN.md §3), one table for both
- * decoders (envelope.c and its fast path env_scan.c). The routing fields come
- * first and never reach a client; type and id head the client message, written
- * there by warren; created_at is read (latency) and also passed on where it
- * stands, like any other field. */
+/* The top-level fields warren reads itself (README.md, "Publishing a notification"), one table for
+ * both decoders (envelope.c and its fast path env_scan.c). The routing fields come first and never
+ * reach a client; type and id head the client message, written there by warren; created_at is read
+ * (latency) and also passed on where it stands, like any other field. */
 typedef enum {
   WR_ENV_KEY_USER_ID = 0,
   WR_ENV_KEY_USER_IDS,
@@ -76,16 +77,14 @@ static inline bool wr_env_key_to_client(wr_env_key_t k) {
   return k == WR_ENV_KEY_COUNT || wr_env_keys[k].to_client;
 }
 
-/* The deadline rule of DESIGN.md §3, for both decoders. expires_at_s is the
- * expires_at field (unix seconds) and ttl_ms the ttl_ms field, each NULL when
- * absent (the caller passes an integer ttl_ms beyond int64 as INT64_MAX);
- * ttl_ms counts from base_ms. With both, the earlier deadline holds.
- * Sets *at_ms to the deadline in unix ms: 0 (never) when neither is given or
- * expires_at is 0; 1 for a deadline at or before the epoch (long expired, as 0
- * would read as never); INT64_MAX for a deadline past what int64 ms can hold
- * (e.g. expires_at 1e300 or ttl_ms 9223372036854775807: the year 292 million,
- * never in practice), computed without overflow. Returns 0, or -EINVAL when
- * expires_at is negative or NaN or ttl_ms is negative. */
+/* The deadline rule of README.md ("Publishing a notification"), for both decoders. expires_at_s is
+ * the expires_at field (unix seconds) and ttl_ms the ttl_ms field, each NULL when absent (the
+ * caller passes an integer ttl_ms beyond int64 as INT64_MAX); ttl_ms counts from base_ms. With
+ * both, the earlier deadline holds. Sets *at_ms to the deadline in unix ms: 0 (never) when neither
+ * is given or expires_at is 0; 1 for a deadline at or before the epoch (long expired, as 0 would
+ * read as never); INT64_MAX for a deadline past what int64 ms can hold (e.g. expires_at 1e300 or
+ * ttl_ms 9223372036854775807: the year 292 million, never in practice), computed without overflow.
+ * Returns 0, or -EINVAL when expires_at is negative or NaN or ttl_ms is negative. */
 int wr_env_expiry(const double *expires_at_s, const int64_t *ttl_ms, int64_t base_ms,
                   int64_t *at_ms);
 
@@ -115,7 +114,7 @@ typedef struct wr_envelope_s {
 /* What warren adds to a client message besides the body's own bytes: the
  * type and id heading it (an id of up to 256 bytes, written with JSON escapes
  * as needed), with room to spare. */
-#define WR_ENV_CLIENT_SLACK 2048
+#define WR_ENV_CLIENT_SLACK WR_CONFIG_CLIENT_SLACK
 
 /* The largest client message, in either format, of a body of at most
  * max_body bytes: 2 x max_body + WR_ENV_CLIENT_SLACK. A body in one format
@@ -217,7 +216,7 @@ json_t *wr_json_load(const uint8_t *buf, size_t len);
 size_t wr_json_size(const json_t *v);
 size_t wr_msgpack_size(const json_t *v);
 
-/* Client → server messages (DESIGN.md §4). */
+/* Client → server messages (README.md, "Client protocol"). */
 typedef enum {
   WR_CMSG_ACK = 0, /* ids/n_ids set */
   WR_CMSG_PING,

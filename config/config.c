@@ -880,11 +880,16 @@ int wr_config_validate(const wr_config_t *cfg, char *err, size_t errlen) {
          cfg->idle_timeout_ms, cfg->ping_interval_ms);
     return -EINVAL;
   }
-  if (cfg->max_queued_bytes < cfg->max_body_bytes) {
+  /* A client frame is at most the largest client message plus a 10-byte
+   * WebSocket header. */
+  if (cfg->max_queued_bytes < WR_CONFIG_MAX_CLIENT_MESSAGE(cfg->max_body_bytes) + 10) {
     errf(err, errlen,
-         "server.max_queued_bytes (%llu) must be at least amqp.max_body_bytes (%u), or a "
-         "notification of the maximum size could never be queued to a client",
-         (unsigned long long)cfg->max_queued_bytes, cfg->max_body_bytes);
+         "server.max_queued_bytes (%llu) must be at least %llu: a notification of "
+         "amqp.max_body_bytes (%u) can become a client message of up to 2 x that + %d bytes, "
+         "which could otherwise never be queued to a client",
+         (unsigned long long)cfg->max_queued_bytes,
+         (unsigned long long)(WR_CONFIG_MAX_CLIENT_MESSAGE(cfg->max_body_bytes) + 10),
+         cfg->max_body_bytes, WR_CONFIG_CLIENT_SLACK);
     return -EINVAL;
   }
   if (cfg->n_retry_delays < 1 || cfg->n_retry_delays > WR_CONFIG_MAX_DELAYS) {

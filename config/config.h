@@ -15,6 +15,13 @@ typedef enum { WR_LOG_TEXT = 0, WR_LOG_JSON = 1 } wr_log_format_t;
 
 #define WR_CONFIG_MAX_DELAYS 32
 
+/* The largest client message a notification may become, in either format,
+ * for amqp.max_body_bytes = max_body: 2 x max_body + WR_CONFIG_CLIENT_SLACK
+ * (bridge/envelope.c refuses bodies that would exceed it as too_large). The
+ * slack is what warren adds besides the body's own bytes (type, id). */
+#define WR_CONFIG_CLIENT_SLACK 2048
+#define WR_CONFIG_MAX_CLIENT_MESSAGE(max_body) (2 * (uint64_t)(max_body) + WR_CONFIG_CLIENT_SLACK)
+
 typedef struct wr_config_s {
   /* [server] */
   char *server_listen;    /* "host:port" as written, e.g. "127.0.0.1:8080" */

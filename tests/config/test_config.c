@@ -225,7 +225,7 @@ static void test_env_overrides_file(void **state) {
   char *env[] = {"HOME=/root",
                  "WARREN_AMQP_PREFETCH=300",
                  "WARREN_AMQP_RETRY_DELAYS_MS=5,6",
-                 "WARREN_SERVER_MAX_QUEUED_BYTES=65536",
+                 "WARREN_SERVER_MAX_QUEUED_BYTES=140000",
                  "WARREN_ADMIN_LISTEN=",
                  "WARREN_AUTH_ISSUER=iss",
                  "WARREN_AUTH_REQUIRE_EXP=off",
@@ -241,7 +241,7 @@ static void test_env_overrides_file(void **state) {
   assert_int_equal(c.n_retry_delays, 2);
   assert_int_equal(c.retry_delays_ms[0], 5);
   assert_int_equal(c.retry_delays_ms[1], 6);
-  assert_int_equal(c.max_queued_bytes, 65536);
+  assert_int_equal(c.max_queued_bytes, 140000);
   assert_false(c.admin_enabled);
   assert_string_equal(c.issuer, "iss");
   assert_false(c.require_exp);
@@ -673,11 +673,13 @@ static void test_validate_cross_keys(void **state) {
   assert_int_equal(wr_config_set(&c, "server", "idle_timeout_ms", "25001", err, sizeof(err)), 0);
   assert_int_equal(wr_config_validate(&c, err, sizeof(err)), 0);
 
-  assert_int_equal(wr_config_set(&c, "server", "max_queued_bytes", "65535", err, sizeof(err)), 0);
+  /* The largest client frame of a 65536-byte body: 2 x 65536 + 2048 + a
+   * 10-byte header. */
+  assert_int_equal(wr_config_set(&c, "server", "max_queued_bytes", "133129", err, sizeof(err)), 0);
   assert_int_equal(wr_config_validate(&c, err, sizeof(err)), -EINVAL);
-  assert_non_null(strstr(err, "server.max_queued_bytes (65535) must be at least "
-                              "amqp.max_body_bytes (65536)"));
-  assert_int_equal(wr_config_set(&c, "server", "max_queued_bytes", "65536", err, sizeof(err)), 0);
+  assert_non_null(strstr(err, "server.max_queued_bytes (133129) must be at least 133130: a "
+                              "notification of amqp.max_body_bytes (65536)"));
+  assert_int_equal(wr_config_set(&c, "server", "max_queued_bytes", "133130", err, sizeof(err)), 0);
   assert_int_equal(wr_config_validate(&c, err, sizeof(err)), 0);
 
   /* Cookie authentication needs an Origin allow-list (cross-site WebSocket
