@@ -18,6 +18,7 @@
 
 #include "amqp/amqp_int.h"
 #include "config/log.h"
+#include "table_entries.h"
 
 #define MAXQ 64
 
@@ -342,24 +343,6 @@ static amqp_basic_properties_t json_props(amqp_table_t *headers) {
   return p;
 }
 
-static amqp_table_entry_t str_entry(const char *k, const char *v) {
-  amqp_table_entry_t e;
-  memset(&e, 0, sizeof(e));
-  e.key = amqp_cstring_bytes(k);
-  e.value.kind = AMQP_FIELD_KIND_UTF8;
-  e.value.value.bytes = amqp_cstring_bytes(v);
-  return e;
-}
-
-static amqp_table_entry_t i64_entry(const char *k, int64_t v) {
-  amqp_table_entry_t e;
-  memset(&e, 0, sizeof(e));
-  e.key = amqp_cstring_bytes(k);
-  e.value.kind = AMQP_FIELD_KIND_I64;
-  e.value.value.i64 = v;
-  return e;
-}
-
 /* The original's headers as the AMQP thread kept them for its copies. */
 static const amqp_table_t *kept_headers(const wr_amqp_delivery_t *d) {
   const wr_amqp_dpriv_t *p = d->priv;
@@ -554,7 +537,7 @@ static void long_id_copy_goes_without_message_id(void **state) {
 static void empty_header_key_goes_through(void **state) {
   fixture_t *f = *state;
   NEED_BROKER(f);
-  amqp_table_entry_t e[2] = {str_entry("", "empty key"), str_entry("trace", "t1")};
+  amqp_table_entry_t e[2] = {ent_s("", "empty key"), ent_s("trace", "t1")};
   amqp_table_t h = {.num_entries = 2, .entries = e};
   amqp_basic_properties_t props = json_props(&h);
   const char *body = "{\"user_id\":\"1001\"}";
@@ -590,14 +573,14 @@ static void empty_header_key_goes_through(void **state) {
 static amqp_basic_properties_t big_props(amqp_table_entry_t *e, amqp_table_t *h, char **value,
                                          size_t slack) {
   static uint8_t buf[WR_AMQP_FRAME_MAX];
-  *e = str_entry("big", "");
+  *e = ent_s("big", "");
   *h = (amqp_table_t){.num_entries = 1, .entries = e};
   amqp_basic_properties_t p = json_props(h);
   int base = amqp_encode_properties(AMQP_BASIC_CLASS, &p,
                                     (amqp_bytes_t){.len = sizeof(buf), .bytes = buf});
   assert_true(base > 0);
   *value = repeat('h', WR_AMQP_FRAME_MAX - WR_AMQP_CONTENT_OVERHEAD - slack - (size_t)base);
-  *e = str_entry("big", *value);
+  *e = ent_s("big", *value);
   return p;
 }
 
@@ -711,9 +694,9 @@ static void body_over_max_is_not_buffered(void **state) {
 static void original_warren_headers_are_not_trusted(void **state) {
   fixture_t *f = *state;
   NEED_BROKER(f);
-  amqp_table_entry_t e[3] = {str_entry("x-warren-user", "someone-else"),
-                             i64_entry("x-warren-attempt", 4294967295),
-                             i64_entry("x-warren-expires-at", 1)};
+  amqp_table_entry_t e[3] = {ent_s("x-warren-user", "someone-else"),
+                             ent_i("x-warren-attempt", AMQP_FIELD_KIND_I64, 4294967295),
+                             ent_i("x-warren-expires-at", AMQP_FIELD_KIND_I64, 1)};
   amqp_table_t h = {.num_entries = 3, .entries = e};
   amqp_basic_properties_t props = json_props(&h);
   const char *body = "{\"user_id\":\"1001\"}";

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "amqp/amqp_int.h"
+#include "table_entries.h"
 
 #define PROPS_MAX (WR_AMQP_FRAME_MAX - WR_AMQP_CONTENT_OVERHEAD)
 
@@ -22,15 +23,6 @@ static char *repeat(char c, size_t n) {
   memset(s, c, n);
   s[n] = '\0';
   return s;
-}
-
-static amqp_table_entry_t ent_s(const char *k, const char *v) {
-  amqp_table_entry_t e;
-  memset(&e, 0, sizeof(e));
-  e.key = amqp_cstring_bytes(k);
-  e.value.kind = AMQP_FIELD_KIND_UTF8;
-  e.value.value.bytes = amqp_cstring_bytes(v);
-  return e;
 }
 
 /* The original's properties as delivery_build keeps them. */
