@@ -93,6 +93,20 @@ typedef struct wr_amqp_delivery_s {
  * never wraps around to 0 (which would restart the ladder forever). */
 #define WR_AMQP_ATTEMPT_MAX (UINT32_MAX - 1)
 
+/* The user key (docs/mailboxes.md, "Names and keys"): the routing key and
+ * mailbox name part of a user. "u.<id>" when the id is 1..128 bytes of
+ * printable ASCII other than space and does not start with "~", else
+ * "u.~<lowercase hex SHA-256 of the id>". Writes it NUL-terminated to out and
+ * returns its length, or -ENOSPC when outlen is too small
+ * (WR_AMQP_USER_KEY_MAX always suffices). */
+#define WR_AMQP_USER_KEY_PLAIN_MAX 128
+#define WR_AMQP_USER_KEY_MAX (2 + WR_AMQP_USER_KEY_PLAIN_MAX + 1)
+int wr_amqp_user_key(const char *user, char *out, size_t outlen);
+
+/* "<queue>.mbox.<key>", the mailbox queue of a user key. Returns its length or
+ * -ENAMETOOLONG past 255 bytes (or outlen). */
+int wr_amqp_mailbox_name(const char *queue, const char *key, char *out, size_t outlen);
+
 /* Frees a delivery including pubs[] and their strings. Call only on the AMQP
  * thread, or when no AMQP thread runs any more (tests, teardown). */
 void wr_amqp_delivery_free(wr_amqp_delivery_t *d);

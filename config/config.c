@@ -94,6 +94,14 @@ static const struct keydef keys[] = {
     {"amqp", "tls_verify", K_BOOL, OFF(tls_verify), 0, 0, "true", NULL},
     {"ack", "mode", K_ENUM, OFF(ack_mode), E_ACK_MODE, 0, "client", ack_modes},
     {"ack", "timeout_ms", K_U32, OFF(ack_timeout_ms), 100, DAY_MS, "10000", NULL},
+    {"mailbox", "enabled", K_BOOL, OFF(mailbox_enabled), 0, 0, "true", NULL},
+    {"mailbox", "ttl_ms", K_U32, OFF(mailbox_ttl_ms), 1000, 4294967295u, "604800000", NULL},
+    {"mailbox", "max_messages", K_U32, OFF(mailbox_max_messages), 1, 100000000, "1000", NULL},
+    {"mailbox", "prefetch", K_U32, OFF(mailbox_prefetch), 1, 65535, "100", NULL},
+    {"mailbox", "max_redeliveries", K_U32, OFF(mailbox_max_redeliveries), 1, 1000, "5", NULL},
+    {"mailbox", "idle_ms", K_U32, OFF(mailbox_idle_ms), 1000, 4294967295u, "3600000", NULL},
+    {"mailbox", "janitor_ms", K_U32, OFF(mailbox_janitor_ms), 0, DAY_MS, "60000", NULL},
+    {"mailbox", "unbind_grace_ms", K_U32, OFF(mailbox_unbind_grace_ms), 100, DAY_MS, "5000", NULL},
     {"admin", "listen", K_ADMIN, OFF(admin_listen), 0, 0, "127.0.0.1:9090", NULL},
     {"admin", "queue_poll_ms", K_U32, OFF(queue_poll_ms), 100, DAY_MS, "5000", NULL},
     {"log", "level", K_ENUM, OFF(log_level), E_LOG_LEVEL, 0, "info", log_levels},
@@ -104,7 +112,7 @@ static const struct keydef keys[] = {
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 #define MAX_NAME_LEN 200
 
-static const char *const sections[] = {"server", "auth", "amqp",     "ack",
+static const char *const sections[] = {"server", "auth", "amqp",     "ack", "mailbox",
                                        "admin",  "log",  "shutdown", NULL};
 
 #define FIELD(cfg, def, type) ((type *)(void *)((char *)(cfg) + (def)->off))
@@ -890,6 +898,15 @@ int wr_config_validate(const wr_config_t *cfg, char *err, size_t errlen) {
          (unsigned long long)cfg->max_queued_bytes,
          (unsigned long long)(WR_CONFIG_MAX_CLIENT_MESSAGE(cfg->max_body_bytes) + 10),
          cfg->max_body_bytes, WR_CONFIG_CLIENT_SLACK);
+    return -EINVAL;
+  }
+  /* "<queue>.mbox.u.<128-byte id>" must stay an AMQP short string. */
+  if (cfg->mailbox_enabled && strlen(cfg->queue) > WR_CONFIG_MAILBOX_QUEUE_MAX) {
+    errf(err, errlen,
+         "amqp.queue is %zu bytes: with mailbox.enabled it may have at most %d (mailbox queues "
+         "are named <amqp.queue>.mbox.<user key>, at most 255 bytes); shorten it or set "
+         "mailbox.enabled = false",
+         strlen(cfg->queue), WR_CONFIG_MAILBOX_QUEUE_MAX);
     return -EINVAL;
   }
   if (cfg->n_retry_delays < 1 || cfg->n_retry_delays > WR_CONFIG_MAX_DELAYS) {

@@ -14,6 +14,8 @@ typedef enum { WR_LOG_ERROR = 0, WR_LOG_WARN, WR_LOG_INFO, WR_LOG_DEBUG } wr_log
 typedef enum { WR_LOG_TEXT = 0, WR_LOG_JSON = 1 } wr_log_format_t;
 
 #define WR_CONFIG_MAX_DELAYS 32
+/* The longest amqp.queue mailboxes allow: 255 - strlen(".mbox.u.") - 128. */
+#define WR_CONFIG_MAILBOX_QUEUE_MAX 119
 
 /* The largest client message a notification may become, in either format,
  * for amqp.max_body_bytes = max_body: 2 x max_body + WR_CONFIG_CLIENT_SLACK
@@ -73,6 +75,16 @@ typedef struct wr_config_s {
   /* [ack] */
   wr_ack_mode_t ack_mode;  /* default client */
   uint32_t ack_timeout_ms; /* default 10000 */
+
+  /* [mailbox] (docs/mailboxes.md) */
+  bool mailbox_enabled;              /* offline copies go to per-user mailboxes, default true */
+  uint32_t mailbox_ttl_ms;           /* x-message-ttl of a mailbox, default 7 days */
+  uint32_t mailbox_max_messages;     /* x-max-length (drop-head), default 1000 */
+  uint32_t mailbox_prefetch;         /* unacked mailbox items per online user, default 100 */
+  uint32_t mailbox_max_redeliveries; /* unacked ack timeouts of one item before it is parked */
+  uint32_t mailbox_idle_ms;          /* the janitor deletes a mailbox empty and unused this long */
+  uint32_t mailbox_janitor_ms;       /* how often the janitor looks (0 = never) */
+  uint32_t mailbox_unbind_grace_ms;  /* from unbinding a mailbox to deleting it */
 
   /* [admin] */
   char *admin_listen; /* default "127.0.0.1:9090"; "" or "off" disables */

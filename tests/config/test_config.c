@@ -682,6 +682,22 @@ static void test_validate_cross_keys(void **state) {
   assert_int_equal(wr_config_set(&c, "server", "max_queued_bytes", "133130", err, sizeof(err)), 0);
   assert_int_equal(wr_config_validate(&c, err, sizeof(err)), 0);
 
+  /* Mailbox queues are named <queue>.mbox.<user key>: a long queue name is
+   * refused with mailboxes on, accepted with them off. */
+  char longq[121];
+  memset(longq, 'q', 120);
+  longq[120] = '\0';
+  assert_int_equal(wr_config_set(&c, "amqp", "queue", longq, err, sizeof(err)), 0);
+  assert_int_equal(wr_config_validate(&c, err, sizeof(err)), -EINVAL);
+  assert_non_null(
+      strstr(err, "amqp.queue is 120 bytes: with mailbox.enabled it may have at most 119"));
+  assert_int_equal(wr_config_set(&c, "mailbox", "enabled", "false", err, sizeof(err)), 0);
+  assert_int_equal(wr_config_validate(&c, err, sizeof(err)), 0);
+  longq[119] = '\0';
+  assert_int_equal(wr_config_set(&c, "mailbox", "enabled", "true", err, sizeof(err)), 0);
+  assert_int_equal(wr_config_set(&c, "amqp", "queue", longq, err, sizeof(err)), 0);
+  assert_int_equal(wr_config_validate(&c, err, sizeof(err)), 0);
+
   /* Cookie authentication needs an Origin allow-list (cross-site WebSocket
    * hijacking otherwise); the message names both keys and both ways out. */
   assert_int_equal(wr_config_set(&c, "auth", "cookie_name", "warren_token", err, sizeof(err)), 0);
