@@ -11,7 +11,7 @@
 
 int wr_amqp_new(wr_amqp_t **out, const wr_config_t *cfg, const wr_amqp_callbacks_t *cbs) {
   if (out == NULL || cfg == NULL || cbs == NULL || cbs->deliver_cb == NULL ||
-      cbs->next_verdict_cb == NULL || cbs->state_cb == NULL)
+      cbs->next_command_cb == NULL || cbs->state_cb == NULL)
     return -EINVAL;
   wr_amqp_t *a = calloc(1, sizeof(*a));
   if (a == NULL)
@@ -78,6 +78,7 @@ void wr_amqp_free(wr_amqp_t *a) {
   free(a->pending);
   free(a->scratch);
   wr_amqp_acks_free(&a->acks);
+  wr_amqp_mbox_free(a);
   pthread_mutex_destroy(&a->fd_lock);
   close(a->efd);
   free(a);

@@ -34,9 +34,46 @@ typedef enum {
 } wr_verdict_kind_t;
 
 typedef enum {
-  WR_PUB_RETRY = 0, /* to exchange Q.retry, routing key "<delay_ms>" */
-  WR_PUB_PARK = 1,  /* to the default exchange, routing key Q.parked */
+  WR_PUB_RETRY = 0,   /* to exchange Q.retry, routing key "<delay_ms>" */
+  WR_PUB_PARK = 1,    /* to the default exchange, routing key Q.parked */
+  WR_PUB_MAILBOX = 2, /* to exchange Q.mailbox, routing key the user key of user,
+                         mandatory, with the envelope's remaining lifetime as
+                         its expiration; when the broker nacks or returns it,
+                         the fallback copy below is published instead */
 } wr_pub_kind_t;
+
+/* Where a delivery was consumed from (docs/mailboxes.md). */
+typedef enum {
+  WR_SRC_QUEUE = 0,   /* Q: originals and ladder copies */
+  WR_SRC_MAILBOX,     /* a user's mailbox: target_user is its owner */
+  WR_SRC_MAILBOX_NEW, /* Q.mailbox.new: a copy for target_user, who had no
+                         mailbox; it has one now */
+} wr_amqp_source_t;
+
+/* What the loop sends the AMQP thread through the command source: a
+ * delivery with its verdict, or a mailbox command. Every command starts with
+ * this header. */
+typedef enum {
+  WR_CMD_VERDICT = 0,   /* a wr_amqp_delivery_t */
+  WR_CMD_MAILBOX_OPEN,  /* a wr_amqp_mbox_cmd_t: the user is online, consume
+                           their mailbox (if it exists, or once it does) */
+  WR_CMD_MAILBOX_CLOSE, /* a wr_amqp_mbox_cmd_t: stop consuming it */
+} wr_amqp_cmd_kind_t;
+
+typedef struct wr_amqp_cmd_s {
+  wr_amqp_cmd_kind_t kind;
+} wr_amqp_cmd_t;
+
+typedef struct wr_amqp_mbox_cmd_s {
+  wr_amqp_cmd_t cmd;
+  char user[]; /* NUL-terminated user id */
+} wr_amqp_mbox_cmd_t;
+
+/* A mailbox command for user (copied). Any thread. NULL when out of memory. */
+wr_amqp_cmd_t *wr_amqp_mbox_cmd_new(wr_amqp_cmd_kind_t kind, const char *user);
+/* Frees any command (a delivery with wr_amqp_delivery_free). Same threads as
+ * wr_amqp_delivery_free. */
+void wr_amqp_cmd_free(wr_amqp_cmd_t *c);
 
 /* One copy of the original message to publish. The AMQP thread copies the
  * original body, content_type, timestamp and headers, and sets/overrides the
@@ -53,13 +90,22 @@ typedef struct wr_amqp_pub_s {
   char *user;            /* malloc'd by the loop, freed with the delivery */
   char *id;              /* malloc'd by the loop, freed with the delivery */
   int64_t expires_at_ms; /* 0 = none */
-  const char *reason;    /* static string, park only: "max_attempts", "expired" */
+  const char *reason;    /* static string, park only: "max_attempts", "expired",
+                            "unacked" */
+  /* WR_PUB_MAILBOX: the ladder or park copy to publish instead when the
+   * mailbox publish is nacked or returned (attempt, delay_ms, reason too). */
+  wr_pub_kind_t fallback_kind;
+  uint32_t fallback_delay_ms;
+  uint32_t fallback_attempt;
+  const char *fallback_reason;
 } wr_amqp_pub_t;
 
 /* One consumed message. Allocated on the AMQP thread, travels to the loop and
  * back (with a verdict) and is freed on the AMQP thread. While the loop owns
  * it, the AMQP thread never touches it. */
 typedef struct wr_amqp_delivery_s {
+  wr_amqp_cmd_t cmd;         /* kind WR_CMD_VERDICT: it travels back as a command */
+  wr_amqp_source_t source;   /* which queue it came from (and so which channel) */
   uint64_t tag;        /* delivery tag on its channel */
   uint64_t generation; /* connection generation it came from (from 1) */
   bool redelivered;
@@ -127,9 +173,10 @@ typedef struct wr_amqp_callbacks_s {
    * full (the AMQP thread then waits a little and tries again, still servicing
    * heartbeats). */
   int (*deliver_cb)(wr_amqp_delivery_t *d, void *data);
-  /* AMQP thread. Returns the next delivery carrying a verdict, or NULL when
-   * none is waiting. Ownership comes back to the AMQP thread. */
-  wr_amqp_delivery_t *(*next_verdict_cb)(void *data);
+  /* AMQP thread. Returns the next command (a delivery carrying its verdict,
+   * or a mailbox command), or NULL when none is waiting. Ownership comes back
+   * to the AMQP thread. */
+  wr_amqp_cmd_t *(*next_command_cb)(void *data);
   /* AMQP thread. State changes: consuming = true once basic.consume is ok on
    * a generation; false after basic.cancel, a broker-side consumer cancel or
    * when the connection ends. lost = true only when the connection of that
@@ -164,6 +211,16 @@ typedef struct wr_amqp_stats_s {
   uint64_t copies_refused;            /* not even that copy could be built: the
                                          original was dead-lettered */
   uint64_t untrusted_headers;         /* originals whose x-warren-* headers were ignored */
+  uint64_t mailbox_puts;      /* mailbox copies confirmed */
+  uint64_t mailbox_fallbacks; /* mailbox copies nacked or returned: the ladder took them */
+  uint64_t mailboxes_created; /* declared for a copy that found no mailbox */
+  uint64_t mailbox_items;     /* deliveries consumed from mailboxes */
+  uint64_t mailbox_consumers; /* now: mailboxes being consumed (users online with one) */
+  uint64_t mailboxes_known;   /* now: mailboxes this process knows to exist */
+  uint64_t mailbox_probes;    /* passive declares: does this online user have one? */
+  uint64_t mailboxes_deleted; /* by the janitor, empty and unused */
+  uint64_t mailbox_rebinds;   /* the janitor's delete found a message: bound again */
+  uint64_t mailbox_new_rejected; /* Q.mailbox.new messages naming no user: to Q.dead */
   uint64_t bodies_skipped;            /* bodies over amqp.max_body_bytes read and
                                          dropped unbuffered (the loop dead-letters them) */
 } wr_amqp_stats_t;

@@ -15,8 +15,13 @@
 
 #define WR_AMQP_CH_CONSUME 1 /* topology, qos, consume, acks of originals */
 #define WR_AMQP_CH_PUBLISH 2 /* confirm.select; every ladder/park copy */
-#define WR_AMQP_CH_POLL 3    /* passive queue.declare for depths */
+#define WR_AMQP_CH_POLL 3    /* passive queue.declare for depths; mailbox
+                                probes, declares, binds and deletes (a failed
+                                one closes the channel: it is reopened) */
+#define WR_AMQP_CH_MAILBOX 4 /* one consumer per online user with a mailbox
+                                (tag: the user key); their acks and nacks */
 #define WR_AMQP_CONSUMER_TAG "warren"
+#define WR_AMQP_CONSUMER_TAG_NEW "warren.new" /* Q.mailbox.new, on channel 1 */
 #define WR_AMQP_FRAME_MAX 131072
 #define WR_AMQP_RPC_TIMEOUT_S 10
 #define WR_AMQP_NAME_MAX 256
@@ -84,6 +89,27 @@ int wr_amqp_acks_flush(wr_amqp_acks_t *t, wr_amqp_acks_send_cb send, void *data)
 /* Flushes a->acks on the current connection (publish.c). */
 int wr_amqp_acks_send(wr_amqp_t *a);
 
+/* What the AMQP thread knows of one user's mailbox (mailbox.c). */
+typedef enum { WR_MBOX_UNKNOWN = 0, WR_MBOX_ABSENT, WR_MBOX_EXISTS } wr_mbox_state_t;
+
+typedef struct wr_mbox_s {
+  struct wr_mbox_s *hnext;
+  uint64_t hash;
+  wr_mbox_state_t state;
+  bool wanted;           /* its user is online: the loop asked to consume it */
+  bool consuming;        /* basic.consume ok on this connection */
+  int64_t used_ms;       /* monotonic: last wanted, consumed or filled */
+  int64_t unbound_ms;    /* the janitor unbound it then (0: bound) */
+  char *user;            /* the user id (malloc'd) */
+  char key[];            /* the user key, also its consumer tag */
+} wr_mbox_t;
+
+typedef struct wr_mboxes_s {
+  wr_mbox_t **buckets;
+  size_t nbuckets; /* power of two, 0 before the first entry */
+  size_t n;
+} wr_mboxes_t;
+
 struct wr_amqp_s {
   const wr_config_t *cfg;
   const wr_amqp_callbacks_t *cbs;
@@ -111,6 +137,10 @@ struct wr_amqp_s {
   size_t n_delays;
   uint8_t *scratch; /* WR_AMQP_FRAME_MAX bytes: copies' properties are
                        encoded here first (wr_amqp_copy_build) */
+  wr_mboxes_t mboxes;       /* every user with a mailbox or online (mailbox.c) */
+  bool mbox_channel_open;   /* channel 4 */
+  bool new_consuming;       /* the consumer of Q.mailbox.new */
+  int64_t next_janitor_ms;  /* monotonic */
 
   /* Watchdog (amqp/README.md, "rabbitmq-c 0.11": a send can block forever on a
    * hung broker). The AMQP thread bumps progress every loop turn; the
@@ -217,6 +247,7 @@ int wr_amqp_name_fmt(char *buf, size_t len, const char *queue, const char *suffi
 typedef struct wr_amqp_copy_s {
   amqp_basic_properties_t props; /* borrows orig and pub; headers.entries is malloc'd */
   unsigned dropped;              /* WR_COPY_* */
+  char expiration[24];           /* a mailbox copy's expiration (ms), props borrow it */
 } wr_amqp_copy_t;
 
 /* The properties of the copy pub of a message whose kept properties are orig
@@ -235,7 +266,7 @@ typedef struct wr_amqp_copy_s {
  * encodes within props_max). */
 int wr_amqp_copy_build(wr_amqp_copy_t *c, const amqp_basic_properties_t *orig,
                        const wr_amqp_pub_t *pub, const char *exchange, const char *routing_key,
-                       uint8_t *scratch, size_t props_max);
+                       int64_t now_ms, uint8_t *scratch, size_t props_max);
 void wr_amqp_copy_release(wr_amqp_copy_t *c);
 
 /* connection.c */
@@ -265,11 +296,56 @@ int wr_amqp_channel_open(amqp_connection_state_t conn, amqp_channel_t ch, char *
 int wr_amqp_topology_declare(amqp_connection_state_t conn, amqp_channel_t ch,
                              const wr_config_t *cfg, char *err, size_t errlen);
 
+/* Opens channel 3 unless it is open. Returns 0 or a negative errno. */
+int wr_amqp_poll_open(wr_amqp_t *a);
+/* The reply of the RPC just made on channel 3: 0 when it succeeded; 1 when
+ * the broker refused it (the channel, which that closes, is open again;
+ * *refusal, when given, gets -ENOENT for 404, -EEXIST for 406, -EACCES or
+ * -EPROTO); a negative errno when the connection failed. what names the
+ * operation in logs. */
+int wr_amqp_poll_reply(wr_amqp_t *a, const char *what, int *refusal);
+
+/* The arguments of a mailbox queue (docs/mailboxes.md): message TTL
+ * mailbox.ttl_ms, at most mailbox.max_messages (drop-head), dead-lettered to
+ * Q.parked (whose name is written to parked, which e[] borrows), classic
+ * version 2. Fills e and returns how many entries, or -ENAMETOOLONG. */
+#define WR_AMQP_MAILBOX_ARGS 6
+int wr_amqp_mailbox_args(const wr_config_t *cfg, amqp_table_entry_t e[WR_AMQP_MAILBOX_ARGS],
+                         char *parked, size_t parked_len);
+
 /* Passive queue.declare of Q, each ladder queue, Q.parked and Q.dead on
  * channel WR_AMQP_CH_POLL (reopened after a failed declare closes it). Fills
  * up to cap entries of out and sets *n. Returns 0, or a negative errno when
  * the connection itself failed. */
 int wr_amqp_topology_poll(wr_amqp_t *a, wr_amqp_queue_stat_t *out, size_t cap, size_t *n);
+
+/* mailbox.c — per-user mailboxes (docs/mailboxes.md) */
+
+/* Executes a mailbox command (takes ownership of c). Returns 0 or a negative
+ * errno when the connection failed. */
+int wr_amqp_mbox_command(wr_amqp_t *a, wr_amqp_cmd_t *c);
+/* The owner (user id, borrowed) of the mailbox consumer with this tag, or
+ * NULL. */
+const char *wr_amqp_mbox_owner(wr_amqp_t *a, amqp_bytes_t consumer_tag);
+/* A copy for user came through Q.mailbox.new: declare and bind their mailbox
+ * (and consume it if they are online). Returns 0, or a negative errno when
+ * the connection failed. */
+int wr_amqp_mbox_create(wr_amqp_t *a, const char *user);
+/* The user a Q.mailbox.new message is for: its x-warren-user header when
+ * that user's key is the routing key, else the id of a plain routing key
+ * ("u.<id>"); NULL when neither (malloc'd). */
+char *wr_amqp_mbox_new_owner(const amqp_table_t *headers, amqp_bytes_t routing_key);
+/* A new connection: opens channel 4 and consumes the mailboxes of online
+ * users again. Returns 0 or a negative errno. */
+int wr_amqp_mbox_session_open(wr_amqp_t *a, char *err, size_t errlen);
+/* The connection is gone: no consumer runs any more. */
+void wr_amqp_mbox_session_closed(wr_amqp_t *a);
+/* The broker cancelled the consumer with this tag on channel 4. */
+void wr_amqp_mbox_cancelled(wr_amqp_t *a, amqp_bytes_t consumer_tag);
+/* Deletes mailboxes empty and unused for mailbox.idle_ms, when due. Returns
+ * 0 or a negative errno when the connection failed. */
+int wr_amqp_mbox_janitor(wr_amqp_t *a);
+void wr_amqp_mbox_free(wr_amqp_t *a);
 
 /* consume.c — the thread body */
 void *wr_amqp_thread_main(void *arg);

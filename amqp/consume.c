@@ -40,11 +40,19 @@ static int acks_maybe_send(wr_amqp_t *a, int64_t *timeout) {
   return wr_amqp_acks_send(a);
 }
 
+/* Verdicts and mailbox commands, in the order the loop sent them: a
+ * mailbox's consumer is cancelled before the nacks that give its user's
+ * unacked notifications back, so the broker does not deliver them again to a
+ * user who has gone. */
 static int drain_verdicts(wr_amqp_t *a) {
-  wr_amqp_delivery_t *d;
+  wr_amqp_cmd_t *c;
   int rc = 0;
-  while ((d = a->cbs->next_verdict_cb(a->cbs->data)) != NULL) {
-    int r = wr_amqp_verdict_run(a, d);
+  while ((c = a->cbs->next_command_cb(a->cbs->data)) != NULL) {
+    int r;
+    if (c->kind == WR_CMD_VERDICT)
+      r = wr_amqp_verdict_run(a, (wr_amqp_delivery_t *)c);
+    else
+      r = wr_amqp_mbox_command(a, c);
     if (r < 0 && rc == 0)
       rc = r;
   }
@@ -215,6 +223,62 @@ static int content_frame(wr_amqp_t *a, amqp_channel_t ch, uint8_t type, amqp_fra
   return -EPROTO;
 }
 
+static bool tag_is(amqp_bytes_t t, const char *s) {
+  return t.len == strlen(s) && memcmp(t.bytes, s, t.len) == 0;
+}
+
+/* Where d came from, and for a mailbox or a Q.mailbox.new copy the one user
+ * it is for: the mailbox's owner, or the user the copy names (whose mailbox
+ * is then declared). Returns 0; 1 when a mailbox delivery's consumer is
+ * unknown (requeue it); 2 when a Q.mailbox.new message names no user
+ * (dead-letter it); or a negative errno when the connection failed. */
+static int set_source(wr_amqp_t *a, wr_amqp_delivery_t *d, const amqp_basic_deliver_t *m,
+                      amqp_channel_t ch) {
+  wr_amqp_dpriv_t *p = d->priv;
+  const amqp_table_t *h = (p->props._flags & AMQP_BASIC_HEADERS_FLAG) ? &p->props.headers : NULL;
+  char *owner;
+
+  if (ch == WR_AMQP_CH_MAILBOX) {
+    const char *user = wr_amqp_mbox_owner(a, m->consumer_tag);
+    if (user == NULL)
+      return 1;
+    owner = strdup(user);
+    d->source = WR_SRC_MAILBOX;
+    WR_AMQP_STAT_ADD(a, mailbox_items, 1);
+  } else if (tag_is(m->consumer_tag, WR_AMQP_CONSUMER_TAG_NEW)) {
+    owner = wr_amqp_mbox_new_owner(h, m->routing_key);
+    if (owner == NULL) {
+      WR_AMQP_STAT_ADD(a, mailbox_new_rejected, 1);
+      wr_warn("amqp",
+              "a message in %s.mailbox.new (routing key %.*s) names no user; dead-lettering it",
+              a->cfg->queue, (int)m->routing_key.len, (const char *)m->routing_key.bytes);
+      return 2;
+    }
+    int rc = wr_amqp_mbox_create(a, owner);
+    if (rc < 0) {
+      free(owner);
+      return rc;
+    }
+    d->source = WR_SRC_MAILBOX_NEW;
+  } else {
+    return 0;
+  }
+  if (owner == NULL)
+    return -ENOMEM;
+  /* The mailbox (or the routing key) says whom it is for, whatever headers
+   * it carries; its attempt and expiry headers are warren's own or harmless
+   * (they only shorten its own life). */
+  free(d->target_user);
+  d->target_user = owner;
+  if (!d->trusted) {
+    char *ignored = NULL;
+    wr_amqp_headers_parse(h, &d->attempt, &ignored, &d->expires_at_ms);
+    free(ignored);
+    d->trusted = true;
+  }
+  return 0;
+}
+
 /* A basic.deliver method frame: reads the content header and body frames
  * that follow it on its channel and hands the delivery to the sink. */
 static int on_delivery(wr_amqp_t *a, const amqp_frame_t *mf) {
@@ -231,8 +295,9 @@ static int on_delivery(wr_amqp_t *a, const amqp_frame_t *mf) {
             (unsigned long long)m.delivery_tag, (unsigned long long)body_size);
     return -EPROTO;
   }
+  bool ours = ch == WR_AMQP_CH_CONSUME || (ch == WR_AMQP_CH_MAILBOX && a->mbox_channel_open);
   wr_amqp_delivery_t *d = NULL;
-  if (ch == WR_AMQP_CH_CONSUME && !a->stopping)
+  if (ours && !a->stopping)
     d = delivery_build(a, &m, f.payload.properties.decoded, (size_t)body_size);
   /* The body frames are read (and dropped when there is no delivery to put
    * them in) so the next frame read is the next method. */
@@ -259,7 +324,7 @@ static int on_delivery(wr_amqp_t *a, const amqp_frame_t *mf) {
     amqp_maybe_release_buffers_on_channel(a->conn, ch);
   }
 
-  if (ch != WR_AMQP_CH_CONSUME)
+  if (!ours)
     return 0;
   WR_AMQP_STAT_ADD(a, consumed, 1);
   if (a->stopping) {
@@ -269,8 +334,17 @@ static int on_delivery(wr_amqp_t *a, const amqp_frame_t *mf) {
   uint64_t tag = m.delivery_tag;
   if (d == NULL) {
     wr_warn("amqp", "out of memory for delivery %llu; requeueing it", (unsigned long long)tag);
-    return amqp_basic_nack(a->conn, WR_AMQP_CH_CONSUME, tag, 0, 1) == AMQP_STATUS_OK ? 0
-                                                                                     : -ECONNRESET;
+    return amqp_basic_nack(a->conn, ch, tag, 0, 1) == AMQP_STATUS_OK ? 0 : -ECONNRESET;
+  }
+  if ((rc = set_source(a, d, &m, ch)) != 0) {
+    /* No user to deliver it to: back to the broker (requeue = false
+     * dead-letters a Q.mailbox.new message to Q.dead), or the connection
+     * failed. */
+    bool requeue = rc == 1;
+    wr_amqp_delivery_free(d);
+    if (rc < 0)
+      return rc;
+    return amqp_basic_nack(a->conn, ch, tag, 0, requeue) == AMQP_STATUS_OK ? 0 : -ECONNRESET;
   }
   if (d->body == NULL && d->body_len > 0) {
     WR_AMQP_STAT_ADD(a, bodies_skipped, 1);
@@ -309,26 +383,51 @@ static int server_close(wr_amqp_t *a, const amqp_method_t *m) {
   return rc < 0 ? rc : -ECONNRESET;
 }
 
+/* Consumes Q and, with mailboxes on, Q.mailbox.new (copies for users who
+ * have no mailbox yet), both on channel 1. */
 static int consume_start(wr_amqp_t *a, char *err, size_t errlen) {
-  amqp_basic_consume(a->conn, WR_AMQP_CH_CONSUME, amqp_cstring_bytes(a->cfg->queue),
-                     amqp_cstring_bytes(WR_AMQP_CONSUMER_TAG), 0, 0, 0, amqp_empty_table);
-  char what[WR_AMQP_NAME_MAX + 32];
-  snprintf(what, sizeof(what), "cannot consume from %s", a->cfg->queue);
-  int rc = wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), what, err, errlen);
-  if (rc == 0)
+  char what[WR_AMQP_NAME_MAX + 32], fresh[WR_AMQP_NAME_MAX];
+  int rc;
+  if (!a->consuming) {
+    amqp_basic_consume(a->conn, WR_AMQP_CH_CONSUME, amqp_cstring_bytes(a->cfg->queue),
+                       amqp_cstring_bytes(WR_AMQP_CONSUMER_TAG), 0, 0, 0, amqp_empty_table);
+    snprintf(what, sizeof(what), "cannot consume from %s", a->cfg->queue);
+    if ((rc = wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), what, err, errlen)) < 0)
+      return rc;
     a->consuming = true;
-  return rc;
+  }
+  if (!a->cfg->mailbox_enabled || a->new_consuming)
+    return 0;
+  if (wr_amqp_name_fmt(fresh, sizeof(fresh), a->cfg->queue, ".mailbox.new") < 0)
+    return -ENAMETOOLONG;
+  amqp_basic_consume(a->conn, WR_AMQP_CH_CONSUME, amqp_cstring_bytes(fresh),
+                     amqp_cstring_bytes(WR_AMQP_CONSUMER_TAG_NEW), 0, 0, 0, amqp_empty_table);
+  snprintf(what, sizeof(what), "cannot consume from %s", fresh);
+  if ((rc = wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), what, err, errlen)) < 0)
+    return rc;
+  a->new_consuming = true;
+  return 0;
 }
 
 /* The broker cancelled our consumer: the queue was deleted (or, for quorum
  * queues, lost its leader). Put the topology back and consume again on the
  * same channel, so unsettled tags stay valid. */
-static int on_broker_cancel(wr_amqp_t *a) {
+static int on_broker_cancel(wr_amqp_t *a, amqp_bytes_t tag) {
   char err[512];
+  bool fresh = tag_is(tag, WR_AMQP_CONSUMER_TAG_NEW);
   wr_error("amqp",
-           "the broker cancelled the consumer on %s (queue deleted?); redeclaring the "
+           "the broker cancelled the consumer on %s%s (queue deleted?); redeclaring the "
            "topology and consuming again",
-           a->cfg->queue);
+           a->cfg->queue, fresh ? ".mailbox.new" : "");
+  if (fresh) {
+    a->new_consuming = false;
+    int rc = wr_amqp_topology_declare(a->conn, WR_AMQP_CH_CONSUME, a->cfg, err, sizeof(err));
+    if (rc == 0 && !a->cancelled)
+      rc = consume_start(a, err, sizeof(err));
+    if (rc < 0)
+      wr_error("amqp", "%s", err);
+    return rc;
+  }
   a->consuming = false;
   a->cbs->state_cb(false, false, a->generation, a->cbs->data);
   WR_AMQP_STAT_SET(a, connected, 0);
@@ -365,10 +464,16 @@ static int on_frame(wr_amqp_t *a, const amqp_frame_t *f) {
   }
   case AMQP_BASIC_RETURN_METHOD:
     return wr_amqp_confirm_return(a, m->decoded);
-  case AMQP_BASIC_CANCEL_METHOD:
+  case AMQP_BASIC_CANCEL_METHOD: {
+    const amqp_basic_cancel_t *c = m->decoded;
+    if (f->channel == WR_AMQP_CH_MAILBOX) {
+      wr_amqp_mbox_cancelled(a, c->consumer_tag);
+      return 0;
+    }
     if (f->channel != WR_AMQP_CH_CONSUME)
       return 0;
-    return on_broker_cancel(a);
+    return on_broker_cancel(a, c->consumer_tag);
+  }
   case AMQP_CHANNEL_CLOSE_METHOD:
   case AMQP_CONNECTION_CLOSE_METHOD:
     return server_close(a, m);
@@ -411,11 +516,14 @@ static int poll_queues(wr_amqp_t *a) {
   wr_amqp_queue_stat_t st[WR_CONFIG_MAX_DELAYS + 3];
   size_t n = 0;
   int64_t now = wr_amqp_now_ms();
+  int rc;
 
+  if ((rc = wr_amqp_mbox_janitor(a)) < 0)
+    return rc;
   if (a->cbs->queue_stats_cb == NULL || now < a->next_poll_ms)
     return 0;
   a->next_poll_ms = now + (a->cfg->queue_poll_ms ? a->cfg->queue_poll_ms : 5000);
-  int rc = wr_amqp_topology_poll(a, st, sizeof(st) / sizeof(st[0]), &n);
+  rc = wr_amqp_topology_poll(a, st, sizeof(st) / sizeof(st[0]), &n);
   if (rc < 0)
     return rc;
   a->cbs->queue_stats_cb(st, n, a->cbs->data);
@@ -423,13 +531,28 @@ static int poll_queues(wr_amqp_t *a) {
 }
 
 static void do_cancel(wr_amqp_t *a) {
+  char err[256];
   a->cancelled = true;
-  if (a->conn == NULL || !a->consuming)
+  if (a->conn == NULL)
+    return;
+  /* Mailboxes: one channel close gives every unacked mailbox notification
+   * back at once (however many users are online); their verdicts, if they
+   * come, are dropped as stale (publish.c). */
+  if (a->mbox_channel_open) {
+    amqp_channel_close(a->conn, WR_AMQP_CH_MAILBOX, AMQP_REPLY_SUCCESS);
+    wr_amqp_mbox_session_closed(a);
+  }
+  if (a->new_consuming) {
+    amqp_basic_cancel(a->conn, WR_AMQP_CH_CONSUME, amqp_cstring_bytes(WR_AMQP_CONSUMER_TAG_NEW));
+    if (wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), "basic.cancel", err, sizeof(err)) < 0)
+      wr_warn("amqp", "%s", err);
+    a->new_consuming = false;
+  }
+  if (!a->consuming)
     return;
   /* An RPC: deliveries already on the wire are queued by rabbitmq-c and
    * still reach the sink afterwards. */
   amqp_basic_cancel(a->conn, WR_AMQP_CH_CONSUME, amqp_cstring_bytes(WR_AMQP_CONSUMER_TAG));
-  char err[256];
   if (wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), "basic.cancel", err, sizeof(err)) < 0)
     wr_warn("amqp", "%s", err);
   a->consuming = false;
@@ -447,6 +570,7 @@ static int session_open(wr_amqp_t *a, char *err, size_t errlen) {
   wr_amqp_acks_reset(&a->acks);
   a->poll_channel_open = false;
   a->consuming = false;
+  a->new_consuming = false;
   a->next_poll_ms = 0;
   a->last_keepalive_ms = wr_amqp_now_ms();
   if ((rc = wr_amqp_channel_open(a->conn, WR_AMQP_CH_CONSUME, err, errlen)) < 0 ||
@@ -460,6 +584,9 @@ static int session_open(wr_amqp_t *a, char *err, size_t errlen) {
     return rc;
   amqp_confirm_select(a->conn, WR_AMQP_CH_PUBLISH);
   if ((rc = wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), "confirm.select", err, errlen)) < 0)
+    return rc;
+  if (a->cfg->mailbox_enabled && !a->cancelled &&
+      (rc = wr_amqp_mbox_session_open(a, err, errlen)) < 0)
     return rc;
   if (!a->cancelled && (rc = consume_start(a, err, errlen)) < 0)
     return rc;
@@ -475,6 +602,8 @@ static void session_close(wr_amqp_t *a, bool graceful) {
   wr_amqp_conn_close(a->conn, false);
   a->conn = NULL;
   a->consuming = false;
+  a->new_consuming = false;
+  wr_amqp_mbox_session_closed(a);
   WR_AMQP_STAT_SET(a, connected, 0);
   WR_AMQP_STAT_SET(a, unacked, 0);
   a->cbs->state_cb(false, true, a->generation, a->cbs->data);

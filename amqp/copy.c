@@ -3,6 +3,7 @@
  * becomes that message's outcome, not a broken channel. Pure: no I/O, no
  * logs. */
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "amqp/amqp_int.h"
@@ -33,7 +34,7 @@ static bool has_own_headers(const amqp_table_t *t) {
 
 int wr_amqp_copy_build(wr_amqp_copy_t *c, const amqp_basic_properties_t *orig,
                        const wr_amqp_pub_t *pub, const char *exchange, const char *routing_key,
-                       uint8_t *scratch, size_t props_max) {
+                       int64_t now_ms, uint8_t *scratch, size_t props_max) {
   amqp_basic_properties_t *p = &c->props;
   int rc;
 
@@ -52,6 +53,15 @@ int wr_amqp_copy_build(wr_amqp_copy_t *c, const amqp_basic_properties_t *orig,
   if (orig->_flags & AMQP_BASIC_TIMESTAMP_FLAG) {
     p->_flags |= AMQP_BASIC_TIMESTAMP_FLAG;
     p->timestamp = orig->timestamp;
+  }
+  /* A mailbox keeps a copy no longer than the envelope lets it live: the
+   * broker expires it at the head of the mailbox (then dead-letters it to
+   * Q.parked), and warren parks one it reads too late. */
+  if (pub->kind == WR_PUB_MAILBOX && pub->expires_at_ms != 0) {
+    int64_t left = pub->expires_at_ms > now_ms ? pub->expires_at_ms - now_ms : 0;
+    snprintf(c->expiration, sizeof(c->expiration), "%lld", (long long)left);
+    p->_flags |= AMQP_BASIC_EXPIRATION_FLAG;
+    p->expiration = amqp_cstring_bytes(c->expiration);
   }
   amqp_bytes_t mid = amqp_empty_bytes;
   bool has_mid = true;

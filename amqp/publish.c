@@ -33,10 +33,51 @@ static int send_status(int st) {
   return st == AMQP_STATUS_OK ? 0 : -ECONNRESET;
 }
 
-/* Settles the original on channel 1 and frees it. */
+void wr_amqp_cmd_free(wr_amqp_cmd_t *c) {
+  if (c == NULL)
+    return;
+  if (c->kind == WR_CMD_VERDICT)
+    wr_amqp_delivery_free((wr_amqp_delivery_t *)c);
+  else
+    free(c);
+}
+
+/* A mailbox delivery on channel 4: acks and nacks go at once, one each (a
+ * user's replay is a few hundred at most, and they are spread over many
+ * consumers, so the coalescing of channel 1 would buy little). */
+static int settle_mailbox(wr_amqp_t *a, wr_amqp_delivery_t *d, wr_verdict_kind_t how) {
+  uint64_t tag = d->tag;
+  int st;
+  if (how == WR_VERDICT_ACK)
+    st = amqp_basic_ack(a->conn, WR_AMQP_CH_MAILBOX, tag, 0);
+  else
+    /* Dead: its mailbox dead-letters it to Q.parked (x-death reason
+     * "rejected"). Requeue: it waits in the mailbox, in its place. */
+    st = amqp_basic_nack(a->conn, WR_AMQP_CH_MAILBOX, tag, 0, how == WR_VERDICT_DEAD ? 0 : 1);
+  if (st == AMQP_STATUS_OK) {
+    if (how == WR_VERDICT_ACK) {
+      WR_AMQP_STAT_ADD(a, acked, 1);
+      WR_AMQP_STAT_ADD(a, ack_frames, 1);
+    } else if (how == WR_VERDICT_DEAD) {
+      WR_AMQP_STAT_ADD(a, dead_lettered, 1);
+    } else {
+      WR_AMQP_STAT_ADD(a, requeued, 1);
+    }
+  }
+  WR_AMQP_STAT_SUB(a, unacked, 1);
+  wr_amqp_delivery_free(d);
+  if (st != AMQP_STATUS_OK)
+    wr_warn("amqp", "cannot settle mailbox delivery %llu: %s", (unsigned long long)tag,
+            amqp_error_string2(st));
+  return send_status(st);
+}
+
+/* Settles the original on its channel and frees it. */
 static int settle_original(wr_amqp_t *a, wr_amqp_delivery_t *d, wr_verdict_kind_t how) {
   uint64_t tag = d->tag;
   int st;
+  if (d->source == WR_SRC_MAILBOX)
+    return settle_mailbox(a, d, how);
   switch (how) {
   case WR_VERDICT_ACK:
     /* Sent by the next wr_amqp_acks_send(), coalesced with its neighbours. */
@@ -131,6 +172,10 @@ static int publish_copy(wr_amqp_t *a, wr_amqp_delivery_t *d, size_t i, bool *no_
   if (pub->kind == WR_PUB_RETRY) {
     rc = wr_amqp_name_fmt(exchange, sizeof(exchange), a->cfg->queue, ".retry");
     snprintf(key, sizeof(key), "%u", pub->delay_ms);
+  } else if (pub->kind == WR_PUB_MAILBOX) {
+    rc = wr_amqp_name_fmt(exchange, sizeof(exchange), a->cfg->queue, ".mailbox");
+    if (rc == 0 && (pub->user == NULL || wr_amqp_user_key(pub->user, key, sizeof(key)) < 0))
+      rc = -EINVAL;
   } else {
     exchange[0] = '\0';
     rc = wr_amqp_name_fmt(key, sizeof(key), a->cfg->queue, ".parked");
@@ -146,10 +191,13 @@ static int publish_copy(wr_amqp_t *a, wr_amqp_delivery_t *d, size_t i, bool *no_
     size_t props_max = frame_max > WR_AMQP_CONTENT_OVERHEAD && frame_max <= WR_AMQP_FRAME_MAX
                            ? (size_t)frame_max - WR_AMQP_CONTENT_OVERHEAD
                            : WR_AMQP_FRAME_MAX - WR_AMQP_CONTENT_OVERHEAD;
-    if (pub->kind == WR_PUB_RETRY)
+    /* Ladder copies and mailbox copies come back dead-lettered (x-death
+     * added): leave room for it. */
+    if (pub->kind == WR_PUB_RETRY || pub->kind == WR_PUB_MAILBOX)
       props_max =
           props_max > WR_AMQP_DEADLETTER_RESERVE ? props_max - WR_AMQP_DEADLETTER_RESERVE : 0;
-    rc = wr_amqp_copy_build(&c, &p->props, pub, exchange, key, a->scratch, props_max);
+    rc = wr_amqp_copy_build(&c, &p->props, pub, exchange, key, wr_amqp_wall_ms(), a->scratch,
+                            props_max);
   }
   if (rc == -ENOMEM)
     return rc;
@@ -203,7 +251,10 @@ static int publish_copy(wr_amqp_t *a, wr_amqp_delivery_t *d, size_t i, bool *no_
 }
 
 int wr_amqp_verdict_run(wr_amqp_t *a, wr_amqp_delivery_t *d) {
-  if (a->conn == NULL || d->generation != a->generation) {
+  /* A mailbox delivery whose channel was closed (shutdown) went back to its
+   * mailbox with it. */
+  if (a->conn == NULL || d->generation != a->generation ||
+      (d->source == WR_SRC_MAILBOX && !a->mbox_channel_open)) {
     /* The channel that delivered it is gone and the broker has requeued the
      * message; its tag means nothing on the current channel. */
     WR_AMQP_STAT_ADD(a, stale_verdicts, 1);
@@ -276,10 +327,37 @@ static void pending_compact(wr_amqp_t *a) {
   a->n_pending = w;
 }
 
+/* A mailbox copy the broker nacked or returned (the mailbox unavailable,
+ * its exchange gone): the ladder takes it, as before mailboxes. Publishes
+ * the fallback copy in its place. Returns 0 when it was sent (its confirm
+ * is awaited now), 1 when nothing could be sent for it, or a negative errno
+ * when the connection failed. */
+static int fall_back(wr_amqp_t *a, wr_amqp_delivery_t *d, size_t i) {
+  wr_amqp_pub_t *pub = &d->pubs[i];
+  bool no_mid = false;
+  pub->kind = pub->fallback_kind;
+  pub->delay_ms = pub->fallback_delay_ms;
+  pub->attempt = pub->fallback_attempt;
+  pub->reason = pub->fallback_reason;
+  WR_AMQP_STAT_ADD(a, mailbox_fallbacks, 1);
+  wr_warn("amqp", "the mailbox copy of delivery %llu for user %s was refused; sending it to %s",
+          (unsigned long long)d->tag, pub->user ? pub->user : "?",
+          pub->kind == WR_PUB_RETRY ? "the retry ladder" : "the parked queue");
+  int rc = publish_copy(a, d, i, &no_mid);
+  if (rc == -ENOMEM || rc == -EMSGSIZE)
+    return 1;
+  if (rc < 0)
+    return rc;
+  a->pub_seq++;
+  return pending_push(a, a->pub_seq, d, i, no_mid) < 0 ? 1 : 0;
+}
+
 int wr_amqp_confirm_settle(wr_amqp_t *a, uint64_t tag, bool multiple, bool ok) {
   int rc = 0;
   bool any = false;
 
+  /* By index: a fallback copy is pushed onto a->pending meanwhile (with a
+   * sequence number above tag, so this confirm never covers it). */
   for (size_t i = 0; i < a->n_pending; i++) {
     wr_amqp_pending_t *e = &a->pending[i];
     if (e->settled || (multiple ? e->seq > tag : e->seq != tag))
@@ -288,16 +366,28 @@ int wr_amqp_confirm_settle(wr_amqp_t *a, uint64_t tag, bool multiple, bool ok) {
     any = true;
     wr_amqp_delivery_t *d = e->d;
     wr_amqp_dpriv_t *p = d->priv;
-    if (ok && !e->returned) {
+    size_t pub = e->pub;
+    bool returned = e->returned;
+    if (ok && !returned) {
       WR_AMQP_STAT_ADD(a, published, 1);
+      if (d->pubs[pub].kind == WR_PUB_MAILBOX)
+        WR_AMQP_STAT_ADD(a, mailbox_puts, 1);
+    } else if (d->pubs[pub].kind == WR_PUB_MAILBOX) {
+      int r = fall_back(a, d, pub);
+      if (r == 0)
+        continue; /* the fallback copy stands in for this one */
+      if (r < 0 && rc == 0)
+        rc = r;
+      WR_AMQP_STAT_ADD(a, publish_failures, 1);
+      p->failed = true;
     } else {
       WR_AMQP_STAT_ADD(a, publish_failures, 1);
       p->failed = true;
       wr_warn("amqp",
               "copy %zu of delivery %llu (%s) was %s by the broker; requeueing the "
               "original",
-              e->pub, (unsigned long long)d->tag, d->message_id ? d->message_id : "no message_id",
-              e->returned ? "returned" : "nacked");
+              pub, (unsigned long long)d->tag, d->message_id ? d->message_id : "no message_id",
+              returned ? "returned" : "nacked");
     }
     if (--p->pending == 0) {
       int r = settle_copied(a, d);

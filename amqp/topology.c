@@ -7,11 +7,11 @@
 #include "config/log.h"
 #include "amqp/amqp_int.h"
 
-static int declare_exchange(amqp_connection_state_t c, amqp_channel_t ch, const char *name,
-                            const char *type, char *err, size_t errlen) {
+static int declare_exchange_args(amqp_connection_state_t c, amqp_channel_t ch, const char *name,
+                                 const char *type, amqp_table_t args, char *err, size_t errlen) {
   char why[512];
   amqp_exchange_declare(c, ch, amqp_cstring_bytes(name), amqp_cstring_bytes(type), 0, 1, 0, 0,
-                        amqp_empty_table);
+                        args);
   int rc = wr_amqp_reply_err(amqp_get_rpc_reply(c), "", why, sizeof(why));
   if (rc == -EEXIST)
     snprintf(err, errlen,
@@ -21,6 +21,11 @@ static int declare_exchange(amqp_connection_state_t c, amqp_channel_t ch, const 
   else if (rc < 0)
     snprintf(err, errlen, "cannot declare exchange %s%s", name, why);
   return rc;
+}
+
+static int declare_exchange(amqp_connection_state_t c, amqp_channel_t ch, const char *name,
+                            const char *type, char *err, size_t errlen) {
+  return declare_exchange_args(c, ch, name, type, amqp_empty_table, err, errlen);
 }
 
 static int declare_queue(amqp_connection_state_t c, amqp_channel_t ch, const char *name,
@@ -54,6 +59,54 @@ static void set_str(amqp_table_entry_t *e, const char *k, const char *v) {
   e->key = amqp_cstring_bytes(k);
   e->value.kind = AMQP_FIELD_KIND_UTF8;
   e->value.value.bytes = amqp_cstring_bytes(v);
+}
+
+/* Q.mailbox (direct, alternate exchange Q.mailbox.new) and Q.mailbox.new
+ * (fanout) with its queue, which holds copies for users who have no mailbox
+ * yet; what that queue cannot take (no user) dead-letters to Q.dlx. */
+static int declare_mailbox_exchanges(amqp_connection_state_t c, amqp_channel_t ch,
+                                     const wr_config_t *cfg, const char *dlx, char *err,
+                                     size_t errlen) {
+  char mailbox[WR_AMQP_NAME_MAX], fresh[WR_AMQP_NAME_MAX];
+  amqp_table_entry_t e[1];
+  amqp_table_t args = {.num_entries = 1, .entries = e};
+  int rc;
+
+  if (wr_amqp_name_fmt(mailbox, sizeof(mailbox), cfg->queue, ".mailbox") < 0 ||
+      wr_amqp_name_fmt(fresh, sizeof(fresh), cfg->queue, ".mailbox.new") < 0) {
+    snprintf(err, errlen, "amqp.queue is too long for the mailbox exchanges");
+    return -ENAMETOOLONG;
+  }
+  if ((rc = declare_exchange(c, ch, fresh, "fanout", err, errlen)) < 0)
+    return rc;
+  set_str(&e[0], "x-dead-letter-exchange", dlx);
+  if ((rc = declare_queue(c, ch, fresh, args, WR_QUEUE_CLASSIC, err, errlen)) < 0)
+    return rc;
+  if ((rc = bind_queue(c, ch, fresh, fresh, "", err, errlen)) < 0)
+    return rc;
+  set_str(&e[0], "alternate-exchange", fresh);
+  return declare_exchange_args(c, ch, mailbox, "direct", args, err, errlen);
+}
+
+int wr_amqp_mailbox_args(const wr_config_t *cfg, amqp_table_entry_t e[WR_AMQP_MAILBOX_ARGS],
+                         char *parked, size_t parked_len) {
+  if (wr_amqp_name_fmt(parked, parked_len, cfg->queue, ".parked") < 0)
+    return -ENAMETOOLONG;
+  e[0].key = amqp_cstring_bytes("x-message-ttl");
+  e[0].value.kind = AMQP_FIELD_KIND_I64;
+  e[0].value.value.i64 = cfg->mailbox_ttl_ms;
+  e[1].key = amqp_cstring_bytes("x-max-length");
+  e[1].value.kind = AMQP_FIELD_KIND_I64;
+  e[1].value.value.i64 = cfg->mailbox_max_messages;
+  set_str(&e[2], "x-overflow", "drop-head");
+  set_str(&e[3], "x-dead-letter-exchange", "");
+  set_str(&e[4], "x-dead-letter-routing-key", parked);
+  /* Classic queue version 2 keeps an idle queue's memory low (3.10+; the
+   * only version from 4.0 on). */
+  e[5].key = amqp_cstring_bytes("x-queue-version");
+  e[5].value.kind = AMQP_FIELD_KIND_I64;
+  e[5].value.value.i64 = 2;
+  return WR_AMQP_MAILBOX_ARGS;
 }
 
 int wr_amqp_topology_declare(amqp_connection_state_t c, amqp_channel_t ch, const wr_config_t *cfg,
@@ -123,6 +176,8 @@ int wr_amqp_topology_declare(amqp_connection_state_t c, amqp_channel_t ch, const
     return rc;
   if ((rc = bind_queue(c, ch, dead, dlx, "", err, errlen)) < 0)
     return rc;
+  if (cfg->mailbox_enabled && (rc = declare_mailbox_exchanges(c, ch, cfg, dlx, err, errlen)) < 0)
+    return rc;
   wr_info("amqp",
           "topology declared: exchange %s -> queue %s (%s), %zu ladder queue(s) via %s, %s, "
           "%s -> %s",
@@ -131,17 +186,23 @@ int wr_amqp_topology_declare(amqp_connection_state_t c, amqp_channel_t ch, const
   return 0;
 }
 
-/* A failed passive declare closes the channel: acknowledge the close and open
- * it again for the next queue. */
+/* A refused RPC closes channel 3: acknowledge the close and open it again
+ * for the next one. */
 static int reopen_poll_channel(wr_amqp_t *a) {
-  char err[256];
   amqp_channel_close_ok_t ok = {0};
   if (amqp_send_method(a->conn, WR_AMQP_CH_POLL, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) !=
       AMQP_STATUS_OK)
     return -ECONNRESET;
   a->poll_channel_open = false;
-  int rc = wr_amqp_channel_open(a->conn, WR_AMQP_CH_POLL, err, sizeof(err));
-  if (rc < 0) {
+  return wr_amqp_poll_open(a);
+}
+
+int wr_amqp_poll_open(wr_amqp_t *a) {
+  char err[256];
+  int rc;
+  if (a->poll_channel_open)
+    return 0;
+  if ((rc = wr_amqp_channel_open(a->conn, WR_AMQP_CH_POLL, err, sizeof(err))) < 0) {
     wr_warn("amqp", "%s", err);
     return rc;
   }
@@ -149,24 +210,36 @@ static int reopen_poll_channel(wr_amqp_t *a) {
   return 0;
 }
 
+int wr_amqp_poll_reply(wr_amqp_t *a, const char *what, int *refusal) {
+  amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);
+  char err[512];
+  int rc = wr_amqp_reply_err(r, what, err, sizeof(err));
+  if (rc == 0)
+    return 0;
+  if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+    if (refusal != NULL)
+      *refusal = rc;
+    wr_debug("amqp", "%s", err);
+    int r2 = reopen_poll_channel(a);
+    return r2 < 0 ? r2 : 1;
+  }
+  wr_warn("amqp", "%s", err);
+  return rc < 0 ? rc : -ECONNRESET;
+}
+
 static int poll_one(wr_amqp_t *a, wr_amqp_queue_stat_t *st) {
   amqp_queue_declare_ok_t *ok = amqp_queue_declare(
       a->conn, WR_AMQP_CH_POLL, amqp_cstring_bytes(st->name), 1, 0, 0, 0, amqp_empty_table);
-  amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);
+  int rc = wr_amqp_poll_reply(a, "connection lost while polling queue depths", NULL);
 
   st->messages = -1;
   st->consumers = -1;
-  if (r.reply_type == AMQP_RESPONSE_NORMAL && ok != NULL) {
+  if (rc == 0 && ok != NULL) {
     st->messages = ok->message_count;
     st->consumers = ok->consumer_count;
     return 0;
   }
-  if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD)
-    return reopen_poll_channel(a);
-  char err[512];
-  int rc = wr_amqp_reply_err(r, "connection lost while polling queue depths", err, sizeof(err));
-  wr_warn("amqp", "%s", err);
-  return rc < 0 ? rc : -ECONNRESET;
+  return rc < 0 ? rc : 0;
 }
 
 int wr_amqp_topology_poll(wr_amqp_t *a, wr_amqp_queue_stat_t *out, size_t cap, size_t *n) {
@@ -175,14 +248,8 @@ int wr_amqp_topology_poll(wr_amqp_t *a, wr_amqp_queue_stat_t *out, size_t cap, s
   int rc;
 
   *n = 0;
-  if (!a->poll_channel_open) {
-    char err[256];
-    if ((rc = wr_amqp_channel_open(a->conn, WR_AMQP_CH_POLL, err, sizeof(err))) < 0) {
-      wr_warn("amqp", "%s", err);
-      return rc;
-    }
-    a->poll_channel_open = true;
-  }
+  if ((rc = wr_amqp_poll_open(a)) < 0)
+    return rc;
   if (k < cap)
     snprintf(out[k++].name, sizeof(out->name), "%s", q);
   for (size_t i = 0; i < a->n_delays && k < cap; i++)

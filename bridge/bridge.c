@@ -23,7 +23,7 @@ static int deliver_cb(wr_amqp_delivery_t *d, void *data) {
   return 0;
 }
 
-static wr_amqp_delivery_t *next_verdict_cb(void *data) {
+static wr_amqp_cmd_t *next_command_cb(void *data) {
   wr_bridge_t *b = data;
   return wr_ring_pop(&b->commands);
 }
@@ -60,8 +60,8 @@ int64_t wr_now_realtime_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void wr_bridge_verdict(wr_bridge_t *b, wr_amqp_delivery_t *d) {
-  if (b->ov_len == 0 && wr_ring_push(&b->commands, d) == 0) {
+void wr_bridge_command(wr_bridge_t *b, wr_amqp_cmd_t *c) {
+  if (b->ov_len == 0 && wr_ring_push(&b->commands, c) == 0) {
     b->wake_needed = true;
     return;
   }
@@ -69,12 +69,11 @@ void wr_bridge_verdict(wr_bridge_t *b, wr_amqp_delivery_t *d) {
    * reconnect with a full window still in the loop). Keep order. */
   if (b->ov_len == b->ov_cap) {
     size_t ncap = b->ov_cap ? b->ov_cap * 2 : 256;
-    wr_amqp_delivery_t **n = malloc(ncap * sizeof(*n));
+    wr_amqp_cmd_t **n = malloc(ncap * sizeof(*n));
     if (n == NULL) {
-      wr_error("bridge",
-               "out of memory queueing verdict for delivery %llu; it will be "
-               "redelivered after reconnect",
-               (unsigned long long)d->tag);
+      /* A verdict lost here would leave its message unacked until the
+       * channel closes, a mailbox command a user's mailbox unread: stop. */
+      wr_error("bridge", "out of memory queueing a command for the AMQP thread");
       abort();
     }
     for (size_t i = 0; i < b->ov_len; i++)
@@ -84,7 +83,7 @@ void wr_bridge_verdict(wr_bridge_t *b, wr_amqp_delivery_t *d) {
     b->ov_head = 0;
     b->ov_cap = ncap;
   }
-  b->overflow[(b->ov_head + b->ov_len) % b->ov_cap] = d;
+  b->overflow[(b->ov_head + b->ov_len) % b->ov_cap] = c;
   b->ov_len++;
   if (!uv_is_active((uv_handle_t *)&b->retry_timer))
     uv_timer_start(&b->retry_timer, retry_cb, 1, 1);
@@ -116,7 +115,7 @@ static void core_load_cb(void *io, size_t *queued_bytes, uint64_t *idle_ms, void
 }
 
 static void core_verdict_cb(wr_amqp_delivery_t *d, void *data) {
-  wr_bridge_verdict(data, d);
+  wr_bridge_command(data, &d->cmd);
 }
 
 static uint64_t core_now_ns_cb(void *data) {
@@ -407,8 +406,9 @@ static void final_stop(wr_bridge_t *b) {
    * they are freed here; the broker requeued them when the channel closed. */
   while ((d = wr_ring_pop(&b->deliveries)) != NULL)
     wr_amqp_delivery_free(d);
-  while ((d = wr_ring_pop(&b->commands)) != NULL)
-    wr_amqp_delivery_free(d);
+  wr_amqp_cmd_t *c;
+  while ((c = wr_ring_pop(&b->commands)) != NULL)
+    wr_amqp_cmd_free(c);
   close_handles(b);
 }
 
@@ -683,7 +683,7 @@ int wr_bridge_run(const wr_config_t *cfg, const char *config_path) {
 
   b->amqp_cbs = (wr_amqp_callbacks_t){.data = b,
                                       .deliver_cb = deliver_cb,
-                                      .next_verdict_cb = next_verdict_cb,
+                                      .next_command_cb = next_command_cb,
                                       .state_cb = state_cb,
                                       .queue_stats_cb = queue_stats_cb};
   if ((rc = wr_amqp_new(&b->amqp, cfg, &b->amqp_cbs)) != 0)

@@ -46,8 +46,8 @@ typedef struct wr_bridge_s {
 
   wr_core_t core; /* the delivery decisions: index, pending deliveries */
 
-  /* Verdicts that found the command ring full, FIFO. */
-  wr_amqp_delivery_t **overflow;
+  /* Commands that found the command ring full, FIFO. */
+  wr_amqp_cmd_t **overflow;
   size_t ov_head, ov_len, ov_cap;
   bool wake_needed;
 
@@ -69,8 +69,9 @@ typedef struct wr_bridge_s {
 } wr_bridge_t;
 
 /* bridge.c */
-/* Sends a verdict to the AMQP thread (takes ownership of d). */
-void wr_bridge_verdict(wr_bridge_t *b, wr_amqp_delivery_t *d);
+/* Sends a command (a delivery with its verdict, a mailbox command) to the
+ * AMQP thread, in order; takes ownership of c. */
+void wr_bridge_command(wr_bridge_t *b, wr_amqp_cmd_t *c);
 
 /* admin.c */
 int wr_admin_http_cb(wr_ws_server_t *srv, const char *method, const char *path, const char *query,

@@ -165,6 +165,15 @@ function decodeMessage(m) {
   };
 }
 
+// Names of every queue of the test broker (rabbitmqctl; about 1 s).
+export async function listQueues() {
+  const out = await brokerCtl('list_queues', '-q', '--no-table-headers', 'name');
+  return out
+    .split('\n')
+    .map((l) => l.trim())
+    .filter(Boolean);
+}
+
 // Deletes a test's queues and exchanges; missing ones are fine.
 export async function deleteObjects({ queues = [], exchanges = [] }) {
   for (const q of queues) {

@@ -3,7 +3,7 @@
 import { spawn, execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ensureBroker, queueCounts, drainQueue, deleteObjects, closeAmqp } from './broker.js';
+import { ensureBroker, queueCounts, drainQueue, deleteObjects, closeAmqp, listQueues } from './broker.js';
 import { closeAllClients } from './client.js';
 import {
   ARTIFACTS_DIR,
@@ -268,8 +268,14 @@ export class Warren {
     if (this.running) await this.stop('SIGKILL');
     live.delete(this);
     await deleteObjects({
-      queues: this.allQueues,
-      exchanges: [this.exchange, `${this.queue}.retry`, `${this.queue}.dlx`],
+      queues: [...this.allQueues, `${this.queue}.mailbox.new`],
+      exchanges: [
+        this.exchange,
+        `${this.queue}.retry`,
+        `${this.queue}.dlx`,
+        `${this.queue}.mailbox`,
+        `${this.queue}.mailbox.new`,
+      ],
     });
   }
 }
@@ -299,6 +305,13 @@ export async function assertQueuesEmpty(w, { timeout = 15000 } = {}) {
 // their queues, closes the AMQP connection.
 export async function cleanupAll() {
   closeAllClients();
+  const prefixes = [...live].map((w) => `${w.queue}.mbox.`);
   for (const w of [...live]) await w.cleanup().catch(() => {});
+  // Mailbox queues are named after their users: one listing finds them all.
+  if (prefixes.length) {
+    const names = await listQueues().catch(() => []);
+    const mine = names.filter((n) => prefixes.some((p) => n.startsWith(p)));
+    if (mine.length) await deleteObjects({ queues: mine });
+  }
   await closeAmqp();
 }

@@ -56,7 +56,7 @@ static int deliver_cb(wr_amqp_delivery_t *d, void *data) {
   return 0;
 }
 
-static wr_amqp_delivery_t *next_verdict_cb(void *data) {
+static wr_amqp_cmd_t *next_command_cb(void *data) {
   sink_t *s = data;
   wr_amqp_delivery_t *d = NULL;
   pthread_mutex_lock(&s->mu);
@@ -65,7 +65,7 @@ static wr_amqp_delivery_t *next_verdict_cb(void *data) {
     memmove(s->out, s->out + 1, --s->n_out * sizeof(s->out[0]));
   }
   pthread_mutex_unlock(&s->mu);
-  return d;
+  return d != NULL ? &d->cmd : NULL;
 }
 
 static void state_cb(bool consuming, bool lost, uint64_t generation, void *data) {
@@ -219,8 +219,8 @@ static bool get_one(fixture_t *f, const char *suffix, char *reason, size_t rlen,
 static void delete_topology(fixture_t *f) {
   char err[256], name[256];
   amqp_connection_state_t c;
-  static const char *queues[] = {"", ".retry.200", ".parked", ".dead"};
-  static const char *exchanges[] = {".retry", ".dlx"};
+  static const char *queues[] = {"", ".retry.200", ".parked", ".dead", ".mailbox.new"};
+  static const char *exchanges[] = {".retry", ".dlx", ".mailbox", ".mailbox.new"};
   if (wr_amqp_conn_open(&f->cfg, &c, err, sizeof(err)) < 0)
     return;
   wr_amqp_channel_open(c, 1, err, sizeof(err));
@@ -263,7 +263,7 @@ static int setup(void **state) {
   f->sink.last_q_depth = -2;
   f->cbs = (wr_amqp_callbacks_t){.data = &f->sink,
                                  .deliver_cb = deliver_cb,
-                                 .next_verdict_cb = next_verdict_cb,
+                                 .next_command_cb = next_command_cb,
                                  .state_cb = state_cb,
                                  .queue_stats_cb = no_poll ? NULL : queue_stats_cb};
   assert_int_equal(wr_amqp_new(&f->a, &f->cfg, &f->cbs), 0);

@@ -67,7 +67,7 @@ static void id_of_255_bytes_is_the_message_id(void **state) {
   wr_amqp_pub_t pub = retry_pub(id, (char *)"1001");
   amqp_basic_properties_t orig = orig_props(NULL, "original-mid");
   wr_amqp_copy_t c;
-  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", scratch, PROPS_MAX), 0);
+  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", 0, scratch, PROPS_MAX), 0);
   assert_int_equal(c.dropped, 0);
 
   amqp_pool_t pool;
@@ -99,7 +99,7 @@ static void id_over_255_bytes_goes_without_message_id(void **state) {
     wr_amqp_pub_t pub = retry_pub(id, (char *)"1001");
     amqp_basic_properties_t orig = orig_props(NULL, "original-mid");
     wr_amqp_copy_t c;
-    assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", scratch, PROPS_MAX), 0);
+    assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", 0, scratch, PROPS_MAX), 0);
     assert_int_equal(c.dropped, WR_COPY_NO_MESSAGE_ID);
     /* Not the original's message_id either: that one is another id. */
     assert_false(c.props._flags & AMQP_BASIC_MESSAGE_ID_FLAG);
@@ -120,13 +120,13 @@ static void original_message_id_when_the_loop_gives_none(void **state) {
   wr_amqp_pub_t pub = retry_pub(NULL, NULL);
   amqp_basic_properties_t orig = orig_props(NULL, "original-mid");
   wr_amqp_copy_t c;
-  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", scratch, PROPS_MAX), 0);
+  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", 0, scratch, PROPS_MAX), 0);
   assert_true(c.props._flags & AMQP_BASIC_MESSAGE_ID_FLAG);
   assert_memory_equal(c.props.message_id.bytes, "original-mid", 12);
   wr_amqp_copy_release(&c);
 
   orig = orig_props(NULL, NULL);
-  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", scratch, PROPS_MAX), 0);
+  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", 0, scratch, PROPS_MAX), 0);
   assert_false(c.props._flags & AMQP_BASIC_MESSAGE_ID_FLAG);
   assert_int_equal(c.dropped, 0);
   wr_amqp_copy_release(&c);
@@ -140,7 +140,7 @@ static void empty_key_and_original_headers_travel(void **state) {
   wr_amqp_pub_t pub = retry_pub((char *)"n1", (char *)"1001");
   amqp_basic_properties_t orig = orig_props(&h, NULL);
   wr_amqp_copy_t c;
-  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", scratch, PROPS_MAX), 0);
+  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", 0, scratch, PROPS_MAX), 0);
   assert_int_equal(c.dropped, 0);
   amqp_pool_t pool;
   init_amqp_pool(&pool, 4096);
@@ -183,7 +183,7 @@ static void headers_that_no_longer_fit_are_dropped(void **state) {
 
   wr_amqp_pub_t pub = retry_pub((char *)"n1", (char *)"1001");
   wr_amqp_copy_t c;
-  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", scratch, PROPS_MAX), 0);
+  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", 0, scratch, PROPS_MAX), 0);
   assert_int_equal(c.dropped, WR_COPY_NO_HEADERS);
   amqp_pool_t pool;
   init_amqp_pool(&pool, 4096);
@@ -200,14 +200,14 @@ static void headers_that_no_longer_fit_are_dropped(void **state) {
    * props_max is its encoded size, not one byte less. */
   h.num_entries = 2;
   e[0] = ent_s("small", "s");
-  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", scratch, PROPS_MAX), 0);
+  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", 0, scratch, PROPS_MAX), 0);
   int n = amqp_encode_properties(AMQP_BASIC_CLASS, &c.props,
                                  (amqp_bytes_t){.len = PROPS_MAX, .bytes = scratch});
   wr_amqp_copy_release(&c);
-  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", scratch, (size_t)n), 0);
+  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", 0, scratch, (size_t)n), 0);
   assert_int_equal(c.dropped, 0);
   wr_amqp_copy_release(&c);
-  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", scratch, (size_t)n - 1),
+  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", 0, scratch, (size_t)n - 1),
                    0);
   assert_int_equal(c.dropped, WR_COPY_NO_HEADERS);
   wr_amqp_copy_release(&c);
@@ -224,13 +224,13 @@ static void headers_rabbitmq_c_cannot_encode_are_dropped(void **state) {
   wr_amqp_copy_t c;
   /* A key over 255 bytes: amqp_encode_table would not fail, it would write
    * a wrong length and a corrupt frame. */
-  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", scratch, PROPS_MAX), 0);
+  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", 0, scratch, PROPS_MAX), 0);
   assert_int_equal(c.dropped, WR_COPY_NO_HEADERS);
   wr_amqp_copy_release(&c);
 
   e[0] = ent_s("odd", "v");
   e[0].value.kind = 'Z';
-  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", scratch, PROPS_MAX), 0);
+  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", 0, scratch, PROPS_MAX), 0);
   assert_int_equal(c.dropped, WR_COPY_NO_HEADERS);
   wr_amqp_copy_release(&c);
   free(key);
@@ -244,15 +244,15 @@ static void refused_when_even_warrens_own_do_not_fit(void **state) {
   amqp_table_t h = {.num_entries = 1, .entries = e};
   amqp_basic_properties_t orig = orig_props(&h, NULL);
   wr_amqp_copy_t c;
-  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", scratch, PROPS_MAX),
+  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", 0, scratch, PROPS_MAX),
                    -EMSGSIZE);
   assert_null(c.props.headers.entries);
   orig = orig_props(NULL, NULL);
-  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", scratch, PROPS_MAX),
+  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", 0, scratch, PROPS_MAX),
                    -EMSGSIZE);
   /* A budget that leaves no room at all (a tiny negotiated frame_max). */
   pub.user = (char *)"1001";
-  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", scratch, 0), -EMSGSIZE);
+  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "q.retry", "1000", 0, scratch, 0), -EMSGSIZE);
   free(user);
 }
 
@@ -262,12 +262,12 @@ static void long_exchange_or_routing_key_refused(void **state) {
   wr_amqp_pub_t pub = retry_pub((char *)"n1", NULL);
   amqp_basic_properties_t orig = orig_props(NULL, NULL);
   wr_amqp_copy_t c;
-  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, name, "1000", scratch, PROPS_MAX),
+  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, name, "1000", 0, scratch, PROPS_MAX),
                    -ENAMETOOLONG);
-  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "", name, scratch, PROPS_MAX),
+  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "", name, 0, scratch, PROPS_MAX),
                    -ENAMETOOLONG);
   name[255] = '\0';
-  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "", name, scratch, PROPS_MAX), 0);
+  assert_int_equal(wr_amqp_copy_build(&c, &orig, &pub, "", name, 0, scratch, PROPS_MAX), 0);
   wr_amqp_copy_release(&c);
   free(name);
 }

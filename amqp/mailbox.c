@@ -1,0 +1,446 @@
+/* Per-user mailboxes on the AMQP thread (docs/mailboxes.md): which users
+ * have one, consuming the mailboxes of online users on channel 4, creating a
+ * mailbox for a copy that found none, and the janitor that deletes mailboxes
+ * left empty and unused. Probes, declares, binds and deletes run on channel
+ * 3, which a refusal (404, 406) closes and which is then reopened. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/log.h"
+#include "amqp/amqp_int.h"
+
+/* The janitor looks at no more than this many mailboxes per pass, so one
+ * pass never holds the thread for long. */
+#define JANITOR_BATCH 200
+
+wr_amqp_cmd_t *wr_amqp_mbox_cmd_new(wr_amqp_cmd_kind_t kind, const char *user) {
+  size_t n = strlen(user);
+  wr_amqp_mbox_cmd_t *c = malloc(sizeof(*c) + n + 1);
+  if (c == NULL)
+    return NULL;
+  c->cmd.kind = kind;
+  memcpy(c->user, user, n + 1);
+  return &c->cmd;
+}
+
+static uint64_t hash_bytes(const char *s, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++) {
+    h ^= (unsigned char)s[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+static wr_mbox_t *find(wr_amqp_t *a, const char *key, size_t len) {
+  wr_mboxes_t *t = &a->mboxes;
+  if (t->nbuckets == 0)
+    return NULL;
+  uint64_t h = hash_bytes(key, len);
+  for (wr_mbox_t *m = t->buckets[h & (t->nbuckets - 1)]; m != NULL; m = m->hnext)
+    if (m->hash == h && strlen(m->key) == len && memcmp(m->key, key, len) == 0)
+      return m;
+  return NULL;
+}
+
+static void set_known(wr_amqp_t *a, wr_mbox_t *m, wr_mbox_state_t st) {
+  if (m->state == WR_MBOX_EXISTS && st != WR_MBOX_EXISTS)
+    WR_AMQP_STAT_SUB(a, mailboxes_known, 1);
+  else if (m->state != WR_MBOX_EXISTS && st == WR_MBOX_EXISTS)
+    WR_AMQP_STAT_ADD(a, mailboxes_known, 1);
+  m->state = st;
+}
+
+static int grow(wr_mboxes_t *t) {
+  size_t n = t->nbuckets ? t->nbuckets * 2 : 256;
+  wr_mbox_t **b = calloc(n, sizeof(*b));
+  if (b == NULL)
+    return -ENOMEM;
+  for (size_t i = 0; i < t->nbuckets; i++) {
+    for (wr_mbox_t *m = t->buckets[i], *next; m != NULL; m = next) {
+      next = m->hnext;
+      m->hnext = b[m->hash & (n - 1)];
+      b[m->hash & (n - 1)] = m;
+    }
+  }
+  free(t->buckets);
+  t->buckets = b;
+  t->nbuckets = n;
+  return 0;
+}
+
+/* The entry of user, created (UNKNOWN) when absent. NULL when out of memory. */
+static wr_mbox_t *get(wr_amqp_t *a, const char *user) {
+  char key[WR_AMQP_USER_KEY_MAX];
+  int klen = wr_amqp_user_key(user, key, sizeof(key));
+  wr_mboxes_t *t = &a->mboxes;
+  wr_mbox_t *m;
+
+  if (klen < 0)
+    return NULL;
+  if ((m = find(a, key, (size_t)klen)) != NULL)
+    return m;
+  if (t->n >= t->nbuckets && grow(t) < 0 && t->nbuckets == 0)
+    return NULL;
+  m = calloc(1, sizeof(*m) + (size_t)klen + 1);
+  if (m == NULL || (m->user = strdup(user)) == NULL) {
+    free(m);
+    return NULL;
+  }
+  memcpy(m->key, key, (size_t)klen + 1);
+  m->hash = hash_bytes(key, (size_t)klen);
+  m->hnext = t->buckets[m->hash & (t->nbuckets - 1)];
+  t->buckets[m->hash & (t->nbuckets - 1)] = m;
+  t->n++;
+  return m;
+}
+
+static void drop(wr_amqp_t *a, wr_mbox_t *m) {
+  wr_mboxes_t *t = &a->mboxes;
+  set_known(a, m, WR_MBOX_UNKNOWN);
+  for (wr_mbox_t **pp = &t->buckets[m->hash & (t->nbuckets - 1)]; *pp != NULL;
+       pp = &(*pp)->hnext) {
+    if (*pp == m) {
+      *pp = m->hnext;
+      t->n--;
+      break;
+    }
+  }
+  free(m->user);
+  free(m);
+}
+
+const char *wr_amqp_mbox_owner(wr_amqp_t *a, amqp_bytes_t tag) {
+  wr_mbox_t *m = find(a, tag.bytes, tag.len);
+  return m != NULL ? m->user : NULL;
+}
+
+static int mailbox_name(wr_amqp_t *a, const wr_mbox_t *m, char *name, size_t len) {
+  return wr_amqp_mailbox_name(a->cfg->queue, m->key, name, len) < 0 ? -ENAMETOOLONG : 0;
+}
+
+/* Passive declare: 0 when the mailbox exists (its depth and consumers in
+ * the out parameters, when given), 1 when it does not, or a negative errno. */
+static int probe(wr_amqp_t *a, wr_mbox_t *m, uint32_t *messages, uint32_t *consumers) {
+  char name[WR_AMQP_NAME_MAX];
+  int rc, refusal = 0;
+  if ((rc = mailbox_name(a, m, name, sizeof(name))) < 0 || (rc = wr_amqp_poll_open(a)) < 0)
+    return rc;
+  WR_AMQP_STAT_ADD(a, mailbox_probes, 1);
+  amqp_queue_declare_ok_t *ok = amqp_queue_declare(a->conn, WR_AMQP_CH_POLL,
+                                                   amqp_cstring_bytes(name), 1, 0, 0, 0,
+                                                   amqp_empty_table);
+  rc = wr_amqp_poll_reply(a, "mailbox probe", &refusal);
+  if (rc < 0)
+    return rc;
+  if (rc == 0 && ok != NULL) {
+    set_known(a, m, WR_MBOX_EXISTS);
+    if (messages != NULL)
+      *messages = ok->message_count;
+    if (consumers != NULL)
+      *consumers = ok->consumer_count;
+    return 0;
+  }
+  set_known(a, m, WR_MBOX_ABSENT);
+  return 1;
+}
+
+static int bind_rpc(wr_amqp_t *a, wr_mbox_t *m, bool bind) {
+  char name[WR_AMQP_NAME_MAX], x[WR_AMQP_NAME_MAX];
+  int rc, refusal = 0;
+  if ((rc = mailbox_name(a, m, name, sizeof(name))) < 0 ||
+      (rc = wr_amqp_name_fmt(x, sizeof(x), a->cfg->queue, ".mailbox")) < 0 ||
+      (rc = wr_amqp_poll_open(a)) < 0)
+    return rc;
+  if (bind)
+    amqp_queue_bind(a->conn, WR_AMQP_CH_POLL, amqp_cstring_bytes(name), amqp_cstring_bytes(x),
+                    amqp_cstring_bytes(m->key), amqp_empty_table);
+  else
+    amqp_queue_unbind(a->conn, WR_AMQP_CH_POLL, amqp_cstring_bytes(name), amqp_cstring_bytes(x),
+                      amqp_cstring_bytes(m->key), amqp_empty_table);
+  rc = wr_amqp_poll_reply(a, bind ? "mailbox bind" : "mailbox unbind", &refusal);
+  if (rc == 1)
+    wr_warn("amqp", "cannot %s mailbox %s: %s", bind ? "bind" : "unbind", name, strerror(-refusal));
+  return rc;
+}
+
+/* basic.consume of an existing mailbox on channel 4, tagged with its key. A
+ * refusal there closes channel 4 with every unacked mailbox delivery on it:
+ * treated as a lost connection (the broker requeues them). */
+static int consume(wr_amqp_t *a, wr_mbox_t *m) {
+  char name[WR_AMQP_NAME_MAX], err[512];
+  int rc;
+  if (m->consuming || !a->mbox_channel_open)
+    return 0;
+  if ((rc = mailbox_name(a, m, name, sizeof(name))) < 0)
+    return rc;
+  amqp_basic_consume(a->conn, WR_AMQP_CH_MAILBOX, amqp_cstring_bytes(name),
+                     amqp_cstring_bytes(m->key), 0, 0, 0, amqp_empty_table);
+  rc = wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), "consuming a mailbox", err, sizeof(err));
+  if (rc < 0) {
+    wr_warn("amqp", "%s (%s); reconnecting", err, name);
+    return rc == -ENOENT || rc == -EEXIST || rc == -EACCES ? -EPROTO : rc;
+  }
+  m->consuming = true;
+  WR_AMQP_STAT_ADD(a, mailbox_consumers, 1);
+  wr_debug("amqp", "consuming mailbox %s for user %s", name, m->user);
+  return 0;
+}
+
+static int cancel(wr_amqp_t *a, wr_mbox_t *m) {
+  char err[512];
+  if (!m->consuming)
+    return 0;
+  m->consuming = false;
+  WR_AMQP_STAT_SUB(a, mailbox_consumers, 1);
+  if (a->conn == NULL || !a->mbox_channel_open)
+    return 0;
+  amqp_basic_cancel(a->conn, WR_AMQP_CH_MAILBOX, amqp_cstring_bytes(m->key));
+  int rc = wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), "cancelling a mailbox consumer", err,
+                             sizeof(err));
+  if (rc < 0)
+    wr_warn("amqp", "%s", err);
+  return rc == -ENOENT ? 0 : rc;
+}
+
+/* The user is online: consume their mailbox if it exists (a probe tells
+ * when it is not known yet). */
+static int want(wr_amqp_t *a, wr_mbox_t *m) {
+  int rc;
+  if (a->conn == NULL)
+    return 0;
+  if (m->state == WR_MBOX_UNKNOWN && (rc = probe(a, m, NULL, NULL)) < 0)
+    return rc;
+  if (m->state != WR_MBOX_EXISTS)
+    return 0;
+  if (m->unbound_ms != 0) {
+    /* The janitor was about to delete it: it is in use again. */
+    if ((rc = bind_rpc(a, m, true)) < 0)
+      return rc;
+    m->unbound_ms = 0;
+  }
+  return consume(a, m);
+}
+
+int wr_amqp_mbox_command(wr_amqp_t *a, wr_amqp_cmd_t *c) {
+  wr_amqp_mbox_cmd_t *mc = (wr_amqp_mbox_cmd_t *)c;
+  int rc = 0;
+  wr_mbox_t *m = get(a, mc->user);
+
+  if (m == NULL) {
+    wr_error("amqp", "out of memory for the mailbox of user %s", mc->user);
+  } else if (c->kind == WR_CMD_MAILBOX_OPEN) {
+    m->wanted = true;
+    m->used_ms = wr_amqp_now_ms();
+    rc = want(a, m);
+  } else {
+    m->wanted = false;
+    m->used_ms = wr_amqp_now_ms();
+    rc = cancel(a, m);
+    /* Only mailboxes that exist are worth remembering (for the janitor). */
+    if (m->state != WR_MBOX_EXISTS)
+      drop(a, m);
+  }
+  free(c);
+  return rc;
+}
+
+/* Declares the mailbox with its arguments; a mailbox declared before the
+ * mailbox.* settings changed keeps its old arguments (the broker refuses to
+ * change them): it is used as it is. */
+static int declare(wr_amqp_t *a, wr_mbox_t *m) {
+  char name[WR_AMQP_NAME_MAX], parked[WR_AMQP_NAME_MAX];
+  amqp_table_entry_t e[WR_AMQP_MAILBOX_ARGS];
+  int rc, n, refusal = 0;
+  if ((rc = mailbox_name(a, m, name, sizeof(name))) < 0 || (rc = wr_amqp_poll_open(a)) < 0)
+    return rc;
+  if ((n = wr_amqp_mailbox_args(a->cfg, e, parked, sizeof(parked))) < 0)
+    return n;
+  amqp_queue_declare(a->conn, WR_AMQP_CH_POLL, amqp_cstring_bytes(name), 0, 1, 0, 0,
+                     (amqp_table_t){.num_entries = n, .entries = e});
+  rc = wr_amqp_poll_reply(a, "mailbox declare", &refusal);
+  if (rc == 1 && refusal == -EEXIST) {
+    wr_warn("amqp",
+            "mailbox %s exists with other arguments (mailbox.ttl_ms or max_messages changed "
+            "since it was made); using it as it is",
+            name);
+    rc = probe(a, m, NULL, NULL);
+  }
+  if (rc == 0)
+    set_known(a, m, WR_MBOX_EXISTS);
+  return rc;
+}
+
+int wr_amqp_mbox_create(wr_amqp_t *a, const char *user) {
+  wr_mbox_t *m = get(a, user);
+  int rc;
+  if (m == NULL)
+    return -ENOMEM;
+  if ((rc = declare(a, m)) != 0)
+    return rc < 0 ? rc : -EPROTO;
+  if ((rc = bind_rpc(a, m, true)) != 0)
+    return rc < 0 ? rc : -EPROTO;
+  m->unbound_ms = 0;
+  m->used_ms = wr_amqp_now_ms();
+  WR_AMQP_STAT_ADD(a, mailboxes_created, 1);
+  wr_debug("amqp", "mailbox of user %s declared and bound", user);
+  return m->wanted ? consume(a, m) : 0;
+}
+
+char *wr_amqp_mbox_new_owner(const amqp_table_t *h, amqp_bytes_t rk) {
+  char key[WR_AMQP_USER_KEY_MAX];
+  const amqp_field_value_t *u = wr_amqp_table_get(h, "x-warren-user");
+  if (u != NULL && (u->kind == AMQP_FIELD_KIND_UTF8 || u->kind == AMQP_FIELD_KIND_BYTES) &&
+      u->value.bytes.len > 0 && memchr(u->value.bytes.bytes, '\0', u->value.bytes.len) == NULL) {
+    char *user = wr_amqp_bytes_strdup(u->value.bytes);
+    int n = user != NULL ? wr_amqp_user_key(user, key, sizeof(key)) : -1;
+    if (n >= 0 && (size_t)n == rk.len && memcmp(key, rk.bytes, rk.len) == 0)
+      return user;
+    free(user);
+  }
+  /* "u.<id>" names its user; a digest key does not. */
+  if (rk.len > 2 && rk.len <= 2 + WR_AMQP_USER_KEY_PLAIN_MAX &&
+      memcmp(rk.bytes, "u.", 2) == 0 && ((const char *)rk.bytes)[2] != '~') {
+    char *user = wr_amqp_bytes_strdup((amqp_bytes_t){.len = rk.len - 2,
+                                                     .bytes = (char *)rk.bytes + 2});
+    int n = user != NULL ? wr_amqp_user_key(user, key, sizeof(key)) : -1;
+    if (n >= 0 && (size_t)n == rk.len && memcmp(key, rk.bytes, rk.len) == 0)
+      return user;
+    free(user);
+  }
+  return NULL;
+}
+
+int wr_amqp_mbox_session_open(wr_amqp_t *a, char *err, size_t errlen) {
+  wr_mboxes_t *t = &a->mboxes;
+  int rc;
+  if ((rc = wr_amqp_channel_open(a->conn, WR_AMQP_CH_MAILBOX, err, errlen)) < 0)
+    return rc;
+  /* Each consumer gets its own window (global = false). */
+  amqp_basic_qos(a->conn, WR_AMQP_CH_MAILBOX, 0, (uint16_t)a->cfg->mailbox_prefetch, 0);
+  if ((rc = wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), "basic.qos on the mailbox channel",
+                              err, errlen)) < 0)
+    return rc;
+  a->mbox_channel_open = true;
+  a->next_janitor_ms = wr_amqp_now_ms() + a->cfg->mailbox_janitor_ms;
+  for (size_t i = 0; i < t->nbuckets; i++) {
+    for (wr_mbox_t *m = t->buckets[i]; m != NULL; m = m->hnext) {
+      if (m->wanted && (rc = want(a, m)) < 0) {
+        snprintf(err, errlen, "cannot consume the mailbox of user %s again", m->user);
+        return rc;
+      }
+    }
+  }
+  return 0;
+}
+
+void wr_amqp_mbox_session_closed(wr_amqp_t *a) {
+  wr_mboxes_t *t = &a->mboxes;
+  a->mbox_channel_open = false;
+  for (size_t i = 0; i < t->nbuckets; i++)
+    for (wr_mbox_t *m = t->buckets[i]; m != NULL; m = m->hnext)
+      m->consuming = false;
+  WR_AMQP_STAT_SET(a, mailbox_consumers, 0);
+}
+
+void wr_amqp_mbox_cancelled(wr_amqp_t *a, amqp_bytes_t tag) {
+  wr_mbox_t *m = find(a, tag.bytes, tag.len);
+  if (m == NULL)
+    return;
+  wr_warn("amqp", "the broker cancelled the consumer of mailbox %.*s (deleted?)", (int)tag.len,
+          (const char *)tag.bytes);
+  if (m->consuming) {
+    m->consuming = false;
+    WR_AMQP_STAT_SUB(a, mailbox_consumers, 1);
+  }
+  /* A copy for the user finds no mailbox now: it goes through
+   * Q.mailbox.new, which makes one again and consumes it. */
+  set_known(a, m, WR_MBOX_UNKNOWN);
+}
+
+/* One mailbox's turn: unbind it once it has been empty and unused for
+ * mailbox.idle_ms; delete it (if still empty and unused) once
+ * mailbox.unbind_grace_ms has let every publish routed before the unbind
+ * arrive; bind it again if one did. Returns 1 when m was freed. */
+static int janitor_one(wr_amqp_t *a, wr_mbox_t *m, int64_t now) {
+  uint32_t messages = 0, consumers = 0;
+  int rc;
+  if (m->unbound_ms == 0) {
+    if (now - m->used_ms < (int64_t)a->cfg->mailbox_idle_ms)
+      return 0;
+    if ((rc = probe(a, m, &messages, &consumers)) < 0)
+      return rc;
+    if (rc == 1) {
+      drop(a, m);
+      return 1;
+    }
+    if (messages > 0 || consumers > 0) {
+      m->used_ms = now;
+      return 0;
+    }
+    if ((rc = bind_rpc(a, m, false)) < 0)
+      return rc;
+    m->unbound_ms = now;
+    return 0;
+  }
+  if (now - m->unbound_ms < (int64_t)a->cfg->mailbox_unbind_grace_ms)
+    return 0;
+  char name[WR_AMQP_NAME_MAX];
+  int refusal = 0;
+  if ((rc = mailbox_name(a, m, name, sizeof(name))) < 0 || (rc = wr_amqp_poll_open(a)) < 0)
+    return rc;
+  amqp_queue_delete(a->conn, WR_AMQP_CH_POLL, amqp_cstring_bytes(name), 1, 1);
+  rc = wr_amqp_poll_reply(a, "mailbox delete", &refusal);
+  if (rc < 0)
+    return rc;
+  if (rc == 0 || refusal == -ENOENT) {
+    WR_AMQP_STAT_ADD(a, mailboxes_deleted, 1);
+    wr_debug("amqp", "janitor: deleted mailbox %s, empty and unused", name);
+    drop(a, m);
+    return 1;
+  }
+  /* Not empty or not unused any more: a copy got in before the unbind took
+   * effect, or the user came back. Keep it, bound. */
+  WR_AMQP_STAT_ADD(a, mailbox_rebinds, 1);
+  if ((rc = bind_rpc(a, m, true)) < 0)
+    return rc;
+  m->unbound_ms = 0;
+  m->used_ms = now;
+  return 0;
+}
+
+int wr_amqp_mbox_janitor(wr_amqp_t *a) {
+  wr_mboxes_t *t = &a->mboxes;
+  int64_t now = wr_amqp_now_ms();
+  int done = 0, rc;
+  if (a->cfg->mailbox_janitor_ms == 0 || !a->cfg->mailbox_enabled || a->conn == NULL ||
+      now < a->next_janitor_ms)
+    return 0;
+  a->next_janitor_ms = now + a->cfg->mailbox_janitor_ms;
+  for (size_t i = 0; i < t->nbuckets && done < JANITOR_BATCH; i++) {
+    for (wr_mbox_t *m = t->buckets[i], *next; m != NULL && done < JANITOR_BATCH; m = next) {
+      next = m->hnext;
+      if (m->state != WR_MBOX_EXISTS || m->wanted || m->consuming)
+        continue;
+      done++;
+      if ((rc = janitor_one(a, m, now)) < 0)
+        return rc;
+    }
+  }
+  return 0;
+}
+
+void wr_amqp_mbox_free(wr_amqp_t *a) {
+  wr_mboxes_t *t = &a->mboxes;
+  for (size_t i = 0; i < t->nbuckets; i++) {
+    for (wr_mbox_t *m = t->buckets[i], *next; m != NULL; m = next) {
+      next = m->hnext;
+      free(m->user);
+      free(m);
+    }
+  }
+  free(t->buckets);
+  memset(t, 0, sizeof(*t));
+}
