@@ -104,10 +104,10 @@ typedef struct wr_amqp_pub_s {
  * back (with a verdict) and is freed on the AMQP thread. While the loop owns
  * it, the AMQP thread never touches it. */
 typedef struct wr_amqp_delivery_s {
-  wr_amqp_cmd_t cmd;         /* kind WR_CMD_VERDICT: it travels back as a command */
-  wr_amqp_source_t source;   /* which queue it came from (and so which channel) */
-  uint64_t tag;        /* delivery tag on its channel */
-  uint64_t generation; /* connection generation it came from (from 1) */
+  wr_amqp_cmd_t cmd;       /* kind WR_CMD_VERDICT: it travels back as a command */
+  wr_amqp_source_t source; /* which queue it came from (and so which channel) */
+  uint64_t tag;            /* delivery tag on its channel */
+  uint64_t generation;     /* connection generation it came from (from 1) */
   bool redelivered;
   char *content_type;     /* NUL-terminated or NULL */
   char *message_id;       /* NULL if absent */
@@ -211,16 +211,16 @@ typedef struct wr_amqp_stats_s {
   uint64_t copies_refused;            /* not even that copy could be built: the
                                          original was dead-lettered */
   uint64_t untrusted_headers;         /* originals whose x-warren-* headers were ignored */
-  uint64_t mailbox_puts;      /* mailbox copies confirmed */
-  uint64_t mailbox_fallbacks; /* mailbox copies nacked or returned: the ladder took them */
-  uint64_t mailboxes_created; /* declared for a copy that found no mailbox */
-  uint64_t mailbox_items;     /* deliveries consumed from mailboxes */
-  uint64_t mailbox_consumers; /* now: mailboxes being consumed (users online with one) */
-  uint64_t mailboxes_known;   /* now: mailboxes this process knows to exist */
-  uint64_t mailbox_probes;    /* passive declares: does this online user have one? */
-  uint64_t mailboxes_deleted; /* by the janitor, empty and unused */
-  uint64_t mailbox_rebinds;   /* the janitor's delete found a message: bound again */
-  uint64_t mailbox_new_rejected; /* Q.mailbox.new messages naming no user: to Q.dead */
+  uint64_t mailbox_puts;              /* mailbox copies confirmed */
+  uint64_t mailbox_fallbacks;         /* mailbox copies nacked or returned: the ladder took them */
+  uint64_t mailboxes_created;         /* declared for a copy that found no mailbox */
+  uint64_t mailbox_items;             /* deliveries consumed from mailboxes */
+  uint64_t mailbox_consumers;         /* now: mailboxes being consumed (users online with one) */
+  uint64_t mailboxes_known;           /* now: mailboxes this process knows to exist */
+  uint64_t mailbox_probes;            /* passive declares: does this online user have one? */
+  uint64_t mailboxes_deleted;         /* by the janitor, empty and unused */
+  uint64_t mailbox_rebinds;           /* the janitor's delete found a message: bound again */
+  uint64_t mailbox_new_rejected;      /* Q.mailbox.new messages naming no user: to Q.dead */
   uint64_t bodies_skipped;            /* bodies over amqp.max_body_bytes read and
                                          dropped unbuffered (the loop dead-letters them) */
 } wr_amqp_stats_t;

@@ -15,11 +15,13 @@
 
 #define WR_AMQP_CH_CONSUME 1 /* topology, qos, consume, acks of originals */
 #define WR_AMQP_CH_PUBLISH 2 /* confirm.select; every ladder/park copy */
-#define WR_AMQP_CH_POLL 3    /* passive queue.declare for depths; mailbox
-                                probes, declares, binds and deletes (a failed
-                                one closes the channel: it is reopened) */
-#define WR_AMQP_CH_MAILBOX 4 /* one consumer per online user with a mailbox
-                                (tag: the user key); their acks and nacks */
+#define WR_AMQP_CH_POLL                                                                            \
+  3 /* passive queue.declare for depths; mailbox                                                   \
+       probes, declares, binds and deletes (a failed                                               \
+       one closes the channel: it is reopened) */
+#define WR_AMQP_CH_MAILBOX                                                                         \
+  4 /* one consumer per online user with a mailbox                                                 \
+       (tag: the user key); their acks and nacks */
 #define WR_AMQP_CONSUMER_TAG "warren"
 #define WR_AMQP_CONSUMER_TAG_NEW "warren.new" /* Q.mailbox.new, on channel 1 */
 #define WR_AMQP_FRAME_MAX 131072
@@ -96,12 +98,12 @@ typedef struct wr_mbox_s {
   struct wr_mbox_s *hnext;
   uint64_t hash;
   wr_mbox_state_t state;
-  bool wanted;           /* its user is online: the loop asked to consume it */
-  bool consuming;        /* basic.consume ok on this connection */
-  int64_t used_ms;       /* monotonic: last wanted, consumed or filled */
-  int64_t unbound_ms;    /* the janitor unbound it then (0: bound) */
-  char *user;            /* the user id (malloc'd) */
-  char key[];            /* the user key, also its consumer tag */
+  bool wanted;        /* its user is online: the loop asked to consume it */
+  bool consuming;     /* basic.consume ok on this connection */
+  int64_t used_ms;    /* monotonic: last wanted, consumed or filled */
+  int64_t unbound_ms; /* the janitor unbound it then (0: bound) */
+  char *user;         /* the user id (malloc'd) */
+  char key[];         /* the user key, also its consumer tag */
 } wr_mbox_t;
 
 typedef struct wr_mboxes_s {
@@ -135,12 +137,12 @@ struct wr_amqp_s {
   int64_t last_keepalive_ms; /* monotonic, heartbeat sent while the sink is full */
   uint32_t delays[WR_CONFIG_MAX_DELAYS];
   size_t n_delays;
-  uint8_t *scratch; /* WR_AMQP_FRAME_MAX bytes: copies' properties are
-                       encoded here first (wr_amqp_copy_build) */
-  wr_mboxes_t mboxes;       /* every user with a mailbox or online (mailbox.c) */
-  bool mbox_channel_open;   /* channel 4 */
-  bool new_consuming;       /* the consumer of Q.mailbox.new */
-  int64_t next_janitor_ms;  /* monotonic */
+  uint8_t *scratch;        /* WR_AMQP_FRAME_MAX bytes: copies' properties are
+                              encoded here first (wr_amqp_copy_build) */
+  wr_mboxes_t mboxes;      /* every user with a mailbox or online (mailbox.c) */
+  bool mbox_channel_open;  /* channel 4 */
+  bool new_consuming;      /* the consumer of Q.mailbox.new */
+  int64_t next_janitor_ms; /* monotonic */
 
   /* Watchdog (amqp/README.md, "rabbitmq-c 0.11": a send can block forever on a
    * hung broker). The AMQP thread bumps progress every loop turn; the

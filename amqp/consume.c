@@ -128,8 +128,13 @@ static int read_warren_headers(wr_amqp_t *a, wr_amqp_delivery_t *d, const amqp_b
  * on its announced size, and buffering up to the broker's maximum message
  * size first would let one publish cost that much memory. Reads nothing from
  * the connection's pool after it returns. NULL when out of memory. */
+static bool tag_is(amqp_bytes_t t, const char *s) {
+  return t.len == strlen(s) && memcmp(t.bytes, s, t.len) == 0;
+}
+
 static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver_t *m,
-                                          const amqp_basic_properties_t *pr, size_t body_len) {
+                                          amqp_channel_t ch, const amqp_basic_properties_t *pr,
+                                          size_t body_len) {
   bool has_ct = (pr->_flags & AMQP_BASIC_CONTENT_TYPE_FLAG) != 0;
   bool has_mid = (pr->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) != 0;
   const amqp_table_t *h = (pr->_flags & AMQP_BASIC_HEADERS_FLAG) ? &pr->headers : NULL;
@@ -187,7 +192,9 @@ static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver
      * (after the year 292 million) is treated as absent. Copies keep it. */
     d->timestamp_s = pr->timestamp > (uint64_t)(INT64_MAX / 1000) ? 0 : (int64_t)pr->timestamp;
   }
-  if (read_warren_headers(a, d, m, h) < 0) {
+  /* Mailbox deliveries are for their mailbox's owner (set_source). */
+  bool from_mailbox = ch == WR_AMQP_CH_MAILBOX || tag_is(m->consumer_tag, WR_AMQP_CONSUMER_TAG_NEW);
+  if (!from_mailbox && read_warren_headers(a, d, m, h) < 0) {
     wr_amqp_delivery_free(d);
     return NULL;
   }
@@ -221,10 +228,6 @@ static int content_frame(wr_amqp_t *a, amqp_channel_t ch, uint8_t type, amqp_fra
   wr_warn("amqp", "broker sent frame type %u inside a message on channel %u; reconnecting",
           (unsigned)f->frame_type, (unsigned)ch);
   return -EPROTO;
-}
-
-static bool tag_is(amqp_bytes_t t, const char *s) {
-  return t.len == strlen(s) && memcmp(t.bytes, s, t.len) == 0;
 }
 
 /* Where d came from, and for a mailbox or a Q.mailbox.new copy the one user
@@ -298,7 +301,7 @@ static int on_delivery(wr_amqp_t *a, const amqp_frame_t *mf) {
   bool ours = ch == WR_AMQP_CH_CONSUME || (ch == WR_AMQP_CH_MAILBOX && a->mbox_channel_open);
   wr_amqp_delivery_t *d = NULL;
   if (ours && !a->stopping)
-    d = delivery_build(a, &m, f.payload.properties.decoded, (size_t)body_size);
+    d = delivery_build(a, &m, ch, f.payload.properties.decoded, (size_t)body_size);
   /* The body frames are read (and dropped when there is no delivery to put
    * them in) so the next frame read is the next method. */
   size_t got = 0;

@@ -100,8 +100,7 @@ static wr_mbox_t *get(wr_amqp_t *a, const char *user) {
 static void drop(wr_amqp_t *a, wr_mbox_t *m) {
   wr_mboxes_t *t = &a->mboxes;
   set_known(a, m, WR_MBOX_UNKNOWN);
-  for (wr_mbox_t **pp = &t->buckets[m->hash & (t->nbuckets - 1)]; *pp != NULL;
-       pp = &(*pp)->hnext) {
+  for (wr_mbox_t **pp = &t->buckets[m->hash & (t->nbuckets - 1)]; *pp != NULL; pp = &(*pp)->hnext) {
     if (*pp == m) {
       *pp = m->hnext;
       t->n--;
@@ -129,9 +128,8 @@ static int probe(wr_amqp_t *a, wr_mbox_t *m, uint32_t *messages, uint32_t *consu
   if ((rc = mailbox_name(a, m, name, sizeof(name))) < 0 || (rc = wr_amqp_poll_open(a)) < 0)
     return rc;
   WR_AMQP_STAT_ADD(a, mailbox_probes, 1);
-  amqp_queue_declare_ok_t *ok = amqp_queue_declare(a->conn, WR_AMQP_CH_POLL,
-                                                   amqp_cstring_bytes(name), 1, 0, 0, 0,
-                                                   amqp_empty_table);
+  amqp_queue_declare_ok_t *ok = amqp_queue_declare(
+      a->conn, WR_AMQP_CH_POLL, amqp_cstring_bytes(name), 1, 0, 0, 0, amqp_empty_table);
   rc = wr_amqp_poll_reply(a, "mailbox probe", &refusal);
   if (rc < 0)
     return rc;
@@ -301,10 +299,10 @@ char *wr_amqp_mbox_new_owner(const amqp_table_t *h, amqp_bytes_t rk) {
     free(user);
   }
   /* "u.<id>" names its user; a digest key does not. */
-  if (rk.len > 2 && rk.len <= 2 + WR_AMQP_USER_KEY_PLAIN_MAX &&
-      memcmp(rk.bytes, "u.", 2) == 0 && ((const char *)rk.bytes)[2] != '~') {
-    char *user = wr_amqp_bytes_strdup((amqp_bytes_t){.len = rk.len - 2,
-                                                     .bytes = (char *)rk.bytes + 2});
+  if (rk.len > 2 && rk.len <= 2 + WR_AMQP_USER_KEY_PLAIN_MAX && memcmp(rk.bytes, "u.", 2) == 0 &&
+      ((const char *)rk.bytes)[2] != '~') {
+    char *user =
+        wr_amqp_bytes_strdup((amqp_bytes_t){.len = rk.len - 2, .bytes = (char *)rk.bytes + 2});
     int n = user != NULL ? wr_amqp_user_key(user, key, sizeof(key)) : -1;
     if (n >= 0 && (size_t)n == rk.len && memcmp(key, rk.bytes, rk.len) == 0)
       return user;
@@ -320,8 +318,8 @@ int wr_amqp_mbox_session_open(wr_amqp_t *a, char *err, size_t errlen) {
     return rc;
   /* Each consumer gets its own window (global = false). */
   amqp_basic_qos(a->conn, WR_AMQP_CH_MAILBOX, 0, (uint16_t)a->cfg->mailbox_prefetch, 0);
-  if ((rc = wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), "basic.qos on the mailbox channel",
-                              err, errlen)) < 0)
+  if ((rc = wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), "basic.qos on the mailbox channel", err,
+                              errlen)) < 0)
     return rc;
   a->mbox_channel_open = true;
   a->next_janitor_ms = wr_amqp_now_ms() + a->cfg->mailbox_janitor_ms;

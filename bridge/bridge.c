@@ -118,6 +118,17 @@ static void core_verdict_cb(wr_amqp_delivery_t *d, void *data) {
   wr_bridge_command(data, &d->cmd);
 }
 
+static void core_mailbox_cb(const char *user, bool open, void *data) {
+  wr_amqp_cmd_t *c = wr_amqp_mbox_cmd_new(open ? WR_CMD_MAILBOX_OPEN : WR_CMD_MAILBOX_CLOSE, user);
+  if (c == NULL) {
+    /* A lost close would let the broker hand a gone user's mailbox items
+     * straight back, a lost open leave a backlog unread: stop. */
+    wr_error("bridge", "out of memory for a mailbox command (user %s)", user);
+    abort();
+  }
+  wr_bridge_command(data, c);
+}
+
 static uint64_t core_now_ns_cb(void *data) {
   (void)data;
   return wr_amqp_now_ns();
@@ -620,7 +631,8 @@ int wr_bridge_run(const wr_config_t *cfg, const char *config_path) {
                          .send_cb = core_send_cb,
                          .load_cb = core_load_cb,
                          .verdict_cb = core_verdict_cb,
-                         .now_ns_cb = core_now_ns_cb};
+                         .now_ns_cb = core_now_ns_cb,
+                         .mailbox_cb = core_mailbox_cb};
   if (wr_ring_init(&b->deliveries, cap) != 0 || wr_ring_init(&b->commands, cap * 2) != 0 ||
       wr_core_init(&b->core, &core_cfg, &sink, &b->stats) != 0) {
     wr_error("main", "out of memory");

@@ -13,6 +13,10 @@
 
 typedef enum { T_WAITING = 0, T_DELIVERED, T_OFFLINE } target_state_t;
 
+/* Why a target went offline: a mailbox item is requeued for a user who left,
+ * but one their connections did not take or ack pauses their mailbox. */
+typedef enum { WHY_NONE = 0, WHY_GONE, WHY_UNSENT, WHY_TIMEOUT, WHY_WRITE_FAILED } why_t;
+
 typedef struct target_s {
   wr_pending_t *p;
   wr_user_t *user;         /* a reference, held until p is retired */
@@ -22,6 +26,7 @@ typedef struct target_s {
   uint32_t writes_ok;
   uint32_t deferred_ok, deferred_failed; /* completions reported re-entrantly */
   uint8_t state;
+  uint8_t why; /* why_t, once T_OFFLINE */
 } target_t;
 
 struct wr_pending_s {
@@ -34,6 +39,7 @@ struct wr_pending_s {
   uint32_t refs; /* 1 while unresolved + one per write completion owed + holds */
   size_t n_open; /* targets still waiting */
   size_t n_targets;
+  wr_amqp_source_t source; /* the delivery's, kept past its verdict */
   bool resolved;
   target_t targets[];
 };
@@ -47,6 +53,8 @@ void wr_core_config_from(wr_core_config_t *out, const wr_config_t *cfg) {
   memcpy(out->retry_delays_ms, cfg->retry_delays_ms, sizeof(out->retry_delays_ms));
   out->max_queued_bytes = cfg->max_queued_bytes;
   out->max_body_bytes = cfg->max_body_bytes;
+  out->mailbox_enabled = cfg->mailbox_enabled;
+  out->mailbox_max_redeliveries = cfg->mailbox_max_redeliveries;
 }
 
 /* The AMQP timestamp property in ms, when it is a plausible time (after
@@ -89,7 +97,7 @@ static void enter(wr_core_t *core) {
   core->depth++;
 }
 
-static void settle(wr_core_t *core, target_t *t, target_state_t st);
+static void settle(wr_core_t *core, target_t *t, target_state_t st, why_t why);
 
 static void apply_deferred(wr_core_t *core) {
   while (!wr_list_empty(&core->deferred)) {
@@ -103,7 +111,7 @@ static void apply_deferred(wr_core_t *core) {
       t->writes_pending -= ok + failed;
       t->writes_ok += ok;
       if (t->writes_pending == 0)
-        settle(core, t, t->writes_ok > 0 ? T_DELIVERED : T_OFFLINE);
+        settle(core, t, t->writes_ok > 0 ? T_DELIVERED : T_OFFLINE, WHY_WRITE_FAILED);
     }
     /* Each completion held a reference on p. */
     for (uint32_t i = 0; i < ok + failed; i++)
@@ -157,7 +165,8 @@ static int fill_offline_pub(wr_core_t *core, const wr_pending_t *p, const wr_amq
     return -ENOMEM;
   pub->expires_at_ms = p->env.expires_at_ms;
   pub->attempt = done;
-  if (p->env.expires_at_ms != 0 && core->wall_ms >= p->env.expires_at_ms) {
+  bool expired = p->env.expires_at_ms != 0 && core->wall_ms >= p->env.expires_at_ms;
+  if (expired) {
     pub->kind = WR_PUB_PARK;
     pub->reason = "expired";
   } else if (done >= cfg->max_attempts) {
@@ -168,12 +177,40 @@ static int fill_offline_pub(wr_core_t *core, const wr_pending_t *p, const wr_amq
     pub->kind = WR_PUB_RETRY;
     pub->delay_ms = cfg->retry_delays_ms[step];
   }
+  /* With mailboxes the copy waits in the user's mailbox; the ladder copy
+   * above is what the AMQP thread publishes instead if the mailbox refuses
+   * it. An expired one is parked either way. */
+  if (cfg->mailbox_enabled && !expired) {
+    pub->fallback_kind = pub->kind;
+    pub->fallback_delay_ms = pub->delay_ms;
+    pub->fallback_attempt = pub->attempt;
+    pub->fallback_reason = pub->reason;
+    pub->kind = WR_PUB_MAILBOX;
+    pub->delay_ms = 0;
+    pub->attempt = d->attempt;
+    pub->reason = NULL;
+  }
   return 0;
+}
+
+/* The park copy of a mailbox item its user never acked. */
+static int fill_unacked_pub(const wr_pending_t *p, const wr_amqp_delivery_t *d, const char *user,
+                            wr_amqp_pub_t *pub) {
+  memset(pub, 0, sizeof(*pub));
+  pub->user = strdup(user);
+  pub->id = strdup(p->env.id);
+  pub->kind = WR_PUB_PARK;
+  pub->reason = "unacked";
+  pub->attempt = d->attempt;
+  pub->expires_at_ms = p->env.expires_at_ms;
+  return pub->user != NULL && pub->id != NULL ? 0 : -ENOMEM;
 }
 
 static void count_pub(wr_core_t *core, const wr_amqp_pub_t *pub) {
   wr_bridge_stats_t *st = core->stats;
-  if (pub->kind == WR_PUB_RETRY) {
+  if (pub->kind == WR_PUB_MAILBOX) {
+    st->mailbox_copies++;
+  } else if (pub->kind == WR_PUB_RETRY) {
     for (size_t i = 0; i < core->cfg.n_retry_delays; i++) {
       if (core->cfg.retry_delays_ms[i] == pub->delay_ms) {
         st->retried[i]++;
@@ -182,9 +219,131 @@ static void count_pub(wr_core_t *core, const wr_amqp_pub_t *pub) {
     }
   } else if (strcmp(pub->reason, "expired") == 0) {
     st->parked_expired++;
+  } else if (strcmp(pub->reason, "unacked") == 0) {
+    st->parked_unacked++;
   } else {
     st->parked_max_attempts++;
   }
+}
+
+/* ---- mailbox items -------------------------------------------------------- */
+
+static wr_redelivery_t *redelivery(wr_user_t *u, const char *id) {
+  for (size_t i = 0; i < u->n_redeliveries; i++)
+    if (strcmp(u->redeliveries[i].id, id) == 0)
+      return &u->redeliveries[i];
+  return NULL;
+}
+
+static void redelivery_forget(wr_user_t *u, const char *id) {
+  wr_redelivery_t *r = redelivery(u, id);
+  if (r == NULL)
+    return;
+  free(r->id);
+  *r = u->redeliveries[--u->n_redeliveries];
+}
+
+/* One more ack timeout of mailbox item id: how many so far (0 when out of
+ * memory to count: it is then requeued, as the first time). */
+static uint32_t redelivery_count(wr_user_t *u, const char *id) {
+  wr_redelivery_t *r = redelivery(u, id);
+  if (r == NULL) {
+    if (u->n_redeliveries == u->cap_redeliveries) {
+      size_t cap = u->cap_redeliveries ? u->cap_redeliveries * 2 : 4;
+      wr_redelivery_t *n = realloc(u->redeliveries, cap * sizeof(*n));
+      if (n == NULL)
+        return 0;
+      u->redeliveries = n;
+      u->cap_redeliveries = cap;
+    }
+    r = &u->redeliveries[u->n_redeliveries];
+    if ((r->id = strdup(id)) == NULL)
+      return 0;
+    r->count = 0;
+    u->n_redeliveries++;
+  }
+  return ++r->count;
+}
+
+/* The verdict of a mailbox item: it is already in its user's mailbox, so
+ * nothing is copied unless it is parked. Delivered: ack. Its user gone, or
+ * it went unsent or its writes failed: requeue (it waits in its place).
+ * Unacked for ack.timeout_ms: requeue, or park ("unacked") at
+ * mailbox.max_redeliveries. */
+static void finish_mailbox(wr_core_t *core, wr_pending_t *p, wr_amqp_delivery_t *d) {
+  target_t *t = &p->targets[0];
+  wr_user_t *u = t->user;
+  if (t->state == T_DELIVERED) {
+    redelivery_forget(u, p->env.id);
+    core->stats->verdicts_acked++;
+    hand_back(core, d, WR_VERDICT_ACK);
+    return;
+  }
+  if (t->why == WHY_TIMEOUT) {
+    uint32_t n = redelivery_count(u, p->env.id);
+    core->stats->mailbox_redelivered++;
+    if (n >= core->cfg.mailbox_max_redeliveries) {
+      redelivery_forget(u, p->env.id);
+      d->pubs = calloc(1, sizeof(*d->pubs));
+      if (d->pubs != NULL) {
+        d->n_pubs = 1;
+        if (fill_unacked_pub(p, d, u->id, &d->pubs[0]) == 0) {
+          count_pub(core, &d->pubs[0]);
+          wr_info("core", "mailbox item %s of user %s went unacked %u times: parked", p->env.id,
+                  u->id, n);
+          hand_back(core, d, WR_VERDICT_PUBLISH);
+          return;
+        }
+        free(d->pubs[0].user);
+        free(d->pubs[0].id);
+        free(d->pubs);
+        d->pubs = NULL;
+        d->n_pubs = 0;
+      }
+    }
+  }
+  core->stats->mailbox_requeued++;
+  hand_back(core, d, WR_VERDICT_REQUEUE);
+}
+
+/* Start or stop consuming u's mailbox, when mailboxes are on. */
+static void mbox_command(wr_core_t *core, wr_user_t *u, bool open) {
+  if (!core->cfg.mailbox_enabled || u->mbox_open == open)
+    return;
+  u->mbox_open = open;
+  if (open) {
+    u->mbox_opened_ms = core->now_ms;
+    u->mbox_first_sent = false;
+  }
+  if (core->sink.mailbox_cb != NULL)
+    core->sink.mailbox_cb(u->id, open, core->sink.data);
+}
+
+static void mbox_unpause(wr_core_t *core, wr_user_t *u) {
+  (void)core;
+  if (!u->mbox_paused)
+    return;
+  u->mbox_paused = false;
+  wr_list_remove(&u->paused_node);
+}
+
+/* A mailbox item of u went unsent or unacked while u is online: stop
+ * consuming u's mailbox for a while, so the broker does not hand the same
+ * items straight back (it would spin). The pause doubles each time, and ends
+ * early when u acks something. The close goes before the item's requeue. */
+static void mbox_pause(wr_core_t *core, wr_user_t *u) {
+  if (!core->cfg.mailbox_enabled || u->n_conns == 0 || u->mbox_paused)
+    return;
+  if (u->mbox_backoff_ms < WR_CORE_MBOX_PAUSE_MIN_MS)
+    u->mbox_backoff_ms = WR_CORE_MBOX_PAUSE_MIN_MS;
+  mbox_command(core, u, false);
+  u->mbox_paused = true;
+  u->mbox_resume_ms = core->now_ms + u->mbox_backoff_ms;
+  wr_list_push_back(&core->paused, &u->paused_node);
+  core->stats->mailbox_pauses++;
+  u->mbox_backoff_ms = u->mbox_backoff_ms >= WR_CORE_MBOX_PAUSE_MAX_MS / 2
+                           ? WR_CORE_MBOX_PAUSE_MAX_MS
+                           : u->mbox_backoff_ms * 2;
 }
 
 /* Every target is settled: the verdict goes back with one copy per offline
@@ -193,10 +352,14 @@ static void finish(wr_core_t *core, wr_pending_t *p) {
   wr_amqp_delivery_t *d = p->d;
   size_t n_off = 0, i, k = 0;
 
+  p->d = NULL;
+  if (p->source == WR_SRC_MAILBOX) {
+    finish_mailbox(core, p, d);
+    return;
+  }
   for (i = 0; i < p->n_targets; i++)
     if (p->targets[i].state == T_OFFLINE)
       n_off++;
-  p->d = NULL;
   if (n_off == 0) {
     core->stats->verdicts_acked++;
     hand_back(core, d, WR_VERDICT_ACK);
@@ -258,11 +421,12 @@ static void retire(wr_core_t *core, wr_pending_t *p) {
   pending_unref(p);
 }
 
-static void settle(wr_core_t *core, target_t *t, target_state_t st) {
+static void settle(wr_core_t *core, target_t *t, target_state_t st, why_t why) {
   wr_pending_t *p = t->p;
   if (p->resolved || t->state != T_WAITING)
     return;
   t->state = st;
+  t->why = st == T_OFFLINE ? why : WHY_NONE;
   wr_list_remove(&t->wait_node);
   t->user->n_waiting--;
   if (st == T_DELIVERED) {
@@ -270,6 +434,10 @@ static void settle(wr_core_t *core, target_t *t, target_state_t st) {
     observe_latency(core, p->origin_ms);
   } else {
     core->stats->targets_offline++;
+    /* Before the verdict: the close must reach the AMQP thread before the
+     * requeue. */
+    if (p->source == WR_SRC_MAILBOX && why != WHY_GONE)
+      mbox_pause(core, t->user);
   }
   if (--p->n_open == 0) {
     finish(core, p);
@@ -321,6 +489,12 @@ static int send_one(wr_core_t *core, wr_pending_t *p, target_t *t, wr_core_conn_
     return rc;
   }
   core->stats->delivered++;
+  /* Replay latency: from the mailbox's open (the user's first connection)
+   * to the first of its items on the wire. */
+  if (p->source == WR_SRC_MAILBOX && t != NULL && !t->user->mbox_first_sent) {
+    t->user->mbox_first_sent = true;
+    wr_hist_observe(&core->stats->mailbox_replay, (double)(core->now_ms - t->user->mbox_opened_ms));
+  }
   return 0;
 }
 
@@ -394,15 +568,23 @@ static void park_expired(wr_core_t *core, wr_amqp_delivery_t *d, const wr_envelo
   hand_back(core, d, WR_VERDICT_REQUEUE);
 }
 
+static bool names(const wr_envelope_t *env, const char *user) {
+  if (user == NULL)
+    return false;
+  for (size_t i = 0; i < env->n_users; i++)
+    if (strcmp(env->users[i], user) == 0)
+      return true;
+  return false;
+}
+
 /* The user a ladder copy is for: its x-warren-user header, honoured only when
  * the body names that user (a copy warren made always does). */
 static const char *copy_target(wr_core_t *core, const wr_amqp_delivery_t *d,
                                const wr_envelope_t *env) {
   if (d->target_user == NULL)
     return NULL;
-  for (size_t i = 0; i < env->n_users; i++)
-    if (strcmp(env->users[i], d->target_user) == 0)
-      return d->target_user;
+  if (names(env, d->target_user))
+    return d->target_user;
   core->stats->copy_user_ignored++;
   wr_warn("core",
           "message %s names x-warren-user %s, which its body does not target; "
@@ -440,7 +622,23 @@ static void handle(wr_core_t *core, wr_amqp_delivery_t *d) {
   core->stats->consumed[env.format == WR_ENV_MSGPACK ? 1 : 0]++;
   if (d->expires_at_ms != 0)
     env.expires_at_ms = d->expires_at_ms;
-  only = env.broadcast ? NULL : copy_target(core, d, &env);
+  if (d->source != WR_SRC_QUEUE) {
+    /* A mailbox item, or a copy for a user who had no mailbox: for its one
+     * user, who must be one the body names. */
+    only = env.broadcast || !names(&env, d->target_user) ? NULL : d->target_user;
+    if (only == NULL) {
+      wr_envelope_close(&env);
+      core->stats->mailbox_rejected++;
+      wr_warn("core", "a %s item for user %s does not name that user; dead-lettering it",
+              d->source == WR_SRC_MAILBOX ? "mailbox" : "new-mailbox",
+              d->target_user ? d->target_user : "?");
+      d->dead_reason = "not_addressed";
+      hand_back(core, d, WR_VERDICT_DEAD);
+      return;
+    }
+  } else {
+    only = env.broadcast ? NULL : copy_target(core, d, &env);
+  }
   if (env.expires_at_ms != 0 && core->wall_ms >= env.expires_at_ms) {
     park_expired(core, d, &env, only);
     wr_envelope_close(&env);
@@ -471,6 +669,7 @@ static void handle(wr_core_t *core, wr_amqp_delivery_t *d) {
   p->n_open = n;
   p->origin_ms = latency_origin_ms(&p->env, d);
   p->arrived_ms = core->now_ms;
+  p->source = d->source;
   wr_list_push_back(&core->pendings, &p->node);
   core->n_pendings++;
 
@@ -495,8 +694,10 @@ static void handle(wr_core_t *core, wr_amqp_delivery_t *d) {
     /* No connection, or nothing queued on any of them (every one busy or
      * closing): the ladder brings it back soon, rather than waiting for the
      * ack timeout. */
-    if (t->user->n_conns == 0 || send_to_user(core, p, t) == 0)
-      settle(core, t, T_OFFLINE);
+    if (t->user->n_conns == 0)
+      settle(core, t, T_OFFLINE, WHY_GONE);
+    else if (send_to_user(core, p, t) == 0)
+      settle(core, t, T_OFFLINE, WHY_UNSENT);
   }
   pending_unref(p);
   return;
@@ -531,6 +732,10 @@ wr_core_conn_t *wr_core_conn_open(wr_core_t *core, void *io, const char *user,
   wr_index_add_conn(&core->index, u, c);
   /* The connection's own reference is enough from here on. */
   wr_index_unref(&core->index, u);
+  /* The user's first connection: what waits in their mailbox starts
+   * flowing (unless a pause runs: the tick or their next ack ends it). */
+  if (u->n_conns == 1 && !u->mbox_paused)
+    mbox_command(core, u, true);
   /* Every open connection of a user has been offered every notification
    * still waiting for that user's ack, so "all connections closed" means
    * offline. A new tab therefore gets what is still unacknowledged. */
@@ -550,9 +755,16 @@ void wr_core_conn_close(wr_core_t *core, wr_core_conn_t *c) {
   enter(core);
   wr_index_remove_conn(&core->index, c);
   /* The connection's reference keeps u alive while its targets settle. */
+  if (u->n_conns == 0) {
+    /* The mailbox consumer stops before the user's mailbox items are
+     * requeued, or the broker would hand them straight back. */
+    mbox_command(core, u, false);
+    mbox_unpause(core, u);
+    u->mbox_backoff_ms = 0;
+  }
   if (u->n_conns == 0 && core->cfg.ack_mode == WR_ACK_CLIENT) {
     while (!wr_list_empty(&u->waiting))
-      settle(core, wr_container_of(u->waiting.next, target_t, wait_node), T_OFFLINE);
+      settle(core, wr_container_of(u->waiting.next, target_t, wait_node), T_OFFLINE, WHY_GONE);
   }
   wr_index_unref(&core->index, u);
   free(c);
@@ -573,13 +785,20 @@ void wr_core_client_ack(wr_core_t *core, wr_core_conn_t *c, const char *id) {
     next = it->next;
     if (strcmp(t->p->env.id, id) == 0) {
       found = true;
-      settle(core, t, T_DELIVERED);
+      settle(core, t, T_DELIVERED, WHY_NONE);
     }
   }
-  if (found)
+  if (found) {
     core->stats->client_acks++;
-  else
+    /* The client is alive and acking: a paused mailbox flows again. */
+    u->mbox_backoff_ms = 0;
+    if (u->mbox_paused) {
+      mbox_unpause(core, u);
+      mbox_command(core, u, true);
+    }
+  } else {
     core->stats->client_acks_unknown++;
+  }
   leave(core);
 }
 
@@ -607,9 +826,20 @@ void wr_core_clock(wr_core_t *core, uint64_t now_ms, int64_t wall_ms) {
 
 void wr_core_tick(wr_core_t *core, uint64_t now_ms, int64_t wall_ms) {
   wr_core_clock(core, now_ms, wall_ms);
-  if (core->cfg.ack_mode != WR_ACK_CLIENT)
-    return;
   enter(core);
+  /* Paused mailboxes whose pause is over flow again (oldest pause first). */
+  for (wr_list_t *it = core->paused.next, *next; it != &core->paused; it = next) {
+    wr_user_t *u = wr_container_of(it, wr_user_t, paused_node);
+    next = it->next;
+    if (u->mbox_resume_ms > now_ms)
+      continue;
+    mbox_unpause(core, u);
+    mbox_command(core, u, true);
+  }
+  if (core->cfg.ack_mode != WR_ACK_CLIENT) {
+    leave(core);
+    return;
+  }
   /* Deadlines are arrival + one timeout, so they grow with arrival order:
    * stop at the first one not due. */
   while (!wr_list_empty(&core->pendings)) {
@@ -620,7 +850,7 @@ void wr_core_tick(wr_core_t *core, uint64_t now_ms, int64_t wall_ms) {
     for (size_t i = 0; i < p->n_targets && !p->resolved; i++) {
       if (p->targets[i].state == T_WAITING) {
         core->stats->ack_timeouts++;
-        settle(core, &p->targets[i], T_OFFLINE);
+        settle(core, &p->targets[i], T_OFFLINE, WHY_TIMEOUT);
       }
     }
     /* Every waiting target was just settled, so p is retired. */
@@ -632,8 +862,10 @@ void wr_core_tick(wr_core_t *core, uint64_t now_ms, int64_t wall_ms) {
 
 void wr_core_reload(wr_core_t *core, const wr_core_config_t *cfg) {
   wr_ack_mode_t mode = core->cfg.ack_mode;
+  bool mailboxes = core->cfg.mailbox_enabled;
   core->cfg = *cfg;
   core->cfg.ack_mode = mode;
+  core->cfg.mailbox_enabled = mailboxes;
 }
 
 static void give_back(wr_core_t *core, wr_pending_t *p, bool stale) {
@@ -678,6 +910,7 @@ int wr_core_init(wr_core_t *core, const wr_core_config_t *cfg, const wr_core_sin
   core->stats = stats;
   wr_list_init(&core->pendings);
   wr_list_init(&core->deferred);
+  wr_list_init(&core->paused);
   return wr_index_init(&core->index);
 }
 

@@ -54,7 +54,14 @@ typedef struct wr_core_config_s {
   size_t n_retry_delays;     /* >= 1 */
   uint64_t max_queued_bytes; /* a connection's output cap (pacing at half of it) */
   uint32_t max_body_bytes;
+  bool mailbox_enabled;              /* offline copies go to mailboxes, fixed */
+  uint32_t mailbox_max_redeliveries; /* ack timeouts of one mailbox item before it is parked */
 } wr_core_config_t;
+
+/* The first pause of a user's mailbox after an item went unacked, and the
+ * longest (each pause doubles the next). */
+#define WR_CORE_MBOX_PAUSE_MIN_MS 1000
+#define WR_CORE_MBOX_PAUSE_MAX_MS 300000
 
 /* The snapshot of cfg's delivery settings. */
 void wr_core_config_from(wr_core_config_t *out, const wr_config_t *cfg);
@@ -77,6 +84,10 @@ typedef struct wr_core_sink_s {
   void (*verdict_cb)(wr_amqp_delivery_t *d, void *data);
   /* CLOCK_MONOTONIC ns, for the broadcast fan-out metric only; may be NULL. */
   uint64_t (*now_ns_cb)(void *data);
+  /* Start (open) or stop consuming user's mailbox (mailboxes on). Sent in
+   * the order the AMQP thread must act on them relative to verdicts: a
+   * close always goes before the requeues of that user's mailbox items. */
+  void (*mailbox_cb)(const char *user, bool open, void *data);
 } wr_core_sink_t;
 
 typedef struct wr_pending_s wr_pending_t;
@@ -94,6 +105,7 @@ typedef struct wr_core_s {
   bool closing;             /* shutdown: every delivery goes back at once */
   unsigned depth;           /* > 0 while an event runs */
   wr_list_t deferred;       /* targets with write completions to apply */
+  wr_list_t paused;         /* online users whose mailbox is paused */
 } wr_core_t;
 
 /* Initializes core with a copy of cfg and sink; stats is borrowed. Returns 0
@@ -110,8 +122,8 @@ void wr_core_clock(wr_core_t *core, uint64_t now_ms, int64_t wall_ms);
 /* Sets the clock and settles, as offline, the targets whose ack deadline
  * (arrival + ack.timeout_ms) has passed (client mode). */
 void wr_core_tick(wr_core_t *core, uint64_t now_ms, int64_t wall_ms);
-/* Replaces the settings snapshot. ack_mode is kept: it cannot change while
- * deliveries are in flight. Deadlines of deliveries in flight follow the new
+/* Replaces the settings snapshot. ack_mode and mailbox_enabled are kept: they
+ * cannot change while deliveries are in flight. Deadlines of deliveries in flight follow the new
  * ack_timeout_ms. */
 void wr_core_reload(wr_core_t *core, const wr_core_config_t *cfg);
 

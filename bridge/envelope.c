@@ -1,7 +1,6 @@
-/* Notification envelopes (README.md, "Publishing a notification"): JSON or MessagePack in, one jansson
- * tree for the client out, encoded once per format by the writers here (not
- * jansson's json_dumpb, which knows no integers beyond int64). Pure functions:
- * no I/O, no logs. */
+/* Notification envelopes (README.md, "Publishing a notification"): JSON or MessagePack in, one
+ * jansson tree for the client out, encoded once per format by the writers here (not jansson's
+ * json_dumpb, which knows no integers beyond int64). Pure functions: no I/O, no logs. */
 #include "bridge/envelope_int.h"
 
 #include <errno.h>

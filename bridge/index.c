@@ -81,8 +81,16 @@ wr_user_t *wr_index_ref(wr_index_t *ix, const char *id) {
   u->refs = 1;
   wr_list_init(&u->conns);
   wr_list_init(&u->waiting);
+  wr_list_init(&u->paused_node);
   u->n_conns = 0;
   u->n_waiting = 0;
+  u->mbox_open = u->mbox_paused = false;
+  u->mbox_resume_ms = 0;
+  u->mbox_backoff_ms = 0;
+  u->mbox_opened_ms = 0;
+  u->mbox_first_sent = false;
+  u->redeliveries = NULL;
+  u->n_redeliveries = u->cap_redeliveries = 0;
   if (ix->nusers >= ix->nbuckets)
     grow(ix);
   u->hnext = ix->buckets[h & (ix->nbuckets - 1)];
@@ -98,7 +106,10 @@ void wr_index_unref(wr_index_t *ix, wr_user_t *u) {
   if (--u->refs > 0)
     return;
   /* Nothing refers to the record any more, so nothing can be linked to it. */
-  assert(u->n_conns == 0 && u->n_waiting == 0);
+  assert(u->n_conns == 0 && u->n_waiting == 0 && wr_list_empty(&u->paused_node));
+  for (size_t i = 0; i < u->n_redeliveries; i++)
+    free(u->redeliveries[i].id);
+  free(u->redeliveries);
   for (pp = &ix->buckets[u->hash & (ix->nbuckets - 1)]; *pp != NULL; pp = &(*pp)->hnext) {
     if (*pp == u) {
       *pp = u->hnext;

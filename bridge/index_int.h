@@ -40,6 +40,12 @@ static inline void wr_list_remove(wr_list_t *n) {
   n->prev = n->next = n;
 }
 
+/* How many ack timeouts one mailbox notification met (core.c). */
+typedef struct wr_redelivery_s {
+  char *id;
+  uint32_t count;
+} wr_redelivery_t;
+
 typedef struct wr_user_s {
   struct wr_user_s *hnext; /* hash chain */
   uint64_t hash;
@@ -48,6 +54,16 @@ typedef struct wr_user_s {
   size_t n_conns;    /* open connections */
   wr_list_t waiting; /* targets waiting for this user (core.c), oldest first */
   size_t n_waiting;
+  /* The user's mailbox consumer (core.c), while they are online. */
+  bool mbox_open;                /* an open command was sent, no close since */
+  bool mbox_paused;              /* closed for a while: a mailbox item went unacked */
+  uint64_t mbox_resume_ms;       /* core clock */
+  uint32_t mbox_backoff_ms;      /* the next pause */
+  uint64_t mbox_opened_ms;       /* core clock at the last open (replay latency) */
+  bool mbox_first_sent;          /* a mailbox item went out since that open */
+  wr_list_t paused_node;         /* in the core's paused list while mbox_paused */
+  wr_redelivery_t *redeliveries; /* mailbox items that timed out, by id */
+  size_t n_redeliveries, cap_redeliveries;
   char id[]; /* NUL-terminated */
 } wr_user_t;
 

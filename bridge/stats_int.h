@@ -39,6 +39,16 @@ typedef struct wr_bridge_stats_s {
   uint64_t requeued;
   uint64_t discarded_stale;   /* deliveries of a lost connection dropped */
   uint64_t copy_user_ignored; /* x-warren-user naming a user the body does not target */
+  /* Mailboxes (core.c). */
+  uint64_t mailbox_copies;      /* offline copies sent to mailboxes */
+  uint64_t mailbox_requeued;    /* mailbox items given back to their mailbox */
+  uint64_t mailbox_redelivered; /* mailbox items unacked within ack.timeout_ms */
+  uint64_t mailbox_pauses;      /* mailbox consumers paused after such an item */
+  uint64_t mailbox_rejected;    /* mailbox items whose body does not name the user */
+  uint64_t parked_unacked;      /* mailbox items parked at mailbox.max_redeliveries */
+  /* From a user's mailbox opening (their first connection) to its first
+   * item on the wire, in ms, by wr_loop_bounds. */
+  wr_hist_t mailbox_replay;
   /* Delivery latency in ms, from the envelope's created_at, else the AMQP
    * timestamp, else consume time, to the client ack (or write in write mode),
    * by wr_latency_bounds. */
