@@ -761,6 +761,10 @@ void wr_core_conn_close(wr_core_t *core, wr_core_conn_t *c) {
     mbox_command(core, u, false);
     mbox_unpause(core, u);
     u->mbox_backoff_ms = 0;
+    /* Ack timeouts of mailbox items count per online session. */
+    for (size_t i = 0; i < u->n_redeliveries; i++)
+      free(u->redeliveries[i].id);
+    u->n_redeliveries = 0;
   }
   if (u->n_conns == 0 && core->cfg.ack_mode == WR_ACK_CLIENT) {
     while (!wr_list_empty(&u->waiting))

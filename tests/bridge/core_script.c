@@ -30,8 +30,10 @@
 
 enum { ST_WAITING = 0, ST_DELIVERED, ST_OFFLINE };
 enum { FAIL_NONE = 0, FAIL_NOBUFS, FAIL_SYNC };
-enum { K_RETRY = 0, K_PARK = 1 };
-enum { R_NONE = 0, R_EXPIRED, R_MAX };
+enum { K_RETRY = 0, K_PARK = 1, K_MAILBOX = 2 };
+enum { R_NONE = 0, R_EXPIRED, R_MAX, R_UNACKED };
+/* Why a target went offline (a mailbox item's verdict depends on it). */
+enum { WHY_NONE = 0, WHY_GONE, WHY_UNSENT, WHY_TIMEOUT, WHY_WRITE_FAILED };
 
 /* ---- the world -------------------------------------------------------- */
 
@@ -47,6 +49,8 @@ typedef struct {
   uint32_t attempt;      /* x-warren-attempt */
   int64_t expires_at_ms; /* what the envelope will compute (0 none) */
   int64_t timestamp_s;   /* AMQP timestamp property */
+  int source;            /* WR_SRC_*: Q, a mailbox, Q.mailbox.new */
+  int owner;             /* a mailbox source's user (else -1) */
 } wdeliv_t;
 
 typedef struct {
@@ -57,8 +61,15 @@ typedef struct {
     int user; /* -1: the copy names nobody */
     int kind, reason;
     uint32_t delay, attempt;
+    int fb_kind, fb_reason; /* a mailbox copy's ladder fallback */
+    uint32_t fb_delay, fb_attempt;
   } c[MAX_USERS];
 } verdict_t;
+
+typedef struct {
+  int user;
+  bool open;
+} cmd_t;
 
 typedef struct {
   int conn, di;
@@ -89,6 +100,7 @@ typedef struct {
 typedef struct {
   int user;
   int state;
+  int why;
   int writes_pending, writes_ok;
 } mtarget_t;
 
@@ -105,6 +117,16 @@ typedef struct {
   wwrite_t *writes; /* di, ti of outstanding writes */
   size_t n_writes, cap_writes;
 } mconn_t;
+
+/* A user's mailbox consumer, as the model sees it. */
+typedef struct {
+  bool open, paused;
+  uint64_t resume;
+  uint32_t backoff;
+  int count_id[64]; /* ack timeouts of mailbox items, by id number, this session */
+  uint32_t count[64];
+  int n_counts;
+} muser_t;
 
 typedef struct run_s {
   const uint8_t *buf;
@@ -139,6 +161,12 @@ typedef struct run_s {
   int n_csend;
   verdict_t *cverd;
   int n_cverd;
+  cmd_t ccmd[8 * MAX_USERS];
+  int n_ccmd;
+  bool fake_open[MAX_USERS]; /* the AMQP side's view: consumer running */
+  bool fake_closing;         /* shutdown was sent */
+  int *requeued;             /* mailbox items requeued: the broker delivers them again */
+  int n_requeued;
 
   /* model */
   mdeliv_t *md;
@@ -153,6 +181,9 @@ typedef struct run_s {
   wwrite_t *mdeferred; /* completions reported synchronously, applied after the event */
   int n_mdeferred;
   size_t cap_mdeferred;
+  muser_t mu[MAX_USERS];
+  cmd_t mcmd[8 * MAX_USERS];
+  int n_mcmd;
 } run_t;
 
 static void fail(run_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -257,6 +288,28 @@ static void load_cb(void *io, size_t *queued, uint64_t *idle, void *data) {
   *idle = c->talkative ? 0 : 60000;
 }
 
+static int reason_of(const char *s) {
+  return s == NULL                        ? R_NONE
+         : strcmp(s, "expired") == 0      ? R_EXPIRED
+         : strcmp(s, "max_attempts") == 0 ? R_MAX
+         : strcmp(s, "unacked") == 0      ? R_UNACKED
+                                          : -1;
+}
+
+static void mailbox_cb(const char *user, bool open, void *data) {
+  run_t *r = data;
+  int u = user_index(user);
+  if (u < 0 || u >= r->n_users) {
+    fail(r, "a mailbox command for unknown user %s", user);
+    return;
+  }
+  if (r->fake_open[u] == open)
+    fail(r, "mailbox of user %d: %s twice in a row", u, open ? "open" : "close");
+  r->fake_open[u] = open;
+  if (r->n_ccmd < (int)(sizeof(r->ccmd) / sizeof(r->ccmd[0])))
+    r->ccmd[r->n_ccmd++] = (cmd_t){u, open};
+}
+
 static void verdict_cb(wr_amqp_delivery_t *d, void *data) {
   run_t *r = data;
   int di = (int)d->tag - 1;
@@ -277,16 +330,26 @@ static void verdict_cb(wr_amqp_delivery_t *d, void *data) {
          di, r->w[di].gen, (int)d->verdict);
   if (d->verdict == WR_VERDICT_PUBLISH && d->n_pubs > MAX_USERS)
     fail(r, "delivery %d: %zu copies", di, d->n_pubs);
+  /* Invariant: a mailbox item is never requeued while its user's mailbox
+   * is being consumed (the broker would hand it straight back: a spin),
+   * unless its connection is gone (stale) or warren is shutting down. */
+  const wdeliv_t *w = &r->w[di];
+  if (d->verdict == WR_VERDICT_REQUEUE && w->source == WR_SRC_MAILBOX && w->gen > r->lost_gen &&
+      !r->fake_closing && w->owner >= 0 && r->fake_open[w->owner])
+    fail(r, "mailbox item %d of user %d requeued while its mailbox is consumed", di, w->owner);
   for (size_t i = 0; i < d->n_pubs && i < MAX_USERS; i++) {
     const wr_amqp_pub_t *p = &d->pubs[i];
     v.c[i].user = user_index(p->user);
-    v.c[i].kind = p->kind == WR_PUB_PARK ? K_PARK : K_RETRY;
-    v.c[i].reason = p->reason == NULL                        ? R_NONE
-                    : strcmp(p->reason, "expired") == 0      ? R_EXPIRED
-                    : strcmp(p->reason, "max_attempts") == 0 ? R_MAX
-                                                             : -1;
+    v.c[i].kind = p->kind == WR_PUB_PARK ? K_PARK : p->kind == WR_PUB_MAILBOX ? K_MAILBOX : K_RETRY;
+    v.c[i].reason = reason_of(p->reason);
     v.c[i].delay = p->kind == WR_PUB_RETRY ? p->delay_ms : 0;
     v.c[i].attempt = p->attempt;
+    if (p->kind == WR_PUB_MAILBOX) {
+      v.c[i].fb_kind = p->fallback_kind == WR_PUB_PARK ? K_PARK : K_RETRY;
+      v.c[i].fb_reason = reason_of(p->fallback_reason);
+      v.c[i].fb_delay = p->fallback_kind == WR_PUB_RETRY ? p->fallback_delay_ms : 0;
+      v.c[i].fb_attempt = p->fallback_attempt;
+    }
     /* Invariant 3, on the core's output alone: a copy names a user the
      * delivery names (or nobody, for a whole expired message), once. */
     if (v.c[i].user >= 0 && !(r->w[di].names & (1u << v.c[i].user)))
@@ -298,6 +361,11 @@ static void verdict_cb(wr_amqp_delivery_t *d, void *data) {
       fail(r, "delivery %d: a copy with id %s", di, p->id ? p->id : "(null)");
   }
   v.n = (int)(d->n_pubs < MAX_USERS ? d->n_pubs : MAX_USERS);
+  /* A mailbox item given back waits in its mailbox: the broker hands it
+   * out again later (event "mailbox redelivery"). */
+  if (d->verdict == WR_VERDICT_REQUEUE && w->source == WR_SRC_MAILBOX && w->gen > r->lost_gen &&
+      !r->fake_closing && r->n_requeued < r->max_d)
+    r->requeued[r->n_requeued++] = di;
   if (r->n_cverd < r->max_d)
     r->cverd[r->n_cverd++] = v;
   switch (d->verdict) {
@@ -326,6 +394,88 @@ static bool m_user_online(run_t *r, int u) {
   return false;
 }
 
+/* The mailbox consumer of user u: opened on the first connection, closed on
+ * the last, paused (closed for a while) when one of its items goes unsent
+ * or unacked while u is online. */
+static void m_cmd(run_t *r, int u, bool open) {
+  muser_t *mu = &r->mu[u];
+  if (!r->cfg.mailbox_enabled || mu->open == open)
+    return;
+  mu->open = open;
+  if (r->n_mcmd < (int)(sizeof(r->mcmd) / sizeof(r->mcmd[0])))
+    r->mcmd[r->n_mcmd++] = (cmd_t){u, open};
+}
+
+static void m_pause(run_t *r, int u) {
+  muser_t *mu = &r->mu[u];
+  if (!r->cfg.mailbox_enabled || !m_user_online(r, u) || mu->paused)
+    return;
+  if (mu->backoff < WR_CORE_MBOX_PAUSE_MIN_MS)
+    mu->backoff = WR_CORE_MBOX_PAUSE_MIN_MS;
+  m_cmd(r, u, false);
+  mu->paused = true;
+  mu->resume = r->now + mu->backoff;
+  mu->backoff =
+      mu->backoff >= WR_CORE_MBOX_PAUSE_MAX_MS / 2 ? WR_CORE_MBOX_PAUSE_MAX_MS : mu->backoff * 2;
+}
+
+/* The ack timeouts of mailbox item idnum for u this session, counted up
+ * (count) or forgotten. */
+static uint32_t m_count(run_t *r, int u, int idnum, bool add) {
+  muser_t *mu = &r->mu[u];
+  for (int i = 0; i < mu->n_counts; i++) {
+    if (mu->count_id[i] != idnum)
+      continue;
+    if (!add) {
+      mu->count_id[i] = mu->count_id[mu->n_counts - 1];
+      mu->count[i] = mu->count[--mu->n_counts];
+      return 0;
+    }
+    return ++mu->count[i];
+  }
+  if (!add || mu->n_counts == 64)
+    return 0;
+  mu->count_id[mu->n_counts] = idnum;
+  mu->count[mu->n_counts] = 1;
+  mu->n_counts++;
+  return 1;
+}
+
+/* A copy for an offline target: ladder or park; with mailboxes, a mailbox
+ * copy whose fallback is that ladder or park copy (an expired one is parked
+ * either way). */
+static void m_offline_copy(run_t *r, const wdeliv_t *w, int user, verdict_t *v) {
+  uint32_t done = w->attempt == UINT32_MAX ? UINT32_MAX : w->attempt + 1;
+  int kind, reason = R_NONE;
+  uint32_t delay = 0;
+  if (w->expires_at_ms != 0 && r->wall >= w->expires_at_ms) {
+    kind = K_PARK;
+    reason = R_EXPIRED;
+  } else if (done >= r->m_max_attempts) {
+    kind = K_PARK;
+    reason = R_MAX;
+  } else {
+    size_t step = w->attempt < r->cfg.n_retry_delays ? w->attempt : r->cfg.n_retry_delays - 1;
+    kind = K_RETRY;
+    delay = r->cfg.retry_delays_ms[step];
+  }
+  v->c[v->n].user = user;
+  if (r->cfg.mailbox_enabled && reason != R_EXPIRED) {
+    v->c[v->n].kind = K_MAILBOX;
+    v->c[v->n].attempt = w->attempt;
+    v->c[v->n].fb_kind = kind;
+    v->c[v->n].fb_reason = reason;
+    v->c[v->n].fb_delay = delay;
+    v->c[v->n].fb_attempt = done;
+  } else {
+    v->c[v->n].kind = kind;
+    v->c[v->n].reason = reason;
+    v->c[v->n].delay = delay;
+    v->c[v->n].attempt = done;
+  }
+  v->n++;
+}
+
 /* The delivery's verdict, once no target waits. */
 static void m_finish(run_t *r, int di) {
   mdeliv_t *m = &r->md[di];
@@ -333,27 +483,31 @@ static void m_finish(run_t *r, int di) {
   verdict_t v;
   memset(&v, 0, sizeof(v));
   v.di = di;
-  for (int i = 0; i < m->n; i++) {
-    if (m->t[i].state != ST_OFFLINE)
-      continue;
-    uint32_t done = w->attempt == UINT32_MAX ? UINT32_MAX : w->attempt + 1;
-    v.c[v.n].user = m->t[i].user;
-    v.c[v.n].attempt = done;
-    if (w->expires_at_ms != 0 && r->wall >= w->expires_at_ms) {
-      v.c[v.n].kind = K_PARK;
-      v.c[v.n].reason = R_EXPIRED;
-    } else if (done >= r->m_max_attempts) {
-      v.c[v.n].kind = K_PARK;
-      v.c[v.n].reason = R_MAX;
-    } else {
-      size_t step = w->attempt < r->cfg.n_retry_delays ? w->attempt : r->cfg.n_retry_delays - 1;
-      v.c[v.n].kind = K_RETRY;
-      v.c[v.n].delay = r->cfg.retry_delays_ms[step];
-    }
-    v.n++;
-  }
-  v.kind = v.n > 0 ? WR_VERDICT_PUBLISH : WR_VERDICT_ACK;
   m->live = false;
+  if (w->source == WR_SRC_MAILBOX) {
+    /* Already in its mailbox: ack when delivered; else back in its place,
+     * unless unacked mailbox.max_redeliveries times: parked. */
+    const mtarget_t *t = &m->t[0];
+    v.kind = WR_VERDICT_REQUEUE;
+    if (t->state == ST_DELIVERED) {
+      m_count(r, t->user, w->idnum, false);
+      v.kind = WR_VERDICT_ACK;
+    } else if (t->why == WHY_TIMEOUT &&
+               m_count(r, t->user, w->idnum, true) >= r->cfg.mailbox_max_redeliveries) {
+      m_count(r, t->user, w->idnum, false);
+      v.kind = WR_VERDICT_PUBLISH;
+      v.n = 1;
+      v.c[0].user = t->user;
+      v.c[0].kind = K_PARK;
+      v.c[0].reason = R_UNACKED;
+      v.c[0].attempt = w->attempt;
+    }
+  } else {
+    for (int i = 0; i < m->n; i++)
+      if (m->t[i].state == ST_OFFLINE)
+        m_offline_copy(r, w, m->t[i].user, &v);
+    v.kind = v.n > 0 ? WR_VERDICT_PUBLISH : WR_VERDICT_ACK;
+  }
   if (r->n_mverd < r->max_d)
     r->mverd[r->n_mverd++] = v;
 }
@@ -368,11 +522,14 @@ static void m_verdict(run_t *r, int di, int kind) {
     r->mverd[r->n_mverd++] = v;
 }
 
-static void m_settle(run_t *r, int di, int ti, int st) {
+static void m_settle(run_t *r, int di, int ti, int st, int why) {
   mdeliv_t *m = &r->md[di];
   if (!m->live || m->t[ti].state != ST_WAITING)
     return;
   m->t[ti].state = st;
+  m->t[ti].why = st == ST_OFFLINE ? why : WHY_NONE;
+  if (st == ST_OFFLINE && r->w[di].source == WR_SRC_MAILBOX && why != WHY_GONE)
+    m_pause(r, m->t[ti].user);
   for (int i = 0; i < m->n; i++)
     if (m->t[i].state == ST_WAITING)
       return;
@@ -422,7 +579,7 @@ static void m_write_done(run_t *r, int di, int ti, bool ok) {
   if (ok)
     m->t[ti].writes_ok++;
   if (m->t[ti].writes_pending == 0)
-    m_settle(r, di, ti, m->t[ti].writes_ok > 0 ? ST_DELIVERED : ST_OFFLINE);
+    m_settle(r, di, ti, m->t[ti].writes_ok > 0 ? ST_DELIVERED : ST_OFFLINE, WHY_WRITE_FAILED);
 }
 
 static void m_deliver(run_t *r, int di) {
@@ -439,15 +596,22 @@ static void m_deliver(run_t *r, int di) {
     m_verdict(r, di, WR_VERDICT_DEAD);
     return;
   }
-  /* A copy's header is honoured when the body names that user. */
-  bool only = !w->broadcast && w->copy_user >= 0 && (w->names & (1u << w->copy_user));
+  /* A copy's header is honoured when the body names that user; a mailbox
+   * item or a new-mailbox copy is for its user, who must be named. */
+  int one = w->source != WR_SRC_QUEUE ? w->owner : w->copy_user;
+  bool only = !w->broadcast && one >= 0 && (w->names & (1u << one));
+  if (w->source != WR_SRC_QUEUE && !only) {
+    r->md[di].live = true;
+    m_verdict(r, di, WR_VERDICT_DEAD);
+    return;
+  }
   if (w->expires_at_ms != 0 && r->wall >= w->expires_at_ms) {
     verdict_t v;
     memset(&v, 0, sizeof(v));
     v.di = di;
     v.kind = WR_VERDICT_PUBLISH;
     v.n = 1;
-    v.c[0].user = only ? w->copy_user : -1;
+    v.c[0].user = only ? one : -1;
     v.c[0].kind = K_PARK;
     v.c[0].reason = R_EXPIRED;
     v.c[0].attempt = w->attempt;
@@ -467,7 +631,7 @@ static void m_deliver(run_t *r, int di) {
   }
   if (only) {
     m->n = 1;
-    m->t[0].user = w->copy_user;
+    m->t[0].user = one;
   } else {
     m->n = w->n_names;
     for (int i = 0; i < w->n_names; i++)
@@ -477,13 +641,14 @@ static void m_deliver(run_t *r, int di) {
     int u = m->t[i].user, sent = 0;
     if (m->t[i].state != ST_WAITING)
       continue;
+    bool online = m_user_online(r, u);
     for (int k = 0; k < r->n_order; k++) {
       int ci = r->order[k];
       if (r->mc[ci].open && r->fc[ci].user == u && m_send(r, ci, di, i))
         sent++;
     }
     if (sent == 0)
-      m_settle(r, di, i, ST_OFFLINE);
+      m_settle(r, di, i, ST_OFFLINE, online ? WHY_UNSENT : WHY_GONE);
   }
 }
 
@@ -495,7 +660,10 @@ static void m_apply_deferred(run_t *r) {
 
 static void m_conn_open(run_t *r, int ci) {
   int u = r->fc[ci].user;
+  bool first = !m_user_online(r, u);
   r->mc[ci].open = true;
+  if (first && !r->mu[u].paused)
+    m_cmd(r, u, true);
   if (r->cfg.ack_mode != WR_ACK_CLIENT)
     return;
   for (int di = 0; di < r->nd; di++) {
@@ -511,26 +679,52 @@ static void m_conn_open(run_t *r, int ci) {
 static void m_conn_close(run_t *r, int ci) {
   int u = r->fc[ci].user;
   r->mc[ci].open = false;
-  if (r->cfg.ack_mode != WR_ACK_CLIENT || m_user_online(r, u))
+  if (m_user_online(r, u))
+    return;
+  /* The user left: their mailbox consumer stops (before their mailbox
+   * items go back), pauses and counts end with the session. */
+  m_cmd(r, u, false);
+  r->mu[u].paused = false;
+  r->mu[u].backoff = 0;
+  r->mu[u].n_counts = 0;
+  if (r->cfg.ack_mode != WR_ACK_CLIENT)
     return;
   for (int di = 0; di < r->nd; di++)
     for (int i = 0; i < r->md[di].n; i++)
       if (r->md[di].t[i].user == u)
-        m_settle(r, di, i, ST_OFFLINE);
+        m_settle(r, di, i, ST_OFFLINE, WHY_GONE);
 }
 
 static void m_client_ack(run_t *r, int ci, int idnum) {
   int u = r->fc[ci].user;
+  bool found = false;
   for (int di = 0; di < r->nd; di++) {
-    if (r->w[di].idnum != idnum)
+    if (r->w[di].idnum != idnum || !r->md[di].live)
       continue;
-    for (int i = 0; i < r->md[di].n; i++)
-      if (r->md[di].t[i].user == u)
-        m_settle(r, di, i, ST_DELIVERED);
+    for (int i = 0; i < r->md[di].n; i++) {
+      if (r->md[di].t[i].user == u && r->md[di].t[i].state == ST_WAITING) {
+        found = true;
+        m_settle(r, di, i, ST_DELIVERED, WHY_NONE);
+      }
+    }
+  }
+  /* An acking client ends a pause of its mailbox. */
+  if (found) {
+    r->mu[u].backoff = 0;
+    if (r->mu[u].paused) {
+      r->mu[u].paused = false;
+      m_cmd(r, u, true);
+    }
   }
 }
 
 static void m_tick(run_t *r) {
+  for (int u = 0; u < r->n_users; u++) {
+    if (r->mu[u].paused && r->mu[u].resume <= r->now) {
+      r->mu[u].paused = false;
+      m_cmd(r, u, true);
+    }
+  }
   if (r->cfg.ack_mode != WR_ACK_CLIENT)
     return;
   for (int di = 0; di < r->nd; di++) {
@@ -538,7 +732,7 @@ static void m_tick(run_t *r) {
     if (!m->live || m->arrived + r->m_timeout > r->now)
       continue;
     for (int i = 0; i < m->n; i++)
-      m_settle(r, di, i, ST_OFFLINE);
+      m_settle(r, di, i, ST_OFFLINE, WHY_TIMEOUT);
   }
 }
 
@@ -569,10 +763,11 @@ static int cmp_verdict(const void *a, const void *b) {
 
 static void describe_verdict(const verdict_t *v, char *buf, size_t len) {
   int n = snprintf(buf, len, "d%d:%d[", v->di, v->kind);
+  static const char *const kinds[] = {"retry", "park", "mailbox"};
   for (int i = 0; i < v->n && n > 0 && (size_t)n < len; i++)
-    n += snprintf(buf + n, len - (size_t)n, "%s u%d %s/%d a%u d%u", i ? "," : "", v->c[i].user,
-                  v->c[i].kind == K_PARK ? "park" : "retry", v->c[i].reason, v->c[i].attempt,
-                  v->c[i].delay);
+    n += snprintf(buf + n, len - (size_t)n, "%s u%d %s/%d a%u d%u fb %s/%d a%u d%u", i ? "," : "",
+                  v->c[i].user, kinds[v->c[i].kind], v->c[i].reason, v->c[i].attempt, v->c[i].delay,
+                  kinds[v->c[i].fb_kind], v->c[i].fb_reason, v->c[i].fb_attempt, v->c[i].fb_delay);
   if (n > 0 && (size_t)n < len)
     snprintf(buf + n, len - (size_t)n, "]");
 }
@@ -603,7 +798,9 @@ static void compare(run_t *r, const char *event) {
     for (int j = 0; same && j < x->n; j++)
       same = x->c[j].user == y->c[j].user && x->c[j].kind == y->c[j].kind &&
              x->c[j].reason == y->c[j].reason && x->c[j].attempt == y->c[j].attempt &&
-             x->c[j].delay == y->c[j].delay;
+             x->c[j].delay == y->c[j].delay && x->c[j].fb_kind == y->c[j].fb_kind &&
+             x->c[j].fb_reason == y->c[j].fb_reason && x->c[j].fb_delay == y->c[j].fb_delay &&
+             x->c[j].fb_attempt == y->c[j].fb_attempt;
   }
   if (!same) {
     char a[900] = "", b[900] = "", one[200];
@@ -630,7 +827,40 @@ static void compare(run_t *r, const char *event) {
       fail(r, "event %" PRIu64 " (%s): delivery %d reached user %d, whom it does not name",
            r->res->events, event, r->csend[i].di, u);
   }
-  r->n_csend = r->n_msend = r->n_cverd = r->n_mverd = 0;
+  /* Mailbox commands: for each user, the same sequence on both sides. */
+  same = r->n_ccmd == r->n_mcmd;
+  for (int u = 0; same && u < r->n_users; u++) {
+    int i = 0, j = 0;
+    for (;;) {
+      while (i < r->n_ccmd && r->ccmd[i].user != u)
+        i++;
+      while (j < r->n_mcmd && r->mcmd[j].user != u)
+        j++;
+      if (i == r->n_ccmd || j == r->n_mcmd) {
+        same = i == r->n_ccmd && j == r->n_mcmd;
+        break;
+      }
+      if (r->ccmd[i].open != r->mcmd[j].open) {
+        same = false;
+        break;
+      }
+      i++;
+      j++;
+    }
+  }
+  if (!same) {
+    char a[256] = "", b[256] = "";
+    int na = 0, nb = 0;
+    for (int i = 0; i < r->n_ccmd && na < 200; i++)
+      na += snprintf(a + na, sizeof(a) - (size_t)na, " u%d:%s", r->ccmd[i].user,
+                     r->ccmd[i].open ? "open" : "close");
+    for (int i = 0; i < r->n_mcmd && nb < 200; i++)
+      nb += snprintf(b + nb, sizeof(b) - (size_t)nb, " u%d:%s", r->mcmd[i].user,
+                     r->mcmd[i].open ? "open" : "close");
+    fail(r, "event %" PRIu64 " (%s): mailbox commands differ\n  core: %s\n  model:%s",
+         r->res->events, event, a, b);
+  }
+  r->n_csend = r->n_msend = r->n_cverd = r->n_mverd = r->n_ccmd = r->n_mcmd = 0;
 }
 
 /* ---- events ------------------------------------------------------------- */
@@ -691,7 +921,11 @@ static void deliver(run_t *r, int di) {
   d->consumed_at_ms = r->wall;
   d->timestamp_s = w->timestamp_s;
   d->attempt = w->attempt;
-  if (w->copy_user >= 0) {
+  d->source = (wr_amqp_source_t)w->source;
+  if (w->source != WR_SRC_QUEUE) {
+    user_name(w->owner, name);
+    d->target_user = strdup(name);
+  } else if (w->copy_user >= 0) {
     user_name(w->copy_user, name);
     d->target_user = strdup(name);
   }
@@ -720,6 +954,7 @@ static int new_delivery(run_t *r) {
   w->gen = r->gen;
   w->idnum = di;
   w->copy_user = -1;
+  w->owner = -1;
   return di;
 }
 
@@ -856,18 +1091,39 @@ static void advance(run_t *r, uint64_t ms) {
   m_apply_deferred(r);
 }
 
-static const char *const event_names[] = {
-    "connect",           "connect",    "disconnect",   "publish one", "publish one",
-    "publish several",   "broadcast",  "ladder copy",  "expiring",    "undecodable",
-    "duplicate id",      "client ack", "client ack",   "client ack",  "tick",
-    "tick past timeout", "write done", "write done",   "load",        "reconnect",
-    "stale delivery",    "reload",     "send failure", "shutdown"};
+static const char *const event_names[] = {"connect",
+                                          "connect",
+                                          "disconnect",
+                                          "publish one",
+                                          "publish one",
+                                          "publish several",
+                                          "broadcast",
+                                          "ladder copy",
+                                          "expiring",
+                                          "undecodable",
+                                          "duplicate id",
+                                          "client ack",
+                                          "client ack",
+                                          "client ack",
+                                          "tick",
+                                          "tick past timeout",
+                                          "write done",
+                                          "write done",
+                                          "load",
+                                          "reconnect",
+                                          "stale delivery",
+                                          "reload",
+                                          "send failure",
+                                          "shutdown",
+                                          "mailbox item",
+                                          "new-mailbox copy",
+                                          "mailbox redelivery"};
 
 /* Script bytes to events, weighted: connections come and go, publishes and
  * acks are common, reconnects and shutdown rare. */
 static const uint8_t op_of_byte[32] = {0,  0,  1,  2,  2,  3,  4,  3,  5,  6,  7,
-                                       8,  9,  10, 11, 12, 13, 11, 12, 14, 15, 16,
-                                       17, 16, 18, 19, 20, 21, 22, 23, 13, 4};
+                                       8,  9,  10, 11, 12, 13, 24, 12, 14, 15, 16,
+                                       17, 16, 18, 19, 20, 21, 22, 23, 26, 25};
 
 static void run_event(run_t *r, unsigned op) {
   int di, ci;
@@ -987,10 +1243,49 @@ static void run_event(run_t *r, unsigned op) {
       r->fc[ci].fail = r->mc[ci].fail = (b & 1) ? FAIL_SYNC : FAIL_NOBUFS;
     }
     break;
+  case 24:
+  case 25:
+    /* A mailbox item (or a copy through Q.mailbox.new) for one user; its
+     * body usually names that user, sometimes with others, sometimes not
+     * at all (someone published it straight into Q.mailbox). */
+    if ((di = new_delivery(r)) < 0)
+      break;
+    b = next(r);
+    r->w[di].owner = (int)(b % (unsigned)r->n_users);
+    name_users(r, &r->w[di],
+               (next(r) % 8 != 0 ? 1u << r->w[di].owner : 0) | (b & 0xf0 ? next(r) : 0));
+    if (!r->cfg.mailbox_enabled) {
+      r->w[di].owner = -1; /* no mailboxes: an ordinary publish */
+    } else {
+      r->w[di].source = op == 24 ? WR_SRC_MAILBOX : WR_SRC_MAILBOX_NEW;
+      r->w[di].attempt = next(r) % 4;
+      if (next(r) % 8 == 0)
+        r->w[di].expires_at_ms = (r->wall + (int64_t)(next(r) % 20) * 1000 - 5000) / 1000 * 1000;
+    }
+    deliver(r, di);
+    break;
+  case 26: {
+    /* The broker delivers again the oldest requeued item of a user whose
+     * mailbox is consumed: same id, same body, a new tag. */
+    int k;
+    for (k = 0; k < r->n_requeued && !r->fake_open[r->w[r->requeued[k]].owner]; k++)
+      ;
+    if (k == r->n_requeued || (di = new_delivery(r)) < 0)
+      break;
+    wdeliv_t *old = &r->w[r->requeued[k]];
+    uint64_t gen = r->w[di].gen;
+    r->w[di] = *old;
+    r->w[di].gen = gen;
+    memmove(r->requeued + k, r->requeued + k + 1, (size_t)(r->n_requeued - k - 1) * sizeof(int));
+    r->n_requeued--;
+    deliver(r, di);
+    break;
+  }
   case 23:
     /* Shutdown is rare: it ends everything interesting. */
     if (next(r) != 0 || r->m_closing)
       break;
+    r->fake_closing = true;
     wr_core_requeue_all(&r->core);
     m_shutdown(r);
     break;
@@ -1045,6 +1340,8 @@ int cs_run(const uint8_t *script, size_t len, bool trace, cs_result_t *res) {
   r->cfg.ack_mode = (h0 & 1) ? WR_ACK_WRITE : WR_ACK_CLIENT;
   r->cfg.ack_timeout_ms = 100 + h1 * 20;
   r->cfg.max_attempts = 1 + h2 % 6;
+  r->cfg.mailbox_enabled = (h2 & 0x80) != 0;
+  r->cfg.mailbox_max_redeliveries = 1 + ((h2 >> 4) & 3);
   memcpy(r->cfg.retry_delays_ms, delays, sizeof(delays));
   r->cfg.n_retry_delays = 3;
   r->cfg.max_queued_bytes = 1 << 20;
@@ -1060,14 +1357,19 @@ int cs_run(const uint8_t *script, size_t len, bool trace, cs_result_t *res) {
   r->w = calloc((size_t)r->max_d, sizeof(*r->w));
   r->md = calloc((size_t)r->max_d, sizeof(*r->md));
   r->n_verdicts_seen = calloc((size_t)r->max_d, sizeof(int));
+  r->requeued = calloc((size_t)r->max_d, sizeof(int));
   r->csend = calloc((size_t)r->max_d, sizeof(send_t));
   r->msend = calloc((size_t)r->max_d, sizeof(send_t));
   r->cverd = calloc((size_t)r->max_d, sizeof(verdict_t));
   r->mverd = calloc((size_t)r->max_d, sizeof(verdict_t));
-  if (!r->w || !r->md || !r->n_verdicts_seen || !r->csend || !r->msend || !r->cverd || !r->mverd)
+  if (!r->w || !r->md || !r->n_verdicts_seen || !r->requeued || !r->csend || !r->msend ||
+      !r->cverd || !r->mverd)
     abort();
-  sink =
-      (wr_core_sink_t){.data = r, .send_cb = send_cb, .load_cb = load_cb, .verdict_cb = verdict_cb};
+  sink = (wr_core_sink_t){.data = r,
+                          .send_cb = send_cb,
+                          .load_cb = load_cb,
+                          .verdict_cb = verdict_cb,
+                          .mailbox_cb = mailbox_cb};
   wr_bridge_stats_init(&r->stats);
   if (wr_core_init(&r->core, &r->cfg, &sink, &r->stats) != 0)
     abort();
@@ -1102,6 +1404,7 @@ int cs_run(const uint8_t *script, size_t len, bool trace, cs_result_t *res) {
   free(r->w);
   free(r->md);
   free(r->n_verdicts_seen);
+  free(r->requeued);
   free(r->csend);
   free(r->msend);
   free(r->cverd);
