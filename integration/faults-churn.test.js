@@ -46,17 +46,17 @@ test('an acked multi-user notification still goes to its offline user, never to 
   await pub.publishAll(w.exchange, [n1]);
   await a.waitForIds([n1.id]);
   // X is offline: its part of n1 is settled at once, n1 waits for A's ack.
-  // n2 for X is retired at once: its copy goes to the ladder.
+  // n2 for X is retired at once: its copy goes to X's mailbox.
   await pub.publishAll(w.exchange, [n2]);
-  await waitFor(async () => (await queueCount(`${w.queue}.retry.300`)) >= 1, {
+  await waitFor(async () => (await queueCount(`${w.queue}.mbox.u.${X}`)) >= 1, {
     timeout: 10000,
-    what: 'the copy of n2 in the ladder',
+    what: "the copy of n2 in X's mailbox",
   });
   const exp = Math.floor(Date.now() / 1000) + 600;
   const newcomers = [];
   for (const u of others) newcomers.push(await connectClient(w.wsUrl(), signJwt({ sub: u, exp }, w.secret), { name: u }));
   a.ack(n1.id);
-  // X comes back: both of its notifications arrive, from the ladder.
+  // X comes back: both of its notifications arrive, from the mailbox.
   const x = await connectClient(w.wsUrl(), await w.token(X), { name: X });
   await x.waitForIds([n1.id, n2.id], { timeout: 20000 });
   // Nobody else ever saw n1 or n2 (the newcomers are all online and acking,
@@ -184,7 +184,10 @@ async function churnRun(t, seed, total) {
     // Whatever is still in a queue is not lost (only late).
     await w.stop('SIGTERM');
     const inQueue = new Set();
+    // Still waiting somewhere: Q, the ladder, parked, dead, or a mailbox.
+    const mailboxes = users.map((u) => [`${w.queue}.mbox.u.${u}`, u]);
     for (const q of w.allQueues) for (const m of await w.drain(q)) if (m.id) inQueue.add(`${m.id} ${m.headers?.['x-warren-user'] ?? '*'}`);
+    for (const [q, u] of mailboxes) for (const m of await w.drain(q).catch(() => [])) if (m.id) inQueue.add(`${m.id} ${u}`);
     for (const [id, set] of targets) {
       for (const u of set) if (!acked.get(id)?.has(u) && (inQueue.has(`${id} ${u}`) || inQueue.has(`${id} *`))) lost--;
     }

@@ -77,24 +77,52 @@ function bigHeaderProps(slack, contentType = 'application/json') {
 }
 
 // The cases: name; expect, the outcomes that count as correct ('client',
-// 'parked', 'dead'); n, the length of the id; publish(ctx, id) sends the
-// hostile message; check(found, ctx) looks closer at where it went.
+// 'mailbox' (the offline user's), 'parked', 'dead'); n, the length of the id;
+// publish(ctx, id) sends the hostile message; check(found, ctx) looks closer
+// at where it went; config, settings of its own (the ladder path: mailboxes
+// off, so the copy climbs the ladder until parked).
 function hostileCases() {
   const cases = [];
   const json = (ctx, body, properties) => ctx.publishJson(body, properties);
+  const ladder = { mailbox: { enabled: false } };
 
   for (const [who, user] of [
     ['offline', OFFLINE],
     ['online', ONLINE],
   ]) {
-    const landed = who === 'offline' ? 'parked' : 'client';
+    const landed = who === 'offline' ? 'mailbox' : 'client';
+    // Offline copies go to the user's mailbox; the ladder, with mailboxes
+    // off (or as their fallback), builds its copies the same way: the id and
+    // header cases run once more on it.
+    if (who === 'offline') {
+      cases.push({
+        name: 'id of 256 bytes, offline, ladder',
+        config: ladder,
+        expect: ['parked'],
+        n: 256,
+        publish: (ctx, id) => json(ctx, { id, user_id: user, title: 't' }),
+        check: (m) => {
+          assert.equal(m.msg.properties.messageId, undefined);
+          assert.equal(m.msg.json.id, m.id);
+          assert.equal(Number(m.msg.headers['x-warren-attempt']), MAX_ATTEMPTS);
+        },
+      });
+      cases.push({
+        name: 'headers 200 bytes short of the frame (x-death growth), offline, ladder',
+        config: ladder,
+        expect: ['parked'],
+        n: 40,
+        publish: (ctx, id) => ctx.publishBig(id, user, 200),
+        check: (m) => assert.equal(headerString(m.msg.headers['x-warren-user']), OFFLINE),
+      });
+    }
     cases.push({
       name: `id of 255 bytes, ${who}`,
       expect: [landed],
       n: 255,
       publish: (ctx, id) => json(ctx, { id, user_id: user, title: 't' }),
       check: (m) => {
-        if (m.where === 'parked') assert.equal(m.msg.properties.messageId, m.id, 'the copy keeps message_id');
+        if (m.where === 'mailbox') assert.equal(m.msg.properties.messageId, m.id, 'the copy keeps message_id');
       },
     });
     cases.push({
@@ -103,7 +131,7 @@ function hostileCases() {
       n: 256,
       publish: (ctx, id) => json(ctx, { id, user_id: user, title: 't' }),
       check: (m) => {
-        if (m.where !== 'parked') return;
+        if (m.where !== 'mailbox') return;
         // 256 bytes cannot be an AMQP message_id: the copy goes without it
         // and the id travels in the body.
         assert.equal(m.msg.properties.messageId, undefined);
@@ -123,7 +151,7 @@ function hostileCases() {
       n: 255,
       publish: (ctx, id) => json(ctx, { user_id: user }, { messageId: id }),
       check: (m) => {
-        if (m.where === 'parked') assert.equal(m.msg.properties.messageId, m.id);
+        if (m.where === 'mailbox') assert.equal(m.msg.properties.messageId, m.id);
       },
     });
     cases.push({
@@ -132,7 +160,7 @@ function hostileCases() {
       n: 40,
       publish: (ctx, id) => json(ctx, { id, user_id: user }, { headers: { '': 'empty key', trace: 't1' } }),
       check: (m) => {
-        if (m.where !== 'parked') return;
+        if (m.where !== 'mailbox') return;
         assert.equal(headerString(m.msg.headers['']), 'empty key', 'the empty-key header travels with the copy');
         assert.equal(headerString(m.msg.headers.trace), 't1');
       },
@@ -143,10 +171,9 @@ function hostileCases() {
       n: 40,
       publish: (ctx, id) => ctx.publishBig(id, user, 16),
       check: (m) => {
-        if (m.where !== 'parked') return;
+        if (m.where !== 'mailbox') return;
         assert.equal(m.msg.headers.big, undefined, 'the copy dropped the headers that did not fit');
         assert.equal(headerString(m.msg.headers['x-warren-user']), OFFLINE, "warren's own headers are kept");
-        assert.equal(Number(m.msg.headers['x-warren-attempt']), MAX_ATTEMPTS);
         assert.equal(m.msg.json.id, m.id);
       },
     });
@@ -159,7 +186,7 @@ function hostileCases() {
       n: 40,
       publish: (ctx, id) => ctx.publishBig(id, user, 200),
       check: (m) => {
-        if (m.where !== 'parked') return;
+        if (m.where !== 'mailbox') return;
         assert.equal(headerString(m.msg.headers['x-warren-user']), OFFLINE);
         assert.equal(m.msg.json.id, m.id);
       },
@@ -205,6 +232,16 @@ function hostileCases() {
   });
   cases.push({
     name: 'x-warren-attempt on an original, offline',
+    expect: ['mailbox'],
+    n: 40,
+    publish: (ctx, id) => json(ctx, { id, user_id: OFFLINE }, { headers: { 'x-warren-attempt': 1000 } }),
+    // Honoured, the mailbox copy would carry attempt 1000 (and its ladder
+    // fallback park it at once); ignored, it starts at 0.
+    check: (m) => assert.equal(Number(m.msg.headers['x-warren-attempt']), 0),
+  });
+  cases.push({
+    name: 'x-warren-attempt on an original, offline, ladder',
+    config: ladder,
     expect: ['parked'],
     n: 40,
     publish: (ctx, id) => json(ctx, { id, user_id: OFFLINE }, { headers: { 'x-warren-attempt': 1000 } }),
@@ -231,7 +268,7 @@ function hostileCases() {
 async function runCase(t, k, tag, seq) {
   const w = await startWarren({
     name: `hostile-${seq}`,
-    config: { amqp: { retry_delays_ms: '200', max_attempts: MAX_ATTEMPTS, max_body_bytes: 4096 } },
+    config: { amqp: { retry_delays_ms: '200', max_attempts: MAX_ATTEMPTS, max_body_bytes: 4096 }, ...(k.config || {}) },
   });
   const broker = await ensureBroker();
   const pub = await Publisher.open();
@@ -276,6 +313,7 @@ async function runCase(t, k, tag, seq) {
   const where = async (id) => {
     if (frames.has(id)) return { where: 'client', frame: frames.get(id) };
     for (const [name, q] of [
+      ['mailbox', `${w.queue}.mbox.u.${OFFLINE}`],
       ['parked', w.parkedQueue],
       ['dead', w.deadQueue],
     ]) {

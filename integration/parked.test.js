@@ -1,5 +1,7 @@
-// A notification for a user who never connects is parked, not dropped, once
-// its attempts are exhausted, with x-warren-reason=max_attempts.
+// With mailboxes off (the ladder only, as before mailboxes, and what a failed
+// mailbox publish falls back to), a notification for a user who never
+// connects is parked, not dropped, once its attempts are exhausted, with
+// x-warren-reason=max_attempts. Mailbox caps and expiry: mailbox.test.js.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startWarren, cleanupAll, Publisher, waitFor, queueCount } from './lib/index.js';
@@ -13,7 +15,7 @@ function headerString(v) {
 test('max_attempts=2 parks the notification of an always-offline user', { timeout: 60000 }, async () => {
   const w = await startWarren({
     name: 'parked',
-    config: { amqp: { retry_delays_ms: '200', max_attempts: 2 } },
+    config: { amqp: { retry_delays_ms: '200', max_attempts: 2 }, mailbox: { enabled: false } },
   });
   const pub = await Publisher.open();
   const id = `ghost-${Date.now()}`;
