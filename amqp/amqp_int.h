@@ -329,10 +329,13 @@ int wr_amqp_mbox_command(wr_amqp_t *a, wr_amqp_cmd_t *c);
 /* The owner (user id, borrowed) of the mailbox consumer with this tag, or
  * NULL. */
 const char *wr_amqp_mbox_owner(wr_amqp_t *a, amqp_bytes_t consumer_tag);
-/* A copy for user came through Q.mailbox.new: declare and bind their mailbox
- * (and consume it if they are online). Returns 0, or a negative errno when
- * the connection failed. */
-int wr_amqp_mbox_create(wr_amqp_t *a, const char *user);
+/* Declares and binds user's mailbox (and consumes it if they are online):
+ * before the first copy for them is published (known_ok: nothing to do when
+ * it is known to exist and be bound), and when a copy came through
+ * Q.mailbox.new (it found no binding: declared whatever the registry says).
+ * Returns 0, or a negative errno when the connection failed or the broker
+ * refused. */
+int wr_amqp_mbox_create(wr_amqp_t *a, const char *user, bool known_ok);
 /* The user a Q.mailbox.new message is for: its x-warren-user header when
  * that user's key is the routing key, else the id of a plain routing key
  * ("u.<id>"); NULL when neither (malloc'd). */

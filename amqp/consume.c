@@ -257,7 +257,7 @@ static int set_source(wr_amqp_t *a, wr_amqp_delivery_t *d, const amqp_basic_deli
               a->cfg->queue, (int)m->routing_key.len, (const char *)m->routing_key.bytes);
       return 2;
     }
-    int rc = wr_amqp_mbox_create(a, owner);
+    int rc = wr_amqp_mbox_create(a, owner, false);
     if (rc < 0) {
       free(owner);
       return rc;

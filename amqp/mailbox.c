@@ -271,11 +271,15 @@ static int declare(wr_amqp_t *a, wr_mbox_t *m) {
   return rc;
 }
 
-int wr_amqp_mbox_create(wr_amqp_t *a, const char *user) {
+int wr_amqp_mbox_create(wr_amqp_t *a, const char *user, bool known_ok) {
   wr_mbox_t *m = get(a, user);
   int rc;
   if (m == NULL)
     return -ENOMEM;
+  if (known_ok && m->state == WR_MBOX_EXISTS && m->unbound_ms == 0) {
+    m->used_ms = wr_amqp_now_ms();
+    return 0;
+  }
   if ((rc = declare(a, m)) != 0)
     return rc < 0 ? rc : -EPROTO;
   if ((rc = bind_rpc(a, m, true)) != 0)

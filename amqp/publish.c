@@ -176,6 +176,15 @@ static int publish_copy(wr_amqp_t *a, wr_amqp_delivery_t *d, size_t i, bool *no_
     rc = wr_amqp_name_fmt(exchange, sizeof(exchange), a->cfg->queue, ".mailbox");
     if (rc == 0 && (pub->user == NULL || wr_amqp_user_key(pub->user, key, sizeof(key)) < 0))
       rc = -EINVAL;
+    /* The first copy for a user makes their mailbox first, so the copies
+     * keep their order (one through Q.mailbox.new would arrive after those
+     * published behind it) and cost no detour. A failure here is left to
+     * the alternate exchange. */
+    if (rc == 0) {
+      int r = wr_amqp_mbox_create(a, pub->user, true);
+      if (r == -ECONNRESET || r == -ETIMEDOUT || r == -EPIPE)
+        return -ECONNRESET;
+    }
   } else {
     exchange[0] = '\0';
     rc = wr_amqp_name_fmt(key, sizeof(key), a->cfg->queue, ".parked");
