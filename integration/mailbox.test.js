@@ -176,3 +176,64 @@ test('an acking client resumes at once; what a client left unacked waits in plac
   await waitFor(async () => (await queueCount(mailboxOf(w, user))) === 0, { what: 'the mailbox drained' });
   await pub.close();
 });
+
+test('the janitor deletes a mailbox left empty and unused, keeps one that holds a notification', { timeout: 60000 }, async (t) => {
+  const w = await startWarren({
+    name: 'mbox-janitor',
+    config: {
+      mailbox: { janitor_ms: 200, idle_ms: 1000, unbind_grace_ms: 500 },
+      admin: { queue_poll_ms: 200 },
+    },
+  });
+  const pub = await Publisher.open();
+  // gone: had a backlog, read it, left; kept: still has one waiting.
+  await pub.publishAll(w.exchange, [
+    { id: 'for-gone', user_id: 'gone' },
+    { id: 'for-kept', user_id: 'kept' },
+  ]);
+  await waitFor(async () => (await queueCount(mailboxOf(w, 'gone'))) === 1, { what: "gone's mailbox" });
+  const c = await connectClient(w.wsUrl(), await w.token('gone'), { name: 'gone' });
+  await c.waitForIds(['for-gone']);
+  await waitFor(async () => (await queueCount(mailboxOf(w, 'gone'))) === 0, { what: "gone's mailbox read" });
+  c.close();
+  const t0 = Date.now();
+  await waitFor(async () => (await queueCount(mailboxOf(w, 'gone'))) === null, {
+    timeout: 20000,
+    what: "gone's mailbox deleted",
+  });
+  t.diagnostic(`deleted ${Date.now() - t0} ms after its user left (idle 1000 + grace 500 ms + janitor period)`);
+  assert.equal(await queueCount(mailboxOf(w, 'kept')), 1, 'a mailbox holding a notification is kept');
+  // The user comes back later: a new notification makes a new mailbox.
+  await pub.publishAll(w.exchange, [{ id: 'after', user_id: 'gone' }]);
+  await waitFor(async () => (await queueCount(mailboxOf(w, 'gone'))) === 1, { what: 'a new mailbox' });
+  const c2 = await connectClient(w.wsUrl(), await w.token('gone'), { name: 'gone-again' });
+  await c2.waitForIds(['after']);
+  await pub.close();
+});
+
+test('a notification for a user whose idle mailbox was just unbound is kept, and the mailbox with it', { timeout: 60000 }, async () => {
+  const w = await startWarren({
+    name: 'mbox-janitor-race',
+    config: { mailbox: { janitor_ms: 200, idle_ms: 1000, unbind_grace_ms: 4000 } },
+  });
+  const pub = await Publisher.open();
+  const user = 'returning';
+  await pub.publishAll(w.exchange, [{ id: 'r1', user_id: user }]);
+  await waitFor(async () => (await queueCount(mailboxOf(w, user))) === 1, { what: 'the mailbox' });
+  const c = await connectClient(w.wsUrl(), await w.token(user), { name: user });
+  await c.waitForIds(['r1']);
+  c.close();
+  // Wait until the janitor has unbound it (the binding is gone), then
+  // publish inside the grace period.
+  const { brokerCtl } = await import('./lib/index.js');
+  await waitFor(
+    () => !brokerCtl('list_bindings', '-q', '--no-table-headers', 'destination_name').includes(mailboxOf(w, user)),
+    { timeout: 15000, interval: 300, what: 'the mailbox unbound' },
+  );
+  await pub.publishAll(w.exchange, [{ id: 'r2', user_id: user }]);
+  await sleep(5000); // past the grace: the delete must have been refused or skipped
+  assert.equal(await queueCount(mailboxOf(w, user)), 1, 'the mailbox and its notification are kept');
+  const c2 = await connectClient(w.wsUrl(), await w.token(user), { name: `${user}-2` });
+  await c2.waitForIds(['r2']);
+  await pub.close();
+});
