@@ -509,12 +509,21 @@ static void restart_keys(const wr_config_t *old, const wr_config_t *n, char *buf
                   old->n_retry_delays * sizeof(old->retry_delays_ms[0])) != 0,
        "amqp.retry_delays_ms");
   DIFF(old->max_body_bytes != n->max_body_bytes, "amqp.max_body_bytes");
+  DIFF(old->mailbox_enabled != n->mailbox_enabled, "mailbox.enabled");
+  DIFF(old->mailbox_ttl_ms != n->mailbox_ttl_ms, "mailbox.ttl_ms");
+  DIFF(old->mailbox_max_messages != n->mailbox_max_messages, "mailbox.max_messages");
+  DIFF(old->mailbox_prefetch != n->mailbox_prefetch, "mailbox.prefetch");
+  DIFF(old->mailbox_idle_ms != n->mailbox_idle_ms ||
+           old->mailbox_janitor_ms != n->mailbox_janitor_ms ||
+           old->mailbox_unbind_grace_ms != n->mailbox_unbind_grace_ms,
+       "the mailbox janitor's timings");
 #undef DIFF
 }
 
 /* SIGHUP: loads the configuration again and applies what a running process
  * can: log settings, authentication (keys, issuer, audience, origins), the
- * server's limits and timeouts, ack.timeout_ms and amqp.max_attempts. The
+ * server's limits and timeouts, ack.timeout_ms, amqp.max_attempts and
+ * mailbox.max_redeliveries. The
  * keys restart_keys lists keep their running values. Reloads are unlimited:
  * only the configuration warren started with (which the AMQP thread and the
  * admin server keep) and the latest one stay allocated. */
