@@ -63,6 +63,9 @@ test('scenario 22: a user away longer than the old ladder gets the whole backlog
   assert.deepEqual(c.notifications.map((m) => m.id), ids, 'mailbox order');
   await waitFor(async () => (await queueCount(mailboxOf(w, user))) === 0, { what: 'the mailbox drained' });
   const st = await w.stats();
+  // Acked, not only taken: stopped, warren would give back what it held.
+  assert.equal((await w.stop('SIGTERM')).code, 0);
+  assert.equal(await queueCount(mailboxOf(w, user)), 0, 'every item was acked to its mailbox');
   t.diagnostic(`stats: ${JSON.stringify({ consumed: st.consumed, delivered: st.delivered })}`);
   await pub.close();
 });
@@ -235,5 +238,23 @@ test('a notification for a user whose idle mailbox was just unbound is kept, and
   assert.equal(await queueCount(mailboxOf(w, user)), 1, 'the mailbox and its notification are kept');
   const c2 = await connectClient(w.wsUrl(), await w.token(user), { name: `${user}-2` });
   await c2.waitForIds(['r2']);
+  await pub.close();
+});
+
+test('ack.mode = write: the backlog replays and the mailbox empties as frames are written', { timeout: 60000 }, async () => {
+  const w = await startWarren({ name: 'mbox-write', config: { ack: { mode: 'write' } } });
+  const pub = await Publisher.open();
+  const user = 'writer';
+  const ids = Array.from({ length: 50 }, (_, i) => `wr-${i}`);
+  await pub.publishAll(w.exchange, ids.map((id) => ({ id, user_id: user })));
+  await waitFor(async () => (await queueCount(mailboxOf(w, user))) === 50, { what: 'the backlog' });
+  const c = await connectClient(w.wsUrl(), await w.token(user), { name: user, autoAck: false });
+  assert.equal(c.welcome.ack_mode, 'write');
+  await c.waitForIds(ids);
+  assert.deepEqual(c.notifications.map((m) => m.id), ids);
+  await waitFor(async () => (await queueCount(mailboxOf(w, user))) === 0, { what: 'the mailbox drained without acks' });
+  // Acked, not only taken: stopped, warren would give back what it held.
+  assert.equal((await w.stop('SIGTERM')).code, 0);
+  assert.equal(await queueCount(mailboxOf(w, user)), 0, 'every item was acked to its mailbox');
   await pub.close();
 });
