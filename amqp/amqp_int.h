@@ -333,8 +333,8 @@ const char *wr_amqp_mbox_owner(wr_amqp_t *a, amqp_bytes_t consumer_tag);
  * before the first copy for them is published (known_ok: nothing to do when
  * it is known to exist and be bound), and when a copy came through
  * Q.mailbox.new (it found no binding: declared whatever the registry says).
- * Returns 0, or a negative errno when the connection failed or the broker
- * refused. */
+ * Returns 0; 1 when the broker refused (permissions, say: logged); or a
+ * negative errno when the connection failed. */
 int wr_amqp_mbox_create(wr_amqp_t *a, const char *user, bool known_ok);
 /* The user a Q.mailbox.new message is for: its x-warren-user header when
  * that user's key is the routing key, else the id of a plain routing key

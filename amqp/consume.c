@@ -258,9 +258,13 @@ static int set_source(wr_amqp_t *a, wr_amqp_delivery_t *d, const amqp_basic_deli
       return 2;
     }
     int rc = wr_amqp_mbox_create(a, owner, false);
-    if (rc < 0) {
+    if (rc != 0) {
+      /* No mailbox can be made for it: to Q.dead rather than round and
+       * round through Q.mailbox.new. */
+      if (rc > 0)
+        wr_warn("amqp", "cannot make the mailbox of user %s; dead-lettering its copy", owner);
       free(owner);
-      return rc;
+      return rc < 0 ? rc : 2;
     }
     d->source = WR_SRC_MAILBOX_NEW;
   } else {

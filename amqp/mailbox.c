@@ -265,6 +265,8 @@ static int declare(wr_amqp_t *a, wr_mbox_t *m) {
             "since it was made); using it as it is",
             name);
     rc = probe(a, m, NULL, NULL);
+  } else if (rc == 1) {
+    wr_warn("amqp", "cannot declare mailbox %s: %s", name, strerror(-refusal));
   }
   if (rc == 0)
     set_known(a, m, WR_MBOX_EXISTS);
@@ -280,10 +282,8 @@ int wr_amqp_mbox_create(wr_amqp_t *a, const char *user, bool known_ok) {
     m->used_ms = wr_amqp_now_ms();
     return 0;
   }
-  if ((rc = declare(a, m)) != 0)
-    return rc < 0 ? rc : -EPROTO;
-  if ((rc = bind_rpc(a, m, true)) != 0)
-    return rc < 0 ? rc : -EPROTO;
+  if ((rc = declare(a, m)) != 0 || (rc = bind_rpc(a, m, true)) != 0)
+    return rc;
   m->unbound_ms = 0;
   m->used_ms = wr_amqp_now_ms();
   WR_AMQP_STAT_ADD(a, mailboxes_created, 1);

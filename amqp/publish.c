@@ -181,8 +181,7 @@ static int publish_copy(wr_amqp_t *a, wr_amqp_delivery_t *d, size_t i, bool *no_
      * published behind it) and cost no detour. A failure here is left to
      * the alternate exchange. */
     if (rc == 0) {
-      int r = wr_amqp_mbox_create(a, pub->user, true);
-      if (r == -ECONNRESET || r == -ETIMEDOUT || r == -EPIPE)
+      if (wr_amqp_mbox_create(a, pub->user, true) < 0)
         return -ECONNRESET;
     }
   } else {
@@ -262,8 +261,15 @@ static int publish_copy(wr_amqp_t *a, wr_amqp_delivery_t *d, size_t i, bool *no_
 int wr_amqp_verdict_run(wr_amqp_t *a, wr_amqp_delivery_t *d) {
   /* A mailbox delivery whose channel was closed (shutdown) went back to its
    * mailbox with it. */
-  if (a->conn == NULL || d->generation != a->generation ||
-      (d->source == WR_SRC_MAILBOX && !a->mbox_channel_open)) {
+  if (a->conn != NULL && d->generation == a->generation && d->source == WR_SRC_MAILBOX &&
+      !a->mbox_channel_open) {
+    /* Shutdown closed the mailbox channel: the item is back in its mailbox. */
+    WR_AMQP_STAT_ADD(a, stale_verdicts, 1);
+    WR_AMQP_STAT_SUB(a, unacked, 1);
+    wr_amqp_delivery_free(d);
+    return 0;
+  }
+  if (a->conn == NULL || d->generation != a->generation) {
     /* The channel that delivered it is gone and the broker has requeued the
      * message; its tag means nothing on the current channel. */
     WR_AMQP_STAT_ADD(a, stale_verdicts, 1);
