@@ -258,3 +258,32 @@ test('ack.mode = write: the backlog replays and the mailbox empties as frames ar
   assert.equal(await queueCount(mailboxOf(w, user)), 0, 'every item was acked to its mailbox');
   await pub.close();
 });
+
+test('a mailbox the broker refuses to make: its notification ends in Q.dead, no reconnect', { timeout: 60000 }, async (t) => {
+  const { brokerCtl, ensureBroker } = await import('./lib/index.js');
+  const broker = await ensureBroker();
+  // A broker user that may configure everything but mailboxes.
+  const name = `nombox${Date.now() % 100000}`;
+  brokerCtl('add_user', name, 'pw');
+  try {
+    brokerCtl('set_permissions', '-p', '/', name, '^(?!.*\\.mbox\\.).*$', '.*', '.*');
+    const url = broker.url.replace('guest:guest', `${name}:pw`);
+    const w = await startWarren({ name: 'mbox-refused', config: { amqp: { url } } });
+    const pub = await Publisher.open();
+    const online = await connectClient(w.wsUrl(), await w.token('here'), { name: 'here' });
+    const reconnects0 = (await w.stats()).reconnects;
+    await pub.publishAll(w.exchange, [{ id: 'homeless', user_id: 'nobody-home' }]);
+    await waitFor(async () => (await queueCount(w.deadQueue)) === 1, { timeout: 15000, what: 'the copy in Q.dead' });
+    const dead = await drainQueue(w.deadQueue);
+    assert.equal(dead[0].id, 'homeless');
+    await pub.publishAll(w.exchange, [{ id: 'next', user_id: 'here' }]);
+    await online.waitForIds(['next']);
+    assert.equal((await w.stats()).reconnects, reconnects0, 'no reconnect');
+    assert.equal(await w.readyz(), 200);
+    t.diagnostic('refused mailbox: the copy went through Q.mailbox.new to Q.dead; the next notification flowed');
+    await pub.close();
+    await w.cleanup();
+  } finally {
+    brokerCtl('delete_user', name);
+  }
+});
