@@ -349,7 +349,8 @@ static void replay_summary(const wr_config_t *cfg, const wr_amqp_replay_opts_t *
                         : "were",
              u == 1 ? "it" : "them",
              o->ignore_expiry ? " (a notification parked whole carries its deadline in its body)"
-                              : "; --ignore-expiry gives a copy for a user a fresh mailbox.ttl_ms");
+                              : "; --ignore-expiry gives a copy for a user a fresh mailbox.ttl_ms "
+                                "(one parked whole keeps its deadline in its body)");
   }
   if (n->limit_reached)
     printf("stopped at --limit %llu\n", (unsigned long long)o->limit);
