@@ -292,4 +292,75 @@ int wr_amqp_publish_once(const wr_config_t *cfg, const char *routing_key, const 
                          size_t len, const char *content_type, const char *message_id,
                          uint32_t timeout_ms, char *err, size_t errlen);
 
+/* `warren replay` (amqp/replay.c; README, "Replaying parked notifications"):
+ * moves the messages of Q.parked or Q.dead back to delivery, one at a time:
+ * basic.get (manual ack), the copy published on a confirm channel, its
+ * confirm awaited, then the source message acked. A message is never acked
+ * before its copy is confirmed. Messages that stay (another user's, one that
+ * cannot be republished, one the broker refused) are held unacked and
+ * requeued together at the end, which puts each back in its place in a
+ * classic queue; a connection that dies requeues them just the same. */
+typedef enum {
+  WR_REPLAY_PARKED = 0, /* Q.parked */
+  WR_REPLAY_DEAD,       /* Q.dead */
+} wr_amqp_replay_from_t;
+
+/* What happened, or in a dry run would happen, to one message. */
+typedef enum {
+  WR_REPLAY_MAILBOX = 0, /* to the mailbox of its x-warren-user (exchange Q.mailbox) */
+  WR_REPLAY_LADDER,      /* mailbox.enabled = false: to the retry ladder for its user
+                            (exchange Q.retry, the first delay) */
+  WR_REPLAY_EXCHANGE,    /* to amqp.exchange, routing key "replay", as a new original */
+  WR_REPLAY_SKIPPED,     /* another user's (opts.user): stays */
+  WR_REPLAY_LEFT,        /* cannot be republished, or the broker refused its copy: stays */
+  WR_REPLAY_OUTCOMES
+} wr_amqp_replay_outcome_t;
+
+/* One message examined; every pointer is borrowed for the callback only. */
+typedef struct wr_amqp_replay_item_s {
+  wr_amqp_replay_outcome_t outcome;
+  const char *id;     /* AMQP message_id, NULL if none */
+  const char *user;   /* x-warren-user (parked only), NULL if none */
+  const char *reason; /* x-warren-reason, else the newest x-death reason, NULL if none */
+  int64_t age_ms;     /* since its AMQP timestamp, else since it was dead-lettered
+                         (x-death time); -1 when unknown */
+  bool expires_again; /* replayed with its deadline (x-warren-expires-at) already
+                         passed: warren will park it as expired again */
+  const char *why;    /* WR_REPLAY_LEFT: why it stays */
+} wr_amqp_replay_item_t;
+
+typedef struct wr_amqp_replay_opts_s {
+  wr_amqp_replay_from_t from;
+  const char *user;   /* parked only: replay only this user's; NULL = all */
+  uint64_t limit;     /* stop after this many replayed (or, dry, would be); 0 = all */
+  bool dry_run;       /* decide and report every message, move none */
+  bool ignore_expiry; /* a copy for a user gets a fresh deadline, now +
+                         mailbox.ttl_ms, instead of the one that has passed */
+  /* Polled before each message: true stops the run there (the message in
+   * hand, if any, is settled first). May be NULL. */
+  bool (*stop_cb)(void *data);
+  /* Called for every message examined, once its outcome is known. May be NULL. */
+  void (*item_cb)(const wr_amqp_replay_item_t *item, void *data);
+  void *data;
+} wr_amqp_replay_opts_t;
+
+typedef struct wr_amqp_replay_counts_s {
+  uint64_t depth;                 /* ready messages in the source queue at start */
+  uint64_t examined;              /* messages read (at most depth) */
+  uint64_t n[WR_REPLAY_OUTCOMES]; /* by outcome (dry run: would be) */
+  uint64_t expires_again;         /* replayed ones with expires_again */
+  bool interrupted;               /* stop_cb said stop */
+  bool limit_reached;
+} wr_amqp_replay_counts_t;
+
+/* Runs one replay against cfg->amqp_url (blocking; opens and closes its own
+ * connection). opts and cfg are borrowed; counts (zeroed here) says what
+ * happened, also when it fails midway. Returns 0; -ENOENT when the source
+ * queue or a destination exchange does not exist (warren never ran with this
+ * configuration); -ETIMEDOUT when the broker did not answer in time; another
+ * negative errno when the connection or a channel failed. err gets a
+ * message on failure. Whatever was not acked went back to its queue. */
+int wr_amqp_replay(const wr_config_t *cfg, const wr_amqp_replay_opts_t *opts,
+                   wr_amqp_replay_counts_t *counts, char *err, size_t errlen);
+
 #endif

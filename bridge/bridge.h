@@ -19,4 +19,9 @@ int wr_cli_token(const wr_config_t *cfg, int argc, char **argv);
  * "publish". Returns the exit status (0 only when confirmed). */
 int wr_cli_publish(const wr_config_t *cfg, int argc, char **argv);
 
+/* `warren replay parked|dead`: moves parked or dead messages back to
+ * delivery (amqp/replay.c). argv starts at "replay". Returns the exit status:
+ * 0 done, 1 broker error, 2 usage error, 130/143 stopped by SIGINT/SIGTERM. */
+int wr_cli_replay(const wr_config_t *cfg, int argc, char **argv);
+
 #endif
