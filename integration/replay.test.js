@@ -211,7 +211,8 @@ test('replay dead: a too_large notification is delivered once the limit is raise
 
 test('SIGINT midway: every message is either replayed once or still parked, in order', { timeout: 120000 }, async () => {
   // A daemon with mailboxes declares Q.mailbox; it is then stopped, so the
-  // copies (for users without a mailbox) wait in Q.mailbox.new to be counted.
+  // copies wait in the users' mailbox (which the replay makes before each
+  // user's first copy) to be counted.
   const w = await startWarren({ name: 'replay-sigint' });
   await w.stop();
   const total = 3000;
@@ -246,11 +247,18 @@ test('SIGINT midway: every message is either replayed once or still parked, in o
   assert.ok(n > 0 && n < total, `replayed ${n} of ${total}: not interrupted midway`);
 
   const parked = await queueCount(w.parkedQueue);
-  const mailed = await queueCount(`${w.queue}.mailbox.new`);
+  const boxes = ['u0', 'u1', 'u2'].map((u) => `${w.queue}.mbox.u.${u}`);
+  let mailed = 0;
+  for (const b of boxes) mailed += (await queueCount(b)) || 0;
   assert.equal(parked + n, total, `parked ${parked} + replayed ${n} != ${total}`);
-  assert.equal(mailed, n, 'copies in Q.mailbox.new differ from the count replayed');
-  const copies = await drainQueue(`${w.queue}.mailbox.new`);
-  assert.deepEqual(idsOf(copies), Array.from({ length: n }, (_, i) => `n${i}`));
+  assert.equal(mailed, n, 'copies in the mailboxes differ from the count replayed');
+  assert.equal(await queueCount(`${w.queue}.mailbox.new`), 0, 'no copy took the detour');
+  // Each user's copies are in their mailbox in order.
+  for (const [k, b] of boxes.entries()) {
+    const copies = await drainQueue(b);
+    const want = Array.from({ length: n }, (_, i) => i).filter((i) => i % 3 === k).map((i) => `n${i}`);
+    assert.deepEqual(idsOf(copies), want, `${b} in order`);
+  }
   const rest = await drainQueue(w.parkedQueue);
   assert.deepEqual(idsOf(rest), Array.from({ length: total - n }, (_, i) => `n${n + i}`));
 });
@@ -292,7 +300,7 @@ test('a copy that cannot keep its headers is left in place, whole; an empty head
   const kept = await drainQueue(w.parkedQueue);
   assert.deepEqual(idsOf(kept), ['m2']);
   assert.equal(headerString(kept[0].headers.blob).length, blob.length, 'the message left in place lost its headers');
-  const copies = await drainQueue(`${w.queue}.mailbox.new`);
+  const copies = await drainQueue(`${w.queue}.mbox.u.alice`);
   assert.deepEqual(idsOf(copies), ['m1', 'm3']);
   assert.equal(headerString(copies[0].headers['']), 'empty key');
   assert.equal(headerString(copies[0].headers['x-warren-user']), 'alice');
