@@ -13,6 +13,7 @@ static void usage(FILE *out) {
                "       warren [--config FILE] token --user USER [--ttl SECONDS]\n"
                "       warren [--config FILE] publish (--user U | --users A,B | --broadcast)\n"
                "              [--title T] [--content C] [--data JSON] [--msgpack] ...\n"
+               "       warren [--config FILE] status [--json]\n"
                "\n"
                "Delivers notifications from a RabbitMQ queue to browsers over WebSocket.\n"
                "Configuration: the INI file, then WARREN_<SECTION>_<KEY> environment variables\n"
@@ -85,8 +86,10 @@ int main(int argc, char **argv) {
       rc = wr_cli_token(&cfg, argc - optind, argv + optind);
     else if (strcmp(cmd, "publish") == 0)
       rc = wr_cli_publish(&cfg, argc - optind, argv + optind);
+    else if (strcmp(cmd, "status") == 0)
+      rc = wr_cli_status(&cfg, argc - optind, argv + optind);
     else {
-      fprintf(stderr, "warren: unknown command \"%s\" (expected token or publish)\n", cmd);
+      fprintf(stderr, "warren: unknown command \"%s\" (expected token, publish or status)\n", cmd);
       rc = 2;
     }
     wr_config_close(&cfg);
