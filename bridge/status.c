@@ -133,7 +133,17 @@ static const char *rate(char *buf, size_t len, double total, double uptime_s) {
   return buf;
 }
 
-/* A quantile of a histogram object in ms. A rank past the last bound is
+/* A duration in ms as a person reads it: ms below a second, else s. */
+static void duration(char *buf, size_t len, double ms) {
+  if (ms < 10)
+    snprintf(buf, len, "%.2f ms", ms);
+  else if (ms < 1000)
+    snprintf(buf, len, "%.1f ms", ms);
+  else
+    snprintf(buf, len, "%.2f s", ms / 1000);
+}
+
+/* A quantile of a histogram object (ms). A rank past the last bound is
  * reported as that bound by the daemon; say "> bound" then, not the bound. */
 static const char *quantile(char *buf, size_t len, const json_t *h, const char *key) {
   double v = num(h, key);
@@ -146,12 +156,15 @@ static const char *quantile(char *buf, size_t len, const json_t *h, const char *
   }
   if (nb > 0 && json_array_size(buckets) == nb + 1 &&
       json_integer_value(json_array_get(buckets, nb)) > 0 &&
-      v >= json_number_value(json_array_get(bounds, nb - 1)))
-    snprintf(buf, len, "> %g ms", json_number_value(json_array_get(bounds, nb - 1)));
-  else if (v < 10)
-    snprintf(buf, len, "%.2f ms", v);
-  else
-    snprintf(buf, len, "%.1f ms", v);
+      v >= json_number_value(json_array_get(bounds, nb - 1))) {
+    double last = json_number_value(json_array_get(bounds, nb - 1));
+    if (last >= 1000)
+      snprintf(buf, len, "> %g s", last / 1000);
+    else
+      snprintf(buf, len, "> %g ms", last);
+  } else {
+    duration(buf, len, v);
+  }
   return buf;
 }
 

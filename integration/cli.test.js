@@ -202,10 +202,14 @@ test('warren status prints the running daemon\'s figures as a table; --json as /
   assert.equal(deadWhy, 'bad_json 1');
   assert.equal(tableRow(out, 'parked')[0], '0');
   // Latency: the same p50/p99 as /api/stats, in ms.
-  const [p50, p99] = tableRow(out, 'delivery');
-  assert.match(p50, /^\d+(\.\d+)? ms$/);
-  assert.ok(Math.abs(parseFloat(p50) - s.latency.p50_ms) < 0.01 + s.latency.p50_ms * 0.01, `p50 ${p50} vs ${s.latency.p50_ms}`);
-  assert.ok(Math.abs(parseFloat(p99) - s.latency.p99_ms) < 0.01 + s.latency.p99_ms * 0.01, `p99 ${p99} vs ${s.latency.p99_ms}`);
+  const ms = (x) => {
+    const m = x.match(/^(\d+\.\d+) (ms|s)$/);
+    assert.ok(m, `a duration: ${x}`);
+    return Number(m[1]) * (m[2] === 's' ? 1000 : 1);
+  };
+  const [p50, p99] = tableRow(out, 'delivery').map(ms);
+  assert.ok(Math.abs(p50 - s.latency.p50_ms) < 0.01 + s.latency.p50_ms * 0.01, `p50 ${p50} vs ${s.latency.p50_ms}`);
+  assert.ok(Math.abs(p99 - s.latency.p99_ms) < 0.01 + s.latency.p99_ms * 0.01, `p99 ${p99} vs ${s.latency.p99_ms}`);
   // Every polled queue, with its role, depth and consumers.
   for (const q of s.queues) {
     const line = out.split('\n').find((l) => l.endsWith(`  ${q.name}`));
