@@ -1,8 +1,9 @@
 /* The `warren status` subcommand: one HTTP GET of /api/stats on the admin
  * port of the configuration, printed as a table (or as it came, --json).
  *
- * It runs in its own short-lived process, never on the daemon's loop, so a
- * blocking socket with a deadline is enough; the admin server answers with
+ * It runs in its own short-lived process, never on the daemon's loop, so it
+ * simply waits on one socket (poll() with a deadline, so a daemon that
+ * accepts but never answers cannot hang it); the admin server answers with
  * Content-Length and closes the connection. */
 #include "bridge/status_int.h"
 
