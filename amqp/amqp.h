@@ -167,6 +167,10 @@ typedef struct wr_amqp_queue_stat_s {
   int64_t consumers; /* -1 when unknown */
 } wr_amqp_queue_stat_t;
 
+/* Most queues one poll reports: Q, one per retry delay, Q.parked, Q.dead and
+ * Q.mailbox.new. */
+#define WR_AMQP_POLLED_MAX (WR_CONFIG_MAX_DELAYS + 4)
+
 typedef struct wr_amqp_callbacks_s {
   void *data;
   /* AMQP thread. Takes ownership of d. Returns 0, or -ENOSPC when the sink is

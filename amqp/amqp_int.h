@@ -315,10 +315,11 @@ int wr_amqp_poll_reply(wr_amqp_t *a, const char *what, int *refusal);
 int wr_amqp_mailbox_args(const wr_config_t *cfg, amqp_table_entry_t e[WR_AMQP_MAILBOX_ARGS],
                          char *parked, size_t parked_len);
 
-/* Passive queue.declare of Q, each ladder queue, Q.parked and Q.dead on
- * channel WR_AMQP_CH_POLL (reopened after a failed declare closes it). Fills
- * up to cap entries of out and sets *n. Returns 0, or a negative errno when
- * the connection itself failed. */
+/* Passive queue.declare of Q, each ladder queue, Q.parked, Q.dead and (with
+ * mailboxes) Q.mailbox.new on channel WR_AMQP_CH_POLL (reopened after a
+ * failed declare closes it). Fills up to cap entries of out, in that order,
+ * and sets *n: with mailboxes, n_delays + 5 entries hold them all.
+ * Returns 0, or a negative errno when the connection itself failed. */
 int wr_amqp_topology_poll(wr_amqp_t *a, wr_amqp_queue_stat_t *out, size_t cap, size_t *n);
 
 /* mailbox.c — per-user mailboxes (docs/mailboxes.md) */

@@ -520,7 +520,7 @@ static int drain_frames(wr_amqp_t *a) {
 }
 
 static int poll_queues(wr_amqp_t *a) {
-  wr_amqp_queue_stat_t st[WR_CONFIG_MAX_DELAYS + 3];
+  wr_amqp_queue_stat_t st[WR_AMQP_POLLED_MAX];
   size_t n = 0;
   int64_t now = wr_amqp_now_ms();
   int rc;

@@ -258,6 +258,11 @@ int wr_amqp_topology_poll(wr_amqp_t *a, wr_amqp_queue_stat_t *out, size_t cap, s
     snprintf(out[k++].name, sizeof(out->name), "%s.parked", q);
   if (k < cap)
     snprintf(out[k++].name, sizeof(out->name), "%s.dead", q);
+  /* Copies for users who have no mailbox yet wait here for the AMQP thread:
+   * a depth that stays up means it is not keeping up. The mailboxes
+   * themselves are one per user, too many to poll. */
+  if (a->cfg->mailbox_enabled && k < cap)
+    snprintf(out[k++].name, sizeof(out->name), "%s.mailbox.new", q);
   for (size_t i = 0; i < k; i++) {
     if ((rc = poll_one(a, &out[i])) < 0)
       return rc;

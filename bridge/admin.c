@@ -58,7 +58,8 @@ static bool ready(const wr_bridge_t *b) {
   return b->listening && b->phase == WR_PHASE_RUNNING && atomic_load(&b->consuming);
 }
 
-/* What a polled queue is for, from its name (README.md, Topology). */
+/* What a polled queue is for, from its name (README.md, Topology;
+ * docs/mailboxes.md for Q.mailbox.new). */
 static const char *queue_role(const wr_bridge_t *b, const char *name) {
   size_t n = strlen(b->cfg->queue);
   if (strcmp(name, b->cfg->queue) == 0)
@@ -72,6 +73,8 @@ static const char *queue_role(const wr_bridge_t *b, const char *name) {
     return "parked";
   if (strcmp(name, ".dead") == 0)
     return "dead";
+  if (strcmp(name, ".mailbox.new") == 0)
+    return "mailbox_new";
   return "other";
 }
 
@@ -345,7 +348,8 @@ const wr_metric_t wr_admin_metrics[] = {
     {"warren_broadcast_last_connections", GAUGE, "Connections the latest broadcast was sent to.",
      NULL, NULL, LOOP(U64, fanout_last_conns)},
     {"warren_targets_total", COUNTER,
-     "Per-user targets settled: delivered (acked or written) or offline (sent to the ladder).",
+     "Per-user targets settled: delivered (acked or written) or offline (mailed, or sent to the "
+     "ladder without mailboxes).",
      "outcome=\"delivered\"", "targets_delivered", LOOP(U64, targets_delivered)},
     {"warren_targets_total", COUNTER, NULL, "outcome=\"offline\"", "targets_offline",
      LOOP(U64, targets_offline)},
@@ -361,11 +365,17 @@ const wr_metric_t wr_admin_metrics[] = {
     {NULL, 0, NULL, NULL, "retried", FN(U64, get_retried)},
     {"warren_retried_total", COUNTER, "Ladder copies handed to the AMQP thread, by step.", NULL,
      "retried_by_step", CUSTOM(prom_retried, json_retried)},
-    {"warren_parked_total", COUNTER, "Notifications parked in Q.parked, by reason.",
+    {"warren_parked_total", COUNTER,
+     "Notifications warren parked in Q.parked, by reason: max_attempts (the ladder gave up), "
+     "expired (past expires_at/ttl_ms), unacked (a mailbox item its user's clients left unacked "
+     "mailbox.max_redeliveries times). Mailboxes also dead-letter expired and overflowing items "
+     "to Q.parked themselves (see warren_queue_messages{role=\"parked\"}).",
      "reason=\"max_attempts\"", "parked_by_reason.max_attempts", .json_sum = "parked",
      LOOP(U64, parked_max_attempts)},
     {"warren_parked_total", COUNTER, NULL, "reason=\"expired\"", "parked_by_reason.expired",
      LOOP(U64, parked_expired)},
+    {"warren_parked_total", COUNTER, NULL, "reason=\"unacked\"", "parked_by_reason.unacked",
+     LOOP(U64, parked_unacked)},
     {"warren_dead_lettered_total", COUNTER, "Messages rejected to Q.dead, by reason.",
      "reason=\"too_large\"", "dead_lettered_by_reason.too_large", .json_sum = "dead_lettered",
      LOOP(U64, dead_by_reason[WR_ENV_TOO_LARGE])},
@@ -389,6 +399,69 @@ const wr_metric_t wr_admin_metrics[] = {
      "Messages whose x-warren-user names a user their body does not target (delivered to the "
      "body's targets).",
      NULL, "copy_user_ignored", LOOP(U64, copy_user_ignored)},
+    /* Mailboxes (docs/mailboxes.md): the way in (copies, puts, fallbacks),
+     * the replay (items, replay latency), what goes wrong while a user is
+     * online (redeliveries, pauses, rejects), and the registry and janitor.
+     * The JSON keys are one "mailbox" object, then the replay histogram. */
+    {"warren_mailbox_copies_total", COUNTER,
+     "Offline notifications the loop handed to the AMQP thread for a user's mailbox, one per "
+     "offline user; far above warren_mailbox_puts_total means the broker is not confirming them.",
+     NULL, "mailbox.copies", LOOP(U64, mailbox_copies)},
+    {"warren_mailbox_puts_total", COUNTER,
+     "Mailbox copies the broker confirmed: notifications now waiting for a user who is offline "
+     "(a user without a mailbox yet counts twice: through Q.mailbox.new, then into the new "
+     "mailbox).",
+     NULL, "mailbox.puts", AMQP(mailbox_puts)},
+    {"warren_mailbox_fallbacks_total", COUNTER,
+     "Mailbox copies the broker nacked or returned, sent to the retry ladder (or parked) instead; "
+     "any increase means mailboxes are refusing copies.",
+     NULL, "mailbox.fallbacks", AMQP(mailbox_fallbacks)},
+    {"warren_mailbox_items_total", COUNTER,
+     "Notifications consumed from users' mailboxes: the backlog replayed to users who came back.",
+     NULL, "mailbox.items", AMQP(mailbox_items)},
+    {"warren_mailbox_requeued_total", COUNTER,
+     "Mailbox items given back to their mailbox, where they wait in order: their user left, no "
+     "connection took them, or they went unacked.",
+     NULL, "mailbox.requeued", LOOP(U64, mailbox_requeued)},
+    {"warren_mailbox_redelivered_total", COUNTER,
+     "Mailbox items not acked within ack.timeout_ms by an online user's clients (requeued, or "
+     "parked at mailbox.max_redeliveries); a steady rate points at a client that does not ack.",
+     NULL, "mailbox.redelivered", LOOP(U64, mailbox_redelivered)},
+    {"warren_mailbox_pauses_total", COUNTER,
+     "Times a user's mailbox stopped being consumed for a while (1 s, doubling up to 5 min) after "
+     "an item went unsent or unacked, so the broker does not hand it straight back.",
+     NULL, "mailbox.pauses", LOOP(U64, mailbox_pauses)},
+    {"warren_mailbox_rejected_total", COUNTER,
+     "Mailbox messages refused, by reason: not_addressed (a mailbox or Q.mailbox.new item whose "
+     "body does not name that user, dead-lettered), no_user (a Q.mailbox.new message naming no "
+     "user, to Q.dead). Someone publishes into the mailbox exchanges directly.",
+     "reason=\"not_addressed\"", "mailbox.rejected_not_addressed", LOOP(U64, mailbox_rejected)},
+    {"warren_mailbox_rejected_total", COUNTER, NULL, "reason=\"no_user\"",
+     "mailbox.rejected_no_user", AMQP(mailbox_new_rejected)},
+    {"warren_mailboxes", GAUGE,
+     "Mailboxes this process knows to exist (known: made or found since it started) and those "
+     "consumed now because their user is online (consumed).",
+     "state=\"known\"", "mailbox.known", AMQP(mailboxes_known)},
+    {"warren_mailboxes", GAUGE, NULL, "state=\"consumed\"", "mailbox.consumed",
+     AMQP(mailbox_consumers)},
+    {"warren_mailboxes_created_total", COUNTER,
+     "Mailboxes declared for a user who had none, on their first offline notification.", NULL,
+     "mailbox.created", AMQP(mailboxes_created)},
+    {"warren_mailboxes_deleted_total", COUNTER,
+     "Mailboxes the janitor deleted, empty and unused for mailbox.idle_ms.", NULL,
+     "mailbox.deleted", AMQP(mailboxes_deleted)},
+    {"warren_mailbox_rebinds_total", COUNTER,
+     "Janitor deletes the broker refused because a message or a consumer got in after the "
+     "unbind: the mailbox was bound again and kept.",
+     NULL, "mailbox.rebinds", AMQP(mailbox_rebinds)},
+    {"warren_mailbox_probes_total", COUNTER,
+     "Passive declares asking whether a user who connected has a mailbox this process did not "
+     "know of (after a restart, one per returning user).",
+     NULL, "mailbox.probes", AMQP(mailbox_probes)},
+    {"warren_mailbox_replay_seconds", HISTOGRAM,
+     "From a user's mailbox opening (their first connection, or the end of a pause) to its first "
+     "item on the wire: how long a returning user waits for their backlog.",
+     NULL, "mailbox_replay", LOOP(HIST, mailbox_replay)},
     {"warren_pending_deliveries", GAUGE, "Consumed messages not settled yet by the loop.", NULL,
      "in_flight", BRIDGE(SIZE, core.n_pendings)},
     {"warren_ring_depth", GAUGE, "Items waiting in the inter-thread rings.", "ring=\"delivery\"",
@@ -409,11 +482,12 @@ const wr_metric_t wr_admin_metrics[] = {
      "Messages nacked to the broker: to Q.dead (requeue=false) or back to Q (requeue=true).",
      "requeue=\"false\"", NULL, AMQP(dead_lettered)},
     {"warren_amqp_nacked_total", COUNTER, NULL, "requeue=\"true\"", NULL, AMQP(requeued)},
-    {"warren_amqp_published_total", COUNTER, "Ladder and park copies confirmed by the broker.",
-     NULL, NULL, AMQP(published)},
+    {"warren_amqp_published_total", COUNTER,
+     "Mailbox, ladder and park copies confirmed by the broker.", NULL, NULL, AMQP(published)},
     {"warren_amqp_publish_failures_total", COUNTER,
-     "Ladder and park copies nacked or lost before their confirm.", NULL, NULL,
-     AMQP(publish_failures)},
+     "Mailbox, ladder and park copies nacked or lost before their confirm (a refused mailbox "
+     "copy only when its fallback could not be sent either): their original is redelivered.",
+     NULL, NULL, AMQP(publish_failures)},
     {"warren_amqp_stale_verdicts_total", COUNTER,
      "Verdicts dropped because their AMQP connection was gone.", NULL, NULL, AMQP(stale_verdicts)},
     {"warren_amqp_watchdog_kicks_total", COUNTER,

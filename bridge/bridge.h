@@ -24,4 +24,10 @@ int wr_cli_publish(const wr_config_t *cfg, int argc, char **argv);
  * 0 done, 1 broker error, 2 usage error, 130/143 stopped by SIGINT/SIGTERM. */
 int wr_cli_replay(const wr_config_t *cfg, int argc, char **argv);
 
+/* `warren status`: GET /api/stats from admin.listen (blocking, 2 s at most)
+ * and prints it as a table, or as received with --json. argv starts after
+ * "status". Returns the exit status: 0 when it could read it, 1 when warren
+ * does not answer there or admin.listen is off, 2 on a usage error. */
+int wr_cli_status(const wr_config_t *cfg, int argc, char **argv);
+
 #endif

@@ -16,7 +16,7 @@
 #include "bridge/stats_int.h"
 #include "ws/ws.h"
 
-#define WR_MAX_QUEUE_STATS (WR_CONFIG_MAX_DELAYS + 4)
+#define WR_MAX_QUEUE_STATS WR_AMQP_POLLED_MAX
 typedef enum { WR_PHASE_RUNNING = 0, WR_PHASE_DRAINING, WR_PHASE_CLOSING } wr_phase_t;
 
 typedef struct wr_bridge_s {

@@ -16,6 +16,7 @@ static void usage(FILE *out) {
                "       warren [--config FILE] replay parked [--user U] [--limit N]\n"
                "              [--ignore-expiry] [--dry-run]\n"
                "       warren [--config FILE] replay dead [--limit N] [--dry-run]\n"
+               "       warren [--config FILE] status [--json]\n"
                "\n"
                "Delivers notifications from a RabbitMQ queue to browsers over WebSocket.\n"
                "Configuration: the INI file, then WARREN_<SECTION>_<KEY> environment variables\n"
@@ -90,8 +91,11 @@ int main(int argc, char **argv) {
       rc = wr_cli_publish(&cfg, argc - optind, argv + optind);
     else if (strcmp(cmd, "replay") == 0)
       rc = wr_cli_replay(&cfg, argc - optind, argv + optind);
+    else if (strcmp(cmd, "status") == 0)
+      rc = wr_cli_status(&cfg, argc - optind, argv + optind);
     else {
-      fprintf(stderr, "warren: unknown command \"%s\" (expected token, publish or replay)\n", cmd);
+      fprintf(stderr,
+              "warren: unknown command \"%s\" (expected token, publish, replay or status)\n", cmd);
       rc = 2;
     }
     wr_config_close(&cfg);

@@ -1,5 +1,6 @@
 // Admin endpoints (README.md, "Operating"): /metrics after real traffic (delivered,
-// retried, parked, poison) has the counts a user would expect, promtool
+// mailed and replayed, poison; without mailboxes retried and parked; a mailbox
+// item never acked, parked) has the counts a user would expect, promtool
 // accepts it, a real Prometheus server scrapes it; /api/stats carries the same
 // figures with p50/p99; what both expose (families, labels, HELP, TYPE, JSON
 // keys and their types) is exactly integration/metrics-schema.txt; /readyz is
@@ -22,6 +23,7 @@ import {
   brokerCtl,
   closeAmqp,
   ensureBroker,
+  queueCounts,
   signJwt,
   sleep,
   INTEGRATION_DIR,
@@ -80,6 +82,9 @@ let w;
 let client;
 
 before(async () => {
+  // Mailboxes on (the default): an offline user's notifications wait in
+  // their mailbox. The ladder settings only matter for a mailbox copy the
+  // broker refuses.
   w = await startWarren({
     name: 'metrics',
     config: {
@@ -89,7 +94,28 @@ before(async () => {
   });
 });
 
-test('/metrics counts real traffic: delivered, retried, parked, dead-lettered', { timeout: 60000 }, async () => {
+// Scrapes until pred(values) holds; the error shows the samples matching
+// show, so a count that never arrives says where it stopped.
+async function scrapeUntil(d, pred, show, what) {
+  let seen = {};
+  return waitFor(
+    async () => {
+      const s = await scrape(d);
+      seen = Object.fromEntries(Object.entries(s.values).filter(([k]) => show.test(k)));
+      return pred(s.values) ? s : false;
+    },
+    { timeout: 20000, what },
+  ).catch((err) => {
+    err.message += `\nlast scrape: ${JSON.stringify(seen)}`;
+    throw err;
+  });
+}
+
+function assertValues(v, expect) {
+  for (const [k, want] of Object.entries(expect)) assert.equal(v[k], want, `${k} = ${v[k]}, expected ${want}`);
+}
+
+test('/metrics counts real traffic: delivered, mailed, replayed, dead-lettered', { timeout: 60000 }, async () => {
   client = await connectClient(w.wsUrl(), await w.token('alice'), { name: 'alice' });
   // A refused handshake is counted too.
   const refused = await openSocket(w.wsUrl(), signJwt({ sub: 'x', exp: Math.floor(Date.now() / 1000) + 60 }, 'wrong-secret-wrong-secret'));
@@ -104,7 +130,7 @@ test('/metrics counts real traffic: delivered, retried, parked, dead-lettered', 
     // Latency counts from created_at: unix ms here, unix seconds below.
     { id: 'j4', user_id: 'alice', title: 'd', created_at: now - 2000 },
     { id: 'j5', user_id: 'alice', title: 'e', created_at: (now - 2000) / 1000 },
-    // Never online: retried once (step 1), then parked (max_attempts = 2).
+    // Offline: bob has no mailbox yet; warren makes it, then mails b1 into it.
     { id: 'b1', user_id: 'bob', title: 'offline' },
   ]);
   await pub.publishAll(w.exchange, [{ id: 'm1', user_id: 'alice' }, { id: 'm2', user_id: 'alice' }], { format: 'msgpack' });
@@ -116,63 +142,72 @@ test('/metrics counts real traffic: delivered, retried, parked, dead-lettered', 
   await client.waitForIds(['j1', 'j2', 'j3', 'j4', 'j5', 'm1', 'm2']);
   const deadQ = w.deadQueue;
   const parkedQ = w.parkedQueue;
-  let seen = {};
-  const m = await waitFor(
-    async () => {
-      const s = await scrape(w);
-      const v = s.values;
-      seen = Object.fromEntries(Object.entries(v).filter(([k]) => /parked_total|acks_total|queue_messages|unacked/.test(k)));
-      return v['warren_parked_total{reason="max_attempts"}'] === 1 &&
-        v['warren_client_acks_total{matched="true"}'] === 7 &&
-        v[`warren_queue_messages{queue="${parkedQ}",role="parked"}`] === 1 &&
-        v[`warren_queue_messages{queue="${deadQ}",role="dead"}`] === 2 &&
-        v['warren_amqp_unacked'] === 0
-        ? s
-        : false;
-    },
-    { timeout: 20000, what: 'counters after the traffic settled' },
-  ).catch((err) => {
-    err.message += `\nlast scrape: ${JSON.stringify(seen)}`;
-    throw err;
-  });
+  const newQ = `${w.queue}.mailbox.new`;
+  const show = /parked_total|acks_total|queue_messages|unacked|mailbox/;
+  const m = await scrapeUntil(
+    w,
+    (v) =>
+      v.warren_mailbox_puts_total === 1 &&
+      v['warren_client_acks_total{matched="true"}'] === 7 &&
+      v[`warren_queue_messages{queue="${newQ}",role="mailbox_new"}`] === 0 &&
+      v[`warren_queue_messages{queue="${deadQ}",role="dead"}`] === 2 &&
+      v.warren_amqp_unacked === 0,
+    show,
+    'counters after the traffic settled',
+  );
   const v = m.values;
-  const expect = {
+  assertValues(v, {
     warren_connections: 1,
     warren_users_online: 1,
     warren_ready: 1,
     warren_amqp_connected: 1,
     'warren_handshakes_total{outcome="accepted"}': 1,
     'warren_handshakes_total{outcome="unauthorized"}': 1,
-    // bob's original and its ladder copy are both consumed.
-    'warren_notifications_consumed_total{format="json"}': 7,
+    'warren_notifications_consumed_total{format="json"}': 6,
     'warren_notifications_consumed_total{format="msgpack"}': 2,
     warren_notifications_delivered_total: 7,
     'warren_targets_total{outcome="delivered"}': 7,
-    'warren_targets_total{outcome="offline"}': 2,
+    'warren_targets_total{outcome="offline"}': 1,
     'warren_client_acks_total{matched="true"}': 7,
-    'warren_retried_total{step="1",delay_ms="300"}': 1,
+    // One mailbox copy, confirmed: warren made bob's mailbox before it.
+    warren_mailbox_copies_total: 1,
+    warren_mailbox_puts_total: 1,
+    warren_mailbox_fallbacks_total: 0,
+    warren_mailboxes_created_total: 1,
+    'warren_mailboxes{state="known"}': 1,
+    'warren_mailboxes{state="consumed"}': 0,
+    // alice connected: does she have a mailbox? (She has none.)
+    warren_mailbox_probes_total: 1,
+    warren_mailbox_items_total: 0,
+    warren_mailbox_replay_seconds_count: 0,
+    'warren_mailbox_rejected_total{reason="not_addressed"}': 0,
+    'warren_mailbox_rejected_total{reason="no_user"}': 0,
+    // Nothing went to the ladder or was parked.
+    'warren_retried_total{step="1",delay_ms="300"}': 0,
     'warren_retried_total{step="2",delay_ms="600"}': 0,
-    'warren_parked_total{reason="max_attempts"}': 1,
+    'warren_parked_total{reason="max_attempts"}': 0,
     'warren_parked_total{reason="expired"}': 0,
+    'warren_parked_total{reason="unacked"}': 0,
     'warren_dead_lettered_total{reason="bad_json"}': 1,
     'warren_dead_lettered_total{reason="no_target"}': 1,
     'warren_dead_lettered_total{reason="too_large"}': 0,
     'warren_amqp_nacked_total{requeue="false"}': 2,
-    // 7 delivered + bob's original (after its ladder copy) + the copy (after parking).
-    warren_amqp_acked_total: 9,
-    warren_amqp_published_total: 2,
+    // 7 delivered + bob's original (after its mailbox copy was confirmed).
+    warren_amqp_acked_total: 8,
+    warren_amqp_published_total: 1,
     warren_amqp_reconnects_total: 0,
     warren_delivery_latency_seconds_count: 7,
     'warren_delivery_latency_seconds_bucket{le="+Inf"}': 7,
     [`warren_queue_messages{queue="${w.queue}",role="main"}`]: 0,
     [`warren_queue_consumers{queue="${w.queue}",role="main"}`]: 1,
-    [`warren_queue_messages{queue="${parkedQ}",role="parked"}`]: 1,
+    [`warren_queue_messages{queue="${parkedQ}",role="parked"}`]: 0,
     [`warren_queue_messages{queue="${deadQ}",role="dead"}`]: 2,
     [`warren_queue_messages{queue="${w.queue}.retry.300",role="retry"}`]: 0,
     [`warren_queue_consumers{queue="${w.queue}.retry.600",role="retry"}`]: 0,
+    // The AMQP thread consumes Q.mailbox.new itself.
+    [`warren_queue_consumers{queue="${newQ}",role="mailbox_new"}`]: 1,
     'warren_ring_depth{ring="delivery"}': 0,
-  };
-  for (const [k, want] of Object.entries(expect)) assert.equal(v[k], want, `${k} = ${v[k]}, expected ${want}`);
+  });
   // Acks coalesce: at least one frame, never more frames than messages acked.
   assert.ok(v.warren_amqp_ack_frames_total >= 1 && v.warren_amqp_ack_frames_total <= v.warren_amqp_acked_total,
     `ack frames ${v.warren_amqp_ack_frames_total} for ${v.warren_amqp_acked_total} acks`);
@@ -194,11 +229,38 @@ test('/metrics counts real traffic: delivered, retried, parked, dead-lettered', 
   assert.ok(v.process_cpu_seconds_total >= 0, 'cpu');
   assert.ok(Math.abs(v.process_start_time_seconds - Date.now() / 1000) < 300, 'start time is recent');
   assert.equal(m.types.warren_delivery_latency_seconds, 'histogram');
+  assert.equal(m.types.warren_mailbox_replay_seconds, 'histogram');
   assert.equal(m.types.warren_handshakes_total, 'counter');
+  assert.equal(m.types.warren_mailboxes, 'gauge');
   assert.equal(m.types.warren_connections, 'gauge');
 
-  const parked = await w.drain(parkedQ);
-  assert.deepEqual(parked.map((x) => x.id), ['b1']);
+  // bob comes back: his mailbox is consumed and replays b1 at once.
+  const bob = await connectClient(w.wsUrl(), await w.token('bob'), { name: 'bob' });
+  await bob.waitForIds(['b1']);
+  const r = await scrapeUntil(
+    w,
+    (x) => x.warren_mailbox_replay_seconds_count === 1 && x.warren_amqp_acked_total === 9 && x.warren_amqp_unacked === 0,
+    show,
+    "bob's replay counted and acked",
+  );
+  assertValues(r.values, {
+    warren_users_online: 2,
+    warren_mailbox_items_total: 1,
+    'warren_mailboxes{state="known"}': 1,
+    'warren_mailboxes{state="consumed"}': 1,
+    warren_mailbox_puts_total: 1,
+    warren_mailbox_requeued_total: 0,
+    warren_mailbox_redelivered_total: 0,
+    warren_mailbox_pauses_total: 0,
+    warren_notifications_delivered_total: 8,
+    'warren_targets_total{outcome="delivered"}': 8,
+    // From bob's connection to b1 on the wire: well under a second.
+    'warren_mailbox_replay_seconds_bucket{le="1"}': 1,
+    warren_delivery_latency_seconds_count: 8,
+  });
+  assert.ok(r.values.warren_mailbox_replay_seconds_sum >= 0 && r.values.warren_mailbox_replay_seconds_sum < 1);
+  // Nothing was parked or left in bob's mailbox.
+  assert.deepEqual(await queueCounts([parkedQ, `${w.queue}.mbox.u.bob`]), { [parkedQ]: 0, [`${w.queue}.mbox.u.bob`]: 0 });
 });
 
 test('promtool check metrics accepts /metrics without errors or lint warnings', { timeout: 20000 }, async (t) => {
@@ -212,29 +274,144 @@ test('promtool check metrics accepts /metrics without errors or lint warnings', 
   assert.equal((r.stdout + r.stderr).trim(), '', `promtool said: ${r.stdout}${r.stderr}`);
 });
 
-test('/api/stats carries the same figures, p50/p99 and queue depths', async () => {
+test('/api/stats carries the same figures, p50/p99, mailboxes and queue depths', async () => {
   const s = await w.stats();
   assert.equal(s.ready, true);
-  assert.equal(s.connections, 1);
-  assert.equal(s.delivered, 7);
+  assert.equal(s.connections, 2);
+  assert.equal(s.delivered, 8);
+  // 8 from the queue (bad ones are dead-lettered, not consumed) + b1 from bob's mailbox.
   assert.equal(s.consumed, 9);
-  assert.equal(s.retried, 1);
-  assert.equal(s.parked, 1);
+  assert.equal(s.retried, 0);
+  assert.equal(s.parked, 0);
+  assert.deepEqual(s.parked_by_reason, { max_attempts: 0, expired: 0, unacked: 0 });
   assert.equal(s.dead_lettered, 2);
   assert.equal(s.dead_lettered_by_reason.bad_json, 1);
   assert.equal(s.handshakes.unauthorized, 1);
-  assert.equal(s.latency.count, 7);
-  // Five fast (< 1 s) and two at ~2 s: the median is fast, p99 is ~2 s.
+  assert.equal(s.mailbox.copies, 1);
+  assert.equal(s.mailbox.puts, 1);
+  assert.equal(s.mailbox.created, 1);
+  assert.equal(s.mailbox.items, 1);
+  assert.equal(s.mailbox.known, 1);
+  assert.equal(s.mailbox.consumed, 1);
+  assert.equal(s.mailbox_replay.count, 1);
+  assert.ok(s.mailbox_replay.p50_ms >= 0 && s.mailbox_replay.p50_ms <= 1000, `replay p50 ${s.mailbox_replay.p50_ms}`);
+  assert.equal(s.latency.count, 8);
+  // Six fast (< 1 s) and two at ~2 s: the median is fast, p99 is ~2 s.
   assert.ok(s.latency.p50_ms >= 0 && s.latency.p50_ms <= 1000, `p50 ${s.latency.p50_ms}`);
   assert.ok(s.latency.p99_ms > 1000 && s.latency.p99_ms <= 2500, `p99 ${s.latency.p99_ms}`);
-  assert.equal(s.latency.buckets.reduce((a, b) => a + b, 0), 7);
+  assert.equal(s.latency.buckets.reduce((a, b) => a + b, 0), 8);
   const roles = Object.fromEntries(s.queues.map((q) => [q.role + (q.role === 'retry' ? q.name.slice(-4) : ''), q]));
   assert.equal(roles.main.consumers, 1);
+  assert.equal(roles.mailbox_new.name, `${w.queue}.mailbox.new`);
+  assert.equal(roles.mailbox_new.messages, 0);
   assert.ok(roles.dead && roles.parked && s.queues.filter((q) => q.role === 'retry').length === 2, JSON.stringify(s.queues));
   assert.ok(s.process.rss_bytes > 0 && s.process.open_fds > 0);
   // delivered is a monotonic counter: it never goes down between polls.
   const again = await w.stats();
   assert.ok(again.delivered >= s.delivered);
+});
+
+test('without mailboxes an offline user goes to the ladder: retried, then parked', { timeout: 60000 }, async () => {
+  const wl = await startWarren({
+    name: 'metrics-ladder',
+    config: {
+      amqp: { retry_delays_ms: '300,600', max_attempts: 2 },
+      admin: { queue_poll_ms: 200 },
+      mailbox: { enabled: false },
+    },
+  });
+  const pub = await Publisher.open();
+  await pub.publishAll(wl.exchange, [{ id: 'b1', user_id: 'bob', title: 'offline' }]);
+  await pub.close();
+  const m = await scrapeUntil(
+    wl,
+    (v) =>
+      v['warren_parked_total{reason="max_attempts"}'] === 1 &&
+      v[`warren_queue_messages{queue="${wl.parkedQueue}",role="parked"}`] === 1 &&
+      v.warren_amqp_unacked === 0,
+    /parked_total|retried|queue_messages|unacked|mailbox/,
+    'b1 retried once, then parked',
+  );
+  assertValues(m.values, {
+    // The original and its ladder copy: attempt 1 goes to step 1, attempt 2
+    // reaches amqp.max_attempts and is parked.
+    'warren_notifications_consumed_total{format="json"}': 2,
+    'warren_targets_total{outcome="offline"}': 2,
+    'warren_retried_total{step="1",delay_ms="300"}': 1,
+    'warren_retried_total{step="2",delay_ms="600"}': 0,
+    'warren_parked_total{reason="max_attempts"}': 1,
+    'warren_parked_total{reason="expired"}': 0,
+    'warren_parked_total{reason="unacked"}': 0,
+    warren_amqp_published_total: 2,
+    warren_amqp_acked_total: 2,
+    warren_mailbox_copies_total: 0,
+    warren_mailbox_puts_total: 0,
+    'warren_mailboxes{state="known"}': 0,
+    warren_mailbox_probes_total: 0,
+  });
+  // Q.mailbox.new does not exist without mailboxes, so it is not polled.
+  assert.deepEqual(Object.keys(m.values).filter((k) => k.includes('mailbox_new')), []);
+  const parked = await wl.drain(wl.parkedQueue);
+  assert.deepEqual(parked.map((x) => [x.id, x.headers['x-warren-reason']]), [['b1', 'max_attempts']]);
+  await wl.stop();
+});
+
+test('with the most retry delays a config allows, every queue is still polled', { timeout: 30000 }, async () => {
+  // 32 distinct delays: Q, 32 retry queues, Q.parked, Q.dead and Q.mailbox.new.
+  const delays = Array.from({ length: 32 }, (_, i) => 1000 + i);
+  const wm = await startWarren({ name: 'metrics-maxdelays', config: { amqp: { retry_delays_ms: delays.join(',') }, admin: { queue_poll_ms: 200 } } });
+  try {
+    const s = await waitFor(async () => {
+      const x = await wm.stats();
+      return x.queues.length > 0 && x.queues.every((q) => q.messages >= 0) ? x : false;
+    }, { timeout: 10000, what: 'queue depths polled' });
+    const roles = s.queues.map((q) => q.role);
+    assert.equal(roles.filter((r) => r === 'retry').length, 32, JSON.stringify(roles));
+    for (const r of ['main', 'parked', 'dead', 'mailbox_new']) assert.equal(roles.filter((x) => x === r).length, 1, `${r} in ${roles}`);
+  } finally {
+    await wm.stop();
+  }
+});
+
+test('a mailbox item its user never acks is redelivered, paused, then parked as unacked', { timeout: 60000 }, async () => {
+  const wu = await startWarren({
+    name: 'metrics-unacked',
+    config: { ack: { timeout_ms: 1000 }, admin: { queue_poll_ms: 200 }, mailbox: { max_redeliveries: 2 } },
+  });
+  const pub = await Publisher.open();
+  await pub.publishAll(wu.exchange, [{ id: 'c1', user_id: 'carol', title: 'never acked' }]);
+  await pub.close();
+  await scrapeUntil(wu, (v) => v.warren_mailbox_puts_total === 1 && v.warren_amqp_unacked === 0, /mailbox/, 'c1 in carol\'s mailbox');
+  // carol's client receives but never acks: each ack timeout requeues c1
+  // and pauses her mailbox; the second one parks it.
+  const carol = await connectClient(wu.wsUrl(), await wu.token('carol'), { name: 'carol', autoAck: false });
+  await carol.waitForIds(['c1']);
+  const m = await scrapeUntil(
+    wu,
+    (v) => v['warren_parked_total{reason="unacked"}'] === 1 && v[`warren_queue_messages{queue="${wu.parkedQueue}",role="parked"}`] === 1,
+    /parked_total|mailbox|ack_timeouts|queue_messages/,
+    'c1 parked as unacked',
+  );
+  const v = m.values;
+  assertValues(v, {
+    warren_mailbox_items_total: 2,
+    warren_mailbox_redelivered_total: 2,
+    warren_mailbox_requeued_total: 1,
+    warren_ack_timeouts_total: 2,
+    'warren_parked_total{reason="max_attempts"}': 0,
+    'warren_parked_total{reason="unacked"}': 1,
+    'warren_client_acks_total{matched="true"}': 0,
+  });
+  assert.ok(v.warren_mailbox_pauses_total >= 1, `pauses ${v.warren_mailbox_pauses_total}`);
+  assert.equal(carol.notifications.filter((n) => n.id === 'c1').length, 2, 'c1 reached carol twice');
+  const s = await wu.stats();
+  assert.equal(s.parked, 1);
+  assert.equal(s.parked_by_reason.unacked, 1);
+  assert.equal(s.mailbox.redelivered, 2);
+  const parked = await wu.drain(wu.parkedQueue);
+  assert.deepEqual(parked.map((x) => [x.id, x.headers['x-warren-reason']]), [['c1', 'unacked']]);
+  carol.close();
+  await wu.stop();
 });
 
 // Dashboards, Grafana panels, alerts and web/dashboard.html depend on these
@@ -291,11 +468,14 @@ test('a real Prometheus server scrapes warren and answers a query', { timeout: 6
       },
       { timeout: 40000, interval: 500, what: 'Prometheus to return warren_connections' },
     );
-    assert.equal(result[0].value[1], '1', `warren_connections = ${JSON.stringify(result)}`);
+    // alice and bob, still connected from the first test.
+    assert.equal(result[0].value[1], '2', `warren_connections = ${JSON.stringify(result)}`);
     const up = JSON.parse((await httpGet(api + 'up{job="warren"}')).body);
     assert.equal(up.data.result[0].value[1], '1');
-    const parked = JSON.parse((await httpGet(api + encodeURIComponent('warren_parked_total{reason="max_attempts"}'))).body);
-    assert.equal(parked.data.result[0].value[1], '1');
+    const puts = JSON.parse((await httpGet(api + 'warren_mailbox_puts_total')).body);
+    assert.equal(puts.data.result[0].value[1], '1');
+    const known = JSON.parse((await httpGet(api + encodeURIComponent('warren_mailboxes{state="known"}'))).body);
+    assert.equal(known.data.result[0].value[1], '1');
   } catch (err) {
     err.message += `\n--- prometheus.log ---\n${fs.readFileSync(path.join(dir, 'prometheus.log'), 'utf8').slice(-3000)}`;
     throw err;

@@ -162,6 +162,42 @@ static void test_every_dead_letter_reason(void **state) {
   }
 }
 
+/* Every reason the core parks a copy for (amqp/amqp.h, wr_amqp_pub_t.reason)
+ * has its row reading its own counter, so parked_by_reason adds up to what
+ * Q.parked received from warren. */
+static void test_every_park_reason(void **state) {
+  static const struct {
+    const char *reason;
+    size_t off;
+  } want[] = {{"max_attempts", offsetof(wr_bridge_stats_t, parked_max_attempts)},
+              {"expired", offsetof(wr_bridge_stats_t, parked_expired)},
+              {"unacked", offsetof(wr_bridge_stats_t, parked_unacked)}};
+  size_t rows = 0;
+  (void)state;
+  for (size_t i = 0; i < NROWS; i++)
+    if (ROW(i)->name != NULL && strcmp(ROW(i)->name, "warren_parked_total") == 0)
+      rows++;
+  assert_int_equal(rows, sizeof(want) / sizeof(want[0]));
+  for (size_t r = 0; r < sizeof(want) / sizeof(want[0]); r++) {
+    char labels[64], key[64];
+    bool found = false;
+    snprintf(labels, sizeof(labels), "reason=\"%s\"", want[r].reason);
+    snprintf(key, sizeof(key), "parked_by_reason.%s", want[r].reason);
+    for (size_t i = 0; i < NROWS; i++) {
+      const wr_metric_t *m = ROW(i);
+      if (m->name == NULL || strcmp(m->name, "warren_parked_total") != 0 ||
+          strcmp(m->labels, labels) != 0)
+        continue;
+      found = true;
+      assert_int_equal(m->base, 0); /* the loop's counters */
+      assert_int_equal(m->off, want[r].off);
+      assert_string_equal(m->json, key);
+    }
+    if (!found)
+      fail_msg("no row for %s", labels);
+  }
+}
+
 typedef struct fake_s {
   wr_config_t cfg;
   wr_bridge_t *b;
@@ -233,6 +269,15 @@ static void fake_init(fake_t *f) {
   st->deferred = 30064;
   st->requeued = 30065;
   st->discarded_stale = 30066;
+  st->copy_user_ignored = 30067;
+  st->mailbox_copies = 30070;
+  st->mailbox_requeued = 30071;
+  st->mailbox_redelivered = 30072;
+  st->mailbox_pauses = 30073;
+  st->mailbox_rejected = 30074;
+  st->parked_unacked = 30075;
+  wr_hist_observe(&st->mailbox_replay, 4);
+  wr_hist_observe(&st->mailbox_replay, 40);
   st->fanout_last_ms = 12.5;
   wr_hist_observe(&st->fanout, 12.5);
   wr_hist_observe(&st->latency, 0.3);
@@ -255,7 +300,10 @@ static void fake_init(fake_t *f) {
   snprintf(b->qstats[2].name, sizeof(b->qstats[2].name), "odd\"name\\\n");
   b->qstats[2].messages = 50004;
   b->qstats[2].consumers = 50005;
-  b->n_qstats = 3;
+  snprintf(b->qstats[3].name, sizeof(b->qstats[3].name), "%s.mailbox.new", f->cfg.queue);
+  b->qstats[3].messages = 50006;
+  b->qstats[3].consumers = 50007;
+  b->n_qstats = 4;
 }
 
 static void fake_close(fake_t *f) {
@@ -533,8 +581,12 @@ static void test_endpoints_agree(void **state) {
   double unused;
   assert_false(prom_get(&prom, "warren_queue_messages{queue=\"warren.notify.dead\",role=\"dead\"}",
                         &unused));
+  assert_true(prom_must(&prom, "warren_queue_messages",
+                        "queue=\"warren.notify.mailbox.new\",role=\"mailbox_new\"", "") == 50006);
   v = json_object_get(root, "queues");
-  assert_int_equal(json_array_size(v), 3);
+  assert_int_equal(json_array_size(v), 4);
+  assert_string_equal(json_string_value(json_object_get(json_array_get(v, 3), "role")),
+                      "mailbox_new");
   assert_true(json_is_null(json_object_get(json_array_get(v, 1), "messages")));
   assert_string_equal(json_string_value(json_object_get(json_array_get(v, 2), "name")),
                       "odd\"name\\\n");
@@ -550,6 +602,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_table_shape),
       cmocka_unit_test(test_every_dead_letter_reason),
+      cmocka_unit_test(test_every_park_reason),
       cmocka_unit_test(test_endpoints_agree),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
