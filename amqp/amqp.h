@@ -109,6 +109,8 @@ typedef struct wr_amqp_delivery_s {
   uint64_t tag;            /* delivery tag on its channel */
   uint64_t generation;     /* connection generation it came from (from 1) */
   bool redelivered;
+  bool backlog;           /* the first mailbox item after a consume that found
+                             the mailbox holding messages */
   char *content_type;     /* NUL-terminated or NULL */
   char *message_id;       /* NULL if absent */
   int64_t timestamp_s;    /* AMQP timestamp property, 0 if absent */

@@ -102,6 +102,8 @@ typedef struct wr_mbox_s {
   bool consuming;     /* basic.consume ok on this connection */
   int64_t used_ms;    /* monotonic: last wanted, consumed or filled */
   int64_t unbound_ms; /* the janitor unbound it then (0: bound) */
+  bool backlog;       /* it held messages when consumed: its next delivery
+                         is the first of a backlog (replay latency) */
   char *user;         /* the user id (malloc'd) */
   char key[];         /* the user key, also its consumer tag */
 } wr_mbox_t;
@@ -329,7 +331,7 @@ int wr_amqp_topology_poll(wr_amqp_t *a, wr_amqp_queue_stat_t *out, size_t cap, s
 int wr_amqp_mbox_command(wr_amqp_t *a, wr_amqp_cmd_t *c);
 /* The owner (user id, borrowed) of the mailbox consumer with this tag, or
  * NULL. */
-const char *wr_amqp_mbox_owner(wr_amqp_t *a, amqp_bytes_t consumer_tag);
+const char *wr_amqp_mbox_owner(wr_amqp_t *a, amqp_bytes_t consumer_tag, bool *backlog);
 /* Declares and binds user's mailbox (and consumes it if they are online):
  * before the first copy for them is published (known_ok: nothing to do when
  * it is known to exist and be bound), and when a copy came through

@@ -242,7 +242,7 @@ static int set_source(wr_amqp_t *a, wr_amqp_delivery_t *d, const amqp_basic_deli
   char *owner;
 
   if (ch == WR_AMQP_CH_MAILBOX) {
-    const char *user = wr_amqp_mbox_owner(a, m->consumer_tag);
+    const char *user = wr_amqp_mbox_owner(a, m->consumer_tag, &d->backlog);
     if (user == NULL)
       return 1;
     owner = strdup(user);

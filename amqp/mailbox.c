@@ -111,9 +111,13 @@ static void drop(wr_amqp_t *a, wr_mbox_t *m) {
   free(m);
 }
 
-const char *wr_amqp_mbox_owner(wr_amqp_t *a, amqp_bytes_t tag) {
+const char *wr_amqp_mbox_owner(wr_amqp_t *a, amqp_bytes_t tag, bool *backlog) {
   wr_mbox_t *m = find(a, tag.bytes, tag.len);
-  return m != NULL ? m->user : NULL;
+  if (m == NULL)
+    return NULL;
+  *backlog = m->backlog;
+  m->backlog = false;
+  return m->user;
 }
 
 static int mailbox_name(wr_amqp_t *a, const wr_mbox_t *m, char *name, size_t len) {
@@ -192,6 +196,7 @@ static int cancel(wr_amqp_t *a, wr_mbox_t *m) {
   if (!m->consuming)
     return 0;
   m->consuming = false;
+  m->backlog = false;
   WR_AMQP_STAT_SUB(a, mailbox_consumers, 1);
   if (a->conn == NULL || !a->mbox_channel_open)
     return 0;
@@ -203,16 +208,21 @@ static int cancel(wr_amqp_t *a, wr_mbox_t *m) {
   return rc == -ENOENT ? 0 : rc;
 }
 
-/* The user is online: consume their mailbox if it exists (a probe tells
- * when it is not known yet). */
+/* The user is online: consume their mailbox if it exists. The probe says
+ * whether it does (a mailbox deleted behind warren's back would make the
+ * basic.consume fail, and take channel 4 down with it) and whether a
+ * backlog waits in it: its first item then carries the backlog flag, which
+ * times the replay. */
 static int want(wr_amqp_t *a, wr_mbox_t *m) {
+  uint32_t messages = 0;
   int rc;
-  if (a->conn == NULL)
+  if (a->conn == NULL || m->consuming || !a->mbox_channel_open)
     return 0;
-  if (m->state == WR_MBOX_UNKNOWN && (rc = probe(a, m, NULL, NULL)) < 0)
+  if ((rc = probe(a, m, &messages, NULL)) < 0)
     return rc;
   if (m->state != WR_MBOX_EXISTS)
     return 0;
+  m->backlog = messages > 0;
   if (m->unbound_ms != 0) {
     /* The janitor was about to delete it: it is in use again. */
     if ((rc = bind_rpc(a, m, true)) < 0)
@@ -342,8 +352,10 @@ void wr_amqp_mbox_session_closed(wr_amqp_t *a) {
   wr_mboxes_t *t = &a->mboxes;
   a->mbox_channel_open = false;
   for (size_t i = 0; i < t->nbuckets; i++)
-    for (wr_mbox_t *m = t->buckets[i]; m != NULL; m = m->hnext)
+    for (wr_mbox_t *m = t->buckets[i]; m != NULL; m = m->hnext) {
       m->consuming = false;
+      m->backlog = false;
+    }
   WR_AMQP_STAT_SET(a, mailbox_consumers, 0);
 }
 
@@ -357,8 +369,9 @@ void wr_amqp_mbox_cancelled(wr_amqp_t *a, amqp_bytes_t tag) {
     m->consuming = false;
     WR_AMQP_STAT_SUB(a, mailbox_consumers, 1);
   }
-  /* A copy for the user finds no mailbox now: it goes through
-   * Q.mailbox.new, which makes one again and consumes it. */
+  m->backlog = false;
+  /* The next copy for the user finds the mailbox unknown and declares it
+   * again (consuming it if the user is online). */
   set_known(a, m, WR_MBOX_UNKNOWN);
 }
 

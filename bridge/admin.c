@@ -459,8 +459,8 @@ const wr_metric_t wr_admin_metrics[] = {
      "know of (after a restart, one per returning user).",
      NULL, "mailbox.probes", AMQP(mailbox_probes)},
     {"warren_mailbox_replay_seconds", HISTOGRAM,
-     "From a user's mailbox opening (their first connection, or the end of a pause) to its first "
-     "item on the wire: how long a returning user waits for their backlog.",
+     "From a returning user's first connection to the first item of the backlog waiting in their "
+     "mailbox on the wire: how long they wait for it.",
      NULL, "mailbox_replay", LOOP(HIST, mailbox_replay)},
     {"warren_pending_deliveries", GAUGE, "Consumed messages not settled yet by the loop.", NULL,
      "in_flight", BRIDGE(SIZE, core.n_pendings)},

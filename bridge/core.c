@@ -40,6 +40,7 @@ struct wr_pending_s {
   size_t n_open; /* targets still waiting */
   size_t n_targets;
   wr_amqp_source_t source; /* the delivery's, kept past its verdict */
+  bool backlog;            /* the delivery's: first item of a mailbox backlog */
   bool resolved;
   target_t targets[];
 };
@@ -311,10 +312,6 @@ static void mbox_command(wr_core_t *core, wr_user_t *u, bool open) {
   if (!core->cfg.mailbox_enabled || u->mbox_open == open)
     return;
   u->mbox_open = open;
-  if (open) {
-    u->mbox_opened_ms = core->now_ms;
-    u->mbox_first_sent = false;
-  }
   if (core->sink.mailbox_cb != NULL)
     core->sink.mailbox_cb(u->id, open, core->sink.data);
 }
@@ -489,9 +486,10 @@ static int send_one(wr_core_t *core, wr_pending_t *p, target_t *t, wr_core_conn_
     return rc;
   }
   core->stats->delivered++;
-  /* Replay latency: from the mailbox's open (the user's first connection)
-   * to the first of its items on the wire. */
-  if (p->source == WR_SRC_MAILBOX && t != NULL && !t->user->mbox_first_sent) {
+  /* Replay latency: from the user's first connection to the first item of
+   * the backlog that waited in their mailbox, once per online session (a
+   * pause's end, or a mailbox that was empty, are not replays). */
+  if (p->backlog && t != NULL && !t->user->mbox_first_sent) {
     t->user->mbox_first_sent = true;
     wr_hist_observe(&core->stats->mailbox_replay, (double)(core->now_ms - t->user->mbox_opened_ms));
   }
@@ -670,6 +668,7 @@ static void handle(wr_core_t *core, wr_amqp_delivery_t *d) {
   p->origin_ms = latency_origin_ms(&p->env, d);
   p->arrived_ms = core->now_ms;
   p->source = d->source;
+  p->backlog = d->backlog && d->source == WR_SRC_MAILBOX;
   wr_list_push_back(&core->pendings, &p->node);
   core->n_pendings++;
 
@@ -734,8 +733,12 @@ wr_core_conn_t *wr_core_conn_open(wr_core_t *core, void *io, const char *user,
   wr_index_unref(&core->index, u);
   /* The user's first connection: what waits in their mailbox starts
    * flowing (unless a pause runs: the tick or their next ack ends it). */
-  if (u->n_conns == 1 && !u->mbox_paused)
-    mbox_command(core, u, true);
+  if (u->n_conns == 1) {
+    u->mbox_opened_ms = core->now_ms;
+    u->mbox_first_sent = false;
+    if (!u->mbox_paused)
+      mbox_command(core, u, true);
+  }
   /* Every open connection of a user has been offered every notification
    * still waiting for that user's ack, so "all connections closed" means
    * offline. A new tab therefore gets what is still unacknowledged. */

@@ -59,8 +59,8 @@ typedef struct wr_user_s {
   bool mbox_paused;              /* closed for a while: a mailbox item went unacked */
   uint64_t mbox_resume_ms;       /* core clock */
   uint32_t mbox_backoff_ms;      /* the next pause */
-  uint64_t mbox_opened_ms;       /* core clock at the last open (replay latency) */
-  bool mbox_first_sent;          /* a mailbox item went out since that open */
+  uint64_t mbox_opened_ms;       /* core clock at the first connection (replay latency) */
+  bool mbox_first_sent;          /* a backlog item went out since then */
   wr_list_t paused_node;         /* in the core's paused list while mbox_paused */
   wr_redelivery_t *redeliveries; /* mailbox items that timed out, by id */
   size_t n_redeliveries, cap_redeliveries;

@@ -18,5 +18,5 @@ void wr_bridge_stats_init(wr_bridge_stats_t *st) {
   wr_hist_init(&st->fanout, wr_loop_bounds, WR_LOOP_NBOUNDS);
   wr_hist_init(&st->loop_busy, wr_loop_bounds, WR_LOOP_NBOUNDS);
   wr_hist_init(&st->loop_cpu, wr_loop_bounds, WR_LOOP_NBOUNDS);
-  wr_hist_init(&st->mailbox_replay, wr_loop_bounds, WR_LOOP_NBOUNDS);
+  wr_hist_init(&st->mailbox_replay, wr_latency_bounds, WR_LATENCY_NBOUNDS);
 }

@@ -922,6 +922,9 @@ static void deliver(run_t *r, int di) {
   d->timestamp_s = w->timestamp_s;
   d->attempt = w->attempt;
   d->source = (wr_amqp_source_t)w->source;
+  /* The backlog flag only times replays (no delivery outcome depends on
+   * it): set on some mailbox items, without drawing from the script. */
+  d->backlog = w->source == WR_SRC_MAILBOX && di % 3 == 0;
   if (w->source != WR_SRC_QUEUE) {
     user_name(w->owner, name);
     d->target_user = strdup(name);
