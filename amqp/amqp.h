@@ -159,6 +159,10 @@ int wr_amqp_mailbox_name(const char *queue, const char *key, char *out, size_t o
  * thread, or when no AMQP thread runs any more (tests, teardown). */
 void wr_amqp_delivery_free(wr_amqp_delivery_t *d);
 
+/* Frees d's copies (pubs and their strings) and empties the list: a verdict
+ * that will not publish after all. Whoever owns d. */
+void wr_amqp_delivery_drop_pubs(wr_amqp_delivery_t *d);
+
 /* CLOCK_MONOTONIC in ns: the clock of consumed_ns. Any thread. */
 uint64_t wr_amqp_now_ns(void);
 

@@ -9,15 +9,21 @@
 #include "config/log.h"
 #include "amqp/amqp_int.h"
 
-void wr_amqp_delivery_free(wr_amqp_delivery_t *d) {
-  if (d == NULL)
-    return;
-  wr_amqp_dpriv_t *p = d->priv;
+void wr_amqp_delivery_drop_pubs(wr_amqp_delivery_t *d) {
   for (size_t i = 0; i < d->n_pubs; i++) {
     free(d->pubs[i].user);
     free(d->pubs[i].id);
   }
   free(d->pubs);
+  d->pubs = NULL;
+  d->n_pubs = 0;
+}
+
+void wr_amqp_delivery_free(wr_amqp_delivery_t *d) {
+  if (d == NULL)
+    return;
+  wr_amqp_dpriv_t *p = d->priv;
+  wr_amqp_delivery_drop_pubs(d);
   free(d->target_user);
   /* Read from the broker, one block holds d, p, the headers, the body and
    * the strings; built by hand (tests), each part is its own allocation. */

@@ -295,11 +295,7 @@ static void finish_mailbox(wr_core_t *core, wr_pending_t *p, wr_amqp_delivery_t 
           hand_back(core, d, WR_VERDICT_PUBLISH);
           return;
         }
-        free(d->pubs[0].user);
-        free(d->pubs[0].id);
-        free(d->pubs);
-        d->pubs = NULL;
-        d->n_pubs = 0;
+        wr_amqp_delivery_drop_pubs(d);
       }
     }
   }
@@ -381,13 +377,7 @@ static void finish(wr_core_t *core, wr_pending_t *p) {
   return;
 oom:
   /* Nothing was published: the broker redelivers the whole message. */
-  for (i = 0; i < d->n_pubs; i++) {
-    free(d->pubs[i].user);
-    free(d->pubs[i].id);
-  }
-  free(d->pubs);
-  d->pubs = NULL;
-  d->n_pubs = 0;
+  wr_amqp_delivery_drop_pubs(d);
   core->stats->requeued++;
   wr_warn("core", "out of memory building the copies of delivery %llu; requeueing it",
           (unsigned long long)d->tag);
@@ -556,11 +546,7 @@ static void park_expired(wr_core_t *core, wr_amqp_delivery_t *d, const wr_envelo
       hand_back(core, d, WR_VERDICT_PUBLISH);
       return;
     }
-    free(d->pubs[0].id);
-    free(d->pubs[0].user);
-    free(d->pubs);
-    d->pubs = NULL;
-    d->n_pubs = 0;
+    wr_amqp_delivery_drop_pubs(d);
   }
   core->stats->requeued++;
   hand_back(core, d, WR_VERDICT_REQUEUE);

@@ -255,6 +255,20 @@ static int cl_wait_close(int fd, char *reason, size_t cap) {
   return -1;
 }
 
+/* The test server echoes a text message "echo": the connection is alive. */
+static bool cl_echoes(int fd) {
+  uint8_t buf[16], op;
+  size_t len;
+  return cl_send_frame(fd, 0x1, "echo", 4, true) && cl_read_frame(fd, &op, buf, sizeof(buf), &len) &&
+         op == 0x1 && len == 4 && memcmp(buf, "echo", 4) == 0;
+}
+
+/* A normal close from the client (1000), answered with 1000 by the server. */
+static bool cl_close_normal(int fd) {
+  const uint8_t cl[2] = {0x03, 0xe8};
+  return cl_send_frame(fd, 0x8, cl, 2, true) && cl_wait_close(fd, NULL, 0) == 1000;
+}
+
 static bool cl_eof(int fd) {
   char b[4096];
   for (;;) {
@@ -456,9 +470,7 @@ static void client_json_roundtrip(fx_t *fx) {
   CK(fx, cl_send_frame(fd, 0x9, "p1", 2, true));
   CK(fx, cl_read_frame(fd, &op, buf, sizeof(buf), &len));
   CK(fx, op == 0xA && len == 2 && memcmp(buf, "p1", 2) == 0);
-  CK(fx, cl_send_frame(fd, 0x1, "echo", 4, true));
-  CK(fx, cl_read_frame(fd, &op, buf, sizeof(buf), &len));
-  CK(fx, op == 0x1 && len == 4 && memcmp(buf, "echo", 4) == 0);
+  CK(fx, cl_echoes(fd));
   uint8_t cl[2] = {0x03, 0xe8};
   CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
   CK(fx, cl_read_frame(fd, &op, buf, sizeof(buf), &len));
@@ -501,9 +513,7 @@ static void client_msgpack(fx_t *fx) {
   CK(fx, cl_read_frame(fd, &op, buf, sizeof(buf), &len));
   CK(fx, op == 0x2 && len == 5 && memcmp(buf, "hello", 5) == 0);
   CK(fx, cl_send_frame(fd, 0x2, "\x81\xa1t", 3, true));
-  uint8_t cl[2] = {0x03, 0xe8};
-  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
-  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+  CK(fx, cl_close_normal(fd));
 out:
   if (fd >= 0)
     close(fd);
@@ -539,9 +549,7 @@ static void client_bearer_subprotocol(fx_t *fx) {
   CK(fx, strstr(head, "bearer") == NULL && strstr(head, tok) == NULL);
   CK(fx, cl_read_frame(fd, &op, buf, sizeof(buf), &len));
   CK(fx, op == 0x1 && strcmp((char *)buf, "{\"type\":\"welcome\"}") == 0);
-  uint8_t cl[2] = {0x03, 0xe8};
-  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
-  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+  CK(fx, cl_close_normal(fd));
   close(fd);
   /* Only the token offered: the default format, and no protocol answered. */
   snprintf(extra, sizeof(extra), "Sec-WebSocket-Protocol: bearer.%s\r\n", tok);
@@ -552,8 +560,7 @@ static void client_bearer_subprotocol(fx_t *fx) {
   CK(fx, strstr(head, "Sec-WebSocket-Protocol") == NULL);
   CK(fx, cl_read_frame(fd, &op, buf, sizeof(buf), &len));
   CK(fx, op == 0x1);
-  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
-  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+  CK(fx, cl_close_normal(fd));
 out:
   free(tok);
   if (fd >= 0)
@@ -647,9 +654,7 @@ static void client_cookie_auth(fx_t *fx) {
   CK(fx, fd >= 0);
   CK(fx, cl_upgrade(fd, NULL, extra));
   CK(fx, cl_read_head(fd, head, sizeof(head)) == 101);
-  uint8_t cl[2] = {0x03, 0xe8};
-  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
-  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+  CK(fx, cl_close_normal(fd));
   close(fd);
   snprintf(extra, sizeof(extra), "Origin: https://app.example\r\nCookie: sid=%s\r\n", old);
   fd = cl_connect(fx->port);
@@ -698,9 +703,7 @@ static void client_origins(fx_t *fx) {
   CK(fx, fd >= 0);
   CK(fx, cl_upgrade(fd, tok, "Origin: https://GOOD.example\r\n"));
   CK(fx, cl_read_head(fd, head, sizeof(head)) == 101);
-  uint8_t cl[2] = {0x03, 0xe8};
-  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
-  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+  CK(fx, cl_close_normal(fd));
 out:
   free(tok);
   if (fd >= 0)
@@ -1024,20 +1027,14 @@ static void test_token_expiry_1008(void **state) {
  * must stay open across several sweeps instead of being closed as expired. */
 static void client_exp_near_int64_max(fx_t *fx) {
   char head[2048];
-  uint8_t buf[256], op;
-  size_t len;
   char *tok = mint(fx, "u11b", INT64_MAX);
   int fd = cl_connect(fx->port);
   CK(fx, fd >= 0);
   CK(fx, cl_upgrade(fd, tok, NULL));
   CK(fx, cl_read_head(fd, head, sizeof(head)) == 101);
   usleep(350000); /* the sweep runs every 100 ms here */
-  CK(fx, cl_send_frame(fd, 0x1, "echo", 4, true));
-  CK(fx, cl_read_frame(fd, &op, buf, sizeof(buf), &len));
-  CK(fx, op == 0x1 && len == 4 && memcmp(buf, "echo", 4) == 0);
-  uint8_t cl[2] = {0x03, 0xe8};
-  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
-  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+  CK(fx, cl_echoes(fd));
+  CK(fx, cl_close_normal(fd));
 out:
   free(tok);
   if (fd >= 0)
@@ -1104,9 +1101,7 @@ static void client_glued_frame(fx_t *fx) {
   memcpy(req + n, "\x81\x82\x00\x00\x00\x00hi", 8);
   CK(fx, cl_send(fd, req, (size_t)n + 8));
   CK(fx, cl_read_head(fd, head, sizeof(head)) == 101);
-  uint8_t cl[2] = {0x03, 0xe8};
-  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
-  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+  CK(fx, cl_close_normal(fd));
 out:
   free(tok);
   if (fd >= 0)
@@ -1293,9 +1288,7 @@ static void client_many(fx_t *fx) {
   CK(fx, fd >= 0);
   for (int i = 0; i < 300; i++)
     CK(fx, cl_send_frame(fd, 0x1, "m", 1, true));
-  uint8_t cl[2] = {0x03, 0xe8};
-  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
-  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+  CK(fx, cl_close_normal(fd));
 out:
   if (fd >= 0)
     close(fd);
@@ -1345,9 +1338,7 @@ static void client_header_checks(fx_t *fx) {
   CK(fx, op == 0xA && len == 3 && memcmp(buf, "mid", 3) == 0);
   CK(fx, cl_read_frame(fd, &op, buf, sizeof(buf), &len));
   CK(fx, op == 0x1 && len == 4 && memcmp(buf, "echo", 4) == 0);
-  uint8_t cl[2] = {0x03, 0xe8};
-  CK(fx, cl_send_frame(fd, 0x8, cl, 2, true));
-  CK(fx, cl_wait_close(fd, NULL, 0) == 1000);
+  CK(fx, cl_close_normal(fd));
   close(fd);
   /* A 126-byte ping: too long for a control frame. */
   fd = cl_open(fx, "u18", NULL, head, sizeof(head));
