@@ -515,8 +515,7 @@ int wr_bench_depth_run(const wr_bench_opts_t *o) {
        * pass slow down the very declares being waited for. */
       if (!exists[k] && o->count_set)
         break;
-      uint64_t want =
-          o->count / nq + (k < o->count % nq ? 1 : 0);
+      uint64_t want = o->count / nq + (k < o->count % nq ? 1 : 0);
       if (o->count_set && exists[k] && msgs[k] == want && cons[k] == 0) {
         done[k] = 1;
         n_done++;
@@ -525,8 +524,9 @@ int wr_bench_depth_run(const wr_bench_opts_t *o) {
     if (!o->count_set || n_done == nq)
       break;
     if ((double)(wr_bench_now_us() - t0) / 1e6 > o->timeout_s) {
-      fprintf(stderr, "warren-bench depth: timed out after %.0f s with %u of %u queues as "
-                      "expected\n",
+      fprintf(stderr,
+              "warren-bench depth: timed out after %.0f s with %u of %u queues as "
+              "expected\n",
               o->timeout_s, n_done, nq);
       break;
     }

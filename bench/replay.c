@@ -40,13 +40,13 @@ typedef struct {
 } ws_t;
 
 typedef struct {
-  uint64_t expect;     /* this user's notifications */
+  uint64_t expect; /* this user's notifications */
   uint64_t got, dups, foreign, early;
   uint64_t inversions;
   uint64_t late; /* items that came after one published later than them */
   int64_t t_conn, t_welcome, t_first, t_last; /* CLOCK_MONOTONIC µs */
   int64_t max_gap;                            /* longest wait between two items, µs */
-  uint32_t *order; /* positions (i / U) in the order they came */
+  uint32_t *order;                            /* positions (i / U) in the order they came */
   uint8_t *seen;
   bool welcomed, timed_out, closed;
 } user_t;
@@ -189,7 +189,8 @@ static void on_message(const wr_bench_opts_t *o, size_t run_len, user_t *u, uint
   size_t idl = (size_t)(id_end - id);
   if (o->client_acks && idl < 80) {
     char msg[128];
-    size_t m = (size_t)snprintf(msg, sizeof msg, "{\"type\":\"ack\",\"id\":\"%.*s\"}", (int)idl, id);
+    size_t m =
+        (size_t)snprintf(msg, sizeof msg, "{\"type\":\"ack\",\"id\":\"%.*s\"}", (int)idl, id);
     *ack_len = frame_masked(w, ack, *ack_len, 0x1, (const uint8_t *)msg, m);
   }
   uint64_t seq;
@@ -213,8 +214,7 @@ static void on_message(const wr_bench_opts_t *o, size_t run_len, user_t *u, uint
 }
 
 /* Parses the complete frames in w->buf; returns -1 once warren closed. */
-static int parse_frames(const wr_bench_opts_t *o, size_t run_len, user_t *u, uint32_t uk,
-                        ws_t *w) {
+static int parse_frames(const wr_bench_opts_t *o, size_t run_len, user_t *u, uint32_t uk, ws_t *w) {
   static uint8_t out[128 * 1024];
   size_t off = 0, out_len = 0;
   int rc = 0;
@@ -408,8 +408,9 @@ int wr_bench_replay_run(const wr_bench_opts_t *o) {
     }
     u->inversions = inversions(u->order, tmp, u->got);
     if (trace)
-      fprintf(trace, "%s %" PRIu64 "/%" PRIu64 " welcome %.3f ms first %.3f ms last %.3f ms "
-                     "inversions %" PRIu64 " late %" PRIu64 "\n",
+      fprintf(trace,
+              "%s %" PRIu64 "/%" PRIu64 " welcome %.3f ms first %.3f ms last %.3f ms "
+              "inversions %" PRIu64 " late %" PRIu64 "\n",
               name, u->got, u->expect, (double)(u->t_welcome - u->t_conn) / 1e3,
               u->got ? (double)(u->t_first - u->t_welcome) / 1e3 : -1.0,
               u->got ? (double)(u->t_last - u->t_welcome) / 1e3 : -1.0, u->inversions, u->late);
@@ -461,8 +462,8 @@ int wr_bench_replay_run(const wr_bench_opts_t *o) {
   double cpu = have_pid ? p1.cpu_s - p0.cpu_s : 0;
   printf("replay: %u users one after another, %" PRIu64 " items each (%s): received %" PRIu64
          "/%" PRIu64 " (lost %" PRIu64 ", duplicates %" PRIu64 ")\n",
-         nu, o->count / nu, o->client_acks ? "client acks every item" : "no client acks",
-         total_got, total_expect, total_lost, total_dups);
+         nu, o->count / nu, o->client_acks ? "client acks every item" : "no client acks", total_got,
+         total_expect, total_lost, total_dups);
   printf("replay: connect -> welcome p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", s_welcome[0] / 1e3,
          s_welcome[1] / 1e3, s_welcome[2] / 1e3);
   printf("replay: welcome -> first item p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", s_first[0] / 1e3,
@@ -510,8 +511,7 @@ int wr_bench_replay_run(const wr_bench_opts_t *o) {
     wr_bench_json_num(&j, "rate_all", sum_backlog_s > 0 ? (double)total_got / sum_backlog_s : 0);
     if (have_pid) {
       wr_bench_json_num(&j, "cpu_s", cpu);
-      wr_bench_json_num(&j, "cpu_us_per_item",
-                        total_got ? cpu * 1e6 / (double)total_got : 0.0);
+      wr_bench_json_num(&j, "cpu_us_per_item", total_got ? cpu * 1e6 / (double)total_got : 0.0);
     }
     if (o->broker_pid > 0 && have_pid && total_got)
       wr_bench_json_budget(&j, &bu);
