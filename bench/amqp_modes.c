@@ -212,7 +212,7 @@ int wr_bench_fill_run(const wr_bench_opts_t *o) {
     while (l.published - l.confirmed - l.nacked >= o->window)
       if (read_confirms(&l, 100000) != 0)
         goto out;
-    if (publish_one(&l, o, i, false) != 0 || read_confirms(&l, 0) != 0)
+    if (publish_one(&l, o, o->first + i, false) != 0 || read_confirms(&l, 0) != 0)
       goto out;
   }
   if (confirms_drain(&l) != 0)
@@ -434,5 +434,139 @@ out:
   free(lat);
   link_close(&l);
   wr_bench_sink_close(&sink);
+  return rc;
+}
+
+/* One passive queue.declare: the queue's ready messages and consumers, or
+ * -ENOENT when it does not exist (the broker closes the channel with 404; it
+ * is opened again for the next declare). */
+static int passive_depth(link_t *l, const char *queue, uint32_t *messages, uint32_t *consumers) {
+  amqp_queue_declare_ok_t *ok =
+      amqp_queue_declare(l->conn, CH, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+  if (ok) {
+    *messages = ok->message_count;
+    *consumers = ok->consumer_count;
+    return 0;
+  }
+  amqp_rpc_reply_t r = amqp_get_rpc_reply(l->conn);
+  if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+    amqp_channel_close_t *m = r.reply.decoded;
+    int code = m->reply_code;
+    amqp_channel_close_ok_t close_ok = {0};
+    amqp_send_method(l->conn, CH, AMQP_CHANNEL_CLOSE_OK_METHOD, &close_ok);
+    amqp_channel_open(l->conn, CH);
+    if (!rpc_ok(l->conn, "channel.open"))
+      return -EIO;
+    if (code == 404)
+      return -ENOENT;
+    fprintf(stderr, "warren-bench depth: %s: channel closed with %d\n", queue, code);
+    return -EIO;
+  }
+  rpc_ok(l->conn, "queue.declare (passive)");
+  return -EIO;
+}
+
+/* `depth`: the ready messages of one queue (--queue) or of users' mailboxes
+ * (--mailboxes Q --users U: Q.mbox.u.u0 … Q.mbox.u.u{U-1}, docs/mailboxes.md
+ * "Names and keys"), by passive declares. With --count N it waits (up to
+ * --timeout) until they hold N in all, spread as `fill` spreads N over U users
+ * (queue k: N / U, one more for k < N % U) and none has a consumer; --count 0
+ * waits until all are empty and unused. */
+int wr_bench_depth_run(const wr_bench_opts_t *o) {
+  link_t l;
+  wr_bench_json_t j;
+  int rc = 1;
+  uint32_t nq = o->mailboxes ? o->users : 1;
+  char name[300];
+  if (!o->queue && !o->mailboxes) {
+    fprintf(stderr, "warren-bench depth: --queue or --mailboxes is required\n");
+    return 2;
+  }
+  uint32_t *msgs = calloc(nq, sizeof *msgs), *cons = calloc(nq, sizeof *cons);
+  uint8_t *done = calloc(nq, 1), *exists = calloc(nq, 1);
+  if (!msgs || !cons || !done || !exists || link_open(&l, o->amqp_url, false) != 0) {
+    free(msgs);
+    free(cons);
+    free(done);
+    free(exists);
+    return 1;
+  }
+  int64_t t0 = wr_bench_now_us(), polls = 0;
+  uint64_t total = 0;
+  uint32_t n_exist = 0, n_done = 0;
+  for (;;) {
+    polls++;
+    for (uint32_t k = 0; k < nq; k++) {
+      if (done[k])
+        continue;
+      if (o->mailboxes)
+        snprintf(name, sizeof name, "%s.mbox.u.u%u", o->mailboxes, k);
+      else
+        snprintf(name, sizeof name, "%s", o->queue);
+      amqp_maybe_release_buffers(l.conn);
+      int r = passive_depth(&l, name, &msgs[k], &cons[k]);
+      if (r == -EIO)
+        goto out;
+      exists[k] = r == 0;
+      if (!exists[k])
+        msgs[k] = cons[k] = 0;
+      /* While waiting, one missing queue ends the pass: each 404 costs the
+       * broker a channel and an error in its log, and thousands of them per
+       * pass slow down the very declares being waited for. */
+      if (!exists[k] && o->count_set)
+        break;
+      uint64_t want = o->count / nq + (k < o->count % nq ? 1 : 0);
+      if (o->count_set && exists[k] && msgs[k] == want && cons[k] == 0) {
+        done[k] = 1;
+        n_done++;
+      }
+    }
+    if (!o->count_set || n_done == nq)
+      break;
+    if ((double)(wr_bench_now_us() - t0) / 1e6 > o->timeout_s) {
+      fprintf(stderr,
+              "warren-bench depth: timed out after %.0f s with %u of %u queues as "
+              "expected\n",
+              o->timeout_s, n_done, nq);
+      break;
+    }
+    struct timespec ts = {0, polls < 10 ? 200000000 : 500000000};
+    nanosleep(&ts, NULL);
+  }
+  uint32_t mn = UINT32_MAX, mx = 0;
+  uint64_t consumers = 0;
+  for (uint32_t k = 0; k < nq; k++) {
+    n_exist += exists[k];
+    total += msgs[k];
+    consumers += cons[k];
+    if (msgs[k] < mn)
+      mn = msgs[k];
+    if (msgs[k] > mx)
+      mx = msgs[k];
+  }
+  double secs = (double)(wr_bench_now_us() - t0) / 1e6;
+  printf("depth: %u of %u queues exist, %" PRIu64 " messages ready (min %u, max %u), %" PRIu64
+         " consumers%s, after %.1f s (%lld polls)\n",
+         n_exist, nq, total, mn, mx, consumers,
+         o->count_set ? (n_done == nq ? ", as expected" : ", NOT as expected") : "", secs,
+         (long long)polls);
+  if (wr_bench_json_open(&j, o->json_path) == 0) {
+    wr_bench_json_str(&j, "mode", "depth");
+    wr_bench_json_int(&j, "queues", nq);
+    wr_bench_json_int(&j, "exist", n_exist);
+    wr_bench_json_int(&j, "messages", (long long)total);
+    wr_bench_json_int(&j, "min", mn);
+    wr_bench_json_int(&j, "max", mx);
+    wr_bench_json_int(&j, "consumers", (long long)consumers);
+    wr_bench_json_num(&j, "seconds", secs);
+    wr_bench_json_close(&j);
+  }
+  rc = !o->count_set || n_done == nq ? 0 : 1;
+out:
+  link_close(&l);
+  free(msgs);
+  free(cons);
+  free(done);
+  free(exists);
   return rc;
 }

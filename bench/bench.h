@@ -1,11 +1,14 @@
 /* warren-bench: load generator and measurement tool for warren (BENCHMARKS.md).
  *
- * Four modes share one option set: `consume` (the minimal rabbitmq-c consumer
+ * The modes share one option set: `consume` (the minimal rabbitmq-c consumer
  * that sets the ceiling), `fill` (pre-fill a queue with confirmed envelopes),
  * `publish` (fixed-rate publisher for latency runs, or one broadcast) and
  * `clients` (many WebSocket connections to warren that count, ack and time
- * every notification), `burn` (a stand-in for a bridge's CPU) and `sink`
- * (reads and drops what `consume --sink` writes: the minimal bridge). Every mode prints
+ * every notification), `burn` (a stand-in for a bridge's CPU), `sink`
+ * (reads and drops what `consume --sink` writes: the minimal bridge), `depth`
+ * (ready messages of a queue or of users' mailboxes, by passive declares) and
+ * `replay` (users come back one after another to their mailbox backlogs, each
+ * replay timed on its own: docs/mailboxes.md). Every mode prints
  * human-readable lines and, with
  * --json FILE, one JSON object with its figures. */
 #ifndef WARREN_BENCH_H
@@ -23,6 +26,9 @@ typedef struct wr_bench_opts_s {
   const char *queue;      /* queue to declare / fill / consume */
   bool declare;           /* fill/consume: declare `queue` as a plain durable queue */
   uint64_t count;         /* notifications to fill / consume / expect */
+  bool count_set;         /* depth: --count was given (wait for it) */
+  uint64_t first;         /* fill: index of the first envelope (--first) */
+  const char *mailboxes;  /* depth: Q: the mailboxes Q.mbox.u.u0 … of --users users */
   uint32_t users;         /* user ids u0..u{users-1}; notification i targets u(i % users) */
   uint32_t conns;         /* clients: connections (connection i is user u(i % users)) */
   const char *run_id;     /* id prefix: notification i has id "<run>-<i>" */
@@ -116,6 +122,7 @@ void wr_bench_json_budget(wr_bench_json_t *j, const wr_bench_budget_t *bu);
 int wr_bench_consume_run(const wr_bench_opts_t *o);
 int wr_bench_fill_run(const wr_bench_opts_t *o);
 int wr_bench_publish_run(const wr_bench_opts_t *o);
+int wr_bench_depth_run(const wr_bench_opts_t *o);
 
 /* clients.c */
 int wr_bench_clients_run(const wr_bench_opts_t *o);
@@ -130,6 +137,8 @@ int wr_bench_sink_open(wr_bench_sink_t *s, const char *addr, uint32_t conns);
 int wr_bench_sink_write(wr_bench_sink_t *s, uint32_t i, const void *payload, size_t len);
 void wr_bench_sink_close(wr_bench_sink_t *s);
 int wr_bench_sink_run(const wr_bench_opts_t *o);
+/* replay.c: users connect one after another to their mailbox backlogs. */
+int wr_bench_replay_run(const wr_bench_opts_t *o);
 /* burn.c */
 int wr_bench_burn_run(const wr_bench_opts_t *o);
 

@@ -666,6 +666,9 @@ static void report(clients_t *cl) {
       wr_bench_json_int(&j, "lost", (long long)lost);
       wr_bench_json_int(&j, "duplicates", (long long)cl->dups);
       wr_bench_json_num(&j, "seconds", secs);
+      /* From this process's start (the first connect) to the last receipt. */
+      wr_bench_json_num(&j, "since_start_s",
+                        cl->t_last > cl->t_start ? (double)(cl->t_last - cl->t_start) / 1e6 : 0);
       wr_bench_json_num(&j, "rate", rate);
       wr_bench_json_int(&j, "lat_p50_us", p50);
       wr_bench_json_int(&j, "lat_p99_us", p99);

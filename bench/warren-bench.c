@@ -17,13 +17,23 @@ static void usage(FILE *f) {
         "            for --duration s or until SIGTERM (a stand-in for a bridge's CPU)\n"
         "  sink      accept connections on --listen and drop what they send, until --conns\n"
         "            came and went (the far end of consume --sink)\n"
+        "  depth     ready messages of --queue, or of the mailboxes of --users users of warren's\n"
+        "            amqp.queue --mailboxes Q, by passive declares; with --count N wait until\n"
+        "            they hold N in all, spread as fill spreads N over the users, and have\n"
+        "            no consumer (--count 0: empty and unused)\n"
+        "  replay    users u0, u1, … connect one after another to their backlog of --count /\n"
+        "            --users items (run --run, as fill made it): welcome -> first item, whole\n"
+        "            backlog, items out of publish order, lost and duplicates; --settle-ms\n"
+        "            pauses between users, --timeout is per user\n"
         "options:\n"
         "  --amqp URL            broker (amqp://guest:guest@127.0.0.1:5672/)\n"
         "  --exchange X          publish to X (routing key 'bench')\n"
         "  --queue Q             queue to fill without --exchange, or to consume\n"
         "  --declare             declare --queue as a plain durable queue first\n"
         "  --count N             notifications to fill / consume / publish / expect\n"
-        "  --users U             user ids u0..u{U-1}; notification i goes to u(i %% U) (1000)\n"
+        "  --first K             fill: envelopes K … K+N-1 (0)\n"
+        "  --mailboxes Q         depth: the mailboxes Q.mbox.u.u<k> of users u0 … u{U-1}\n"
+        "  --users U             user ids u0..u{U-1}; notification i goes to u(i % U) (1000)\n"
         "  --run ID              id prefix: ids are ID-0, ID-1, … (broadcasts ID-b0, …) (bench)\n"
         "  --body-bytes B        envelope size (200)\n"
         "  --prefetch P          consume: basic.qos (1000)\n"
@@ -40,19 +50,22 @@ static void usage(FILE *f) {
         "  --url ws://IP:PORT/ws clients: warren's WebSocket endpoint\n"
         "  --secret S            clients: auth.jwt_secret to mint HS256 tokens\n"
         "  --conns N             clients/consume/sink: connections (default --users);\n"
-        "                        connection i is u(i %% U)\n"
-        "  --ack MODE            clients: client (ack every notification) or none (client)\n"
+        "                        connection i is u(i % U)\n"
+        "  --ack MODE            clients/replay: client (ack every notification) or none (client)\n"
         "  --expect-broadcast K  clients: broadcasts each connection must receive\n"
-        "  --pid PID             clients: warren's pid, for RSS / CPU samples\n"
-        "  --broker-pid PID      clients/consume: the broker's pid, for CPU per notification\n"
+        "  --pid PID             clients/replay: warren's pid, for RSS / CPU samples\n"
+        "  --broker-pid PID      clients/consume/replay: the broker's pid, for CPU per item\n"
         "  --cont-on-usr1        clients: on SIGUSR1 send SIGCONT to --pid and start the clock\n"
         "  --ready-file F        clients: created once every connection is open and settled\n"
-        "  --settle-ms MS        clients: wait after the last open before sampling RSS (1000)\n"
+        "  --settle-ms MS        clients: wait after the last open before sampling RSS (1000);\n"
+        "                        replay: pause between two users\n"
         "  --hold S              clients: with nothing expected, hold this long (0)\n"
-        "  --timeout S           clients/consume: give up after S s (120)\n"
+        "  --timeout S           clients/consume/depth: give up after S s; replay: per user\n"
+        "                        (120)\n"
         "  --ramp N              clients: handshakes in flight (256)\n"
         "  --per-src N           clients: connections per source address 127.0.0.k (20000)\n"
-        "  --trace FILE          clients: one line per notification: seq recv_us latency_us\n"
+        "  --trace FILE          clients: one line per notification: seq recv_us latency_us;\n"
+        "                        replay: one line per user\n"
         "  --json FILE           write a JSON summary\n",
         f);
 }
@@ -108,6 +121,8 @@ int main(int argc, char **argv) {
     O_THREADS,
     O_SINK,
     O_LISTEN,
+    O_FIRST,
+    O_MAILBOXES,
     O_HELP
   };
   static const struct option opts[] = {
@@ -145,6 +160,8 @@ int main(int argc, char **argv) {
       {"json", required_argument, 0, O_JSON},
       {"sink", required_argument, 0, O_SINK},
       {"listen", required_argument, 0, O_LISTEN},
+      {"first", required_argument, 0, O_FIRST},
+      {"mailboxes", required_argument, 0, O_MAILBOXES},
       {"help", no_argument, 0, O_HELP},
       {0, 0, 0, 0},
   };
@@ -172,6 +189,13 @@ int main(int argc, char **argv) {
       break;
     case O_COUNT:
       o.count = strtoull(optarg, NULL, 10);
+      o.count_set = true;
+      break;
+    case O_FIRST:
+      o.first = strtoull(optarg, NULL, 10);
+      break;
+    case O_MAILBOXES:
+      o.mailboxes = optarg;
       break;
     case O_USERS:
       o.users = (uint32_t)strtoul(optarg, NULL, 10);
@@ -298,6 +322,10 @@ int main(int argc, char **argv) {
     return wr_bench_burn_run(&o);
   if (strcmp(mode, "sink") == 0)
     return wr_bench_sink_run(&o);
+  if (strcmp(mode, "depth") == 0)
+    return wr_bench_depth_run(&o);
+  if (strcmp(mode, "replay") == 0)
+    return wr_bench_replay_run(&o);
   fprintf(stderr, "warren-bench: unknown mode %s\n", mode);
   usage(stderr);
   return 2;
