@@ -22,6 +22,9 @@
 #define WR_AMQP_CH_MAILBOX                                                                         \
   4 /* one consumer per online user with a mailbox                                                 \
        (tag: the user key); their acks and nacks */
+#define WR_AMQP_CH_INDEX                                                                           \
+  5 /* the mailbox index, read once per process start                                              \
+       (basic.get, republish, ack; mailbox.c) */
 #define WR_AMQP_CONSUMER_TAG "warren"
 #define WR_AMQP_CONSUMER_TAG_NEW "warren.new" /* Q.mailbox.new, on channel 1 */
 #define WR_AMQP_FRAME_MAX 131072
@@ -104,6 +107,8 @@ typedef struct wr_mbox_s {
   int64_t unbound_ms; /* the janitor unbound it then (0: bound) */
   bool backlog;       /* it held messages when consumed: its next delivery
                          is the first of a backlog (replay latency) */
+  bool indexed;       /* an entry for it was put in Q.mailbox.index since the
+                         index read began (a second one is a duplicate) */
   char *user;         /* the user id (malloc'd) */
   char key[];         /* the user key, also its consumer tag */
 } wr_mbox_t;
@@ -145,6 +150,13 @@ struct wr_amqp_s {
   bool mbox_channel_open;  /* channel 4 */
   bool new_consuming;      /* the consumer of Q.mailbox.new */
   int64_t next_janitor_ms; /* monotonic */
+  size_t janitor_cursor;   /* the bucket the janitor's next pass starts at */
+  /* The read of Q.mailbox.index (mailbox.c): once per process, restarted
+   * from scratch on a new connection until it completes. */
+  bool index_done;
+  bool index_channel_open;     /* channel 5 */
+  uint64_t index_left;         /* entries still to read (counted at session open) */
+  uint64_t index_counts[4];    /* this read: kept, gone, duplicate, malformed */
 
   /* Watchdog (amqp/README.md, "rabbitmq-c 0.11": a send can block forever on a
    * hung broker). The AMQP thread bumps progress every loop turn; the
@@ -353,6 +365,18 @@ void wr_amqp_mbox_cancelled(wr_amqp_t *a, amqp_bytes_t consumer_tag);
 /* Deletes mailboxes empty and unused for mailbox.idle_ms, when due. Returns
  * 0 or a negative errno when the connection failed. */
 int wr_amqp_mbox_janitor(wr_amqp_t *a);
+/* Puts an entry for user's mailbox in Q.mailbox.index (body: the user id,
+ * persistent, not confirmed): a later process reads it to know the mailbox.
+ * Any connection and open channel (warren replay uses it too). Returns 0 or
+ * a negative errno. */
+int wr_amqp_mbox_index_put(amqp_connection_state_t c, amqp_channel_t ch, const wr_config_t *cfg,
+                           const char *user);
+/* Reads the next entries of Q.mailbox.index, once per process: each is
+ * probed, kept (put again) if its mailbox exists and it is not a duplicate,
+ * dropped otherwise, so the janitor knows the mailboxes of earlier runs.
+ * Returns 1 while entries remain, 0 when done, or a negative errno when the
+ * connection failed. */
+int wr_amqp_mbox_index_step(wr_amqp_t *a);
 void wr_amqp_mbox_free(wr_amqp_t *a);
 
 /* consume.c — the thread body */

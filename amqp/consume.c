@@ -525,7 +525,7 @@ static int poll_queues(wr_amqp_t *a) {
   int64_t now = wr_amqp_now_ms();
   int rc;
 
-  if ((rc = wr_amqp_mbox_janitor(a)) < 0)
+  if ((rc = wr_amqp_mbox_index_step(a)) < 0 || (rc = wr_amqp_mbox_janitor(a)) < 0)
     return rc;
   if (a->cbs->queue_stats_cb == NULL || now < a->next_poll_ms)
     return 0;
@@ -661,6 +661,9 @@ static int session_run(wr_amqp_t *a) {
     /* Data rabbitmq-c has already read (or frames it queued during an RPC)
      * will never wake poll(). */
     if (amqp_frames_enqueued(a->conn) || amqp_data_in_buffer(a->conn))
+      timeout = 0;
+    /* The mailbox index is read in steps, between deliveries. */
+    if (!a->index_done && a->index_left > 0 && a->mbox_channel_open)
       timeout = 0;
     if (timeout < 0)
       timeout = 0;

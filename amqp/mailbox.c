@@ -12,8 +12,15 @@
 #include "amqp/amqp_int.h"
 
 /* The janitor looks at no more than this many mailboxes per pass, so one
- * pass never holds the thread for long. */
+ * pass never holds the thread for long; the next pass goes on from there. */
 #define JANITOR_BATCH 200
+/* Index entries read per step (each a get, a probe, maybe a put, an ack):
+ * deliveries and verdicts get their turn in between. */
+#define INDEX_BATCH 16
+/* An index entry longer than this is not a user id warren wrote. */
+#define INDEX_USER_MAX 4096
+
+enum { INDEX_KEPT, INDEX_GONE, INDEX_DUP, INDEX_BAD };
 
 wr_amqp_cmd_t *wr_amqp_mbox_cmd_new(wr_amqp_cmd_kind_t kind, const char *user) {
   size_t n = strlen(user);
@@ -294,6 +301,12 @@ int wr_amqp_mbox_create(wr_amqp_t *a, const char *user, bool known_ok) {
   }
   if ((rc = declare(a, m)) != 0 || (rc = bind_rpc(a, m, true)) != 0)
     return rc;
+  /* The index lets the janitor of a later process find the mailbox. */
+  if (!m->indexed) {
+    if ((rc = wr_amqp_mbox_index_put(a->conn, WR_AMQP_CH_POLL, a->cfg, user)) < 0)
+      return rc;
+    m->indexed = true;
+  }
   m->unbound_ms = 0;
   m->used_ms = wr_amqp_now_ms();
   WR_AMQP_STAT_ADD(a, mailboxes_created, 1);
@@ -325,6 +338,34 @@ char *wr_amqp_mbox_new_owner(const amqp_table_t *h, amqp_bytes_t rk) {
   return NULL;
 }
 
+/* Counts the entries of Q.mailbox.index at the start of a connection, before
+ * anything is put in it there: the read takes that many, and what is put
+ * from then on (put back, or for a mailbox made meanwhile) lies behind
+ * them. A read cut short by a lost connection starts again from the top;
+ * an entry put on the old connection may not have reached the broker, so
+ * none counts as a duplicate of it any more. */
+static int index_count(wr_amqp_t *a) {
+  char q[WR_AMQP_NAME_MAX];
+  int rc, refusal = 0;
+  for (size_t i = 0; i < a->mboxes.nbuckets; i++)
+    for (wr_mbox_t *m = a->mboxes.buckets[i]; m != NULL; m = m->hnext)
+      m->indexed = false;
+  memset(a->index_counts, 0, sizeof(a->index_counts));
+  a->index_left = 0;
+  if (wr_amqp_name_fmt(q, sizeof(q), a->cfg->queue, ".mailbox.index") < 0)
+    return 0;
+  if ((rc = wr_amqp_poll_open(a)) < 0)
+    return rc;
+  amqp_queue_declare_ok_t *ok = amqp_queue_declare(a->conn, WR_AMQP_CH_POLL, amqp_cstring_bytes(q),
+                                                   1, 0, 0, 0, amqp_empty_table);
+  rc = wr_amqp_poll_reply(a, "counting Q.mailbox.index", &refusal);
+  if (rc < 0)
+    return rc;
+  if (rc == 0 && ok != NULL)
+    a->index_left = ok->message_count;
+  return 0;
+}
+
 int wr_amqp_mbox_session_open(wr_amqp_t *a, char *err, size_t errlen) {
   wr_mboxes_t *t = &a->mboxes;
   int rc;
@@ -337,6 +378,9 @@ int wr_amqp_mbox_session_open(wr_amqp_t *a, char *err, size_t errlen) {
     return rc;
   a->mbox_channel_open = true;
   a->next_janitor_ms = wr_amqp_now_ms() + a->cfg->mailbox_janitor_ms;
+  a->index_channel_open = false;
+  if (!a->index_done && (rc = index_count(a)) < 0)
+    return rc;
   for (size_t i = 0; i < t->nbuckets; i++) {
     for (wr_mbox_t *m = t->buckets[i]; m != NULL; m = m->hnext) {
       if (m->wanted && (rc = want(a, m)) < 0) {
@@ -434,8 +478,11 @@ int wr_amqp_mbox_janitor(wr_amqp_t *a) {
       now < a->next_janitor_ms)
     return 0;
   a->next_janitor_ms = now + a->cfg->mailbox_janitor_ms;
-  for (size_t i = 0; i < t->nbuckets && done < JANITOR_BATCH; i++) {
-    for (wr_mbox_t *m = t->buckets[i], *next; m != NULL && done < JANITOR_BATCH; m = next) {
+  /* Whole buckets from where the last pass stopped, so every mailbox gets
+   * its turn however many there are (a bucket holds one or two). */
+  for (size_t k = 0; k < t->nbuckets && done < JANITOR_BATCH; k++) {
+    size_t i = a->janitor_cursor++ & (t->nbuckets - 1);
+    for (wr_mbox_t *m = t->buckets[i], *next; m != NULL; m = next) {
       next = m->hnext;
       if (m->state != WR_MBOX_EXISTS || m->wanted || m->consuming)
         continue;
@@ -444,6 +491,146 @@ int wr_amqp_mbox_janitor(wr_amqp_t *a) {
         return rc;
     }
   }
+  return 0;
+}
+
+static int index_publish(amqp_connection_state_t c, amqp_channel_t ch, const char *q,
+                         amqp_bytes_t user) {
+  amqp_basic_properties_t props = {._flags = AMQP_BASIC_DELIVERY_MODE_FLAG, .delivery_mode = 2};
+  int st = amqp_basic_publish(c, ch, amqp_empty_bytes, amqp_cstring_bytes(q), 0, 0, &props, user);
+  return st == AMQP_STATUS_OK ? 0 : -ECONNRESET;
+}
+
+int wr_amqp_mbox_index_put(amqp_connection_state_t c, amqp_channel_t ch, const wr_config_t *cfg,
+                           const char *user) {
+  char q[WR_AMQP_NAME_MAX];
+  if (wr_amqp_name_fmt(q, sizeof(q), cfg->queue, ".mailbox.index") < 0)
+    return -ENAMETOOLONG;
+  return index_publish(c, ch, q, amqp_cstring_bytes(user));
+}
+
+/* The index read is over (done, or impossible on this broker). */
+static void index_finish(wr_amqp_t *a) {
+  const uint64_t *n = a->index_counts;
+  a->index_done = true;
+  a->index_left = 0;
+  if (a->index_channel_open) {
+    amqp_channel_close(a->conn, WR_AMQP_CH_INDEX, AMQP_REPLY_SUCCESS);
+    a->index_channel_open = false;
+  }
+  wr_info("amqp",
+          "mailbox index read: %llu mailbox(es) known from earlier runs, %llu entr(ies) of "
+          "mailboxes gone, %llu duplicate(s), %llu malformed",
+          (unsigned long long)n[INDEX_KEPT], (unsigned long long)n[INDEX_GONE],
+          (unsigned long long)n[INDEX_DUP], (unsigned long long)n[INDEX_BAD]);
+}
+
+/* A reply on channel 5: 0 (normal), 1 when the broker closed the channel
+ * (answered; the read ends), or a negative errno. */
+static int index_reply(wr_amqp_t *a, amqp_rpc_reply_t r, const char *what) {
+  char err[512];
+  int rc = wr_amqp_reply_err(r, what, err, sizeof(err));
+  if (rc == 0)
+    return 0;
+  if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+    amqp_channel_close_ok_t ok = {0};
+    a->index_channel_open = false;
+    wr_warn("amqp", "%s; the janitor knows only the mailboxes this process makes or finds", err);
+    if (amqp_send_method(a->conn, WR_AMQP_CH_INDEX, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) !=
+        AMQP_STATUS_OK)
+      return -ECONNRESET;
+    index_finish(a);
+    return 1;
+  }
+  wr_warn("amqp", "%s", err);
+  return rc < 0 ? rc : -ECONNRESET;
+}
+
+/* One entry, its body the user id: returns 1 to put it back, 0 to drop it,
+ * or a negative errno. */
+static int index_entry(wr_amqp_t *a, amqp_bytes_t body) {
+  wr_mbox_t *m;
+  int rc;
+  if (body.len == 0 || body.len > INDEX_USER_MAX || memchr(body.bytes, '\0', body.len) != NULL) {
+    a->index_counts[INDEX_BAD]++;
+    wr_warn("amqp", "a Q.mailbox.index entry of %zu byte(s) is no user id; dropping it",
+            body.len);
+    return 0;
+  }
+  char *user = wr_amqp_bytes_strdup(body);
+  if (user == NULL || (m = get(a, user)) == NULL) {
+    free(user);
+    return 1; /* out of memory: keep it for the next process */
+  }
+  free(user);
+  if (m->indexed) {
+    a->index_counts[INDEX_DUP]++;
+    return 0;
+  }
+  if ((rc = probe(a, m, NULL, NULL)) < 0)
+    return rc;
+  if (rc == 1) {
+    a->index_counts[INDEX_GONE]++;
+    if (!m->wanted)
+      drop(a, m);
+    return 0;
+  }
+  a->index_counts[INDEX_KEPT]++;
+  m->indexed = true;
+  /* Idle from now on: the janitor gives it mailbox.idle_ms like the rest. */
+  if (m->used_ms == 0)
+    m->used_ms = wr_amqp_now_ms();
+  return 1;
+}
+
+int wr_amqp_mbox_index_step(wr_amqp_t *a) {
+  char q[WR_AMQP_NAME_MAX], err[256];
+  int rc;
+  if (a->index_done || !a->cfg->mailbox_enabled || a->conn == NULL || !a->mbox_channel_open)
+    return 0;
+  if (a->index_left == 0) {
+    index_finish(a);
+    return 0;
+  }
+  if (wr_amqp_name_fmt(q, sizeof(q), a->cfg->queue, ".mailbox.index") < 0) {
+    index_finish(a);
+    return 0;
+  }
+  if (!a->index_channel_open) {
+    if ((rc = wr_amqp_channel_open(a->conn, WR_AMQP_CH_INDEX, err, sizeof(err))) < 0) {
+      wr_warn("amqp", "%s", err);
+      return rc;
+    }
+    a->index_channel_open = true;
+  }
+  for (int i = 0; i < INDEX_BATCH && a->index_left > 0; i++) {
+    amqp_rpc_reply_t r = amqp_basic_get(a->conn, WR_AMQP_CH_INDEX, amqp_cstring_bytes(q), 0);
+    if ((rc = index_reply(a, r, "reading Q.mailbox.index")) != 0)
+      return rc < 0 ? rc : 0;
+    if (r.reply.id != AMQP_BASIC_GET_OK_METHOD) {
+      a->index_left = 0; /* empty: someone else read the rest */
+      break;
+    }
+    uint64_t tag = ((amqp_basic_get_ok_t *)r.reply.decoded)->delivery_tag;
+    amqp_message_t msg;
+    if ((rc = index_reply(a, amqp_read_message(a->conn, WR_AMQP_CH_INDEX, &msg, 0),
+                          "reading a Q.mailbox.index entry")) != 0)
+      return rc < 0 ? rc : 0;
+    a->index_left--;
+    rc = index_entry(a, msg.body);
+    /* Put back before the ack, on the same channel: the broker takes them
+     * in that order, so an entry is never lost between the two. */
+    if (rc == 1)
+      rc = index_publish(a->conn, WR_AMQP_CH_INDEX, q, msg.body);
+    amqp_destroy_message(&msg);
+    if (rc < 0)
+      return rc;
+    if (amqp_basic_ack(a->conn, WR_AMQP_CH_INDEX, tag, 0) != AMQP_STATUS_OK)
+      return -ECONNRESET;
+  }
+  if (a->index_left > 0)
+    return 1;
+  index_finish(a);
   return 0;
 }
 

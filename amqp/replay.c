@@ -462,7 +462,7 @@ static uint64_t n_replayed(const wr_amqp_replay_counts_t *n) {
  * through Q.mailbox.new would land behind copies replayed after it. Once per
  * user key and run. A refusal leaves it to Q.mailbox.new (which makes it);
  * returns a negative errno only when the connection failed. */
-static int ensure_mailbox(run_t *r, const char *key) {
+static int ensure_mailbox(run_t *r, const char *key, const char *user) {
   char name[WR_AMQP_NAME_MAX], x[WR_AMQP_NAME_MAX], parked[WR_AMQP_NAME_MAX], err[256];
   amqp_table_entry_t e[WR_AMQP_MAILBOX_ARGS];
   int n;
@@ -503,8 +503,15 @@ static int ensure_mailbox(run_t *r, const char *key) {
                     amqp_cstring_bytes(key), amqp_empty_table);
     rr = amqp_get_rpc_reply(r->conn);
   }
-  if (rr.reply_type == AMQP_RESPONSE_NORMAL)
+  if (rr.reply_type == AMQP_RESPONSE_NORMAL) {
+    /* Listed for the janitor of the daemon's next start (amqp/mailbox.c). */
+    if (wr_amqp_mbox_index_put(r->conn, CH_DECL, r->cfg, user) < 0) {
+      r->broken = true;
+      snprintf(r->err, r->errlen, "cannot list mailbox %s in the mailbox index", name);
+      return -ECONNRESET;
+    }
     return 0;
+  }
   if (rr.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && rr.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
     amqp_channel_close_ok_t ok = {0};
     r->decl_open = false;
@@ -577,7 +584,7 @@ static int settle(run_t *r, msg_t *m) {
                      "room a copy needs");
     } else {
       if (!o->dry_run && out == WR_REPLAY_MAILBOX)
-        rc = ensure_mailbox(r, plan.key);
+        rc = ensure_mailbox(r, plan.key, plan.user);
       if (!o->dry_run && rc == 0)
         rc = publish(r, m, &plan, &c, why, sizeof(why));
       wr_amqp_replay_copy_release(&c);

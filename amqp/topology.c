@@ -63,20 +63,24 @@ static void set_str(amqp_table_entry_t *e, const char *k, const char *v) {
 
 /* Q.mailbox (direct, alternate exchange Q.mailbox.new) and Q.mailbox.new
  * (fanout) with its queue, which holds copies for users who have no mailbox
- * yet; what that queue cannot take (no user) dead-letters to Q.dlx. */
+ * yet; what that queue cannot take (no user) dead-letters to Q.dlx. And
+ * Q.mailbox.index, one entry per mailbox made (amqp/mailbox.c). */
 static int declare_mailbox_exchanges(amqp_connection_state_t c, amqp_channel_t ch,
                                      const wr_config_t *cfg, const char *dlx, char *err,
                                      size_t errlen) {
-  char mailbox[WR_AMQP_NAME_MAX], fresh[WR_AMQP_NAME_MAX];
+  char mailbox[WR_AMQP_NAME_MAX], fresh[WR_AMQP_NAME_MAX], index[WR_AMQP_NAME_MAX];
   amqp_table_entry_t e[1];
   amqp_table_t args = {.num_entries = 1, .entries = e};
   int rc;
 
   if (wr_amqp_name_fmt(mailbox, sizeof(mailbox), cfg->queue, ".mailbox") < 0 ||
-      wr_amqp_name_fmt(fresh, sizeof(fresh), cfg->queue, ".mailbox.new") < 0) {
+      wr_amqp_name_fmt(fresh, sizeof(fresh), cfg->queue, ".mailbox.new") < 0 ||
+      wr_amqp_name_fmt(index, sizeof(index), cfg->queue, ".mailbox.index") < 0) {
     snprintf(err, errlen, "amqp.queue is too long for the mailbox exchanges");
     return -ENAMETOOLONG;
   }
+  if ((rc = declare_queue(c, ch, index, amqp_empty_table, WR_QUEUE_CLASSIC, err, errlen)) < 0)
+    return rc;
   if ((rc = declare_exchange(c, ch, fresh, "fanout", err, errlen)) < 0)
     return rc;
   set_str(&e[0], "x-dead-letter-exchange", dlx);
@@ -101,8 +105,9 @@ int wr_amqp_mailbox_args(const wr_config_t *cfg, amqp_table_entry_t e[WR_AMQP_MA
   set_str(&e[2], "x-overflow", "drop-head");
   set_str(&e[3], "x-dead-letter-exchange", "");
   set_str(&e[4], "x-dead-letter-routing-key", parked);
-  /* Classic queue version 2 keeps an idle queue's memory low (3.10+; the
-   * only version from 4.0 on). */
+  /* Classic queue version 2: the only version from RabbitMQ 4.0 on (on 3.10
+   * it took no less memory than version 1 per idle mailbox, and reserves 2
+   * to 3 file handles once used: BENCHMARKS.md, "Mailboxes"). */
   e[5].key = amqp_cstring_bytes("x-queue-version");
   e[5].value.kind = AMQP_FIELD_KIND_I64;
   e[5].value.value.i64 = 2;

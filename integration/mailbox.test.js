@@ -11,6 +11,7 @@ import {
   Publisher,
   waitFor,
   queueCount,
+  queueCounts,
   drainQueue,
   withChannel,
   sleep,
@@ -212,6 +213,59 @@ test('the janitor deletes a mailbox left empty and unused, keeps one that holds 
   const c2 = await connectClient(w.wsUrl(), await w.token('gone'), { name: 'gone-again' });
   await c2.waitForIds(['after']);
   await pub.close();
+});
+
+test('a restarted warren knows the mailboxes of its earlier runs: the janitor deletes the idle ones, the index keeps one entry per mailbox', { timeout: 120000 }, async (t) => {
+  const fs = await import('node:fs');
+  // More mailboxes than one janitor pass looks at (200), and more that hold
+  // a notification than that: every pass must go on where the last stopped,
+  // or the idle mailboxes behind the held ones would never get a turn.
+  const idle = Array.from({ length: 300 }, (_, i) => `idle-${i}`);
+  const kept = Array.from({ length: 250 }, (_, i) => `kept-${i}`);
+  const all = [...idle, ...kept];
+  const w = await startWarren({ name: 'mbox-index', config: { admin: { queue_poll_ms: 200 } } });
+  const pub = await Publisher.open();
+  await pub.publishAll(w.exchange, all.map((u) => ({ id: `for-${u}`, user_id: u })));
+  await pub.close();
+  await waitFor(async () => (await queueCount(w.indexQueue)) === all.length, { timeout: 30000, what: 'one index entry per mailbox made' });
+  await waitFor(async () => (await w.stats()).mailbox.puts === all.length, { what: 'every mailbox filled' });
+  // The idle users read their mailboxes (an operator's purge does the same
+  // here); the kept ones' notifications still wait.
+  await withChannel(async (ch) => {
+    for (const u of idle) await ch.purgeQueue(mailboxOf(w, u));
+  });
+  await w.stop('SIGTERM');
+
+  // The next process, with a short idle time: it never saw these mailboxes
+  // being made, and knows them from the index.
+  const ini = fs.readFileSync(w.iniFile, 'utf8');
+  fs.writeFileSync(w.iniFile, `${ini}\n[mailbox]\njanitor_ms = 200\nidle_ms = 1000\nunbind_grace_ms = 300\n`);
+  await w.start();
+  const t0 = Date.now();
+  await waitFor(async () => (await w.stats()).mailbox.deleted === idle.length, {
+    timeout: 40000,
+    what: 'every idle mailbox of the earlier run deleted',
+  });
+  t.diagnostic(`${idle.length} idle mailboxes of the earlier run deleted ${Date.now() - t0} ms after the start`);
+  const left = await queueCounts(all.map((u) => mailboxOf(w, u)));
+  assert.deepEqual(idle.filter((u) => left[mailboxOf(w, u)] !== null), [], 'no idle mailbox left');
+  assert.deepEqual(kept.filter((u) => left[mailboxOf(w, u)] !== 1), [], 'every mailbox holding a notification kept');
+  await w.stop('SIGTERM');
+
+  // A duplicate and two malformed entries: the next read keeps one entry per
+  // mailbox that still exists, and drops the rest.
+  await withChannel(async (ch) => {
+    ch.sendToQueue(w.indexQueue, Buffer.from(kept[0]), { persistent: true });
+    ch.sendToQueue(w.indexQueue, Buffer.alloc(0), { persistent: true });
+    ch.sendToQueue(w.indexQueue, Buffer.from('a\u0000b'), { persistent: true });
+  });
+  await w.start();
+  await waitFor(async () => (await queueCount(w.indexQueue)) === kept.length, { timeout: 30000, what: 'the index compacted to the mailboxes left' });
+  const read = new RegExp(`mailbox index read: ${kept.length} mailbox\\(es\\) known from earlier runs, ${idle.length} entr\\(ies\\) of mailboxes gone, 1 duplicate\\(s\\), 2 malformed`);
+  await waitFor(() => read.test(w.logText()), { what: 'the index read logged' });
+  const c = await connectClient(w.wsUrl(), await w.token(kept[0]), { name: kept[0] });
+  await c.waitForIds([`for-${kept[0]}`]);
+  c.close();
 });
 
 test('a notification for a user whose idle mailbox was just unbound is kept, and the mailbox with it', { timeout: 60000 }, async () => {

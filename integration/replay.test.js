@@ -253,6 +253,9 @@ test('SIGINT midway: every message is either replayed once or still parked, in o
   assert.equal(parked + n, total, `parked ${parked} + replayed ${n} != ${total}`);
   assert.equal(mailed, n, 'copies in the mailboxes differ from the count replayed');
   assert.equal(await queueCount(`${w.queue}.mailbox.new`), 0, 'no copy took the detour');
+  // The mailboxes the replay made are in the index, for the daemon's janitor.
+  const index = await drainQueue(w.indexQueue);
+  assert.deepEqual(index.map((m) => m.body.toString()).sort(), ['u0', 'u1', 'u2']);
   // Each user's copies are in their mailbox in order.
   for (const [k, b] of boxes.entries()) {
     const copies = await drainQueue(b);

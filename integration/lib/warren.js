@@ -118,6 +118,9 @@ export class Warren {
     this.retryQueues = [...new Set(delays)].map((d) => `${this.queue}.retry.${d}`);
     this.parkedQueue = `${this.queue}.parked`;
     this.deadQueue = `${this.queue}.dead`;
+    // One entry per mailbox made: not a notification queue, never empty
+    // while mailboxes exist, so not in allQueues.
+    this.indexQueue = `${this.queue}.mailbox.index`;
     return this;
   }
 
@@ -268,7 +271,7 @@ export class Warren {
     if (this.running) await this.stop('SIGKILL');
     live.delete(this);
     await deleteObjects({
-      queues: [...this.allQueues, `${this.queue}.mailbox.new`],
+      queues: [...this.allQueues, `${this.queue}.mailbox.new`, this.indexQueue],
       exchanges: [
         this.exchange,
         `${this.queue}.retry`,
