@@ -110,31 +110,6 @@ static void conn_write(conn_t *c, const uint8_t *p, size_t len) {
     free(w);
 }
 
-/* Appends one masked client frame to out; returns the new length. */
-static size_t frame_masked(conn_t *c, uint8_t *out, size_t off, uint8_t op, const uint8_t *p,
-                           size_t len) {
-  uint8_t *o = out + off;
-  size_t h = 0;
-  o[h++] = (uint8_t)(0x80 | op);
-  if (len < 126)
-    o[h++] = (uint8_t)(0x80 | len);
-  else {
-    o[h++] = 0x80 | 126;
-    o[h++] = (uint8_t)(len >> 8);
-    o[h++] = (uint8_t)len;
-  }
-  c->rng ^= c->rng << 13;
-  c->rng ^= c->rng >> 17;
-  c->rng ^= c->rng << 5;
-  uint8_t m[4] = {(uint8_t)c->rng, (uint8_t)(c->rng >> 8), (uint8_t)(c->rng >> 16),
-                  (uint8_t)(c->rng >> 24)};
-  memcpy(o + h, m, 4);
-  h += 4;
-  for (size_t i = 0; i < len; i++)
-    o[h + i] = p[i] ^ m[i & 3];
-  return off + h + len;
-}
-
 static void close_cb(uv_handle_t *h) {
   conn_t *c = h->data;
   free(c->pend);
@@ -218,7 +193,7 @@ static void on_message(conn_t *c, const char *p, size_t len, uint8_t *ack, size_
     if (idl < 256) {
       size_t m = (size_t)snprintf((char *)msg, sizeof msg, "{\"type\":\"ack\",\"id\":\"%.*s\"}",
                                   (int)idl, id);
-      *ack_len = frame_masked(c, ack, *ack_len, 0x1, msg, m);
+      *ack_len = wr_bench_ws_frame_masked(&c->rng, ack, *ack_len, 0x1, msg, m);
     }
   }
 
@@ -309,12 +284,12 @@ static size_t parse_frames(conn_t *c, const uint8_t *p, size_t len) {
       on_message(c, (const char *)pl, (size_t)plen, out, &out_len);
     } else if (op == 0x9) {
       if (plen <= 125)
-        out_len = frame_masked(c, out, out_len, 0xA, pl, (size_t)plen);
+        out_len = wr_bench_ws_frame_masked(&c->rng, out, out_len, 0xA, pl, (size_t)plen);
     } else if (op == 0x8) {
       char why[64];
       unsigned code = plen >= 2 ? (unsigned)pl[0] << 8 | pl[1] : 1005;
       snprintf(why, sizeof why, "close frame %u", code);
-      out_len = frame_masked(c, out, out_len, 0x8, pl, plen >= 2 ? 2 : 0);
+      out_len = wr_bench_ws_frame_masked(&c->rng, out, out_len, 0x8, pl, plen >= 2 ? 2 : 0);
       conn_write(c, out, out_len);
       conn_lost(c, why);
       return len;

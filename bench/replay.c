@@ -64,25 +64,6 @@ static int send_all(int fd, const uint8_t *p, size_t len) {
   return 0;
 }
 
-/* Appends one masked client frame to out at off; returns the new length. */
-static size_t frame_masked(ws_t *w, uint8_t *out, size_t off, uint8_t op, const uint8_t *p,
-                           size_t len) {
-  uint8_t *o = out + off;
-  size_t h = 0;
-  o[h++] = (uint8_t)(0x80 | op);
-  o[h++] = (uint8_t)(0x80 | len); /* every client frame here is under 126 bytes */
-  w->rng ^= w->rng << 13;
-  w->rng ^= w->rng >> 17;
-  w->rng ^= w->rng << 5;
-  uint8_t m[4] = {(uint8_t)w->rng, (uint8_t)(w->rng >> 8), (uint8_t)(w->rng >> 16),
-                  (uint8_t)(w->rng >> 24)};
-  memcpy(o + h, m, 4);
-  h += 4;
-  for (size_t i = 0; i < len; i++)
-    o[h + i] = p[i] ^ m[i & 3];
-  return off + h + len;
-}
-
 static bool parse_u64(const char *p, const char *end, uint64_t *v) {
   uint64_t x = 0;
   if (p >= end || *p < '0' || *p > '9')
@@ -191,7 +172,7 @@ static void on_message(const wr_bench_opts_t *o, size_t run_len, user_t *u, uint
     char msg[128];
     size_t m =
         (size_t)snprintf(msg, sizeof msg, "{\"type\":\"ack\",\"id\":\"%.*s\"}", (int)idl, id);
-    *ack_len = frame_masked(w, ack, *ack_len, 0x1, (const uint8_t *)msg, m);
+    *ack_len = wr_bench_ws_frame_masked(&w->rng, ack, *ack_len, 0x1, (const uint8_t *)msg, m);
   }
   uint64_t seq;
   if (idl <= run_len + 1 || memcmp(id, o->run_id, run_len) != 0 || id[run_len] != '-' ||
@@ -246,7 +227,7 @@ static int parse_frames(const wr_bench_opts_t *o, size_t run_len, user_t *u, uin
     if (op == 0x1 || op == 0x2)
       on_message(o, run_len, u, uk, (const char *)pl, (size_t)plen, w, out, &out_len);
     else if (op == 0x9 && plen <= 125)
-      out_len = frame_masked(w, out, out_len, 0xA, pl, (size_t)plen);
+      out_len = wr_bench_ws_frame_masked(&w->rng, out, out_len, 0xA, pl, (size_t)plen);
     else if (op == 0x8) {
       u->closed = true;
       rc = -1;
@@ -392,7 +373,7 @@ int wr_bench_replay_run(const wr_bench_opts_t *o) {
      * consumer on its last connection. */
     uint8_t cf[16];
     uint8_t code[2] = {0x03, 0xe8};
-    size_t cl = frame_masked(&w, cf, 0, 0x8, code, 2);
+    size_t cl = wr_bench_ws_frame_masked(&w.rng, cf, 0, 0x8, code, 2);
     send_all(w.fd, cf, cl);
     close(w.fd);
     w.fd = -1;

@@ -318,3 +318,27 @@ void wr_bench_budget(const char *who, const wr_bench_cpu_t *a, const wr_bench_cp
            "%ld cores at that cost carry at most %.0f/s\n",
            who, bu->broker_us, bu->self_us, bu->busy_pct, ncpu, bu->bound_rate);
 }
+
+size_t wr_bench_ws_frame_masked(uint32_t *rng, uint8_t *out, size_t off, uint8_t op,
+                                const uint8_t *p, size_t len) {
+  uint8_t *o = out + off;
+  size_t h = 0;
+  o[h++] = (uint8_t)(0x80 | op);
+  if (len < 126)
+    o[h++] = (uint8_t)(0x80 | len);
+  else {
+    o[h++] = 0x80 | 126;
+    o[h++] = (uint8_t)(len >> 8);
+    o[h++] = (uint8_t)len;
+  }
+  *rng ^= *rng << 13;
+  *rng ^= *rng >> 17;
+  *rng ^= *rng << 5;
+  uint8_t m[4] = {(uint8_t)*rng, (uint8_t)(*rng >> 8), (uint8_t)(*rng >> 16),
+                  (uint8_t)(*rng >> 24)};
+  memcpy(o + h, m, 4);
+  h += 4;
+  for (size_t i = 0; i < len; i++)
+    o[h + i] = p[i] ^ m[i & 3];
+  return off + h + len;
+}
