@@ -104,6 +104,8 @@ void wr_bench_budget(const char *who, const wr_bench_cpu_t *a, const wr_bench_cp
 int wr_bench_proc_sample(pid_t pid, wr_bench_proc_t *out);
 /* Sorts v in place and returns the q-quantile (0..1) by nearest rank; 0 when n is 0. */
 uint32_t wr_bench_quantile(uint32_t *v, size_t n, double q);
+/* Reads the decimal digits at p (before end) into *v; false when there are none. */
+bool wr_bench_parse_u64(const char *p, const char *end, uint64_t *v);
 /* Appends one masked client WebSocket frame (payload under 64 KiB) to out at
  * off, its mask from the xorshift state *rng; returns the new length. */
 size_t wr_bench_ws_frame_masked(uint32_t *rng, uint8_t *out, size_t off, uint8_t op,

@@ -142,16 +142,6 @@ static void conn_lost(conn_t *c, const char *why) {
   conn_close(c);
 }
 
-static bool parse_u64(const char *p, const char *end, uint64_t *v) {
-  uint64_t x = 0;
-  if (p >= end || *p < '0' || *p > '9')
-    return false;
-  while (p < end && *p >= '0' && *p <= '9')
-    x = x * 10 + (uint64_t)(*p++ - '0');
-  *v = x;
-  return true;
-}
-
 static const char *find(const char *p, size_t len, const char *needle) {
   return memmem(p, len, needle, strlen(needle));
 }
@@ -181,9 +171,9 @@ static void on_message(conn_t *c, const char *p, size_t len, uint8_t *ack, size_
   int64_t sent_us = 0;
   const char *t = find(p, len, "\"t_us\":");
   uint64_t tv;
-  if (t && parse_u64(t + 7, end, &tv))
+  if (t && wr_bench_parse_u64(t + 7, end, &tv))
     sent_us = (int64_t)tv;
-  else if ((t = find(p, len, "\"created_at\":")) && parse_u64(t + 13, end, &tv))
+  else if ((t = find(p, len, "\"created_at\":")) && wr_bench_parse_u64(t + 13, end, &tv))
     sent_us = (int64_t)tv * 1000;
   uint32_t lat = sent_us && now_rt > sent_us ? (uint32_t)(now_rt - sent_us) : 0;
 
@@ -205,7 +195,7 @@ static void on_message(conn_t *c, const char *p, size_t len, uint8_t *ack, size_
   const char *num = id + rl + 1;
   uint64_t seq;
   if (*num == 'b') {
-    if (!parse_u64(num + 1, id_end, &seq))
+    if (!wr_bench_parse_u64(num + 1, id_end, &seq))
       return;
     c->bcast_got++;
     if (c->bcast_got > cl->o->bcast_expect) {
@@ -217,7 +207,7 @@ static void on_message(conn_t *c, const char *p, size_t len, uint8_t *ack, size_
     if (c->bcast_got == cl->o->bcast_expect)
       cl->bcast_done++;
   } else {
-    if (!parse_u64(num, id_end, &seq) || seq >= cl->o->count) {
+    if (!wr_bench_parse_u64(num, id_end, &seq) || seq >= cl->o->count) {
       cl->foreign++;
       return;
     }

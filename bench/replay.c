@@ -64,16 +64,6 @@ static int send_all(int fd, const uint8_t *p, size_t len) {
   return 0;
 }
 
-static bool parse_u64(const char *p, const char *end, uint64_t *v) {
-  uint64_t x = 0;
-  if (p >= end || *p < '0' || *p > '9')
-    return false;
-  while (p < end && *p >= '0' && *p <= '9')
-    x = x * 10 + (uint64_t)(*p++ - '0');
-  *v = x;
-  return true;
-}
-
 /* Reads more bytes into w->buf, waiting until deadline (monotonic µs).
  * Returns bytes read, 0 at the deadline, or -errno / -EPIPE at EOF. */
 static ssize_t ws_fill(ws_t *w, int64_t deadline) {
@@ -176,7 +166,7 @@ static void on_message(const wr_bench_opts_t *o, size_t run_len, user_t *u, uint
   }
   uint64_t seq;
   if (idl <= run_len + 1 || memcmp(id, o->run_id, run_len) != 0 || id[run_len] != '-' ||
-      !parse_u64(id + run_len + 1, id_end, &seq) || seq >= o->count || seq % o->users != uk) {
+      !wr_bench_parse_u64(id + run_len + 1, id_end, &seq) || seq >= o->count || seq % o->users != uk) {
     u->foreign++;
     return;
   }

@@ -342,3 +342,13 @@ size_t wr_bench_ws_frame_masked(uint32_t *rng, uint8_t *out, size_t off, uint8_t
     o[h + i] = p[i] ^ m[i & 3];
   return off + h + len;
 }
+
+bool wr_bench_parse_u64(const char *p, const char *end, uint64_t *v) {
+  uint64_t x = 0;
+  if (p >= end || *p < '0' || *p > '9')
+    return false;
+  while (p < end && *p >= '0' && *p <= '9')
+    x = x * 10 + (uint64_t)(*p++ - '0');
+  *v = x;
+  return true;
+}
