@@ -79,6 +79,7 @@ void wr_amqp_free(wr_amqp_t *a) {
   free(a->scratch);
   wr_amqp_acks_free(&a->acks);
   wr_amqp_mbox_free(a);
+  wr_amqp_node_free(a);
   pthread_mutex_destroy(&a->fd_lock);
   close(a->efd);
   free(a);

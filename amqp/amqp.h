@@ -40,6 +40,12 @@ typedef enum {
                          mandatory, with the envelope's remaining lifetime as
                          its expiration; when the broker nacks or returns it,
                          the fallback copy below is published instead */
+  WR_PUB_ROUTE = 3,     /* cluster mode (docs/cluster.md): to exchange Q.route,
+                           routing key the user key of user, mandatory; the
+                           nodes bound for the user get it, or (no node) its
+                           alternate exchange Q.mailbox; nacked or returned:
+                           the fallback copy */
+  WR_PUB_BROADCAST = 4, /* cluster mode: to exchange Q.broadcast (every node) */
 } wr_pub_kind_t;
 
 /* Where a delivery was consumed from (docs/mailboxes.md). */
@@ -48,6 +54,8 @@ typedef enum {
   WR_SRC_MAILBOX,     /* a user's mailbox: target_user is its owner */
   WR_SRC_MAILBOX_NEW, /* Q.mailbox.new: a copy for target_user, who had no
                          mailbox; it has one now */
+  WR_SRC_NODE,        /* cluster mode: this node's queue Q.node.<id>, a copy
+                         for target_user (or a broadcast: target_user NULL) */
 } wr_amqp_source_t;
 
 /* What the loop sends the AMQP thread through the command source: a
@@ -58,6 +66,13 @@ typedef enum {
   WR_CMD_MAILBOX_OPEN,  /* a wr_amqp_mbox_cmd_t: the user is online, consume
                            their mailbox (if it exists, or once it does) */
   WR_CMD_MAILBOX_CLOSE, /* a wr_amqp_mbox_cmd_t: stop consuming it */
+  WR_CMD_NODE_JOIN,     /* cluster mode, a wr_amqp_mbox_cmd_t: the user's first
+                           connection on this node: bind the node queue to
+                           Q.route with their key (before the mailbox opens) */
+  WR_CMD_NODE_LEAVE,    /* their last connection closed: unbind after
+                           cluster.unbind_grace_ms unless they join again */
+  WR_CMD_NODE_STALE,    /* a copy for them came with no connection here:
+                           unbind now (before the verdict that mails it) */
 } wr_amqp_cmd_kind_t;
 
 typedef struct wr_amqp_cmd_s {
@@ -98,6 +113,14 @@ typedef struct wr_amqp_pub_s {
   uint32_t fallback_delay_ms;
   uint32_t fallback_attempt;
   const char *fallback_reason;
+  /* WR_PUB_ROUTE only: a fan copy of a mailbox item this node delivered,
+   * for the user's devices on other nodes (docs/cluster.md). It carries
+   * x-warren-fan = this node's id (set by the AMQP thread): its own node
+   * drops it, other nodes deliver it but never mail it, and one that ends
+   * in a mailbox is dropped. It has no fallback: refused, the mailbox item
+   * is requeued. */
+  bool fan;
+  const char *fan_from; /* the AMQP thread's: cluster.node_id */
 } wr_amqp_pub_t;
 
 /* One consumed message. Allocated on the AMQP thread, travels to the loop and
@@ -111,6 +134,8 @@ typedef struct wr_amqp_delivery_s {
   bool redelivered;
   bool backlog;           /* the first mailbox item after a consume that found
                              the mailbox holding messages */
+  bool fan;               /* WR_SRC_NODE: a fan copy from another node (see
+                             wr_amqp_pub_t.fan): deliver, never mail */
   char *content_type;     /* NUL-terminated or NULL */
   char *message_id;       /* NULL if absent */
   int64_t timestamp_s;    /* AMQP timestamp property, 0 if absent */
@@ -173,9 +198,9 @@ typedef struct wr_amqp_queue_stat_s {
   int64_t consumers; /* -1 when unknown */
 } wr_amqp_queue_stat_t;
 
-/* Most queues one poll reports: Q, one per retry delay, Q.parked, Q.dead and
- * Q.mailbox.new. */
-#define WR_AMQP_POLLED_MAX (WR_CONFIG_MAX_DELAYS + 4)
+/* Most queues one poll reports: Q, one per retry delay, Q.parked, Q.dead,
+ * Q.mailbox.new and this node's queue. */
+#define WR_AMQP_POLLED_MAX (WR_CONFIG_MAX_DELAYS + 5)
 
 typedef struct wr_amqp_callbacks_s {
   void *data;
@@ -233,6 +258,19 @@ typedef struct wr_amqp_stats_s {
   uint64_t mailbox_new_rejected;      /* Q.mailbox.new messages naming no user: to Q.dead */
   uint64_t bodies_skipped;            /* bodies over amqp.max_body_bytes read and
                                          dropped unbuffered (the loop dead-letters them) */
+  /* Cluster mode (docs/cluster.md). */
+  uint64_t routed;            /* copies to Q.route confirmed */
+  uint64_t route_fallbacks;   /* route copies nacked or returned: the ladder took them */
+  uint64_t broadcasts_routed; /* copies to Q.broadcast confirmed */
+  uint64_t node_items;        /* deliveries consumed from this node's queue */
+  uint64_t node_binds;        /* queue.bind of a user key to this node's queue */
+  uint64_t node_unbinds;      /* queue.unbind: grace over, or a stale binding */
+  uint64_t node_rejoins;      /* a user back within the grace: no unbind, no bind */
+  uint64_t node_users_bound;  /* now: user keys bound to this node's queue */
+  uint64_t broadcasts_expired; /* broadcast copies dead-lettered from a node queue: dropped */
+  uint64_t fan_echoes;        /* this node's own fan copies back from its queue: dropped */
+  uint64_t fan_dropped;       /* fan copies that ended in a mailbox: dropped */
+  uint64_t node_foreign_unbinds; /* another node's binding removed: a copy expired in its queue */
 } wr_amqp_stats_t;
 
 /* Creates the AMQP side (does not connect). cfg and cbs are borrowed and must

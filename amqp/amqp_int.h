@@ -26,7 +26,13 @@
   5 /* the mailbox index, read once per process start                                              \
        (basic.get, republish, ack; mailbox.c) */
 #define WR_AMQP_CONSUMER_TAG "warren"
-#define WR_AMQP_CONSUMER_TAG_NEW "warren.new" /* Q.mailbox.new, on channel 1 */
+#define WR_AMQP_CONSUMER_TAG_NEW "warren.new"   /* Q.mailbox.new, on channel 1 */
+#define WR_AMQP_CONSUMER_TAG_NODE "warren.node" /* Q.node.<id> (cluster mode), channel 1 */
+/* The routing key of a broadcast copy. It is no user key (those start with
+ * "u."), so one dead-lettered from a node queue into Q.mailbox finds no
+ * mailbox and lands in Q.mailbox.new, which drops it (a broadcast is never
+ * kept for later). */
+#define WR_AMQP_BROADCAST_KEY "b"
 #define WR_AMQP_FRAME_MAX 131072
 #define WR_AMQP_RPC_TIMEOUT_S 10
 #define WR_AMQP_NAME_MAX 256
@@ -119,6 +125,24 @@ typedef struct wr_mboxes_s {
   size_t n;
 } wr_mboxes_t;
 
+/* Cluster mode (cluster.c): one user's binding to this node's queue. */
+typedef struct wr_nodebind_s {
+  struct wr_nodebind_s *hnext;
+  struct wr_nodebind_s *qnext; /* in the unbind queue while leaving */
+  uint64_t hash;
+  bool bound;       /* queue.bind done (on this or an earlier connection) */
+  bool leaving;     /* the user's last connection closed: in the unbind queue */
+  int64_t due_ms;   /* monotonic: unbind then, unless they join again */
+  char key[];       /* the user key, the routing key */
+} wr_nodebind_t;
+
+typedef struct wr_nodebinds_s {
+  wr_nodebind_t **buckets;
+  size_t nbuckets; /* power of two, 0 before the first entry */
+  size_t n;
+  wr_nodebind_t *qhead, *qtail; /* leaving users, by due time (one grace for all) */
+} wr_nodebinds_t;
+
 struct wr_amqp_s {
   const wr_config_t *cfg;
   const wr_amqp_callbacks_t *cbs;
@@ -149,6 +173,8 @@ struct wr_amqp_s {
   wr_mboxes_t mboxes;      /* every user with a mailbox or online (mailbox.c) */
   bool mbox_channel_open;  /* channel 4 */
   bool new_consuming;      /* the consumer of Q.mailbox.new */
+  bool node_consuming;     /* the consumer of this node's queue (cluster mode) */
+  wr_nodebinds_t binds;    /* users bound to this node's queue (cluster.c) */
   int64_t next_janitor_ms; /* monotonic */
   size_t janitor_cursor;   /* the bucket the janitor's next pass starts at */
   /* The read of Q.mailbox.index (mailbox.c): once per process, restarted
@@ -198,6 +224,9 @@ bool wr_amqp_headers_has_warren(const amqp_table_t *t);
  * Anything else (an original published to amqp.exchange or elsewhere) is not
  * trusted. h may be NULL. */
 bool wr_amqp_headers_trusted(const amqp_table_t *h, amqp_bytes_t exchange, const char *queue);
+
+/* The queue of the newest x-death entry of h (may be NULL), or empty bytes. */
+amqp_bytes_t wr_amqp_death_queue(const amqp_table_t *h);
 
 /* Tables nested deeper than this (headers = depth 1) are not copied. */
 #define WR_AMQP_TABLE_MAX_DEPTH 32
@@ -325,6 +354,13 @@ int wr_amqp_poll_reply(wr_amqp_t *a, const char *what, int *refusal);
  * mailbox.ttl_ms, at most mailbox.max_messages (drop-head), dead-lettered to
  * Q.parked (whose name is written to parked, which e[] borrows), classic
  * version 2. Fills e and returns how many entries, or -ENAMETOOLONG. */
+/* "<queue>.node.<cluster.node_id>", this node's queue (cluster mode). 0 or
+ * -ENAMETOOLONG. */
+int wr_amqp_node_queue_name(const wr_config_t *cfg, char *out, size_t outlen);
+/* x-delivery-limit of a quorum node queue: a copy delivered this many times
+ * without an ack (this node crashing on it) goes to its user's mailbox. */
+#define WR_AMQP_NODE_DELIVERY_LIMIT 20
+
 #define WR_AMQP_MAILBOX_ARGS 6
 int wr_amqp_mailbox_args(const wr_config_t *cfg, amqp_table_entry_t e[WR_AMQP_MAILBOX_ARGS],
                          char *parked, size_t parked_len);
@@ -378,6 +414,32 @@ int wr_amqp_mbox_index_put(amqp_connection_state_t c, amqp_channel_t ch, const w
  * connection failed. */
 int wr_amqp_mbox_index_step(wr_amqp_t *a);
 void wr_amqp_mbox_free(wr_amqp_t *a);
+/* Cluster mode: another node made user's mailbox; consume it if user is
+ * online here. 0 or a negative errno. */
+int wr_amqp_mbox_made_elsewhere(wr_amqp_t *a, const char *user);
+
+/* cluster.c — this node's bindings (docs/cluster.md). */
+/* A WR_CMD_NODE_* command (freed here). Returns 0 or a negative errno when the
+ * connection failed. */
+int wr_amqp_node_command(wr_amqp_t *a, wr_amqp_cmd_t *c);
+/* A new connection: binds again every user bound before (a node queue
+ * deleted behind warren's back comes back with the topology). */
+int wr_amqp_node_session_open(wr_amqp_t *a, char *err, size_t errlen);
+/* Unbinds the users whose grace is over. */
+int wr_amqp_node_unbind_due(wr_amqp_t *a);
+/* Cluster mode: what a delivery's headers say before it goes to the loop.
+ * Returns 0 (deliver it), 3 when it is a fan copy that ended in a mailbox or
+ * this node's own fan copy (ack and drop it: the node that sent it delivered
+ * it) or a control message (acted on, then acked), or a negative errno. A copy that
+ * expired in another node's queue unbinds that node for user (it did not
+ * consume its queue for cluster.node_ttl_ms: stopped, or gone for good). */
+/* Tells the nodes where user (key) is connected that their mailbox now
+ * exists: a control message through Q.route (none bound: it lands in the
+ * new mailbox, whose consumers drop it). 0 or -ECONNRESET. */
+int wr_amqp_node_mailbox_made(wr_amqp_t *a, const char *key, const char *user);
+int wr_amqp_node_inspect(wr_amqp_t *a, const amqp_table_t *h, wr_amqp_source_t source,
+                         const char *user, bool *fan);
+void wr_amqp_node_free(wr_amqp_t *a);
 
 /* consume.c — the thread body */
 void *wr_amqp_thread_main(void *arg);

@@ -51,8 +51,10 @@ static int drain_verdicts(wr_amqp_t *a) {
     int r;
     if (c->kind == WR_CMD_VERDICT)
       r = wr_amqp_verdict_run(a, (wr_amqp_delivery_t *)c);
-    else
+    else if (c->kind == WR_CMD_MAILBOX_OPEN || c->kind == WR_CMD_MAILBOX_CLOSE)
       r = wr_amqp_mbox_command(a, c);
+    else
+      r = wr_amqp_node_command(a, c);
     if (r < 0 && rc == 0)
       rc = r;
   }
@@ -192,8 +194,10 @@ static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver
      * (after the year 292 million) is treated as absent. Copies keep it. */
     d->timestamp_s = pr->timestamp > (uint64_t)(INT64_MAX / 1000) ? 0 : (int64_t)pr->timestamp;
   }
-  /* Mailbox deliveries are for their mailbox's owner (set_source). */
-  bool from_mailbox = ch == WR_AMQP_CH_MAILBOX || tag_is(m->consumer_tag, WR_AMQP_CONSUMER_TAG_NEW);
+  /* Mailbox deliveries are for their mailbox's owner, node-queue copies for
+   * the user they name (set_source). */
+  bool from_mailbox = ch == WR_AMQP_CH_MAILBOX || tag_is(m->consumer_tag, WR_AMQP_CONSUMER_TAG_NEW) ||
+                      tag_is(m->consumer_tag, WR_AMQP_CONSUMER_TAG_NODE);
   if (!from_mailbox && read_warren_headers(a, d, m, h) < 0) {
     wr_amqp_delivery_free(d);
     return NULL;
@@ -232,9 +236,11 @@ static int content_frame(wr_amqp_t *a, amqp_channel_t ch, uint8_t type, amqp_fra
 
 /* Where d came from, and for a mailbox or a Q.mailbox.new copy the one user
  * it is for: the mailbox's owner, or the user the copy names (whose mailbox
- * is then declared). Returns 0; 1 when a mailbox delivery's consumer is
- * unknown (requeue it); 2 when a Q.mailbox.new message names no user
- * (dead-letter it); or a negative errno when the connection failed. */
+ * is then declared); for a node-queue copy, the user it names. Returns 0; 1
+ * when a mailbox delivery's consumer is unknown (requeue it); 2 when a
+ * Q.mailbox.new message names no user (dead-letter it); 3 when it is an
+ * expired broadcast (ack it); or a negative errno when the connection
+ * failed. */
 static int set_source(wr_amqp_t *a, wr_amqp_delivery_t *d, const amqp_basic_deliver_t *m,
                       amqp_channel_t ch) {
   wr_amqp_dpriv_t *p = d->priv;
@@ -248,7 +254,27 @@ static int set_source(wr_amqp_t *a, wr_amqp_delivery_t *d, const amqp_basic_deli
     owner = strdup(user);
     d->source = WR_SRC_MAILBOX;
     WR_AMQP_STAT_ADD(a, mailbox_items, 1);
+  } else if (tag_is(m->consumer_tag, WR_AMQP_CONSUMER_TAG_NODE)) {
+    /* Only warren's routers publish to Q.route and Q.broadcast: its headers
+     * are its own (the same trust as the ladder: broker permissions are the
+     * boundary, docs/cluster.md). A broadcast names no user. */
+    d->source = WR_SRC_NODE;
+    d->trusted = true;
+    WR_AMQP_STAT_ADD(a, node_items, 1);
+    free(d->target_user);
+    d->target_user = NULL;
+    int rc = wr_amqp_node_inspect(a, h, WR_SRC_NODE, NULL, &d->fan);
+    if (rc != 0)
+      return rc;
+    return wr_amqp_headers_parse(h, &d->attempt, &d->target_user, &d->expires_at_ms);
   } else if (tag_is(m->consumer_tag, WR_AMQP_CONSUMER_TAG_NEW)) {
+    if (tag_is(m->routing_key, WR_AMQP_BROADCAST_KEY)) {
+      /* A broadcast copy that waited in a node queue past its TTL: a
+       * broadcast goes to who is online when it is sent, never later. */
+      WR_AMQP_STAT_ADD(a, broadcasts_expired, 1);
+      wr_debug("amqp", "a broadcast copy expired in a node queue; dropped");
+      return 3;
+    }
     owner = wr_amqp_mbox_new_owner(h, m->routing_key);
     if (owner == NULL) {
       WR_AMQP_STAT_ADD(a, mailbox_new_rejected, 1);
@@ -272,6 +298,14 @@ static int set_source(wr_amqp_t *a, wr_amqp_delivery_t *d, const amqp_basic_deli
   }
   if (owner == NULL)
     return -ENOMEM;
+  if (a->cfg->cluster_node_id != NULL) {
+    bool fan;
+    int rc = wr_amqp_node_inspect(a, h, d->source, owner, &fan);
+    if (rc != 0) {
+      free(owner);
+      return rc;
+    }
+  }
   /* The mailbox (or the routing key) says whom it is for, whatever headers
    * it carries; its attempt and expiry headers are warren's own or harmless
    * (they only shorten its own life). */
@@ -351,7 +385,14 @@ static int on_delivery(wr_amqp_t *a, const amqp_frame_t *mf) {
     wr_amqp_delivery_free(d);
     if (rc < 0)
       return rc;
-    return amqp_basic_nack(a->conn, ch, tag, 0, requeue) == AMQP_STATUS_OK ? 0 : -ECONNRESET;
+    int st = rc == 3 ? amqp_basic_ack(a->conn, ch, tag, 0)
+                     : amqp_basic_nack(a->conn, ch, tag, 0, requeue);
+    if (st != AMQP_STATUS_OK)
+      return -ECONNRESET;
+    /* Settled on the wire: channel 1's coalesced acks may cover it. */
+    if (ch == WR_AMQP_CH_CONSUME)
+      (void)wr_amqp_acks_mark(&a->acks, tag, false);
+    return 0;
   }
   if (d->body == NULL && d->body_len > 0) {
     WR_AMQP_STAT_ADD(a, bodies_skipped, 1);
@@ -390,8 +431,9 @@ static int server_close(wr_amqp_t *a, const amqp_method_t *m) {
   return rc < 0 ? rc : -ECONNRESET;
 }
 
-/* Consumes Q and, with mailboxes on, Q.mailbox.new (copies for users who
- * have no mailbox yet), both on channel 1. */
+/* Consumes Q, in cluster mode this node's queue, and, with mailboxes on,
+ * Q.mailbox.new (copies for users who have no mailbox yet), all on channel
+ * 1. */
 static int consume_start(wr_amqp_t *a, char *err, size_t errlen) {
   char what[WR_AMQP_NAME_MAX + 32], fresh[WR_AMQP_NAME_MAX];
   int rc;
@@ -402,6 +444,16 @@ static int consume_start(wr_amqp_t *a, char *err, size_t errlen) {
     if ((rc = wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), what, err, errlen)) < 0)
       return rc;
     a->consuming = true;
+  }
+  if (a->cfg->cluster_node_id != NULL && !a->node_consuming) {
+    if (wr_amqp_node_queue_name(a->cfg, fresh, sizeof(fresh)) < 0)
+      return -ENAMETOOLONG;
+    amqp_basic_consume(a->conn, WR_AMQP_CH_CONSUME, amqp_cstring_bytes(fresh),
+                       amqp_cstring_bytes(WR_AMQP_CONSUMER_TAG_NODE), 0, 0, 0, amqp_empty_table);
+    snprintf(what, sizeof(what), "cannot consume from %s", fresh);
+    if ((rc = wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), what, err, errlen)) < 0)
+      return rc;
+    a->node_consuming = true;
   }
   if (!a->cfg->mailbox_enabled || a->new_consuming)
     return 0;
@@ -421,13 +473,17 @@ static int consume_start(wr_amqp_t *a, char *err, size_t errlen) {
  * same channel, so unsettled tags stay valid. */
 static int on_broker_cancel(wr_amqp_t *a, amqp_bytes_t tag) {
   char err[512];
-  bool fresh = tag_is(tag, WR_AMQP_CONSUMER_TAG_NEW);
+  bool fresh = tag_is(tag, WR_AMQP_CONSUMER_TAG_NEW), node = tag_is(tag, WR_AMQP_CONSUMER_TAG_NODE);
   wr_error("amqp",
-           "the broker cancelled the consumer on %s%s (queue deleted?); redeclaring the "
+           "the broker cancelled the consumer on %s%s%s (queue deleted?); redeclaring the "
            "topology and consuming again",
-           a->cfg->queue, fresh ? ".mailbox.new" : "");
-  if (fresh) {
-    a->new_consuming = false;
+           a->cfg->queue, fresh ? ".mailbox.new" : node ? ".node." : "",
+           node ? a->cfg->cluster_node_id : "");
+  if (fresh || node) {
+    if (fresh)
+      a->new_consuming = false;
+    else
+      a->node_consuming = false;
     int rc = wr_amqp_topology_declare(a->conn, WR_AMQP_CH_CONSUME, a->cfg, err, sizeof(err));
     if (rc == 0 && !a->cancelled)
       rc = consume_start(a, err, sizeof(err));
@@ -525,7 +581,8 @@ static int poll_queues(wr_amqp_t *a) {
   int64_t now = wr_amqp_now_ms();
   int rc;
 
-  if ((rc = wr_amqp_mbox_index_step(a)) < 0 || (rc = wr_amqp_mbox_janitor(a)) < 0)
+  if ((rc = wr_amqp_mbox_index_step(a)) < 0 || (rc = wr_amqp_mbox_janitor(a)) < 0 ||
+      (rc = wr_amqp_node_unbind_due(a)) < 0)
     return rc;
   if (a->cbs->queue_stats_cb == NULL || now < a->next_poll_ms)
     return 0;
@@ -555,6 +612,12 @@ static void do_cancel(wr_amqp_t *a) {
       wr_warn("amqp", "%s", err);
     a->new_consuming = false;
   }
+  if (a->node_consuming) {
+    amqp_basic_cancel(a->conn, WR_AMQP_CH_CONSUME, amqp_cstring_bytes(WR_AMQP_CONSUMER_TAG_NODE));
+    if (wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), "basic.cancel", err, sizeof(err)) < 0)
+      wr_warn("amqp", "%s", err);
+    a->node_consuming = false;
+  }
   if (!a->consuming)
     return;
   /* An RPC: deliveries already on the wire are queued by rabbitmq-c and
@@ -578,6 +641,7 @@ static int session_open(wr_amqp_t *a, char *err, size_t errlen) {
   a->poll_channel_open = false;
   a->consuming = false;
   a->new_consuming = false;
+  a->node_consuming = false;
   a->next_poll_ms = 0;
   a->last_keepalive_ms = wr_amqp_now_ms();
   if ((rc = wr_amqp_channel_open(a->conn, WR_AMQP_CH_CONSUME, err, errlen)) < 0 ||
@@ -591,6 +655,10 @@ static int session_open(wr_amqp_t *a, char *err, size_t errlen) {
     return rc;
   amqp_confirm_select(a->conn, WR_AMQP_CH_PUBLISH);
   if ((rc = wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), "confirm.select", err, errlen)) < 0)
+    return rc;
+  /* Bindings first: the mailboxes consumed next route what they hold to
+   * Q.route, which must reach this node for its online users. */
+  if (a->cfg->cluster_node_id != NULL && (rc = wr_amqp_node_session_open(a, err, errlen)) < 0)
     return rc;
   if (a->cfg->mailbox_enabled && !a->cancelled &&
       (rc = wr_amqp_mbox_session_open(a, err, errlen)) < 0)
@@ -610,6 +678,7 @@ static void session_close(wr_amqp_t *a, bool graceful) {
   a->conn = NULL;
   a->consuming = false;
   a->new_consuming = false;
+  a->node_consuming = false;
   wr_amqp_mbox_session_closed(a);
   WR_AMQP_STAT_SET(a, connected, 0);
   WR_AMQP_STAT_SET(a, unacked, 0);

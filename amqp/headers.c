@@ -132,6 +132,15 @@ static bool is_ladder_queue(amqp_bytes_t name, const char *queue) {
   return true;
 }
 
+amqp_bytes_t wr_amqp_death_queue(const amqp_table_t *h) {
+  const amqp_field_value_t *xd = wr_amqp_table_get(h, "x-death");
+  if (xd == NULL || xd->kind != AMQP_FIELD_KIND_ARRAY || xd->value.array.num_entries < 1 ||
+      xd->value.array.entries[0].kind != AMQP_FIELD_KIND_TABLE)
+    return amqp_empty_bytes;
+  const amqp_field_value_t *q = wr_amqp_table_get(&xd->value.array.entries[0].value.table, "queue");
+  return is_string(q) ? q->value.bytes : amqp_empty_bytes;
+}
+
 bool wr_amqp_headers_trusted(const amqp_table_t *h, amqp_bytes_t exchange, const char *queue) {
   /* Originals come through amqp.exchange (or any exchange an operator bound
    * to Q); the ladder queues dead-letter through the default exchange. */
@@ -291,7 +300,7 @@ int wr_amqp_headers_build(const amqp_table_t *orig, const wr_amqp_pub_t *pub, am
   size_t n_orig = (orig != NULL && orig->entries != NULL && orig->num_entries > 0)
                       ? (size_t)orig->num_entries
                       : 0;
-  amqp_table_entry_t *e = calloc(n_orig + 4, sizeof(*e));
+  amqp_table_entry_t *e = calloc(n_orig + 5, sizeof(*e));
   int n = 0;
 
   out->num_entries = 0;
@@ -309,6 +318,8 @@ int wr_amqp_headers_build(const amqp_table_t *orig, const wr_amqp_pub_t *pub, am
     add_i64(&e[n++], "x-warren-expires-at", pub->expires_at_ms);
   if (pub->kind == WR_PUB_PARK && pub->reason != NULL)
     add_str(&e[n++], "x-warren-reason", pub->reason);
+  if (pub->kind == WR_PUB_ROUTE && pub->fan && pub->fan_from != NULL)
+    add_str(&e[n++], "x-warren-fan", pub->fan_from);
   out->entries = e;
   out->num_entries = n;
   return 0;

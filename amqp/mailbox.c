@@ -311,7 +311,21 @@ int wr_amqp_mbox_create(wr_amqp_t *a, const char *user, bool known_ok) {
   m->used_ms = wr_amqp_now_ms();
   WR_AMQP_STAT_ADD(a, mailboxes_created, 1);
   wr_debug("amqp", "mailbox of user %s declared and bound", user);
+  /* Cluster mode: the nodes where the user is connected looked for a
+   * mailbox when they joined and found none; tell them (docs/cluster.md). */
+  if (a->cfg->cluster_node_id != NULL && (rc = wr_amqp_node_mailbox_made(a, m->key, user)) < 0)
+    return rc;
   return m->wanted ? consume(a, m) : 0;
+}
+
+int wr_amqp_mbox_made_elsewhere(wr_amqp_t *a, const char *user) {
+  wr_mbox_t *m = get(a, user);
+  if (m == NULL)
+    return -ENOMEM;
+  if (!m->wanted || m->consuming)
+    return 0;
+  wr_debug("amqp", "another node made the mailbox of user %s: consuming it", user);
+  return want(a, m);
 }
 
 char *wr_amqp_mbox_new_owner(const amqp_table_t *h, amqp_bytes_t rk) {

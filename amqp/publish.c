@@ -190,6 +190,19 @@ static int publish_copy(wr_amqp_t *a, wr_amqp_delivery_t *d, size_t i, bool *no_
       if (wr_amqp_mbox_create(a, pub->user, true) < 0)
         return -ECONNRESET;
     }
+  } else if (pub->kind == WR_PUB_ROUTE) {
+    d->pubs[i].fan_from = a->cfg->cluster_node_id;
+    rc = wr_amqp_name_fmt(exchange, sizeof(exchange), a->cfg->queue, ".route");
+    if (rc == 0 && (pub->user == NULL || wr_amqp_user_key(pub->user, key, sizeof(key)) < 0))
+      rc = -EINVAL;
+    /* A copy no node is bound for goes on to Q.mailbox (the alternate
+     * exchange) under the same key, and to Q.mailbox.new when the user has
+     * no mailbox yet. The router does not make the mailbox first, as a
+     * mailbox copy does: it cannot know whether the user is connected
+     * somewhere, and most are (docs/cluster.md, "Ordering"). */
+  } else if (pub->kind == WR_PUB_BROADCAST) {
+    rc = wr_amqp_name_fmt(exchange, sizeof(exchange), a->cfg->queue, ".broadcast");
+    snprintf(key, sizeof(key), "%s", WR_AMQP_BROADCAST_KEY);
   } else {
     exchange[0] = '\0';
     rc = wr_amqp_name_fmt(key, sizeof(key), a->cfg->queue, ".parked");
@@ -205,9 +218,9 @@ static int publish_copy(wr_amqp_t *a, wr_amqp_delivery_t *d, size_t i, bool *no_
     size_t props_max = frame_max > WR_AMQP_CONTENT_OVERHEAD && frame_max <= WR_AMQP_FRAME_MAX
                            ? (size_t)frame_max - WR_AMQP_CONTENT_OVERHEAD
                            : WR_AMQP_FRAME_MAX - WR_AMQP_CONTENT_OVERHEAD;
-    /* Ladder copies and mailbox copies come back dead-lettered (x-death
-     * added): leave room for it. */
-    if (pub->kind == WR_PUB_RETRY || pub->kind == WR_PUB_MAILBOX)
+    /* Ladder, mailbox and routed copies can come back dead-lettered
+     * (x-death added): leave room for it. */
+    if (pub->kind != WR_PUB_PARK)
       props_max =
           props_max > WR_AMQP_DEADLETTER_RESERVE ? props_max - WR_AMQP_DEADLETTER_RESERVE : 0;
     rc = wr_amqp_copy_build(&c, &p->props, pub, exchange, key, wr_amqp_wall_ms(), a->scratch,
@@ -251,8 +264,9 @@ static int publish_copy(wr_amqp_t *a, wr_amqp_delivery_t *d, size_t i, bool *no_
   /* mandatory: a copy that no queue takes (a ladder queue deleted by hand)
    * comes back as basic.return instead of vanishing. Everything it encodes
    * was checked above, so a failure here is the connection's. */
+  /* Not a broadcast: no node bound is no one online, not a failure. */
   int st = amqp_basic_publish(a->conn, WR_AMQP_CH_PUBLISH, amqp_cstring_bytes(exchange),
-                              amqp_cstring_bytes(key), 1, 0, &c.props,
+                              amqp_cstring_bytes(key), pub->kind != WR_PUB_BROADCAST, 0, &c.props,
                               (amqp_bytes_t){.len = d->body_len, .bytes = d->body});
   wr_amqp_copy_release(&c);
   if (st != AMQP_STATUS_OK) {
@@ -348,21 +362,25 @@ static void pending_compact(wr_amqp_t *a) {
   a->n_pending = w;
 }
 
-/* A mailbox copy the broker nacked or returned (the mailbox unavailable,
- * its exchange gone): the ladder takes it, as before mailboxes. Publishes
- * the fallback copy in its place. Returns 0 when it was sent (its confirm
- * is awaited now), 1 when nothing could be sent for it, or a negative errno
- * when the connection failed. */
+/* A mailbox or route copy the broker nacked or returned (the mailbox
+ * unavailable, its exchange gone): the ladder takes it, as before mailboxes.
+ * Publishes the fallback copy in its place. Returns 0 when it was sent (its
+ * confirm is awaited now), 1 when nothing could be sent for it, or a
+ * negative errno when the connection failed. */
 static int fall_back(wr_amqp_t *a, wr_amqp_delivery_t *d, size_t i) {
   wr_amqp_pub_t *pub = &d->pubs[i];
   bool no_mid = false;
+  bool routed = pub->kind == WR_PUB_ROUTE;
   pub->kind = pub->fallback_kind;
   pub->delay_ms = pub->fallback_delay_ms;
   pub->attempt = pub->fallback_attempt;
   pub->reason = pub->fallback_reason;
-  WR_AMQP_STAT_ADD(a, mailbox_fallbacks, 1);
-  wr_warn("amqp", "the mailbox copy of delivery %llu for user %s was refused; sending it to %s",
-          (unsigned long long)d->tag, pub->user ? pub->user : "?",
+  if (routed)
+    WR_AMQP_STAT_ADD(a, route_fallbacks, 1);
+  else
+    WR_AMQP_STAT_ADD(a, mailbox_fallbacks, 1);
+  wr_warn("amqp", "the %s copy of delivery %llu for user %s was refused; sending it to %s",
+          routed ? "routed" : "mailbox", (unsigned long long)d->tag, pub->user ? pub->user : "?",
           pub->kind == WR_PUB_RETRY ? "the retry ladder" : "the parked queue");
   int rc = publish_copy(a, d, i, &no_mid);
   if (rc == -ENOMEM || rc == -EMSGSIZE)
@@ -393,7 +411,12 @@ int wr_amqp_confirm_settle(wr_amqp_t *a, uint64_t tag, bool multiple, bool ok) {
       WR_AMQP_STAT_ADD(a, published, 1);
       if (d->pubs[pub].kind == WR_PUB_MAILBOX)
         WR_AMQP_STAT_ADD(a, mailbox_puts, 1);
-    } else if (d->pubs[pub].kind == WR_PUB_MAILBOX) {
+      else if (d->pubs[pub].kind == WR_PUB_ROUTE)
+        WR_AMQP_STAT_ADD(a, routed, 1);
+      else if (d->pubs[pub].kind == WR_PUB_BROADCAST)
+        WR_AMQP_STAT_ADD(a, broadcasts_routed, 1);
+    } else if (d->pubs[pub].kind == WR_PUB_MAILBOX ||
+               (d->pubs[pub].kind == WR_PUB_ROUTE && !d->pubs[pub].fan)) {
       int r = fall_back(a, d, pub);
       if (r == 0)
         continue; /* the fallback copy stands in for this one */

@@ -92,6 +92,70 @@ static int declare_mailbox_exchanges(amqp_connection_state_t c, amqp_channel_t c
   return declare_exchange_args(c, ch, mailbox, "direct", args, err, errlen);
 }
 
+int wr_amqp_node_queue_name(const wr_config_t *cfg, char *out, size_t outlen) {
+  int n = snprintf(out, outlen, "%s.node.%s", cfg->queue,
+                   cfg->cluster_node_id != NULL ? cfg->cluster_node_id : "");
+  return n < 0 || (size_t)n >= outlen || n > 255 ? -ENAMETOOLONG : 0;
+}
+
+/* Cluster mode (docs/cluster.md): Q.route (direct; what no node is bound
+ * for goes on to Q.mailbox, its alternate exchange), Q.broadcast (fanout),
+ * and this node's queue Q.node.<id>, bound to Q.broadcast. The node queue
+ * keeps a copy at most cluster.node_ttl_ms, then dead-letters it to
+ * Q.mailbox with its routing key (the user key), so a node that never comes
+ * back strands nothing. As a quorum queue (the default) that dead-lettering
+ * is at-least-once, which needs overflow reject-publish; its delivery limit
+ * is set explicitly (RabbitMQ 4.0 defaults it to 20 and drops what passes
+ * it when no dead-letter exchange is set). */
+static int declare_cluster(amqp_connection_state_t c, amqp_channel_t ch, const wr_config_t *cfg,
+                           char *err, size_t errlen) {
+  char route[WR_AMQP_NAME_MAX], bcast[WR_AMQP_NAME_MAX], mailbox[WR_AMQP_NAME_MAX],
+      node[WR_AMQP_NAME_MAX];
+  amqp_table_entry_t e[7];
+  amqp_table_t args = {.num_entries = 0, .entries = e};
+  bool quorum = cfg->node_queue_type == WR_QUEUE_QUORUM;
+  int rc;
+
+  if (wr_amqp_name_fmt(route, sizeof(route), cfg->queue, ".route") < 0 ||
+      wr_amqp_name_fmt(bcast, sizeof(bcast), cfg->queue, ".broadcast") < 0 ||
+      wr_amqp_name_fmt(mailbox, sizeof(mailbox), cfg->queue, ".mailbox") < 0 ||
+      wr_amqp_node_queue_name(cfg, node, sizeof(node)) < 0) {
+    snprintf(err, errlen, "amqp.queue and cluster.node_id are too long for the cluster names");
+    return -ENAMETOOLONG;
+  }
+  set_str(&e[0], "alternate-exchange", mailbox);
+  args.num_entries = 1;
+  if ((rc = declare_exchange_args(c, ch, route, "direct", args, err, errlen)) < 0)
+    return rc;
+  if ((rc = declare_exchange(c, ch, bcast, "fanout", err, errlen)) < 0)
+    return rc;
+  e[0].key = amqp_cstring_bytes("x-message-ttl");
+  e[0].value.kind = AMQP_FIELD_KIND_I64;
+  e[0].value.value.i64 = cfg->cluster_node_ttl_ms;
+  set_str(&e[1], "x-dead-letter-exchange", mailbox);
+  args.num_entries = 2;
+  if (quorum) {
+    set_str(&e[args.num_entries++], "x-queue-type", "quorum");
+    set_str(&e[args.num_entries++], "x-dead-letter-strategy", "at-least-once");
+    set_str(&e[args.num_entries++], "x-overflow", "reject-publish");
+    e[args.num_entries].key = amqp_cstring_bytes("x-delivery-limit");
+    e[args.num_entries].value.kind = AMQP_FIELD_KIND_I64;
+    e[args.num_entries++].value.value.i64 = WR_AMQP_NODE_DELIVERY_LIMIT;
+  } else {
+    e[args.num_entries].key = amqp_cstring_bytes("x-queue-version");
+    e[args.num_entries].value.kind = AMQP_FIELD_KIND_I64;
+    e[args.num_entries++].value.value.i64 = 2;
+  }
+  if ((rc = declare_queue(c, ch, node, args, cfg->node_queue_type, err, errlen)) < 0)
+    return rc;
+  if ((rc = bind_queue(c, ch, node, bcast, "", err, errlen)) < 0)
+    return rc;
+  wr_info("amqp", "cluster mode: node %s consumes %s (%s, ttl %u ms), routing through %s and %s",
+          cfg->cluster_node_id, node, quorum ? "quorum" : "classic", cfg->cluster_node_ttl_ms,
+          route, bcast);
+  return 0;
+}
+
 int wr_amqp_mailbox_args(const wr_config_t *cfg, amqp_table_entry_t e[WR_AMQP_MAILBOX_ARGS],
                          char *parked, size_t parked_len) {
   if (wr_amqp_name_fmt(parked, parked_len, cfg->queue, ".parked") < 0)
@@ -183,6 +247,8 @@ int wr_amqp_topology_declare(amqp_connection_state_t c, amqp_channel_t ch, const
     return rc;
   if (cfg->mailbox_enabled && (rc = declare_mailbox_exchanges(c, ch, cfg, dlx, err, errlen)) < 0)
     return rc;
+  if (cfg->cluster_node_id != NULL && (rc = declare_cluster(c, ch, cfg, err, errlen)) < 0)
+    return rc;
   wr_info("amqp",
           "topology declared: exchange %s -> queue %s (%s), %zu ladder queue(s) via %s, %s, "
           "%s -> %s",
@@ -268,6 +334,10 @@ int wr_amqp_topology_poll(wr_amqp_t *a, wr_amqp_queue_stat_t *out, size_t cap, s
    * themselves are one per user, too many to poll. */
   if (a->cfg->mailbox_enabled && k < cap)
     snprintf(out[k++].name, sizeof(out->name), "%s.mailbox.new", q);
+  /* This node's queue: a depth that grows means it does not keep up. */
+  if (a->cfg->cluster_node_id != NULL && k < cap &&
+      wr_amqp_node_queue_name(a->cfg, out[k].name, sizeof(out->name)) == 0)
+    k++;
   for (size_t i = 0; i < k; i++) {
     if ((rc = poll_one(a, &out[i])) < 0)
       return rc;

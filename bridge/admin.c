@@ -462,6 +462,56 @@ const wr_metric_t wr_admin_metrics[] = {
      "From a returning user's first connection to the first item of the backlog waiting in their "
      "mailbox on the wire: how long they wait for it.",
      NULL, "mailbox_replay", LOOP(HIST, mailbox_replay)},
+    /* Cluster mode (docs/cluster.md): zero in single mode. */
+    {"warren_cluster_routed_total", COUNTER,
+     "Copies this node published to Q.route as a router, one per target user (copies), and those "
+     "the broker confirmed (confirmed); broadcasts are sent once to Q.broadcast.",
+     "state=\"copies\"", "cluster.routed_copies", LOOP(U64, routed_copies)},
+    {"warren_cluster_routed_total", COUNTER, NULL, "state=\"confirmed\"", "cluster.routed",
+     AMQP(routed)},
+    {"warren_cluster_broadcasts_total", COUNTER,
+     "Broadcasts this node sent to Q.broadcast as a router (sent) and broadcast copies that "
+     "waited in a node queue past cluster.node_ttl_ms and were dropped (expired).",
+     "state=\"sent\"", "cluster.broadcasts", LOOP(U64, routed_broadcasts)},
+    {"warren_cluster_broadcasts_total", COUNTER, NULL, "state=\"expired\"",
+     "cluster.broadcasts_expired", AMQP(broadcasts_expired)},
+    {"warren_cluster_route_fallbacks_total", COUNTER,
+     "Route copies the broker nacked or returned, sent to the retry ladder instead; any increase "
+     "means Q.route or the mailbox exchanges are refusing copies.",
+     NULL, "cluster.route_fallbacks", AMQP(route_fallbacks)},
+    {"warren_cluster_node_items_total", COUNTER,
+     "Copies consumed from this node's queue (routed here for a user connected here, or a "
+     "broadcast).",
+     NULL, "cluster.node_items", AMQP(node_items)},
+    {"warren_cluster_wasted_total", COUNTER,
+     "Copies routed to this node for a user with no connection here (they moved, or a binding "
+     "outlived a crash or its grace): mailed to the user, and the binding removed.",
+     NULL, "cluster.wasted", LOOP(U64, node_stale)},
+    {"warren_cluster_fan_total", COUNTER,
+     "Fan copies: a mailbox item delivered here is sent once more through Q.route for the user's "
+     "devices on other nodes (sent); this node's own coming back (echo), those no device took "
+     "(undelivered) and those that ended in a mailbox (dropped) are dropped.",
+     "state=\"sent\"", "cluster.fan_sent", LOOP(U64, fan_copies)},
+    {"warren_cluster_fan_total", COUNTER, NULL, "state=\"echo\"", "cluster.fan_echoes",
+     AMQP(fan_echoes)},
+    {"warren_cluster_fan_total", COUNTER, NULL, "state=\"undelivered\"", "cluster.fan_undelivered",
+     LOOP(U64, fan_undelivered)},
+    {"warren_cluster_fan_total", COUNTER, NULL, "state=\"dropped\"", "cluster.fan_dropped",
+     AMQP(fan_dropped)},
+    {"warren_cluster_binding_ops_total", COUNTER,
+     "Binding operations on this node's queue: bind (a user's first connection here), unbind "
+     "(grace over, or a stale binding), rejoin (back within cluster.unbind_grace_ms: neither), "
+     "unbind_other (another node's binding, after a copy expired in its queue).",
+     "op=\"bind\"", "cluster.binds", AMQP(node_binds)},
+    {"warren_cluster_binding_ops_total", COUNTER, NULL, "op=\"unbind\"", "cluster.unbinds",
+     AMQP(node_unbinds)},
+    {"warren_cluster_binding_ops_total", COUNTER, NULL, "op=\"rejoin\"", "cluster.rejoins",
+     AMQP(node_rejoins)},
+    {"warren_cluster_binding_ops_total", COUNTER, NULL, "op=\"unbind_other\"",
+     "cluster.unbinds_other", AMQP(node_foreign_unbinds)},
+    {"warren_cluster_users_bound", GAUGE,
+     "User keys bound to this node's queue now (online here, or within their unbind grace).", NULL,
+     "cluster.users_bound", AMQP(node_users_bound)},
     {"warren_pending_deliveries", GAUGE, "Consumed messages not settled yet by the loop.", NULL,
      "in_flight", BRIDGE(SIZE, core.n_pendings)},
     {"warren_ring_depth", GAUGE, "Items waiting in the inter-thread rings.", "ring=\"delivery\"",

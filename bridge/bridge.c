@@ -129,6 +129,16 @@ static void core_mailbox_cb(const char *user, bool open, void *data) {
   wr_bridge_command(data, c);
 }
 
+static void core_node_cb(const char *user, wr_amqp_cmd_kind_t op, void *data) {
+  wr_amqp_cmd_t *c = wr_amqp_mbox_cmd_new(op, user);
+  if (c == NULL) {
+    /* A lost join would leave an online user unreachable here: stop. */
+    wr_error("bridge", "out of memory for a node binding command (user %s)", user);
+    abort();
+  }
+  wr_bridge_command(data, c);
+}
+
 static uint64_t core_now_ns_cb(void *data) {
   (void)data;
   return wr_amqp_now_ns();
@@ -517,6 +527,12 @@ static void restart_keys(const wr_config_t *old, const wr_config_t *n, char *buf
            old->mailbox_janitor_ms != n->mailbox_janitor_ms ||
            old->mailbox_unbind_grace_ms != n->mailbox_unbind_grace_ms,
        "the mailbox janitor's timings");
+  DIFF((old->cluster_node_id == NULL) != (n->cluster_node_id == NULL) ||
+           (old->cluster_node_id != NULL && strcmp(old->cluster_node_id, n->cluster_node_id) != 0),
+       "cluster.node_id");
+  DIFF(old->node_queue_type != n->node_queue_type || old->cluster_node_ttl_ms != n->cluster_node_ttl_ms,
+       "cluster.queue_type / node_ttl_ms");
+  DIFF(old->cluster_unbind_grace_ms != n->cluster_unbind_grace_ms, "cluster.unbind_grace_ms");
 #undef DIFF
 }
 
@@ -641,7 +657,8 @@ int wr_bridge_run(const wr_config_t *cfg, const char *config_path) {
                          .load_cb = core_load_cb,
                          .verdict_cb = core_verdict_cb,
                          .now_ns_cb = core_now_ns_cb,
-                         .mailbox_cb = core_mailbox_cb};
+                         .mailbox_cb = core_mailbox_cb,
+                         .node_cb = core_node_cb};
   if (wr_ring_init(&b->deliveries, cap) != 0 || wr_ring_init(&b->commands, cap * 2) != 0 ||
       wr_core_init(&b->core, &core_cfg, &sink, &b->stats) != 0) {
     wr_error("main", "out of memory");

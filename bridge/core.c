@@ -40,6 +40,7 @@ struct wr_pending_s {
   size_t n_open; /* targets still waiting */
   size_t n_targets;
   wr_amqp_source_t source; /* the delivery's, kept past its verdict */
+  bool fan;                /* the delivery's: a fan copy from another node */
   bool backlog;            /* the delivery's: first item of a mailbox backlog */
   bool resolved;
   target_t targets[];
@@ -56,6 +57,7 @@ void wr_core_config_from(wr_core_config_t *out, const wr_config_t *cfg) {
   out->max_body_bytes = cfg->max_body_bytes;
   out->mailbox_enabled = cfg->mailbox_enabled;
   out->mailbox_max_redeliveries = cfg->mailbox_max_redeliveries;
+  out->cluster = cfg->cluster_node_id != NULL;
 }
 
 /* The AMQP timestamp property in ms, when it is a plausible time (after
@@ -152,8 +154,8 @@ static void hand_back(wr_core_t *core, wr_amqp_delivery_t *d, wr_verdict_kind_t 
 
 /* Builds the ladder or park copy for one user who could not be reached.
  * Returns 0 or -ENOMEM. */
-static int fill_offline_pub(wr_core_t *core, const wr_pending_t *p, const wr_amqp_delivery_t *d,
-                            const char *user, wr_amqp_pub_t *pub) {
+static int fill_offline_pub(wr_core_t *core, const wr_envelope_t *env,
+                            const wr_amqp_delivery_t *d, const char *user, wr_amqp_pub_t *pub) {
   const wr_core_config_t *cfg = &core->cfg;
   /* Attempts made, including this one; the header is whatever a copy
    * carried, so never wrap. */
@@ -161,12 +163,12 @@ static int fill_offline_pub(wr_core_t *core, const wr_pending_t *p, const wr_amq
 
   memset(pub, 0, sizeof(*pub));
   pub->user = strdup(user);
-  pub->id = strdup(p->env.id);
+  pub->id = strdup(env->id);
   if (pub->user == NULL || pub->id == NULL)
     return -ENOMEM;
-  pub->expires_at_ms = p->env.expires_at_ms;
+  pub->expires_at_ms = env->expires_at_ms;
   pub->attempt = done;
-  bool expired = p->env.expires_at_ms != 0 && core->wall_ms >= p->env.expires_at_ms;
+  bool expired = env->expires_at_ms != 0 && core->wall_ms >= env->expires_at_ms;
   if (expired) {
     pub->kind = WR_PUB_PARK;
     pub->reason = "expired";
@@ -207,10 +209,42 @@ static int fill_unacked_pub(const wr_pending_t *p, const wr_amqp_delivery_t *d, 
   return pub->user != NULL && pub->id != NULL ? 0 : -ENOMEM;
 }
 
+static void count_pub(wr_core_t *core, const wr_amqp_pub_t *pub);
+
+/* The fan copy of a mailbox item delivered here (wr_amqp_pub_t.fan). 0, or
+ * -ENOMEM: the item is acked without it (the other devices miss it; the
+ * user has it). */
+static int fan_pub(wr_core_t *core, const wr_pending_t *p, wr_amqp_delivery_t *d,
+                   const char *user) {
+  wr_amqp_pub_t *pub = calloc(1, sizeof(*pub));
+  if (pub == NULL)
+    return -ENOMEM;
+  d->pubs = pub;
+  d->n_pubs = 1;
+  pub->kind = WR_PUB_ROUTE;
+  pub->fan = true;
+  pub->attempt = d->attempt;
+  pub->expires_at_ms = p->env.expires_at_ms;
+  pub->user = strdup(user);
+  pub->id = strdup(p->env.id);
+  if (pub->user == NULL || pub->id == NULL) {
+    wr_amqp_delivery_drop_pubs(d);
+    return -ENOMEM;
+  }
+  count_pub(core, pub);
+  return 0;
+}
+
 static void count_pub(wr_core_t *core, const wr_amqp_pub_t *pub) {
   wr_bridge_stats_t *st = core->stats;
   if (pub->kind == WR_PUB_MAILBOX) {
     st->mailbox_copies++;
+  } else if (pub->kind == WR_PUB_ROUTE && pub->fan) {
+    st->fan_copies++;
+  } else if (pub->kind == WR_PUB_ROUTE) {
+    st->routed_copies++;
+  } else if (pub->kind == WR_PUB_BROADCAST) {
+    st->routed_broadcasts++;
   } else if (pub->kind == WR_PUB_RETRY) {
     for (size_t i = 0; i < core->cfg.n_retry_delays; i++) {
       if (core->cfg.retry_delays_ms[i] == pub->delay_ms) {
@@ -277,6 +311,12 @@ static void finish_mailbox(wr_core_t *core, wr_pending_t *p, wr_amqp_delivery_t 
   if (t->state == T_DELIVERED) {
     redelivery_forget(u, p->env.id);
     core->stats->verdicts_acked++;
+    /* Cluster mode: the user's devices on other nodes get a fan copy
+     * through Q.route; then the item is acked. */
+    if (core->cfg.cluster && fan_pub(core, p, d, u->id) == 0) {
+      hand_back(core, d, WR_VERDICT_PUBLISH);
+      return;
+    }
     hand_back(core, d, WR_VERDICT_ACK);
     return;
   }
@@ -310,6 +350,12 @@ static void mbox_command(wr_core_t *core, wr_user_t *u, bool open) {
   u->mbox_open = open;
   if (core->sink.mailbox_cb != NULL)
     core->sink.mailbox_cb(u->id, open, core->sink.data);
+}
+
+/* Cluster mode: this node's binding for u (core_int.h, node_cb). */
+static void node_command(wr_core_t *core, const char *user, wr_amqp_cmd_kind_t op) {
+  if (core->cfg.cluster && core->sink.node_cb != NULL)
+    core->sink.node_cb(user, op, core->sink.data);
 }
 
 static void mbox_unpause(wr_core_t *core, wr_user_t *u) {
@@ -353,6 +399,12 @@ static void finish(wr_core_t *core, wr_pending_t *p) {
   for (i = 0; i < p->n_targets; i++)
     if (p->targets[i].state == T_OFFLINE)
       n_off++;
+  if (n_off > 0 && p->fan) {
+    /* A fan copy: the node that sent it delivered it to the user; it is
+     * for devices here, never kept for later. */
+    core->stats->fan_undelivered++;
+    n_off = 0;
+  }
   if (n_off == 0) {
     core->stats->verdicts_acked++;
     hand_back(core, d, WR_VERDICT_ACK);
@@ -366,7 +418,7 @@ static void finish(wr_core_t *core, wr_pending_t *p) {
     if (p->targets[i].state != T_OFFLINE)
       continue;
     /* The target's reference keeps its user record, and so this id, alive. */
-    if (fill_offline_pub(core, p, d, p->targets[i].user->id, &d->pubs[k++]) != 0)
+    if (fill_offline_pub(core, &p->env, d, p->targets[i].user->id, &d->pubs[k++]) != 0)
       goto oom;
   }
   for (i = 0; i < n_off; i++)
@@ -577,6 +629,48 @@ static const char *copy_target(wr_core_t *core, const wr_amqp_delivery_t *d,
   return NULL;
 }
 
+/* Cluster mode (docs/cluster.md): a message from Q or Q.mailbox.new is
+ * routed rather than delivered here: one copy per target
+ * user to Q.route, which the nodes where that user is connected are bound to
+ * (with none, its alternate exchange puts the copy in the user's mailbox), or
+ * a broadcast once to Q.broadcast; the message is acked once they are
+ * confirmed. A route copy the broker refuses falls back to the ladder copy
+ * the user would have had (single mode's offline copy). */
+static void route(wr_core_t *core, wr_amqp_delivery_t *d, const wr_envelope_t *env,
+                  const char *only) {
+  size_t n = env->broadcast || only != NULL ? 1 : env->n_users;
+  d->pubs = calloc(n, sizeof(*d->pubs));
+  if (d->pubs == NULL)
+    goto oom;
+  d->n_pubs = n;
+  if (env->broadcast) {
+    wr_amqp_pub_t *pub = &d->pubs[0];
+    pub->kind = WR_PUB_BROADCAST;
+    pub->attempt = d->attempt;
+    pub->expires_at_ms = env->expires_at_ms;
+    if ((pub->id = strdup(env->id)) == NULL)
+      goto oom;
+  } else {
+    /* Not expired (handle parked it): fill_offline_pub makes a mailbox copy
+     * with its ladder fallback, which becomes the route copy's. */
+    for (size_t i = 0; i < n; i++) {
+      if (fill_offline_pub(core, env, d, only != NULL ? only : env->users[i], &d->pubs[i]) != 0)
+        goto oom;
+      assert(d->pubs[i].kind == WR_PUB_MAILBOX);
+      d->pubs[i].kind = WR_PUB_ROUTE;
+    }
+  }
+  for (size_t i = 0; i < n; i++)
+    count_pub(core, &d->pubs[i]);
+  hand_back(core, d, WR_VERDICT_PUBLISH);
+  return;
+oom:
+  wr_amqp_delivery_drop_pubs(d);
+  core->stats->requeued++;
+  wr_warn("core", "out of memory routing delivery %llu; requeueing it", (unsigned long long)d->tag);
+  hand_back(core, d, WR_VERDICT_REQUEUE);
+}
+
 static void handle(wr_core_t *core, wr_amqp_delivery_t *d) {
   wr_envelope_t env;
   wr_env_result_t r;
@@ -606,15 +700,20 @@ static void handle(wr_core_t *core, wr_amqp_delivery_t *d) {
   core->stats->consumed[env.format == WR_ENV_MSGPACK ? 1 : 0]++;
   if (d->expires_at_ms != 0)
     env.expires_at_ms = d->expires_at_ms;
-  if (d->source != WR_SRC_QUEUE) {
-    /* A mailbox item, or a copy for a user who had no mailbox: for its one
-     * user, who must be one the body names. */
+  if (d->source == WR_SRC_NODE && env.broadcast) {
+    /* A broadcast through Q.broadcast: to everyone connected here. */
+    only = NULL;
+  } else if (d->source != WR_SRC_QUEUE) {
+    /* A mailbox item, a copy for a user who had no mailbox, or a copy routed
+     * to this node: for its one user, who must be one the body names. */
     only = env.broadcast || !names(&env, d->target_user) ? NULL : d->target_user;
     if (only == NULL) {
       wr_envelope_close(&env);
       core->stats->mailbox_rejected++;
       wr_warn("core", "a %s item for user %s does not name that user; dead-lettering it",
-              d->source == WR_SRC_MAILBOX ? "mailbox" : "new-mailbox",
+              d->source == WR_SRC_MAILBOX ? "mailbox"
+              : d->source == WR_SRC_NODE  ? "node-queue"
+                                          : "new-mailbox",
               d->target_user ? d->target_user : "?");
       d->dead_reason = "not_addressed";
       hand_back(core, d, WR_VERDICT_DEAD);
@@ -625,6 +724,11 @@ static void handle(wr_core_t *core, wr_amqp_delivery_t *d) {
   }
   if (env.expires_at_ms != 0 && core->wall_ms >= env.expires_at_ms) {
     park_expired(core, d, &env, only);
+    wr_envelope_close(&env);
+    return;
+  }
+  if (core->cfg.cluster && (d->source == WR_SRC_QUEUE || d->source == WR_SRC_MAILBOX_NEW)) {
+    route(core, d, &env, only);
     wr_envelope_close(&env);
     return;
   }
@@ -654,6 +758,7 @@ static void handle(wr_core_t *core, wr_amqp_delivery_t *d) {
   p->origin_ms = latency_origin_ms(&p->env, d);
   p->arrived_ms = core->now_ms;
   p->source = d->source;
+  p->fan = d->fan && d->source == WR_SRC_NODE;
   p->backlog = d->backlog && d->source == WR_SRC_MAILBOX;
   wr_list_push_back(&core->pendings, &p->node);
   core->n_pendings++;
@@ -679,8 +784,17 @@ static void handle(wr_core_t *core, wr_amqp_delivery_t *d) {
     /* No connection, or nothing queued on any of them (every one busy or
      * closing): the ladder brings it back soon, rather than waiting for the
      * ack timeout. */
-    if (t->user->n_conns == 0)
+    if (t->user->n_conns == 0) {
+      if (p->source == WR_SRC_NODE) {
+        /* Routed here for a user who has no connection here (they moved,
+         * or a binding outlived a crash): a wasted copy. The binding goes
+         * before the verdict mails it, or the mailbox's consumer on the
+         * user's node could route it back here. */
+        core->stats->node_stale++;
+        node_command(core, t->user->id, WR_CMD_NODE_STALE);
+      }
       settle(core, t, T_OFFLINE, WHY_GONE);
+    }
     else if (send_to_user(core, p, t) == 0)
       settle(core, t, T_OFFLINE, WHY_UNSENT);
   }
@@ -720,6 +834,9 @@ wr_core_conn_t *wr_core_conn_open(wr_core_t *core, void *io, const char *user,
   /* The user's first connection: what waits in their mailbox starts
    * flowing (unless a pause runs: the tick or their next ack ends it). */
   if (u->n_conns == 1) {
+    /* Cluster mode: bound before the mailbox opens, so what it routes
+     * reaches this node. */
+    node_command(core, u->id, WR_CMD_NODE_JOIN);
     u->mbox_opened_ms = core->now_ms;
     u->mbox_first_sent = false;
     if (!u->mbox_paused)
@@ -748,6 +865,7 @@ void wr_core_conn_close(wr_core_t *core, wr_core_conn_t *c) {
     /* The mailbox consumer stops before the user's mailbox items are
      * requeued, or the broker would hand them straight back. */
     mbox_command(core, u, false);
+    node_command(core, u->id, WR_CMD_NODE_LEAVE);
     mbox_unpause(core, u);
     u->mbox_backoff_ms = 0;
     /* Ack timeouts of mailbox items count per online session. */
@@ -855,10 +973,11 @@ void wr_core_tick(wr_core_t *core, uint64_t now_ms, int64_t wall_ms) {
 
 void wr_core_reload(wr_core_t *core, const wr_core_config_t *cfg) {
   wr_ack_mode_t mode = core->cfg.ack_mode;
-  bool mailboxes = core->cfg.mailbox_enabled;
+  bool mailboxes = core->cfg.mailbox_enabled, cluster = core->cfg.cluster;
   core->cfg = *cfg;
   core->cfg.ack_mode = mode;
   core->cfg.mailbox_enabled = mailboxes;
+  core->cfg.cluster = cluster;
 }
 
 static void give_back(wr_core_t *core, wr_pending_t *p, bool stale) {

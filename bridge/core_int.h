@@ -56,6 +56,8 @@ typedef struct wr_core_config_s {
   uint32_t max_body_bytes;
   bool mailbox_enabled;              /* offline copies go to mailboxes, fixed */
   uint32_t mailbox_max_redeliveries; /* ack timeouts of one mailbox item before it is parked */
+  bool cluster; /* cluster mode (cluster.node_id set), fixed: Q and mailboxes are
+                   routed to Q.route, this node's queue is delivered */
 } wr_core_config_t;
 
 /* The first pause of a user's mailbox after an item went unacked, and the
@@ -88,6 +90,11 @@ typedef struct wr_core_sink_s {
    * the order the AMQP thread must act on them relative to verdicts: a
    * close always goes before the requeues of that user's mailbox items. */
   void (*mailbox_cb)(const char *user, bool open, void *data);
+  /* Cluster mode: bind this node's queue for user (WR_CMD_NODE_JOIN, before
+   * the mailbox opens), unbind it after the grace (WR_CMD_NODE_LEAVE, after
+   * the mailbox closes), or now (WR_CMD_NODE_STALE, before the verdict of
+   * the copy that found user gone). */
+  void (*node_cb)(const char *user, wr_amqp_cmd_kind_t op, void *data);
 } wr_core_sink_t;
 
 typedef struct wr_pending_s wr_pending_t;
@@ -122,7 +129,7 @@ void wr_core_clock(wr_core_t *core, uint64_t now_ms, int64_t wall_ms);
 /* Sets the clock and settles, as offline, the targets whose ack deadline
  * (arrival + ack.timeout_ms) has passed (client mode). */
 void wr_core_tick(wr_core_t *core, uint64_t now_ms, int64_t wall_ms);
-/* Replaces the settings snapshot. ack_mode and mailbox_enabled are kept: they
+/* Replaces the settings snapshot. ack_mode, mailbox_enabled and cluster are kept: they
  * cannot change while deliveries are in flight. Deadlines of deliveries in flight follow the new
  * ack_timeout_ms. */
 void wr_core_reload(wr_core_t *core, const wr_core_config_t *cfg);

@@ -46,6 +46,14 @@ typedef struct wr_bridge_stats_s {
   uint64_t mailbox_pauses;      /* mailbox consumers paused after such an item */
   uint64_t mailbox_rejected;    /* mailbox items whose body does not name the user */
   uint64_t parked_unacked;      /* mailbox items parked at mailbox.max_redeliveries */
+  /* Cluster mode (core.c, docs/cluster.md). */
+  uint64_t routed_copies;    /* copies for Q.route in verdicts (one per target) */
+  uint64_t routed_broadcasts; /* broadcasts sent once to Q.broadcast */
+  uint64_t node_stale;       /* node-queue copies for a user with no connection
+                                here: wasted (a stale or grace binding), mailed */
+  uint64_t fan_copies;       /* fan copies of delivered mailbox items, for the
+                                user's devices on other nodes */
+  uint64_t fan_undelivered;  /* fan copies no device here took: dropped */
   /* From a user's mailbox opening (their first connection) to its first
    * item on the wire, in ms, by wr_loop_bounds. */
   wr_hist_t mailbox_replay;

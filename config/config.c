@@ -46,7 +46,7 @@ struct keydef {
   const char *const *choices; /* K_ENUM: accepted names, in enum order */
 };
 
-enum enum_id { E_QUEUE_TYPE, E_ACK_MODE, E_LOG_LEVEL, E_LOG_FORMAT };
+enum enum_id { E_QUEUE_TYPE, E_ACK_MODE, E_LOG_LEVEL, E_LOG_FORMAT, E_NODE_QUEUE_TYPE };
 
 static const char *const queue_types[] = {"classic", "quorum", NULL};
 static const char *const ack_modes[] = {"client", "write", NULL};
@@ -102,6 +102,11 @@ static const struct keydef keys[] = {
     {"mailbox", "idle_ms", K_U32, OFF(mailbox_idle_ms), 1000, 4294967295u, "3600000", NULL},
     {"mailbox", "janitor_ms", K_U32, OFF(mailbox_janitor_ms), 0, DAY_MS, "60000", NULL},
     {"mailbox", "unbind_grace_ms", K_U32, OFF(mailbox_unbind_grace_ms), 100, DAY_MS, "5000", NULL},
+    {"cluster", "node_id", K_OPTSTR, OFF(cluster_node_id), 0, 0, NULL, NULL},
+    {"cluster", "queue_type", K_ENUM, OFF(node_queue_type), E_NODE_QUEUE_TYPE, 0, "quorum",
+     queue_types},
+    {"cluster", "node_ttl_ms", K_U32, OFF(cluster_node_ttl_ms), 1000, 4294967295u, "300000", NULL},
+    {"cluster", "unbind_grace_ms", K_U32, OFF(cluster_unbind_grace_ms), 0, DAY_MS, "5000", NULL},
     {"admin", "listen", K_ADMIN, OFF(admin_listen), 0, 0, "127.0.0.1:9090", NULL},
     {"admin", "queue_poll_ms", K_U32, OFF(queue_poll_ms), 100, DAY_MS, "5000", NULL},
     {"log", "level", K_ENUM, OFF(log_level), E_LOG_LEVEL, 0, "info", log_levels},
@@ -112,8 +117,8 @@ static const struct keydef keys[] = {
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 #define MAX_NAME_LEN 200
 
-static const char *const sections[] = {"server", "auth", "amqp",     "ack", "mailbox",
-                                       "admin",  "log",  "shutdown", NULL};
+static const char *const sections[] = {"server", "auth", "amqp",     "ack",     "mailbox",
+                                       "cluster", "admin", "log", "shutdown", NULL};
 
 #define FIELD(cfg, def, type) ((type *)(void *)((char *)(cfg) + (def)->off))
 #define CFIELD(cfg, def, type) ((const type *)(const void *)((const char *)(cfg) + (def)->off))
@@ -277,6 +282,9 @@ static void enum_store(wr_config_t *cfg, uint64_t id, int v) {
   case E_LOG_LEVEL:
     cfg->log_level = (wr_log_level_t)v;
     break;
+  case E_NODE_QUEUE_TYPE:
+    cfg->node_queue_type = (wr_queue_type_t)v;
+    break;
   default:
     cfg->log_format = (wr_log_format_t)v;
     break;
@@ -291,6 +299,8 @@ static int enum_load(const wr_config_t *cfg, uint64_t id) {
     return (int)cfg->ack_mode;
   case E_LOG_LEVEL:
     return (int)cfg->log_level;
+  case E_NODE_QUEUE_TYPE:
+    return (int)cfg->node_queue_type;
   default:
     return (int)cfg->log_format;
   }
@@ -908,6 +918,25 @@ int wr_config_validate(const wr_config_t *cfg, char *err, size_t errlen) {
          "mailbox.enabled = false",
          strlen(cfg->queue), WR_CONFIG_MAILBOX_QUEUE_MAX);
     return -EINVAL;
+  }
+  if (cfg->cluster_node_id != NULL) {
+    const char *id = cfg->cluster_node_id;
+    size_t n = strlen(id);
+    if (n > WR_CONFIG_NODE_ID_MAX || n != strspn(id, "abcdefghijklmnopqrstuvwxyz"
+                                                     "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")) {
+      errf(err, errlen,
+           "cluster.node_id \"%s\": a node id is 1 to %d bytes of letters, digits, '.', '_' "
+           "and '-' (it names the node's queue, <amqp.queue>.node.<node_id>)",
+           id, WR_CONFIG_NODE_ID_MAX);
+      return -EINVAL;
+    }
+    if (!cfg->mailbox_enabled) {
+      errf(err, errlen,
+           "cluster.node_id is set but mailbox.enabled = false: in cluster mode a copy for a user "
+           "connected to no node goes to their mailbox; enable mailboxes or unset "
+           "cluster.node_id");
+      return -EINVAL;
+    }
   }
   if (cfg->n_retry_delays < 1 || cfg->n_retry_delays > WR_CONFIG_MAX_DELAYS) {
     errf(err, errlen, "amqp.retry_delays_ms: needs 1 to %d delays", WR_CONFIG_MAX_DELAYS);

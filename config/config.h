@@ -16,6 +16,8 @@ typedef enum { WR_LOG_TEXT = 0, WR_LOG_JSON = 1 } wr_log_format_t;
 #define WR_CONFIG_MAX_DELAYS 32
 /* The longest amqp.queue mailboxes allow: 255 - strlen(".mbox.u.") - 128. */
 #define WR_CONFIG_MAILBOX_QUEUE_MAX 119
+/* The longest cluster.node_id: <queue>.node.<node_id> stays within 255 bytes. */
+#define WR_CONFIG_NODE_ID_MAX 64
 
 /* The largest client message a notification may become, in either format,
  * for amqp.max_body_bytes = max_body: 2 x max_body + WR_CONFIG_CLIENT_SLACK
@@ -85,6 +87,12 @@ typedef struct wr_config_s {
   uint32_t mailbox_idle_ms;          /* the janitor deletes a mailbox empty and unused this long */
   uint32_t mailbox_janitor_ms;       /* how often the janitor looks (0 = never) */
   uint32_t mailbox_unbind_grace_ms;  /* from unbinding a mailbox to deleting it */
+
+  /* [cluster] (docs/cluster.md) */
+  char *cluster_node_id;            /* NULL (default) = single mode; else this node's id */
+  wr_queue_type_t node_queue_type;  /* cluster.queue_type of <queue>.node.<id>, default quorum */
+  uint32_t cluster_node_ttl_ms;     /* x-message-ttl of a node queue, default 5 min */
+  uint32_t cluster_unbind_grace_ms; /* a user's binding outlives their last connection this long */
 
   /* [admin] */
   char *admin_listen; /* default "127.0.0.1:9090"; "" or "off" disables */

@@ -278,6 +278,8 @@ export class Warren {
         `${this.queue}.dlx`,
         `${this.queue}.mailbox`,
         `${this.queue}.mailbox.new`,
+        `${this.queue}.route`,
+        `${this.queue}.broadcast`,
       ],
     });
   }
@@ -308,9 +310,10 @@ export async function assertQueuesEmpty(w, { timeout = 15000 } = {}) {
 // their queues, closes the AMQP connection.
 export async function cleanupAll() {
   closeAllClients();
-  const prefixes = [...live].map((w) => `${w.queue}.mbox.`);
+  // Mailbox and node queues (cluster mode) are named after users and nodes.
+  const prefixes = [...live].flatMap((w) => [`${w.queue}.mbox.`, `${w.queue}.node.`]);
   for (const w of [...live]) await w.cleanup().catch(() => {});
-  // Mailbox queues are named after their users: one listing finds them all.
+  // One listing finds them all.
   if (prefixes.length) {
     const names = await listQueues().catch(() => []);
     const mine = names.filter((n) => prefixes.some((p) => n.startsWith(p)));
