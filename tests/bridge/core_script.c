@@ -30,7 +30,11 @@
 
 enum { ST_WAITING = 0, ST_DELIVERED, ST_OFFLINE };
 enum { FAIL_NONE = 0, FAIL_NOBUFS, FAIL_SYNC };
-enum { K_RETRY = 0, K_PARK = 1, K_MAILBOX = 2 };
+enum { K_RETRY = 0, K_PARK = 1, K_MAILBOX = 2, K_ROUTE = 3, K_BROADCAST = 4 };
+/* Commands to the AMQP side, per user: a mailbox consumer closes or opens;
+ * in cluster mode the node queue's binding is made (join), dropped after
+ * the grace (leave) or at once (stale). */
+enum { C_CLOSE = 0, C_OPEN, C_JOIN, C_LEAVE, C_STALE };
 enum { R_NONE = 0, R_EXPIRED, R_MAX, R_UNACKED };
 /* Why a target went offline (a mailbox item's verdict depends on it). */
 enum { WHY_NONE = 0, WHY_GONE, WHY_UNSENT, WHY_TIMEOUT, WHY_WRITE_FAILED };
@@ -49,8 +53,9 @@ typedef struct {
   uint32_t attempt;      /* x-warren-attempt */
   int64_t expires_at_ms; /* what the envelope will compute (0 none) */
   int64_t timestamp_s;   /* AMQP timestamp property */
-  int source;            /* WR_SRC_*: Q, a mailbox, Q.mailbox.new */
-  int owner;             /* a mailbox source's user (else -1) */
+  int source;            /* WR_SRC_*: Q, a mailbox, Q.mailbox.new, the node queue */
+  int owner;             /* a mailbox or node-queue source's user (else -1) */
+  bool fan;              /* a node-queue copy that is another node's fan copy */
 } wdeliv_t;
 
 typedef struct {
@@ -61,14 +66,15 @@ typedef struct {
     int user; /* -1: the copy names nobody */
     int kind, reason;
     uint32_t delay, attempt;
-    int fb_kind, fb_reason; /* a mailbox copy's ladder fallback */
+    int fb_kind, fb_reason; /* a mailbox or route copy's ladder fallback */
     uint32_t fb_delay, fb_attempt;
+    bool fan; /* a route copy that is a fan copy */
   } c[MAX_USERS];
 } verdict_t;
 
 typedef struct {
   int user;
-  bool open;
+  int op; /* C_* */
 } cmd_t;
 
 typedef struct {
@@ -164,6 +170,7 @@ typedef struct run_s {
   cmd_t ccmd[8 * MAX_USERS];
   int n_ccmd;
   bool fake_open[MAX_USERS]; /* the AMQP side's view: consumer running */
+  bool fake_joined[MAX_USERS]; /* cluster mode: the user's binding wanted */
   bool fake_closing;         /* shutdown was sent */
   int *requeued;             /* mailbox items requeued: the broker delivers them again */
   int n_requeued;
@@ -305,9 +312,34 @@ static void mailbox_cb(const char *user, bool open, void *data) {
   }
   if (r->fake_open[u] == open)
     fail(r, "mailbox of user %d: %s twice in a row", u, open ? "open" : "close");
+  /* Cluster mode: a mailbox is consumed only while its user is bound here,
+   * or what it routes would miss this node. */
+  if (open && r->cfg.cluster && !r->fake_joined[u])
+    fail(r, "mailbox of user %d opened before the user joined this node", u);
   r->fake_open[u] = open;
   if (r->n_ccmd < (int)(sizeof(r->ccmd) / sizeof(r->ccmd[0])))
-    r->ccmd[r->n_ccmd++] = (cmd_t){u, open};
+    r->ccmd[r->n_ccmd++] = (cmd_t){u, open ? C_OPEN : C_CLOSE};
+}
+
+static void node_cb(const char *user, wr_amqp_cmd_kind_t op, void *data) {
+  run_t *r = data;
+  int u = user_index(user);
+  if (u < 0 || u >= r->n_users || !r->cfg.cluster) {
+    fail(r, "a node command for user %s (cluster mode %d)", user, r->cfg.cluster);
+    return;
+  }
+  int c = op == WR_CMD_NODE_JOIN ? C_JOIN : op == WR_CMD_NODE_LEAVE ? C_LEAVE : C_STALE;
+  if ((c == C_JOIN) == r->fake_joined[u] && c != C_STALE)
+    fail(r, "user %d: %s while %sjoined", u, c == C_JOIN ? "join" : "leave",
+         r->fake_joined[u] ? "" : "not ");
+  if (c == C_STALE && r->fake_joined[u])
+    fail(r, "user %d: stale binding dropped while the user is connected here", u);
+  if (c == C_LEAVE && r->fake_open[u])
+    fail(r, "user %d: left while their mailbox is still consumed", u);
+  if (c != C_STALE)
+    r->fake_joined[u] = c == C_JOIN;
+  if (r->n_ccmd < (int)(sizeof(r->ccmd) / sizeof(r->ccmd[0])))
+    r->ccmd[r->n_ccmd++] = (cmd_t){u, c};
 }
 
 static void verdict_cb(wr_amqp_delivery_t *d, void *data) {
@@ -340,11 +372,20 @@ static void verdict_cb(wr_amqp_delivery_t *d, void *data) {
   for (size_t i = 0; i < d->n_pubs && i < MAX_USERS; i++) {
     const wr_amqp_pub_t *p = &d->pubs[i];
     v.c[i].user = user_index(p->user);
-    v.c[i].kind = p->kind == WR_PUB_PARK ? K_PARK : p->kind == WR_PUB_MAILBOX ? K_MAILBOX : K_RETRY;
+    v.c[i].kind = p->kind == WR_PUB_PARK        ? K_PARK
+                  : p->kind == WR_PUB_MAILBOX   ? K_MAILBOX
+                  : p->kind == WR_PUB_ROUTE     ? K_ROUTE
+                  : p->kind == WR_PUB_BROADCAST ? K_BROADCAST
+                                                : K_RETRY;
     v.c[i].reason = reason_of(p->reason);
     v.c[i].delay = p->kind == WR_PUB_RETRY ? p->delay_ms : 0;
     v.c[i].attempt = p->attempt;
-    if (p->kind == WR_PUB_MAILBOX) {
+    v.c[i].fan = p->fan;
+    if ((p->kind == WR_PUB_ROUTE || p->kind == WR_PUB_BROADCAST) && !r->cfg.cluster)
+      fail(r, "delivery %d: a routed copy in single mode", di);
+    if (p->kind == WR_PUB_BROADCAST && (!r->w[di].broadcast || p->user != NULL))
+      fail(r, "delivery %d: a broadcast copy of a notification that is no broadcast", di);
+    if (p->kind == WR_PUB_MAILBOX || (p->kind == WR_PUB_ROUTE && !p->fan)) {
       v.c[i].fb_kind = p->fallback_kind == WR_PUB_PARK ? K_PARK : K_RETRY;
       v.c[i].fb_reason = reason_of(p->fallback_reason);
       v.c[i].fb_delay = p->fallback_kind == WR_PUB_RETRY ? p->fallback_delay_ms : 0;
@@ -403,7 +444,14 @@ static void m_cmd(run_t *r, int u, bool open) {
     return;
   mu->open = open;
   if (r->n_mcmd < (int)(sizeof(r->mcmd) / sizeof(r->mcmd[0])))
-    r->mcmd[r->n_mcmd++] = (cmd_t){u, open};
+    r->mcmd[r->n_mcmd++] = (cmd_t){u, open ? C_OPEN : C_CLOSE};
+}
+
+/* Cluster mode: the user's binding to this node (join on the first
+ * connection, leave after the last). */
+static void m_node(run_t *r, int u, int op) {
+  if (r->cfg.cluster && r->n_mcmd < (int)(sizeof(r->mcmd) / sizeof(r->mcmd[0])))
+    r->mcmd[r->n_mcmd++] = (cmd_t){u, op};
 }
 
 static void m_pause(run_t *r, int u) {
@@ -476,6 +524,33 @@ static void m_offline_copy(run_t *r, const wdeliv_t *w, int user, verdict_t *v) 
   v->n++;
 }
 
+/* Cluster mode: a message from Q or Q.mailbox.new is routed, not
+ * delivered: one route copy per target (the mailbox copy it would have
+ * been, with the same fallback), or one broadcast copy. */
+static void m_route(run_t *r, int di, int only) {
+  const wdeliv_t *w = &r->w[di];
+  verdict_t v;
+  memset(&v, 0, sizeof(v));
+  v.di = di;
+  v.kind = WR_VERDICT_PUBLISH;
+  if (w->broadcast) {
+    v.n = 1;
+    v.c[0].user = -1;
+    v.c[0].kind = K_BROADCAST;
+    v.c[0].attempt = w->attempt;
+  } else if (only >= 0) {
+    m_offline_copy(r, w, only, &v);
+  } else {
+    for (int i = 0; i < w->n_names; i++)
+      m_offline_copy(r, w, w->order[i], &v);
+  }
+  for (int i = 0; i < v.n; i++)
+    if (v.c[i].kind == K_MAILBOX)
+      v.c[i].kind = K_ROUTE;
+  if (r->n_mverd < r->max_d)
+    r->mverd[r->n_mverd++] = v;
+}
+
 /* The delivery's verdict, once no target waits. */
 static void m_finish(run_t *r, int di) {
   mdeliv_t *m = &r->md[di];
@@ -492,6 +567,15 @@ static void m_finish(run_t *r, int di) {
     if (t->state == ST_DELIVERED) {
       m_count(r, t->user, w->idnum, false);
       v.kind = WR_VERDICT_ACK;
+      if (r->cfg.cluster) {
+        /* Its fan copy, for the user's devices on other nodes. */
+        v.kind = WR_VERDICT_PUBLISH;
+        v.n = 1;
+        v.c[0].user = t->user;
+        v.c[0].kind = K_ROUTE;
+        v.c[0].fan = true;
+        v.c[0].attempt = w->attempt;
+      }
     } else if (t->why == WHY_TIMEOUT &&
                m_count(r, t->user, w->idnum, true) >= r->cfg.mailbox_max_redeliveries) {
       m_count(r, t->user, w->idnum, false);
@@ -503,7 +587,8 @@ static void m_finish(run_t *r, int di) {
       v.c[0].attempt = w->attempt;
     }
   } else {
-    for (int i = 0; i < m->n; i++)
+    /* A fan copy is for devices here only: never kept for later. */
+    for (int i = 0; i < m->n && !w->fan; i++)
       if (m->t[i].state == ST_OFFLINE)
         m_offline_copy(r, w, m->t[i].user, &v);
     v.kind = v.n > 0 ? WR_VERDICT_PUBLISH : WR_VERDICT_ACK;
@@ -597,10 +682,12 @@ static void m_deliver(run_t *r, int di) {
     return;
   }
   /* A copy's header is honoured when the body names that user; a mailbox
-   * item or a new-mailbox copy is for its user, who must be named. */
+   * item, a new-mailbox copy or a node-queue copy is for its user, who must
+   * be named (a broadcast through the node queue is for everyone here). */
   int one = w->source != WR_SRC_QUEUE ? w->owner : w->copy_user;
   bool only = !w->broadcast && one >= 0 && (w->names & (1u << one));
-  if (w->source != WR_SRC_QUEUE && !only) {
+  bool node_broadcast = w->source == WR_SRC_NODE && w->broadcast;
+  if (w->source != WR_SRC_QUEUE && !only && !node_broadcast) {
     r->md[di].live = true;
     m_verdict(r, di, WR_VERDICT_DEAD);
     return;
@@ -617,6 +704,10 @@ static void m_deliver(run_t *r, int di) {
     v.c[0].attempt = w->attempt;
     if (r->n_mverd < r->max_d)
       r->mverd[r->n_mverd++] = v;
+    return;
+  }
+  if (r->cfg.cluster && (w->source == WR_SRC_QUEUE || w->source == WR_SRC_MAILBOX_NEW)) {
+    m_route(r, di, only ? one : -1);
     return;
   }
   m->live = true;
@@ -642,6 +733,9 @@ static void m_deliver(run_t *r, int di) {
     if (m->t[i].state != ST_WAITING)
       continue;
     bool online = m_user_online(r, u);
+    /* Routed here for a user who is not here: the binding goes first. */
+    if (!online && w->source == WR_SRC_NODE && r->n_mcmd < (int)(sizeof(r->mcmd) / sizeof(r->mcmd[0])))
+      r->mcmd[r->n_mcmd++] = (cmd_t){u, C_STALE};
     for (int k = 0; k < r->n_order; k++) {
       int ci = r->order[k];
       if (r->mc[ci].open && r->fc[ci].user == u && m_send(r, ci, di, i))
@@ -662,6 +756,8 @@ static void m_conn_open(run_t *r, int ci) {
   int u = r->fc[ci].user;
   bool first = !m_user_online(r, u);
   r->mc[ci].open = true;
+  if (first)
+    m_node(r, u, C_JOIN);
   if (first && !r->mu[u].paused)
     m_cmd(r, u, true);
   if (r->cfg.ack_mode != WR_ACK_CLIENT)
@@ -684,6 +780,7 @@ static void m_conn_close(run_t *r, int ci) {
   /* The user left: their mailbox consumer stops (before their mailbox
    * items go back), pauses and counts end with the session. */
   m_cmd(r, u, false);
+  m_node(r, u, C_LEAVE);
   r->mu[u].paused = false;
   r->mu[u].backoff = 0;
   r->mu[u].n_counts = 0;
@@ -763,10 +860,11 @@ static int cmp_verdict(const void *a, const void *b) {
 
 static void describe_verdict(const verdict_t *v, char *buf, size_t len) {
   int n = snprintf(buf, len, "d%d:%d[", v->di, v->kind);
-  static const char *const kinds[] = {"retry", "park", "mailbox"};
+  static const char *const kinds[] = {"retry", "park", "mailbox", "route", "broadcast"};
   for (int i = 0; i < v->n && n > 0 && (size_t)n < len; i++)
-    n += snprintf(buf + n, len - (size_t)n, "%s u%d %s/%d a%u d%u fb %s/%d a%u d%u", i ? "," : "",
-                  v->c[i].user, kinds[v->c[i].kind], v->c[i].reason, v->c[i].attempt, v->c[i].delay,
+    n += snprintf(buf + n, len - (size_t)n, "%s u%d %s%s/%d a%u d%u fb %s/%d a%u d%u", i ? "," : "",
+                  v->c[i].user, kinds[v->c[i].kind], v->c[i].fan ? "(fan)" : "", v->c[i].reason,
+                  v->c[i].attempt, v->c[i].delay,
                   kinds[v->c[i].fb_kind], v->c[i].fb_reason, v->c[i].fb_attempt, v->c[i].fb_delay);
   if (n > 0 && (size_t)n < len)
     snprintf(buf + n, len - (size_t)n, "]");
@@ -800,7 +898,7 @@ static void compare(run_t *r, const char *event) {
              x->c[j].reason == y->c[j].reason && x->c[j].attempt == y->c[j].attempt &&
              x->c[j].delay == y->c[j].delay && x->c[j].fb_kind == y->c[j].fb_kind &&
              x->c[j].fb_reason == y->c[j].fb_reason && x->c[j].fb_delay == y->c[j].fb_delay &&
-             x->c[j].fb_attempt == y->c[j].fb_attempt;
+             x->c[j].fb_attempt == y->c[j].fb_attempt && x->c[j].fan == y->c[j].fan;
   }
   if (!same) {
     char a[900] = "", b[900] = "", one[200];
@@ -822,8 +920,12 @@ static void compare(run_t *r, const char *event) {
   for (int i = 0; i < r->n_csend; i++) {
     const wdeliv_t *w = &r->w[r->csend[i].di];
     int u = r->fc[r->csend[i].conn].user;
-    bool only = !w->broadcast && w->copy_user >= 0 && (w->names & (1u << w->copy_user));
-    if (!w->broadcast && (!(w->names & (1u << u)) || (only && u != w->copy_user)))
+    int one = w->source != WR_SRC_QUEUE ? w->owner : w->copy_user;
+    bool only = !w->broadcast && one >= 0 && (w->names & (1u << one));
+    if (w->source != WR_SRC_QUEUE && !w->broadcast && !only)
+      fail(r, "event %" PRIu64 " (%s): delivery %d, for user %d who it does not name, was sent",
+           r->res->events, event, r->csend[i].di, one);
+    if (!w->broadcast && (!(w->names & (1u << u)) || (only && u != one)))
       fail(r, "event %" PRIu64 " (%s): delivery %d reached user %d, whom it does not name",
            r->res->events, event, r->csend[i].di, u);
   }
@@ -840,7 +942,7 @@ static void compare(run_t *r, const char *event) {
         same = i == r->n_ccmd && j == r->n_mcmd;
         break;
       }
-      if (r->ccmd[i].open != r->mcmd[j].open) {
+      if (r->ccmd[i].op != r->mcmd[j].op) {
         same = false;
         break;
       }
@@ -849,15 +951,16 @@ static void compare(run_t *r, const char *event) {
     }
   }
   if (!same) {
+    static const char *const ops[] = {"close", "open", "join", "leave", "stale"};
     char a[256] = "", b[256] = "";
     int na = 0, nb = 0;
     for (int i = 0; i < r->n_ccmd && na < 200; i++)
       na += snprintf(a + na, sizeof(a) - (size_t)na, " u%d:%s", r->ccmd[i].user,
-                     r->ccmd[i].open ? "open" : "close");
+                     ops[r->ccmd[i].op]);
     for (int i = 0; i < r->n_mcmd && nb < 200; i++)
       nb += snprintf(b + nb, sizeof(b) - (size_t)nb, " u%d:%s", r->mcmd[i].user,
-                     r->mcmd[i].open ? "open" : "close");
-    fail(r, "event %" PRIu64 " (%s): mailbox commands differ\n  core: %s\n  model:%s",
+                     ops[r->mcmd[i].op]);
+    fail(r, "event %" PRIu64 " (%s): mailbox and node commands differ\n  core: %s\n  model:%s",
          r->res->events, event, a, b);
   }
   r->n_csend = r->n_msend = r->n_cverd = r->n_mverd = r->n_ccmd = r->n_mcmd = 0;
@@ -922,10 +1025,11 @@ static void deliver(run_t *r, int di) {
   d->timestamp_s = w->timestamp_s;
   d->attempt = w->attempt;
   d->source = (wr_amqp_source_t)w->source;
+  d->fan = w->fan;
   /* The backlog flag only times replays (no delivery outcome depends on
    * it): set on some mailbox items, without drawing from the script. */
   d->backlog = w->source == WR_SRC_MAILBOX && di % 3 == 0;
-  if (w->source != WR_SRC_QUEUE) {
+  if (w->source != WR_SRC_QUEUE && w->owner >= 0) {
     user_name(w->owner, name);
     d->target_user = strdup(name);
   } else if (w->copy_user >= 0) {
@@ -1120,13 +1224,15 @@ static const char *const event_names[] = {"connect",
                                           "shutdown",
                                           "mailbox item",
                                           "new-mailbox copy",
-                                          "mailbox redelivery"};
+                                          "mailbox redelivery",
+                                          "node-queue copy"};
 
 /* Script bytes to events, weighted: connections come and go, publishes and
  * acks are common, reconnects and shutdown rare. */
-static const uint8_t op_of_byte[32] = {0,  0,  1,  2,  2,  3,  4,  3,  5,  6,  7,
-                                       8,  9,  10, 11, 12, 13, 24, 12, 14, 15, 16,
-                                       17, 16, 18, 19, 20, 21, 22, 23, 26, 25};
+#define N_OP_BYTES 34
+static const uint8_t op_of_byte[N_OP_BYTES] = {0,  0,  1,  2,  2,  3,  4,  3,  5,  6,  7,  8,
+                                               9,  10, 11, 12, 13, 24, 12, 14, 15, 16, 17, 16,
+                                               18, 19, 20, 21, 22, 23, 26, 25, 27, 27};
 
 static void run_event(run_t *r, unsigned op) {
   int di, ci;
@@ -1284,6 +1390,29 @@ static void run_event(run_t *r, unsigned op) {
     deliver(r, di);
     break;
   }
+  case 27:
+    /* Cluster mode: a copy routed to this node's queue for one user (its
+     * body usually names them, sometimes not), a broadcast through
+     * Q.broadcast, or another node's fan copy. Single mode: a publish. */
+    if ((di = new_delivery(r)) < 0)
+      break;
+    b = next(r);
+    if (r->cfg.cluster && (b & 7) == 0) {
+      r->w[di].broadcast = true;
+    } else {
+      r->w[di].owner = (int)(b % (unsigned)r->n_users);
+      name_users(r, &r->w[di], (next(r) % 8 != 0 ? 1u << r->w[di].owner : 0) |
+                                   (b & 0x30 ? next(r) : 0));
+    }
+    if (r->cfg.cluster) {
+      r->w[di].source = WR_SRC_NODE;
+      r->w[di].fan = !r->w[di].broadcast && (b & 0xc0) == 0xc0;
+      r->w[di].attempt = next(r) % 4;
+    } else {
+      r->w[di].owner = -1;
+    }
+    deliver(r, di);
+    break;
   case 23:
     /* Shutdown is rare: it ends everything interesting. */
     if (next(r) != 0 || r->m_closing)
@@ -1345,6 +1474,7 @@ int cs_run(const uint8_t *script, size_t len, bool trace, cs_result_t *res) {
   r->cfg.max_attempts = 1 + h2 % 6;
   r->cfg.mailbox_enabled = (h2 & 0x80) != 0;
   r->cfg.mailbox_max_redeliveries = 1 + ((h2 >> 4) & 3);
+  r->cfg.cluster = r->cfg.mailbox_enabled && (h2 & 0x40) != 0;
   memcpy(r->cfg.retry_delays_ms, delays, sizeof(delays));
   r->cfg.n_retry_delays = 3;
   r->cfg.max_queued_bytes = 1 << 20;
@@ -1372,14 +1502,15 @@ int cs_run(const uint8_t *script, size_t len, bool trace, cs_result_t *res) {
                           .send_cb = send_cb,
                           .load_cb = load_cb,
                           .verdict_cb = verdict_cb,
-                          .mailbox_cb = mailbox_cb};
+                          .mailbox_cb = mailbox_cb,
+                          .node_cb = node_cb};
   wr_bridge_stats_init(&r->stats);
   if (wr_core_init(&r->core, &r->cfg, &sink, &r->stats) != 0)
     abort();
   wr_core_clock(&r->core, r->now, r->wall);
 
   while (r->pos < r->len && !r->failed) {
-    unsigned op = op_of_byte[next(r) % 32];
+    unsigned op = op_of_byte[next(r) % N_OP_BYTES];
     if (trace)
       fprintf(stderr, "event %" PRIu64 ": %s (byte %zu)\n", res->events, event_names[op], r->pos);
     run_event(r, op);
