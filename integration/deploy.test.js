@@ -13,7 +13,16 @@
 //     deploy/prometheus/prometheus.yml, which loads the rules, and a poison
 //     message fires the alert meant for it;
 //   * the systemd unit passes `systemd-analyze verify` and outlasts the drain;
-//   * the demo publisher's command delivers to the user "demo".
+//   * the demo publisher's command delivers to the user "demo";
+//   * cluster mode: the template unit warren@.service takes the node id from
+//     its instance name (%i), keeps warren.service's hardening and passes
+//     `systemd-analyze verify`; the Kubernetes StatefulSet parses, takes the
+//     node id from metadata.name, probes /readyz and /healthz on the admin
+//     port and outlasts the drain; docker-compose.cluster.yml merged onto
+//     docker-compose.yml gives two nodes with distinct node ids, admin ports
+//     and valid settings behind nginx; deploy/nginx/warren-cluster.conf has
+//     an upstream of both, and, run by Debian's nginx with one node down, fails
+//     a ?token= handshake over to the other without the token in any log.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
@@ -507,5 +516,341 @@ test("the demo publisher's command delivers to the user demo", { timeout: 30000 
     proc.kill('SIGTERM');
     children.delete(proc);
     c.close();
+  }
+});
+
+// ---- cluster mode: systemd template, Kubernetes StatefulSet, compose + nginx
+
+const NODE_ID = /^[A-Za-z0-9._-]{1,64}$/; // cluster.node_id
+const drainMs = () => Number(read('config', 'warren.ini').match(/^drain_timeout_ms\s*=\s*(\d+)/m)[1]);
+// A stand-in secret for `--check-config` where the real one comes from a Secret or a file.
+const FAKE_SECRET = 'f'.repeat(64);
+
+// Every document of a multi-document YAML file (empty ones dropped).
+function loadYamlAll(file) {
+  const out = execFileSync(PYTHON, ['-c', 'import json,sys,yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))', file], {
+    encoding: 'utf8',
+  });
+  return JSON.parse(out);
+}
+
+const envMap = (env) => (Array.isArray(env) ? Object.fromEntries(env.map((e) => e.split(/=(.*)/s).slice(0, 2))) : { ...(env || {}) });
+
+// `docker compose -f docker-compose.yml -f docker-compose.cluster.yml`, as far
+// as the override uses it: new services are added; in a service of both,
+// environment merges by key, lists (ports, volumes) are appended, mappings
+// merge, anything else is replaced. docker compose and podman-compose agree
+// on these rules.
+function clusterCompose() {
+  const base = compose();
+  const over = loadYaml(repo('docker-compose.cluster.yml'));
+  const merged = structuredClone(base);
+  for (const [name, svc] of Object.entries(over.services)) {
+    const b = merged.services[name];
+    if (!b) {
+      merged.services[name] = structuredClone(svc);
+      continue;
+    }
+    for (const [k, v] of Object.entries(svc)) {
+      if (k === 'environment') b[k] = { ...envMap(b[k]), ...envMap(v) };
+      else if (Array.isArray(v) && Array.isArray(b[k])) b[k] = [...b[k], ...v];
+      else if (v && typeof v === 'object' && !Array.isArray(v) && b[k] && typeof b[k] === 'object') b[k] = { ...b[k], ...v };
+      else b[k] = v;
+    }
+  }
+  return { base, over, merged };
+}
+
+// The services that run warren: built from the repository or using its image.
+function warrenServices(c) {
+  const image = c.services.warren.image;
+  return Object.entries(c.services).filter(([, s]) => s.build && (s.image === image || !s.image) && !(s.build.dockerfile || '').includes('demo-publisher'));
+}
+
+// "HOST:PORT:CPORT" / "PORT:CPORT" / {published, target, host_ip} → {hostIp, host, container}
+function hostMapping(p) {
+  if (typeof p === 'object') return { hostIp: p.host_ip || '', host: Number(p.published), container: Number(p.target) };
+  const parts = String(p).split(':');
+  return { hostIp: parts.length === 3 ? parts[0] : '', host: Number(parts[parts.length - 2]), container: Number(parts[parts.length - 1].split('/')[0]) };
+}
+
+test('deploy/warren@.service: the instance name is the node id, hardened like warren.service, passes systemd-analyze verify', async () => {
+  const unit = read('deploy', 'warren@.service');
+  const lines = unit.split('\n');
+  assert.ok(lines.includes('Environment=WARREN_CLUSTER_NODE_ID=%i'), 'the node id is not the instance name (Environment=WARREN_CLUSTER_NODE_ID=%i)');
+  assert.ok(!/WARREN_CLUSTER_NODE_ID=%I/.test(unit), '%I unescapes "-" to "/": use %i');
+  assert.ok(lines.includes('EnvironmentFile=-/etc/warren/%i.env'), 'no per-instance environment file');
+  // Every directive of warren.service but its description, hardening included.
+  const single = read('deploy', 'warren.service').split('\n').filter((l) => /^[A-Z]\w*=/.test(l) && !l.startsWith('Description='));
+  assert.ok(single.length > 30);
+  for (const d of single) assert.ok(lines.includes(d), `warren@.service lacks warren.service's ${d}`);
+  // The shared env file comes first: an instance's own file overrides it.
+  assert.ok(lines.indexOf('EnvironmentFile=-/etc/warren/env') < lines.indexOf('EnvironmentFile=-/etc/warren/%i.env'));
+  const stop = Number(unit.match(/^TimeoutStopSec=(\d+)s?$/m)[1]) * 1000;
+  assert.ok(stop > drainMs(), `TimeoutStopSec ${stop} ms must exceed the drain timeout ${drainMs()} ms`);
+
+  // ExecStartPre's --check-config takes a typical instance name and refuses
+  // one that is not a node id (':' is legal in a unit name).
+  const env = { WARREN_AUTH_JWT_SECRET: FAKE_SECRET };
+  const ok = await runWarren(['--check-config'], { env: { ...env, WARREN_CLUSTER_NODE_ID: 'node-1' } });
+  assert.equal(ok.code, 0, ok.stderr);
+  const bad = await runWarren(['--check-config'], { env: { ...env, WARREN_CLUSTER_NODE_ID: 'node:1' } });
+  assert.equal(bad.code, 2, 'warren accepted the node id "node:1"');
+  assert.match(bad.stderr, /cluster\.node_id/);
+
+  if (spawnSync('systemd-analyze', ['--version']).status !== 0) return;
+  // An instance of the template, with the binary under test.
+  const dir = fs.mkdtempSync(path.join(tmp, 'unit-'));
+  fs.writeFileSync(path.join(dir, 'warren@.service'), unit.replaceAll('/usr/local/bin/warren', WARREN_BIN));
+  const r = spawnSync('systemd-analyze', ['verify', path.join(dir, 'warren@node-1.service')], { encoding: 'utf8' });
+  assert.equal(r.status, 0, `systemd-analyze verify: ${r.stdout}${r.stderr}`);
+  assert.equal(r.stderr.trim(), '', `systemd-analyze verify warnings: ${r.stderr}`);
+});
+
+test('deploy/k8s/warren-statefulset.yaml: the pod name is the node id, probes on /readyz and /healthz, grace outlasts the drain', async () => {
+  const docs = loadYamlAll(repo('deploy', 'k8s', 'warren-statefulset.yaml'));
+  const of = (kind) => docs.filter((d) => d.kind === kind);
+  const [ss] = of('StatefulSet');
+  assert.ok(ss, 'no StatefulSet');
+  const services = of('Service');
+  const headless = services.find((s) => s.spec.clusterIP === 'None');
+  const clusterIp = services.find((s) => s.spec.clusterIP !== 'None' && (s.spec.type || 'ClusterIP') === 'ClusterIP');
+  assert.ok(headless && clusterIp, 'a headless Service and a ClusterIP Service');
+  assert.equal(ss.spec.serviceName, headless.metadata.name, 'the StatefulSet is not governed by the headless Service');
+
+  const pod = ss.spec.template;
+  const labels = pod.metadata.labels;
+  const selects = (sel) => Object.entries(sel).every(([k, v]) => labels[k] === v);
+  assert.ok(selects(ss.spec.selector.matchLabels), 'the StatefulSet selector does not match its pods');
+  for (const s of services) assert.ok(selects(s.spec.selector), `Service ${s.metadata.name} selects no warren pod`);
+
+  assert.equal(pod.spec.containers.length, 1);
+  const c = pod.spec.containers[0];
+  const env = Object.fromEntries(c.env.map((e) => [e.name, e]));
+  assert.deepEqual(env.WARREN_CLUSTER_NODE_ID.valueFrom, { fieldRef: { fieldPath: 'metadata.name' } }, 'WARREN_CLUSTER_NODE_ID must come from metadata.name');
+  for (const k of ['WARREN_AUTH_JWT_SECRET', 'WARREN_AMQP_URL']) {
+    assert.ok(env[k] && env[k].valueFrom && env[k].valueFrom.secretKeyRef, `${k} must come from a Secret`);
+    assert.equal(env[k].value, undefined);
+  }
+  // Every pod name is a valid node id.
+  for (let i = 0; i < ss.spec.replicas; i++) assert.match(`${ss.metadata.name}-${i}`, NODE_ID);
+
+  // The literal settings plus stand-ins for the Secret pass --check-config.
+  const literal = Object.fromEntries(c.env.filter((e) => 'value' in e).map((e) => [e.name, String(e.value)]));
+  const r = await runWarren(['--check-config'], {
+    env: { ...literal, WARREN_CLUSTER_NODE_ID: `${ss.metadata.name}-0`, WARREN_AUTH_JWT_SECRET: FAKE_SECRET, WARREN_AMQP_URL: 'amqps://warren:secret@rabbitmq.example.internal:5671/' },
+  });
+  assert.equal(r.code, 0, `warren --check-config with the StatefulSet's environment: ${r.stderr}`);
+
+  // Ports: the container's named ports are warren's listen ports.
+  const ports = Object.fromEntries(c.ports.map((p) => [p.name, p.containerPort]));
+  assert.match(literal.WARREN_SERVER_LISTEN, /^0\.0\.0\.0:/);
+  assert.match(literal.WARREN_ADMIN_LISTEN, /^0\.0\.0\.0:/);
+  assert.equal(ports.ws, portOf(literal.WARREN_SERVER_LISTEN));
+  assert.equal(ports.admin, portOf(literal.WARREN_ADMIN_LISTEN));
+  assert.equal(ports.admin, 9090);
+  const resolve = (p) => (typeof p === 'number' ? p : ports[p]);
+  assert.equal(c.readinessProbe.httpGet.path, '/readyz');
+  assert.equal(resolve(c.readinessProbe.httpGet.port), ports.admin);
+  assert.equal(c.livenessProbe.httpGet.path, '/healthz');
+  assert.equal(resolve(c.livenessProbe.httpGet.port), ports.admin);
+  // The clients' Service exposes the WebSocket port only, never admin.
+  assert.deepEqual(clusterIp.spec.ports.map((p) => resolve(p.targetPort)), [ports.ws]);
+
+  // SIGTERM drain (after the preStop pause) fits in the grace period.
+  const preStop = c.lifecycle && c.lifecycle.preStop && c.lifecycle.preStop.exec ? Number(c.lifecycle.preStop.exec.command.at(-1)) : 0;
+  const drain = Number(literal.WARREN_SHUTDOWN_DRAIN_TIMEOUT_MS || drainMs());
+  assert.ok(pod.spec.terminationGracePeriodSeconds * 1000 > preStop * 1000 + drain,
+    `terminationGracePeriodSeconds ${pod.spec.terminationGracePeriodSeconds} s <= preStop ${preStop} s + drain ${drain} ms`);
+  // The image's user.
+  const uid = read('Dockerfile').match(/useradd [^\n]*--uid (\d+)/)[1];
+  assert.equal(String(pod.spec.securityContext.runAsUser), uid);
+  assert.equal(pod.spec.securityContext.runAsNonRoot, true);
+  assert.match(read('deploy', 'k8s', 'warren-statefulset.yaml'), /nofile|open files/i, 'no note on the open-files limit');
+});
+
+test('docker-compose.cluster.yml merges onto docker-compose.yml: two nodes with distinct node ids behind nginx', async () => {
+  const { base, over, merged } = clusterCompose();
+  // The override changes a base service only where both tools merge alike.
+  for (const name of Object.keys(over.services).filter((n) => base.services[n])) {
+    assert.deepEqual(Object.keys(over.services[name]), ['environment'], `docker-compose.cluster.yml changes ${name} beyond its environment`);
+  }
+  const nodes = warrenServices(merged);
+  assert.equal(nodes.length, 2, `warren services: ${nodes.map(([n]) => n)}`);
+  const ids = nodes.map(([, s]) => envMap(s.environment).WARREN_CLUSTER_NODE_ID);
+  for (const id of ids) assert.match(String(id), NODE_ID);
+  assert.deepEqual([...ids].sort(), ['warren-1', 'warren-2']);
+  // The same settings on both nodes (a token from one works on the other), but the id.
+  const [a, b] = nodes.map(([, s]) => {
+    const { WARREN_CLUSTER_NODE_ID, ...rest } = envMap(s.environment);
+    return rest;
+  });
+  assert.deepEqual(a, b, 'the two nodes differ in more than their node id');
+  for (const [name, s] of nodes) {
+    const env = Object.fromEntries(Object.entries(envMap(s.environment)).map(([k, v]) => [k, String(v)]));
+    const r = await runWarren(['--check-config'], { env });
+    assert.equal(r.code, 0, `${name}: warren --check-config: ${r.stderr}`);
+    const grace = Number(String(s.stop_grace_period).replace(/s$/, '')) * 1000;
+    assert.ok(grace > Number(env.WARREN_SHUTDOWN_DRAIN_TIMEOUT_MS || drainMs()), `${name}: stop_grace_period ${grace} ms <= drain timeout`);
+    assert.equal(new URL(env.WARREN_AMQP_URL).hostname, 'rabbitmq');
+  }
+  // Each node's admin port on the host: distinct, host-only.
+  const adminHost = nodes.map(([name, s]) => {
+    const admin = portOf(envMap(s.environment).WARREN_ADMIN_LISTEN);
+    const m = (s.ports || []).map(hostMapping).filter((p) => p.container === admin);
+    assert.equal(m.length, 1, `${name}: the admin port is not published once`);
+    assert.equal(m[0].hostIp, '127.0.0.1', `${name}: the admin port is published beyond the host`);
+    return m[0].host;
+  });
+  assert.notEqual(adminHost[0], adminHost[1], 'both nodes publish their admin port on the same host port');
+  // No host port is published twice in the whole stack.
+  const published = Object.entries(merged.services).flatMap(([name, s]) => (s.ports || []).map((p) => ({ name, ...hostMapping(p) })));
+  for (const [i, p] of published.entries()) {
+    for (const q of published.slice(i + 1)) assert.ok(p.host !== q.host, `${p.name} and ${q.name} both publish host port ${p.host}`);
+  }
+  // nginx: mounts the cluster conf, starts after both nodes.
+  const nginx = merged.services.nginx;
+  assert.ok(nginx, 'no nginx service');
+  assert.match(nginx.image, /^nginx:/);
+  assert.ok(nginx.volumes.map(String).includes('./deploy/nginx/warren-cluster.conf:/etc/nginx/conf.d/default.conf:ro'), 'nginx does not mount warren-cluster.conf');
+  const deps = Array.isArray(nginx.depends_on) ? nginx.depends_on : Object.keys(nginx.depends_on);
+  assert.deepEqual([...deps].sort(), nodes.map(([n]) => n).sort());
+  for (const [name, svc] of Object.entries(over.services)) {
+    for (const v of svc.volumes || []) {
+      const src = String(typeof v === 'string' ? v.split(':')[0] : v.source);
+      if (src.startsWith('./')) assert.ok(fs.existsSync(repo(src)), `${name}: mounted ${src} does not exist`);
+    }
+  }
+});
+
+// deploy/nginx/warren-cluster.conf → { upstreams: {name: [host:port]}, text }
+function clusterNginx() {
+  const text = read('deploy', 'nginx', 'warren-cluster.conf');
+  const code = text.replace(/#.*$/gm, '');
+  const upstreams = {};
+  for (const m of code.matchAll(/upstream\s+(\S+)\s*\{([^}]*)\}/g)) {
+    upstreams[m[1]] = [...m[2].matchAll(/^\s*server\s+(\S+?)(?:\s[^;]*)?;/gm)].map((s) => s[1]);
+  }
+  return { text, code, upstreams };
+}
+
+test('deploy/nginx/warren-cluster.conf: an upstream of both nodes, the WebSocket upgrade, no token in its logs', () => {
+  const { code, upstreams } = clusterNginx();
+  const { merged } = clusterCompose();
+  const names = Object.keys(upstreams);
+  assert.equal(names.length, 1, `upstreams: ${names}`);
+  const servers = upstreams[names[0]];
+  const want = warrenServices(merged).map(([n, s]) => `${n}:${portOf(envMap(s.environment).WARREN_SERVER_LISTEN)}`);
+  assert.deepEqual([...servers].sort(), want.sort(), 'the upstream is not every warren node of docker-compose.cluster.yml');
+  const ws = code.match(/location = \/ws \{([^}]*)\}/);
+  assert.ok(ws, 'no location = /ws');
+  assert.match(ws[1], new RegExp(`proxy_pass http://${names[0]};`));
+  // Headers: wherever they are set, /ws gets them (a location that sets any
+  // proxy_set_header inherits none from the server).
+  const headers = /proxy_set_header/.test(ws[1]) ? ws[1] : code;
+  assert.match(headers, /proxy_set_header Upgrade \$http_upgrade;/);
+  assert.match(headers, /proxy_set_header Connection \$connection_upgrade;/);
+  assert.match(code, /proxy_http_version 1\.1;/);
+  assert.ok(Number(ws[1].match(/proxy_read_timeout (\d+)s;/)[1]) * 1000 > Number(read('config', 'warren.ini').match(/^idle_timeout_ms\s*=\s*(\d+)/m)[1]));
+  // Logs: no request line or query in the access log format, upstream errors
+  // kept out of the error log; the admin port is never proxied.
+  const formats = Object.fromEntries([...code.matchAll(/log_format\s+(\S+)\s+((?:'[^']*'\s*)+);/g)].map((m) => [m[1], m[2]]));
+  const access = [...code.matchAll(/^\s*access_log\s+(\S+)(?:\s+(\S+))?;/gm)];
+  assert.ok(access.length >= 1, 'no access_log');
+  for (const m of access) {
+    assert.ok(m[1] === 'off' || (m[2] && formats[m[2]]), `access_log ${m[1]} without a format of this file`);
+    if (m[2]) assert.doesNotMatch(formats[m[2]], /\$(request|request_uri|query_string|args|arg_\w+)\b/, `log_format ${m[2]} logs the query`);
+  }
+  assert.match(code, /^\s*error_log\s+\S+\s+(crit|alert|emerg);/m, 'the error log would record upstream errors with their request line');
+  assert.doesNotMatch(code, /:9090\b/, 'an admin port is proxied');
+});
+
+test('deploy/nginx/warren-cluster.conf runs in nginx: a ?token= handshake fails over from a dead node, and no log holds the token', { timeout: 30000 }, async (t) => {
+  const NGINX = fs.existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : 'nginx';
+  if (spawnSync(NGINX, ['-v']).status !== 0) {
+    t.skip('nginx (Debian package "nginx") is not installed');
+    return;
+  }
+  const dir = fs.mkdtempSync(path.join(tmp, 'nginx-'));
+  fs.mkdirSync(path.join(dir, 'tmp'));
+  const port = await freePort();
+  const dead = await freePort();
+  const { text, upstreams } = clusterNginx();
+  const servers = Object.values(upstreams)[0];
+  // The real file with addresses and log paths changed; the first node is down.
+  let conf = text;
+  const swap = (re, to) => {
+    assert.equal((conf.match(new RegExp(re.source, 'gm')) || []).length, 1, `warren-cluster.conf: expected one ${re}`);
+    conf = conf.replace(re, to);
+  };
+  swap(new RegExp(`^(\\s*)server ${servers[0]}\\b`, 'm'), `$1server 127.0.0.1:${dead}`);
+  swap(new RegExp(`^(\\s*)server ${servers[1]}\\b`, 'm'), `$1server 127.0.0.1:${w.port}`);
+  swap(/^(\s*)listen 80;/m, `$1listen 127.0.0.1:${port};`);
+  swap(/^(\s*)access_log \/var\/log\/nginx\/access\.log/m, `$1access_log ${dir}/access.log`);
+  swap(/^(\s*)error_log \/var\/log\/nginx\/error\.log/m, `$1error_log ${dir}/error.log`);
+  fs.writeFileSync(path.join(dir, 'site.conf'), conf);
+  const main = [
+    'daemon off;',
+    'worker_processes 1;',
+    `pid ${dir}/nginx.pid;`,
+    // The main log takes everything: only the server's own level keeps tokens out.
+    `error_log ${dir}/main-error.log info;`,
+    'events { worker_connections 64; }',
+    'http {',
+    `  client_body_temp_path ${dir}/tmp/body;`,
+    `  proxy_temp_path ${dir}/tmp/proxy;`,
+    `  fastcgi_temp_path ${dir}/tmp/fastcgi;`,
+    `  uwsgi_temp_path ${dir}/tmp/uwsgi;`,
+    `  scgi_temp_path ${dir}/tmp/scgi;`,
+    `  include ${dir}/site.conf;`,
+    '}',
+  ];
+  if (process.getuid && process.getuid() === 0) main.unshift('user root;');
+  fs.writeFileSync(path.join(dir, 'nginx.conf'), main.join('\n') + '\n');
+  const args = ['-p', `${dir}/`, '-c', path.join(dir, 'nginx.conf'), '-e', path.join(dir, 'main-error.log')];
+  const check = spawnSync(NGINX, [...args, '-t', '-q'], { encoding: 'utf8' });
+  assert.equal(check.status, 0, `nginx -t: ${check.stderr}`);
+  const proc = spawn(NGINX, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.add(proc);
+  let stderr = '';
+  proc.stderr.on('data', (d) => (stderr += d));
+  const clients = [];
+  try {
+    await waitFor(
+      async () => {
+        if (proc.exitCode !== null) throw Object.assign(new Error(`nginx exited: ${stderr}`), { fatal: true });
+        return (await httpGet(`http://127.0.0.1:${port}/metrics`, 1000).catch(() => ({ status: 0 }))).status === 404;
+      },
+      { timeout: 10000, interval: 100, what: 'nginx answering' },
+    );
+    // Two connections held open: least_conn sends one of them to the dead
+    // node first, whichever order it picks.
+    const tokens = [];
+    for (const user of ['cluster-nginx-a', 'cluster-nginx-b']) {
+      const token = await w.token(user);
+      tokens.push(token);
+      const c = await connectClient(`ws://127.0.0.1:${port}/ws`, token);
+      clients.push(c);
+      assert.equal(c.welcome.user_id, user, 'welcome through nginx');
+    }
+    for (const c of clients) c.close();
+    const accessLog = path.join(dir, 'access.log');
+    await waitFor(() => fs.existsSync(accessLog) && fs.readFileSync(accessLog, 'utf8').split('\n').filter((l) => l.includes('/ws')).length >= 2, {
+      what: 'both /ws requests in the access log',
+    });
+    const logs = ['access.log', 'error.log', 'main-error.log'].map((f) => path.join(dir, f)).filter((f) => fs.existsSync(f));
+    const access = fs.readFileSync(accessLog, 'utf8');
+    assert.match(access, new RegExp(`upstream=127\\.0\\.0\\.1:${dead}, 127\\.0\\.0\\.1:${w.port} upstream_status=502, 101`), `no failover in the access log:\n${access}`);
+    for (const f of logs) {
+      const s = fs.readFileSync(f, 'utf8');
+      for (const token of tokens) assert.ok(!s.includes(token), `token in ${path.basename(f)}:\n${s}`);
+      assert.ok(!s.includes('token='), `?token= in ${path.basename(f)}:\n${s}`);
+    }
+    t.diagnostic(`access log: ${access.trim().split('\n').length} lines, failover logged without the query`);
+  } finally {
+    for (const c of clients) c.close();
+    proc.kill('SIGTERM');
+    await new Promise((r) => (proc.exitCode !== null || proc.signalCode !== null ? r() : proc.once('exit', r)));
+    children.delete(proc);
   }
 });
