@@ -217,7 +217,7 @@ test('scenario 24: users on random nodes, on two at once and moving: every devic
   const wasted = await sumMetric(c.nodes, 'warren_cluster_wasted_total');
   const routed = await sumMetric(c.nodes, 'warren_cluster_routed_total');
   const all = account(devices, published, users);
-  report(t, 24, {
+  report(t, 'cluster-users', {
     nodes: 3,
     users: users.length,
     devices: devices.length,
@@ -294,8 +294,19 @@ test('scenario 25: kill -9 of a node under load, restarted with the same id, and
   });
   const mine = devices.filter((d) => d.url.startsWith(c.nodes[1].wsUrl()));
   await waitFor(() => mine.every((d) => d.connected), { timeout: 20000, what: "node 2's devices back" });
+  const backMs = Date.now() - backAt;
+  const pub2 = await Publisher.open();
+  const flowBack = [];
+  for (const d of mine) {
+    const t0 = Date.now();
+    const id = `cl25-back-${d.user}`;
+    published.push({ id, users: [d.user] });
+    await pub2.publish(c.exchange, envelope({ id, users: [d.user] }));
+    await d.waitForIds([id], { timeout: 20000 });
+    flowBack.push(Date.now() - t0);
+  }
   const r1 = await waitAllDelivered(c, devices, published, users, 30000);
-  figures.restarted = { lost: r1.missing.length, leaked: r1.leaked, duplicates: r1.duplicates, down_ms: backAt - killedAt };
+  figures.restarted = { lost: r1.missing.length, leaked: r1.leaked, duplicates: r1.duplicates, down_ms: backAt - killedAt, reconnect_after_restart_ms: backMs, flow_after_reconnect_ms: flowBack };
   assert.equal(r1.leaked, 0);
   assert.deepEqual(r1.missing, [], 'pairs never delivered after the restart');
 
@@ -311,10 +322,20 @@ test('scenario 25: kill -9 of a node under load, restarted with the same id, and
   });
   await waitFor(() => moved.every((d) => d.connected), { timeout: 20000, what: "node 3's devices on node 1" });
   const reconnectMs = Date.now() - movedAt;
+  // Once back on node 1, how long until a new notification reaches them.
+  const flow = [];
+  for (const d of moved) {
+    const t0 = Date.now();
+    const id = `cl25-flow-${d.user}`;
+    published2.push({ id, users: [d.user] });
+    await pub2.publish(c.exchange, envelope({ id, users: [d.user] }));
+    await d.waitForIds([id], { timeout: 20000 });
+    flow.push(Date.now() - t0);
+  }
   const r2 = await waitAllDelivered(c, devices, published2, users, 40000);
   const wasted = await sumMetric(c.nodes, 'warren_cluster_wasted_total');
-  figures.never_restarted = { lost: r2.missing.length, leaked: r2.leaked, duplicates: r2.duplicates, reconnect_ms: reconnectMs };
-  report(t, 25, { ...figures, wasted });
+  figures.never_restarted = { lost: r2.missing.length, leaked: r2.leaked, duplicates: r2.duplicates, reconnect_ms: reconnectMs, flow_after_reconnect_ms: flow };
+  report(t, 'cluster-kill9', { ...figures, wasted });
   assert.equal(r2.leaked, 0);
   assert.deepEqual(r2.missing, [], 'pairs never delivered with node 3 gone');
 });
@@ -339,7 +360,7 @@ test('scenario 26: a rolling restart of every node under load: lost 0', { timeou
     }
   });
   const r = await waitAllDelivered(c, devices, published, users, 40000);
-  report(t, 26, { lost: r.missing.length, leaked: r.leaked, duplicates: r.duplicates, wasted: await sumMetric(c.nodes, 'warren_cluster_wasted_total') });
+  report(t, 'cluster-rolling', { broker_nodes: BROKER_URLS.length || 1, broker_node_stopped: !!CLUSTER_CTL, lost: r.missing.length, leaked: r.leaked, duplicates: r.duplicates, wasted: await sumMetric(c.nodes, 'warren_cluster_wasted_total') });
   assert.equal(r.leaked, 0);
   assert.deepEqual(r.missing, []);
 });
