@@ -146,8 +146,15 @@ static int declare_cluster(amqp_connection_state_t c, amqp_channel_t ch, const w
     e[args.num_entries].value.kind = AMQP_FIELD_KIND_I64;
     e[args.num_entries++].value.value.i64 = 2;
   }
-  if ((rc = declare_queue(c, ch, node, args, cfg->node_queue_type, err, errlen)) < 0)
+  if ((rc = declare_queue(c, ch, node, args, cfg->node_queue_type, err, errlen)) < 0) {
+    if (rc == -EEXIST)
+      snprintf(err, errlen,
+               "cannot declare this node's queue %s (%s, x-message-ttl %u): it exists with other "
+               "arguments; set cluster.queue_type / cluster.node_ttl_ms to match it, or delete it "
+               "once it is empty",
+               node, quorum ? "quorum" : "classic", cfg->cluster_node_ttl_ms);
     return rc;
+  }
   if ((rc = bind_queue(c, ch, node, bcast, "", err, errlen)) < 0)
     return rc;
   wr_info("amqp", "cluster mode: node %s consumes %s (%s, ttl %u ms), routing through %s and %s",
