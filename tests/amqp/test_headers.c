@@ -384,6 +384,43 @@ static void trusted_only_back_from_the_ladder(void **state) {
   assert_false(wr_amqp_headers_has_warren(NULL));
 }
 
+/* Cluster mode reads the queue of the newest x-death entry (a copy that
+ * expired in another node's queue), and a fan copy names its node. */
+static void death_queue_and_fan_header(void **state) {
+  (void)state;
+  amqp_table_entry_t e[2], d0[2], d1[2];
+  amqp_field_value_t arr[2];
+  amqp_table_t h = with_x_death(e, arr, d0, d1, "wq.node.n2", "expired", "wq.retry.200");
+  amqp_bytes_t q = wr_amqp_death_queue(&h);
+  assert_int_equal(q.len, strlen("wq.node.n2"));
+  assert_memory_equal(q.bytes, "wq.node.n2", q.len);
+  h.num_entries = 1; /* no x-death */
+  assert_int_equal(wr_amqp_death_queue(&h).len, 0);
+  assert_int_equal(wr_amqp_death_queue(NULL).len, 0);
+  e[0] = ent_s("x-death", "wq.node.n2"); /* of the wrong kind */
+  assert_int_equal(wr_amqp_death_queue(&h).len, 0);
+
+  wr_amqp_pub_t pub = {.kind = WR_PUB_ROUTE, .attempt = 0, .user = (char *)"u1", .fan = true,
+                       .fan_from = "n1"};
+  amqp_table_t out;
+  assert_int_equal(wr_amqp_headers_build(NULL, &pub, &out), 0);
+  const amqp_field_value_t *v = wr_amqp_table_get(&out, "x-warren-fan");
+  assert_non_null(v);
+  assert_int_equal(v->value.bytes.len, 2);
+  assert_memory_equal(v->value.bytes.bytes, "n1", 2);
+  wr_amqp_headers_release(&out);
+  /* A route copy that is no fan copy, and a fan flag on another kind: none. */
+  pub.fan = false;
+  assert_int_equal(wr_amqp_headers_build(NULL, &pub, &out), 0);
+  assert_null(wr_amqp_table_get(&out, "x-warren-fan"));
+  wr_amqp_headers_release(&out);
+  pub.fan = true;
+  pub.kind = WR_PUB_MAILBOX;
+  assert_int_equal(wr_amqp_headers_build(NULL, &pub, &out), 0);
+  assert_null(wr_amqp_table_get(&out, "x-warren-fan"));
+  wr_amqp_headers_release(&out);
+}
+
 static void backoff_grows_caps_and_jitters(void **state) {
   (void)state;
   /* rnd = midpoint → exactly the base */
@@ -452,6 +489,7 @@ int main(void) {
       cmocka_unit_test(table_copy_depth_is_bounded),
       cmocka_unit_test(table_copy_refuses_what_cannot_be_encoded),
       cmocka_unit_test(trusted_only_back_from_the_ladder),
+      cmocka_unit_test(death_queue_and_fan_header),
       cmocka_unit_test(build_replaces_warren_headers),
       cmocka_unit_test(build_park_without_original_headers),
       cmocka_unit_test(backoff_grows_caps_and_jitters),

@@ -713,6 +713,42 @@ static void test_validate_cross_keys(void **state) {
   assert_int_equal(wr_config_set(&c, "auth", "cookie_name", "", err, sizeof(err)), 0);
   assert_int_equal(wr_config_validate(&c, err, sizeof(err)), 0);
 
+  /* Cluster mode: a node id names the node's queue, so it is a plain name of
+   * at most 64 bytes, and a copy for a user connected nowhere needs the
+   * mailboxes. Unset, single mode. */
+  assert_null(c.cluster_node_id);
+  assert_int_equal(c.node_queue_type, WR_QUEUE_QUORUM);
+  assert_int_equal(c.cluster_node_ttl_ms, 300000);
+  assert_int_equal(c.cluster_unbind_grace_ms, 5000);
+  char id65[66];
+  memset(id65, 'n', 65);
+  id65[65] = '\0';
+  const char *bad_ids[] = {"node 1", "node/1", "n\xc3\xa9", "a*b", id65};
+  for (size_t i = 0; i < sizeof(bad_ids) / sizeof(bad_ids[0]); i++) {
+    assert_int_equal(wr_config_set(&c, "cluster", "node_id", bad_ids[i], err, sizeof(err)), 0);
+    assert_int_equal(wr_config_validate(&c, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "cluster.node_id"));
+    assert_non_null(strstr(err, "1 to 64 bytes of letters, digits"));
+  }
+  id65[64] = '\0';
+  assert_int_equal(wr_config_set(&c, "cluster", "node_id", id65, err, sizeof(err)), 0);
+  assert_int_equal(wr_config_validate(&c, err, sizeof(err)), 0);
+  assert_int_equal(wr_config_set(&c, "cluster", "node_id", "warren-1.eu_west", err, sizeof(err)), 0);
+  assert_int_equal(wr_config_validate(&c, err, sizeof(err)), 0);
+  assert_string_equal(c.cluster_node_id, "warren-1.eu_west");
+  assert_int_equal(wr_config_set(&c, "mailbox", "enabled", "false", err, sizeof(err)), 0);
+  assert_int_equal(wr_config_validate(&c, err, sizeof(err)), -EINVAL);
+  assert_non_null(strstr(err, "cluster.node_id is set but mailbox.enabled = false"));
+  assert_int_equal(wr_config_set(&c, "mailbox", "enabled", "true", err, sizeof(err)), 0);
+  assert_int_equal(wr_config_set(&c, "cluster", "queue_type", "classic", err, sizeof(err)), 0);
+  assert_int_equal(c.node_queue_type, WR_QUEUE_CLASSIC);
+  assert_int_equal(wr_config_set(&c, "cluster", "queue_type", "stream", err, sizeof(err)), -EINVAL);
+  assert_int_equal(wr_config_set(&c, "cluster", "node_ttl_ms", "999", err, sizeof(err)), -EINVAL);
+  assert_int_equal(wr_config_set(&c, "cluster", "unbind_grace_ms", "0", err, sizeof(err)), 0);
+  assert_int_equal(wr_config_set(&c, "cluster", "node_id", "", err, sizeof(err)), 0);
+  assert_null(c.cluster_node_id);
+  assert_int_equal(wr_config_validate(&c, err, sizeof(err)), 0);
+
   assert_int_equal(wr_config_set(&c, "admin", "listen", "0.0.0.0:8080", err, sizeof(err)), 0);
   assert_int_equal(wr_config_validate(&c, err, sizeof(err)), -EINVAL);
   assert_non_null(strstr(err, "admin.listen (0.0.0.0:8080) and server.listen (127.0.0.1:8080)"));
