@@ -75,6 +75,8 @@ static const char *queue_role(const wr_bridge_t *b, const char *name) {
     return "dead";
   if (strcmp(name, ".mailbox.new") == 0)
     return "mailbox_new";
+  if (strncmp(name, ".node.", 6) == 0)
+    return "node";
   return "other";
 }
 
@@ -212,6 +214,28 @@ static void json_version(const void *data, wr_sbuf_t *sb) {
   wr_sbuf_printf(sb, "\"");
 }
 
+/* Cluster mode: this node's id (README.md, Running several nodes); "" and
+ * null in single mode. */
+static void prom_node(const void *data, const wr_metric_t *m, wr_sbuf_t *sb) {
+  const scrape_t *s = data;
+  const char *id = s->b->cfg->cluster_node_id;
+  wr_sbuf_printf(sb, "%s{node_id=\"", m->name);
+  wr_sbuf_escaped(sb, id != NULL ? id : "", false);
+  wr_sbuf_printf(sb, "\"} 1\n");
+}
+
+static void json_node(const void *data, wr_sbuf_t *sb) {
+  const scrape_t *s = data;
+  const char *id = s->b->cfg->cluster_node_id;
+  if (id == NULL) {
+    wr_sbuf_printf(sb, "null");
+    return;
+  }
+  wr_sbuf_printf(sb, "\"");
+  wr_sbuf_escaped(sb, id, true);
+  wr_sbuf_printf(sb, "\"");
+}
+
 /* One sample per ladder step: the steps come from the configuration. */
 static void prom_retried(const void *data, const wr_metric_t *m, wr_sbuf_t *sb) {
   const scrape_t *s = data;
@@ -284,6 +308,9 @@ const wr_metric_t wr_admin_metrics[] = {
     {"warren_build_info", GAUGE, "Always 1; the version is a label.",
      "version=\"" WARREN_VERSION "\"", NULL, FN(U64, get_one)},
     {NULL, 0, NULL, NULL, "version", CUSTOM(NULL, json_version)},
+    {"warren_cluster_node_info", GAUGE,
+     "Always 1; cluster mode's node id (cluster.node_id) is a label, empty in single mode.", NULL,
+     "node_id", CUSTOM(prom_node, json_node)},
     {NULL, 0, NULL, NULL, "ts_ms", FN(I64, get_now_ms)},
     {"warren_ready", GAUGE, "1 while listening and consuming (what /readyz answers 200 for).", NULL,
      "ready", FN(BOOL, get_ready)},

@@ -284,6 +284,20 @@ void wr_status_format(const json_t *s, const char *where, wr_sbuf_t *sb) {
     row_rate(sb, "fallbacks to the ladder", num(mbox, "fallbacks"), uptime);
   }
 
+  const json_t *cl = json_object_get(s, "cluster");
+  const json_t *node = json_object_get(s, "node_id");
+  if (json_is_object(cl) && json_is_string(node)) {
+    wr_sbuf_printf(sb, "\n%-28s %12s %10s\n", "Cluster", "", "per s");
+    row(sb, "node id", json_string_value(node));
+    row_count(sb, "users bound here", num(cl, "users_bound"));
+    row_rate(sb, "routed copies", num(cl, "routed_copies"), uptime);
+    row_rate(sb, "node queue items", num(cl, "node_items"), uptime);
+    row_rate(sb, "wasted (user not here)", num(cl, "wasted"), uptime);
+    row_rate(sb, "binds", num(cl, "binds"), uptime);
+    row_rate(sb, "unbinds", num(cl, "unbinds"), uptime);
+    row_rate(sb, "fallbacks to the ladder", num(cl, "route_fallbacks"), uptime);
+  }
+
   wr_sbuf_printf(sb, "\nBroker\n");
   row(sb, "connected", truth(s, "amqp_connected") ? "yes" : "no");
   row_count(sb, "reconnects", num(s, "reconnects"));

@@ -134,6 +134,8 @@ static const char *FULL =
     "\"consumers\":null}],"
     "\"mailbox\":{\"known\":30,\"consumed\":9,\"puts\":20,\"items\":18,\"redelivered\":1,"
     "\"pauses\":1,\"fallbacks\":0},"
+    "\"node_id\":\"node-2\",\"cluster\":{\"routed_copies\":600,\"routed\":600,\"users_bound\":7,"
+    "\"node_items\":410,\"wasted\":2,\"binds\":11,\"unbinds\":4,\"route_fallbacks\":0},"
     "\"amqp_connected\":true,\"reconnects\":2,\"amqp_unacked\":1,\"in_flight\":1,"
     "\"start_time_s\":800.00}";
 
@@ -162,6 +164,12 @@ static void test_table_figures(void **state) {
   assert_row(t, "puts", "20 0.10");
   assert_row(t, "replayed items", "18 0.09");
   assert_row(t, "redeliveries", "1 0.01");
+  assert_row(t, "node id", "node-2");
+  assert_row(t, "users bound here", "7");
+  assert_row(t, "routed copies", "600 3.00");
+  assert_row(t, "wasted (user not here)", "2 0.01");
+  assert_row(t, "binds", "11 0.06");
+  assert_row(t, "unbinds", "4 0.02");
   assert_row(t, "connected", "yes");
   assert_row(t, "reconnects", "2");
   assert_row(t, "unacked deliveries", "1");
@@ -171,15 +179,18 @@ static void test_table_figures(void **state) {
 static void test_table_states_and_gaps(void **state) {
   char *t;
   (void)state;
-  t = table("{\"version\":\"1.2.3\",\"ready\":false,\"draining\":true,\"amqp_connected\":true}");
+  t = table("{\"version\":\"1.2.3\",\"ready\":false,\"draining\":true,\"amqp_connected\":true,"
+            "\"node_id\":null,\"cluster\":{\"binds\":0}}");
   assert_non_null(strstr(t, ": draining, up -\n"));
   /* What the daemon did not say is "-", never 0. */
   assert_row(t, "connections", "-");
   assert_row(t, "consumed", "- -");
   assert_row(t, "delivery", "- -");
   assert_non_null(strstr(t, "(not polled yet)"));
-  /* An older daemon without mailboxes has no mailbox section. */
+  /* An older daemon without mailboxes has no mailbox section, a single-mode
+   * one no cluster section. */
   assert_null(strstr(t, "Mailboxes"));
+  assert_null(strstr(t, "Cluster"));
   free(t);
   t = table("{\"version\":\"1.2.3\",\"ready\":false,\"draining\":false,\"amqp_connected\":false,"
             "\"ts_ms\":90061000,\"start_time_s\":0}");
