@@ -333,6 +333,16 @@ test('scenario 25: kill -9 of a node under load, restarted with the same id, and
     flow.push(Date.now() - t0);
   }
   const r2 = await waitAllDelivered(c, devices, published2, users, 40000);
+  // Broadcasts also reach node 3's queue, where nobody reads them: they
+  // expire into Q.mailbox under the broadcast key and are dropped, never
+  // parked or dead-lettered (a broadcast is for whoever is online).
+  for (let k = 0; k < 3; k++) await pub2.publish(c.exchange, { id: `cl25-bc-${k}`, broadcast: true, title: 'b' });
+  await waitFor(async () => (await sumMetric(c.nodes, 'warren_cluster_broadcasts_total{state="expired"}')) >= 3, {
+    timeout: 20000,
+    what: "broadcasts expired in node 3's queue, dropped",
+  });
+  assert.equal(await queueCount(`${c.queue}.dead`), 0, 'nothing dead-lettered');
+  assert.equal(await queueCount(`${c.queue}.parked`), 0, 'nothing parked');
   const wasted = await sumMetric(c.nodes, 'warren_cluster_wasted_total');
   figures.never_restarted = { lost: r2.missing.length, leaked: r2.leaked, duplicates: r2.duplicates, reconnect_ms: reconnectMs, flow_after_reconnect_ms: flow };
   report(t, 'cluster-kill9', { ...figures, wasted });
