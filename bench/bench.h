@@ -20,6 +20,9 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#define WR_BENCH_MAX_PIDS 16
+#define WR_BENCH_MAX_URLS 16
+
 typedef struct wr_bench_opts_s {
   const char *amqp_url;   /* amqp://user:pass@host:port/vhost */
   const char *exchange;   /* NULL: publish to the default exchange, routing key = queue */
@@ -39,11 +42,11 @@ typedef struct wr_bench_opts_s {
   double rate;            /* publish: notifications per second */
   double duration_s;      /* publish: seconds (count = rate * duration when count is 0) */
   bool broadcast;         /* publish: one broadcast envelope per "count" */
-  const char *ws_url;     /* clients: ws://host:port/path */
+  const char *ws_url;     /* clients: ws://host:port/path[,…]: connection c uses URL c % n */
   const char *secret;     /* clients: HS256 secret to mint tokens */
   bool client_acks;       /* clients: send {"type":"ack","id":…} for each notification */
   uint32_t bcast_expect;  /* clients: broadcasts each connection must receive */
-  pid_t pid;              /* clients: warren's pid (RSS / CPU sampling, SIGCONT) */
+  pid_t pid;              /* clients: warren's pid (RSS / CPU sampling, SIGCONT); pids[0] */
   pid_t broker_pid;       /* clients/consume: the broker's pid, for the CPU budget */
   bool cont_on_usr1;      /* clients: on SIGUSR1, SIGCONT `pid` and start the clock */
   const char *ready_file; /* clients: created once every connection is open */
@@ -52,6 +55,11 @@ typedef struct wr_bench_opts_s {
   double timeout_s;       /* clients/consume: give up after this long (from ready) */
   uint32_t ramp;          /* clients: handshakes in flight while connecting */
   uint32_t per_src;       /* clients: connections per source address 127.0.0.k */
+  const char *source;     /* clients: first source address (bind even below per_src) */
+  uint64_t first_user;    /* clients: connection c is user u(first_user + c % users) */
+  double connect_rate;    /* clients: churn: connections opened per second (0: ramp) */
+  double life_s;          /* clients: churn: each connection closes this long after its welcome */
+  uint32_t reconnect_ms;  /* clients: churn: each user connects again this long after closing */
   const char *json_path;  /* write the JSON summary here */
   const char *trace_path; /* clients: one line per receipt: seq, receive time, latency (µs) */
   const char *sink;       /* consume: write each delivery as a frame to --conns sockets here */
@@ -59,6 +67,9 @@ typedef struct wr_bench_opts_s {
   double burn_share;      /* burn: share of one core to take, over all threads */
   uint32_t burn_threads;  /* burn: threads (2) */
   bool quiet;
+  /* clients: --pid P1,P2,…: several warren processes (cluster nodes), summed */
+  pid_t pids[WR_BENCH_MAX_PIDS];
+  uint32_t npids; /* entries in pids */
 } wr_bench_opts_t;
 
 /* util.c */

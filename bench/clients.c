@@ -7,9 +7,20 @@
  * broadcast has id "R-bK". Connection c belongs to user u(c % users), so every
  * connection of that user must receive notification i exactly once: fewer is
  * lost, more is a duplicate. Latency is the receive time (CLOCK_REALTIME)
- * minus the envelope's t_us (or created_at). */
+ * minus the envelope's t_us (or created_at).
+ *
+ * Several --url (cluster nodes): connection c goes to URL c % n, and --pid
+ * may name every node (CPU and RSS summed, all continued on SIGUSR1).
+ *
+ * Churn (--connect-rate R): --conns connections of distinct users are opened
+ * at R per second, each closed (a close frame, then the socket) --life s
+ * after its welcome; with --reconnect-ms each user connects once more that
+ * long after closing, and closes again after --life. What counts is whether
+ * the connections kept the pace and how long each waited for its welcome;
+ * bench/run reads warren's binding operations meanwhile. */
 #include "bench/bench.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -37,6 +48,9 @@ typedef struct {
   uint8_t *pend; /* bytes of an incomplete frame (or head) carried to the next read */
   uint32_t pend_len;
   uint32_t pend_cap;
+  int64_t t_begin; /* churn: connect started (µs, monotonic) */
+  int64_t t_due;   /* churn: close (welcomed) or start (a reconnect) due */
+  bool scheduled;  /* churn: a reconnect with its start time set */
 } conn_t;
 
 struct clients_s {
@@ -45,10 +59,22 @@ struct clients_s {
   conn_t *conns;
   uv_timer_t tick;
   uv_signal_t sig_usr1, sig_int, sig_term;
-  struct sockaddr_in dst;
-  char host[64];
-  char path[256];
+  struct sockaddr_in dst[WR_BENCH_MAX_URLS];
+  char host[WR_BENCH_MAX_URLS][64];
+  char path[WR_BENCH_MAX_URLS][256];
+  uint32_t nurls;
+  uint32_t src_base; /* first source address (host order); 0: none bound */
   size_t run_len;
+
+  /* churn (--connect-rate) */
+  bool churn;
+  uv_timer_t churn_timer;
+  uint32_t sessions;   /* conns, or 2 x conns with --reconnect-ms */
+  uint32_t a_lo, b_lo; /* first sessions / reconnects: lowest not finished */
+  uint32_t started, churn_welcomed, churn_closed, skipped, started_late;
+  int64_t t_first_begin, t_last_begin, t_last_welcome, max_behind_us;
+  uint32_t *wlat; /* connect -> welcome, µs, one per welcomed session */
+  uint32_t wlat_n;
 
   uint32_t next, inflight, welcomed, failed, closed_unexpected, proto_errors;
   int64_t t_start, t_all_open, t_ready, t_go, t_first, t_last;
@@ -73,6 +99,11 @@ struct clients_s {
 
 static uint8_t g_rbuf[256 * 1024];
 
+/* The user of connection (or churn session) idx, without the u. */
+static uint64_t user_of(const clients_t *cl, uint32_t idx) {
+  return cl->o->first_user + (idx % cl->o->conns) % cl->o->users;
+}
+
 static uint32_t conns_of_user(const clients_t *cl, uint64_t user) {
   uint32_t u = cl->o->users, n = cl->o->conns;
   return n / u + (user < n % u ? 1 : 0);
@@ -80,6 +111,7 @@ static uint32_t conns_of_user(const clients_t *cl, uint64_t user) {
 
 static void finish(clients_t *cl);
 static void start_more(clients_t *cl);
+static void report_churn(clients_t *cl);
 
 static void write_cb(uv_write_t *req, int status) {
   (void)status;
@@ -155,6 +187,13 @@ static void on_message(conn_t *c, const char *p, size_t len, uint8_t *ack, size_
       c->state = C_WELCOMED;
       cl->welcomed++;
       cl->inflight--;
+      if (cl->churn) {
+        int64_t now = wr_bench_now_us();
+        cl->churn_welcomed++;
+        cl->t_last_welcome = now;
+        cl->wlat[cl->wlat_n++] = (uint32_t)(now - c->t_begin);
+        c->t_due = now + (int64_t)(cl->o->life_s * 1e6);
+      }
       start_more(cl);
     }
     return;
@@ -389,7 +428,8 @@ static void connect_cb(uv_connect_t *req, int status) {
     conn_lost(c, uv_strerror(status));
     return;
   }
-  snprintf(user, sizeof user, "u%u", c->idx % cl->o->users);
+  uint32_t k = c->idx % cl->nurls;
+  snprintf(user, sizeof user, "u%llu", (unsigned long long)user_of(cl, c->idx));
   if (wr_bench_jwt_mint(cl->o->secret, user, 86400, token, sizeof token) < 0) {
     conn_lost(c, "cannot mint a token");
     return;
@@ -398,7 +438,7 @@ static void connect_cb(uv_connect_t *req, int status) {
                    "GET %s%stoken=%s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                    "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: warren.json\r\n\r\n",
-                   cl->path, strchr(cl->path, '?') ? "&" : "?", token, cl->host);
+                   cl->path[k], strchr(cl->path[k], '?') ? "&" : "?", token, cl->host[k]);
   c->state = C_HANDSHAKE;
   conn_write(c, (const uint8_t *)head, (size_t)n);
   uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
@@ -413,46 +453,71 @@ static int conn_start(clients_t *cl, conn_t *c) {
   if ((rc = uv_tcp_init_ex(cl->loop, &c->tcp, AF_INET)) != 0)
     return rc;
   uv_tcp_nodelay(&c->tcp, 1);
-  if (cl->o->per_src && cl->o->conns > cl->o->per_src) {
-    /* Spread over 127.0.0.2, .3, … so no source address runs out of
-     * ephemeral ports; the port is picked at connect time. */
+  if (cl->src_base) {
+    /* Spread over 127.0.0.2, .3, … (or --source and the addresses after
+     * it) so no source address runs out of ephemeral ports; the port is
+     * picked at connect time. */
     uv_os_fd_t fd;
     int one = 1;
     struct sockaddr_in src;
-    uint32_t k = 2 + c->idx / cl->o->per_src;
+    uint32_t k = cl->o->per_src ? c->idx / cl->o->per_src : 0;
     if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
       setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
     memset(&src, 0, sizeof src);
     src.sin_family = AF_INET;
-    src.sin_addr.s_addr = htonl(0x7f000000u | (k & 0xffffff));
+    src.sin_addr.s_addr = htonl(cl->src_base + k);
     if ((rc = uv_tcp_bind(&c->tcp, (const struct sockaddr *)&src, 0)) != 0)
       return rc;
   }
-  return uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&cl->dst, connect_cb);
+  return uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&cl->dst[c->idx % cl->nurls],
+                        connect_cb);
+}
+
+/* Starts connection c (number idx); one that cannot start is counted,
+ * reported (the first three) and closed. */
+static void conn_start_or_fail(clients_t *cl, conn_t *c, unsigned idx) {
+  int rc = conn_start(cl, c);
+  if (rc == 0)
+    return;
+  cl->failed++;
+  cl->inflight--;
+  c->state = C_CLOSED;
+  if (cl->failed <= 3)
+    fprintf(stderr, "clients: connection %u: %s\n", idx, uv_strerror(rc));
+  if (!uv_is_closing((uv_handle_t *)&c->tcp) && c->tcp.loop)
+    conn_close(c);
 }
 
 static void start_more(clients_t *cl) {
-  if (cl->finishing)
+  if (cl->finishing || cl->churn)
     return;
   while (cl->next < cl->o->conns && cl->inflight < cl->o->ramp) {
     conn_t *c = &cl->conns[cl->next];
     c->idx = cl->next++;
     cl->inflight++;
-    int rc = conn_start(cl, c);
-    if (rc != 0) {
-      cl->failed++;
-      cl->inflight--;
-      c->state = C_CLOSED;
-      if (cl->failed <= 3)
-        fprintf(stderr, "clients: connection %u: %s\n", c->idx, uv_strerror(rc));
-      if (!uv_is_closing((uv_handle_t *)&c->tcp) && c->tcp.loop)
-        conn_close(c);
-    }
+    conn_start_or_fail(cl, c, c->idx);
   }
 }
 
+/* Every --pid at once, summed (the nodes of a cluster). 0 or -errno. */
+static int sample_pids(const wr_bench_opts_t *o, wr_bench_proc_t *p) {
+  memset(p, 0, sizeof *p);
+  for (uint32_t i = 0; i < o->npids; i++) {
+    wr_bench_proc_t one;
+    int rc = wr_bench_proc_sample(o->pids[i], &one);
+    if (rc != 0)
+      return rc;
+    p->rss_kb += one.rss_kb;
+    p->cpu_s += one.cpu_s;
+    p->sys_s += one.sys_s;
+    p->threads += one.threads;
+    p->ctxsw += one.ctxsw;
+  }
+  return 0;
+}
+
 static void sample(clients_t *cl, wr_bench_proc_t *p) {
-  if (cl->have_pid && wr_bench_proc_sample(cl->o->pid, p) == 0 && p->rss_kb > cl->rss_max_kb)
+  if (cl->have_pid && sample_pids(cl->o, p) == 0 && p->rss_kb > cl->rss_max_kb)
     cl->rss_max_kb = p->rss_kb;
 }
 
@@ -482,6 +547,8 @@ static void tick_cb(uv_timer_t *t) {
   if (cl->finishing)
     return;
   sample(cl, &p);
+  if (cl->churn)
+    return; /* churn_cb */
   if (!cl->t_all_open && cl->welcomed + cl->failed >= cl->o->conns) {
     cl->t_all_open = now;
     printf("clients: %u/%u connections open in %.2f s (%u failed)\n", cl->welcomed, cl->o->conns,
@@ -529,7 +596,8 @@ static void usr1_cb(uv_signal_t *s, int signum) {
   wr_bench_cpu_sample(cl->o->broker_pid, &cl->c_go);
   cl->t_go = wr_bench_now_us();
   if (cl->have_pid && cl->o->cont_on_usr1)
-    kill(cl->o->pid, SIGCONT);
+    for (uint32_t i = 0; i < cl->o->npids; i++)
+      kill(cl->o->pids[i], SIGCONT);
 }
 
 static void stop_cb(uv_signal_t *s, int signum) {
@@ -660,29 +728,199 @@ static void finish(clients_t *cl) {
   sample(cl, &cl->p_end);
   wr_bench_cpu_sample(cl->o->broker_pid, &cl->c_end);
   cl->finishing = true;
-  report(cl);
-  for (uint32_t i = 0; i < cl->next; i++)
+  if (cl->churn)
+    report_churn(cl);
+  else
+    report(cl);
+  for (uint32_t i = 0; i < (cl->churn ? cl->sessions : cl->next); i++)
     if (cl->conns[i].tcp.loop && !cl->conns[i].closing)
       conn_close(&cl->conns[i]);
+  if (cl->churn)
+    uv_close((uv_handle_t *)&cl->churn_timer, NULL);
   uv_close((uv_handle_t *)&cl->tick, NULL);
   uv_close((uv_handle_t *)&cl->sig_usr1, NULL);
   uv_close((uv_handle_t *)&cl->sig_int, NULL);
   uv_close((uv_handle_t *)&cl->sig_term, NULL);
 }
 
-static int parse_ws_url(clients_t *cl, const char *url) {
-  unsigned a, b, c, d, port;
-  int n = 0;
-  if (sscanf(url, "ws://%u.%u.%u.%u:%u%n", &a, &b, &c, &d, &port, &n) != 5 || a > 255 || b > 255 ||
-      c > 255 || d > 255 || port > 65535)
-    return -EINVAL;
-  snprintf(cl->host, sizeof cl->host, "%u.%u.%u.%u:%u", a, b, c, d, port);
-  snprintf(cl->path, sizeof cl->path, "%s", url[n] ? url + n : "/ws");
-  memset(&cl->dst, 0, sizeof cl->dst);
-  cl->dst.sin_family = AF_INET;
-  cl->dst.sin_port = htons((uint16_t)port);
-  cl->dst.sin_addr.s_addr = htonl(a << 24 | b << 16 | c << 8 | d);
-  return 0;
+/* ws://IPv4:PORT/PATH[,ws://…]: one entry per URL. */
+static int parse_ws_urls(clients_t *cl, const char *list) {
+  cl->nurls = 0;
+  while (*list) {
+    unsigned a, b, c, d, port;
+    int n = 0;
+    size_t len = strcspn(list, ",");
+    char url[512];
+    uint32_t k = cl->nurls;
+    if (k == WR_BENCH_MAX_URLS || len >= sizeof url)
+      return -EINVAL;
+    memcpy(url, list, len);
+    url[len] = '\0';
+    if (sscanf(url, "ws://%u.%u.%u.%u:%u%n", &a, &b, &c, &d, &port, &n) != 5 || a > 255 ||
+        b > 255 || c > 255 || d > 255 || port > 65535)
+      return -EINVAL;
+    snprintf(cl->host[k], sizeof cl->host[k], "%u.%u.%u.%u:%u", a, b, c, d, port);
+    snprintf(cl->path[k], sizeof cl->path[k], "%s", url[n] ? url + n : "/ws");
+    memset(&cl->dst[k], 0, sizeof cl->dst[k]);
+    cl->dst[k].sin_family = AF_INET;
+    cl->dst[k].sin_port = htons((uint16_t)port);
+    cl->dst[k].sin_addr.s_addr = htonl(a << 24 | b << 16 | c << 8 | d);
+    cl->nurls++;
+    list += len;
+    if (*list == ',')
+      list++;
+  }
+  return cl->nurls ? 0 : -EINVAL;
+}
+
+/* --- churn (--connect-rate) --------------------------------------------- */
+
+static bool finished(const conn_t *c) {
+  return c->state == C_CLOSED;
+}
+
+/* Closes a welcomed session on purpose: a close frame (1000), then the
+ * socket, as a page that goes away. */
+static void churn_close(clients_t *cl, conn_t *c, int64_t now) {
+  uint8_t out[16];
+  static const uint8_t normal[2] = {0x03, 0xe8};
+  size_t n = wr_bench_ws_frame_masked(&c->rng, out, 0, 0x8, normal, 2);
+  conn_write(c, out, n);
+  c->state = C_CLOSED;
+  cl->churn_closed++;
+  conn_close(c);
+  if (cl->o->reconnect_ms && c->idx < cl->o->conns) {
+    conn_t *r = &cl->conns[c->idx + cl->o->conns];
+    r->scheduled = true;
+    r->t_due = now + (int64_t)cl->o->reconnect_ms * 1000;
+  }
+}
+
+static void churn_begin(clients_t *cl, conn_t *c, uint32_t idx, int64_t now, int64_t due) {
+  c->idx = idx;
+  c->t_begin = now;
+  cl->started++;
+  cl->inflight++;
+  if (!cl->t_first_begin)
+    cl->t_first_begin = now;
+  if (idx < cl->o->conns)
+    cl->t_last_begin = now; /* the pace is the first sessions' */
+  if (now - due > cl->max_behind_us)
+    cl->max_behind_us = now - due;
+  if (now - due > 10000)
+    cl->started_late++;
+  conn_start_or_fail(cl, c, idx);
+}
+
+/* Every 2 ms: start the connections due (the pace, at most --ramp
+ * handshakes in flight), close those whose life is over, start the
+ * reconnects due; finish once every session is over. */
+static void churn_cb(uv_timer_t *t) {
+  clients_t *cl = t->data;
+  const wr_bench_opts_t *o = cl->o;
+  int64_t now = wr_bench_now_us();
+  uint32_t n = o->conns, i;
+  if (cl->finishing)
+    return;
+  double el = (double)(now - cl->t_start) / 1e6;
+  uint64_t due_n = (uint64_t)(el * o->connect_rate) + 1;
+  if (due_n > n)
+    due_n = n;
+  while (cl->next < due_n && cl->inflight < o->ramp) {
+    uint32_t k = cl->next++;
+    churn_begin(cl, &cl->conns[k], k, now,
+                cl->t_start + (int64_t)((double)k / o->connect_rate * 1e6));
+  }
+  /* First sessions. */
+  for (i = cl->a_lo; i < cl->next; i++) {
+    conn_t *c = &cl->conns[i];
+    if (c->state == C_WELCOMED && now >= c->t_due)
+      churn_close(cl, c, now);
+    else if (c->state == C_CLOSED && o->reconnect_ms && !cl->conns[i + n].scheduled &&
+             !cl->conns[i + n].t_begin && cl->conns[i + n].state != C_CLOSED) {
+      /* It failed or warren closed it: no reconnect. */
+      cl->conns[i + n].state = C_CLOSED;
+      cl->skipped++;
+    }
+  }
+  while (cl->a_lo < cl->next && finished(&cl->conns[cl->a_lo]))
+    cl->a_lo++;
+  /* Reconnects: scheduled as their first sessions close, in about that
+   * order. */
+  if (o->reconnect_ms) {
+    for (i = cl->b_lo; i < cl->next; i++) {
+      conn_t *r = &cl->conns[i + n];
+      if (r->scheduled && !r->t_begin && now >= r->t_due && cl->inflight < o->ramp)
+        churn_begin(cl, r, i + n, now, r->t_due);
+      else if (r->state == C_WELCOMED && now >= r->t_due)
+        churn_close(cl, r, now);
+    }
+    while (cl->b_lo < cl->next && finished(&cl->conns[cl->b_lo + n]))
+      cl->b_lo++;
+  }
+  bool done = cl->next == n && cl->a_lo == n && (!o->reconnect_ms || cl->b_lo == n);
+  if (done || cl->interrupted ||
+      el > o->timeout_s + (double)n / o->connect_rate + 2 * o->life_s + o->reconnect_ms / 1e3) {
+    if (!done)
+      fprintf(stderr, "clients: churn %s with sessions left\n",
+              cl->interrupted ? "interrupted" : "timed out");
+    finish(cl);
+  }
+}
+
+static void report_churn(clients_t *cl) {
+  const wr_bench_opts_t *o = cl->o;
+  wr_bench_json_t j;
+  uint32_t n = o->conns;
+  double span = cl->t_last_begin > cl->t_first_begin
+                    ? (double)(cl->t_last_begin - cl->t_first_begin) / 1e6
+                    : 0;
+  /* The pace over the first sessions: the n-th start is due at (n-1)/R. */
+  double rate = span > 0 ? (double)(n - 1) / span : 0;
+  uint32_t p50 = 0, p99 = 0, pmax = 0;
+  if (cl->wlat_n) {
+    wr_bench_sort_u32(cl->wlat, cl->wlat_n);
+    p50 = wr_bench_quantile(cl->wlat, cl->wlat_n, 0.5);
+    p99 = wr_bench_quantile(cl->wlat, cl->wlat_n, 0.99);
+    pmax = cl->wlat[cl->wlat_n - 1];
+  }
+  double secs = (double)(wr_bench_now_us() - cl->t_start) / 1e6;
+  printf(
+      "clients: churn: %u of %u sessions started (%u users%s), %u welcomed, %u failed, %u closed "
+      "by warren, %u closed here\n",
+      cl->started, cl->sessions, n, o->reconnect_ms ? ", each twice" : "", cl->churn_welcomed,
+      cl->failed, cl->closed_unexpected, cl->churn_closed);
+  printf("clients: churn: asked %.0f/s, first sessions started at %.1f/s (%u started > 10 ms late, "
+         "at most %.1f ms); connect -> welcome p50 %.2f ms, p99 %.2f ms, max %.2f ms; %.1f s\n",
+         o->connect_rate, rate, cl->started_late, (double)cl->max_behind_us / 1e3, p50 / 1e3,
+         p99 / 1e3, pmax / 1e3, secs);
+  if (wr_bench_json_open(&j, o->json_path) == 0) {
+    wr_bench_json_str(&j, "mode", "churn");
+    wr_bench_json_int(&j, "users", n);
+    wr_bench_json_int(&j, "sessions", cl->sessions);
+    wr_bench_json_int(&j, "started", cl->started);
+    wr_bench_json_int(&j, "welcomed", cl->churn_welcomed);
+    wr_bench_json_int(&j, "failed", cl->failed);
+    wr_bench_json_int(&j, "closed_unexpected", cl->closed_unexpected);
+    wr_bench_json_int(&j, "closed_here", cl->churn_closed);
+    wr_bench_json_int(&j, "reconnects_skipped", cl->skipped);
+    wr_bench_json_num(&j, "rate_asked", o->connect_rate);
+    wr_bench_json_num(&j, "rate_started", rate);
+    wr_bench_json_num(&j, "start_span_s", span);
+    wr_bench_json_int(&j, "started_late", cl->started_late);
+    wr_bench_json_num(&j, "max_behind_ms", (double)cl->max_behind_us / 1e3);
+    wr_bench_json_num(&j, "life_s", o->life_s);
+    wr_bench_json_int(&j, "reconnect_ms", o->reconnect_ms);
+    wr_bench_json_int(&j, "welcome_p50_us", p50);
+    wr_bench_json_int(&j, "welcome_p99_us", p99);
+    wr_bench_json_int(&j, "welcome_max_us", pmax);
+    wr_bench_json_num(&j, "seconds", secs);
+    wr_bench_json_num(&j, "self_cpu_s", wr_bench_self_cpu_s());
+    wr_bench_json_close(&j);
+  }
+  if (cl->failed || cl->closed_unexpected || cl->interrupted ||
+      cl->churn_welcomed + cl->skipped < cl->sessions)
+    cl->rc = 1;
 }
 
 int wr_bench_clients_run(const wr_bench_opts_t *o) {
@@ -692,9 +930,30 @@ int wr_bench_clients_run(const wr_bench_opts_t *o) {
   memset(&cl, 0, sizeof cl);
   cl.o = o;
   cl.run_len = strlen(o->run_id);
-  if (!o->ws_url || !o->secret || parse_ws_url(&cl, o->ws_url) != 0) {
-    fprintf(stderr, "warren-bench clients: --url ws://IPv4:PORT/PATH and --secret are required\n");
+  if (!o->ws_url || !o->secret || parse_ws_urls(&cl, o->ws_url) != 0) {
+    fprintf(stderr, "warren-bench clients: --url ws://IPv4:PORT/PATH[,…] and --secret are "
+                    "required\n");
     return 2;
+  }
+  cl.churn = o->connect_rate > 0;
+  cl.sessions = cl.churn && o->reconnect_ms ? 2 * o->conns : o->conns;
+  if (cl.churn && (o->count || o->bcast_expect)) {
+    fprintf(stderr, "warren-bench clients: --connect-rate expects no --count or broadcast\n");
+    return 2;
+  }
+  if (o->first_user && o->count) {
+    fprintf(stderr, "warren-bench clients: --first-user expects no --count\n");
+    return 2;
+  }
+  if (o->source) {
+    struct in_addr a;
+    if (inet_pton(AF_INET, o->source, &a) != 1) {
+      fprintf(stderr, "warren-bench clients: --source %s: not an IPv4 address\n", o->source);
+      return 2;
+    }
+    cl.src_base = ntohl(a.s_addr);
+  } else if (o->per_src && cl.sessions > o->per_src) {
+    cl.src_base = 0x7f000002u;
   }
   /* One descriptor per connection, plus a margin for the loop itself. */
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)o->conns + 64) {
@@ -710,7 +969,9 @@ int wr_bench_clients_run(const wr_bench_opts_t *o) {
               (unsigned long long)rl.rlim_max, o->conns);
     }
   }
-  cl.conns = calloc(o->conns, sizeof *cl.conns);
+  cl.conns = calloc(cl.sessions, sizeof *cl.conns);
+  if (cl.churn)
+    cl.wlat = calloc(cl.sessions, sizeof *cl.wlat);
   if (o->count) {
     cl.seen = calloc(o->count, 1);
     for (uint64_t u = 0; u < o->users && u < o->count; u++) {
@@ -721,7 +982,8 @@ int wr_bench_clients_run(const wr_bench_opts_t *o) {
   }
   if (o->bcast_expect)
     cl.blat = malloc(sizeof *cl.blat * (size_t)o->conns * o->bcast_expect);
-  if (!cl.conns || (o->count && (!cl.seen || !cl.lat)) || (o->bcast_expect && !cl.blat)) {
+  if (!cl.conns || (o->count && (!cl.seen || !cl.lat)) || (o->bcast_expect && !cl.blat) ||
+      (cl.churn && !cl.wlat)) {
     fprintf(stderr, "warren-bench clients: out of memory\n");
     goto out;
   }
@@ -729,8 +991,8 @@ int wr_bench_clients_run(const wr_bench_opts_t *o) {
     fprintf(stderr, "warren-bench clients: %s: %s\n", o->trace_path, strerror(errno));
     goto out;
   }
-  cl.have_pid = o->pid > 0;
-  if (cl.have_pid && wr_bench_proc_sample(o->pid, &cl.p0) != 0) {
+  cl.have_pid = o->npids > 0;
+  if (cl.have_pid && sample_pids(o, &cl.p0) != 0) {
     fprintf(stderr, "warren-bench clients: cannot read /proc/%d\n", (int)o->pid);
     goto out;
   }
@@ -749,6 +1011,11 @@ int wr_bench_clients_run(const wr_bench_opts_t *o) {
   cl.sig_term.data = &cl;
   uv_signal_start(&cl.sig_term, stop_cb, SIGTERM);
   cl.t_start = wr_bench_now_us();
+  if (cl.churn) {
+    uv_timer_init(cl.loop, &cl.churn_timer);
+    cl.churn_timer.data = &cl;
+    uv_timer_start(&cl.churn_timer, churn_cb, 0, 2);
+  }
   start_more(&cl);
   uv_run(cl.loop, UV_RUN_DEFAULT);
   rc = uv_loop_close(cl.loop) == 0 ? cl.rc : 1;
@@ -759,5 +1026,6 @@ out:
   free(cl.seen);
   free(cl.lat);
   free(cl.blat);
+  free(cl.wlat);
   return rc;
 }

@@ -12,7 +12,9 @@ static void usage(FILE *f) {
         "  consume   minimal rabbitmq-c consumer draining --queue (the ceiling)\n"
         "  fill      publish --count confirmed persistent envelopes (to --exchange, else --queue)\n"
         "  publish   publish at --rate for --duration (or --count), with confirms; --broadcast\n"
-        "  clients   open --conns WebSocket connections to --url, count/ack/time notifications\n"
+        "  clients   open --conns WebSocket connections to --url, count/ack/time notifications;\n"
+        "            with --connect-rate, churn: connections opened at a rate, each closed\n"
+        "            after --life\n"
         "  burn      take --share of a core in --threads threads waking 5,000 times a second,\n"
         "            for --duration s or until SIGTERM (a stand-in for a bridge's CPU)\n"
         "  sink      accept connections on --listen and drop what they send, until --conns\n"
@@ -47,13 +49,15 @@ static void usage(FILE *f) {
         "  --share F             burn: share of one core, over all threads\n"
         "  --threads N           burn: threads (2)\n"
         "  --broadcast           publish: broadcast envelopes\n"
-        "  --url ws://IP:PORT/ws clients: warren's WebSocket endpoint\n"
+        "  --url ws://IP:PORT/ws clients: warren's WebSocket endpoint; several, comma-separated:\n"
+        "                        connection c goes to URL c % n (one per cluster node)\n"
         "  --secret S            clients: auth.jwt_secret to mint HS256 tokens\n"
         "  --conns N             clients/consume/sink: connections (default --users);\n"
         "                        connection i is u(i % U)\n"
         "  --ack MODE            clients/replay: client (ack every notification) or none (client)\n"
         "  --expect-broadcast K  clients: broadcasts each connection must receive\n"
-        "  --pid PID             clients/replay: warren's pid, for RSS / CPU samples\n"
+        "  --pid PID[,PID…]      clients/replay: warren's pid, for RSS / CPU samples; clients:\n"
+        "                        several (cluster nodes), summed, all continued on SIGUSR1\n"
         "  --broker-pid PID      clients/consume/replay: the broker's pid, for CPU per item\n"
         "  --cont-on-usr1        clients: on SIGUSR1 send SIGCONT to --pid and start the clock\n"
         "  --ready-file F        clients: created once every connection is open and settled\n"
@@ -64,6 +68,13 @@ static void usage(FILE *f) {
         "                        (120)\n"
         "  --ramp N              clients: handshakes in flight (256)\n"
         "  --per-src N           clients: connections per source address 127.0.0.k (20000)\n"
+        "  --source IP           clients: bind connections to IP (and, past --per-src, the\n"
+        "                        next addresses), instead of 127.0.0.2… only past --per-src\n"
+        "  --first-user K        clients: connection c is user u(K + c % U) (no --count with K)\n"
+        "  --connect-rate R      clients: churn: open --conns connections (distinct users) at R\n"
+        "                        per second, each closed --life s after its welcome\n"
+        "  --life S              clients: churn: connection lifetime after the welcome (1)\n"
+        "  --reconnect-ms MS     clients: churn: each user connects once more MS after closing\n"
         "  --trace FILE          clients: one line per notification: seq recv_us latency_us;\n"
         "                        replay: one line per user\n"
         "  --json FILE           write a JSON summary\n",
@@ -85,6 +96,7 @@ int main(int argc, char **argv) {
       .ramp = 256,
       .per_src = 20000,
       .burn_threads = 2,
+      .life_s = 1,
   };
   enum {
     O_AMQP = 256,
@@ -123,6 +135,11 @@ int main(int argc, char **argv) {
     O_LISTEN,
     O_FIRST,
     O_MAILBOXES,
+    O_SOURCE,
+    O_FIRST_USER,
+    O_CONNECT_RATE,
+    O_LIFE,
+    O_RECONNECT,
     O_HELP
   };
   static const struct option opts[] = {
@@ -162,6 +179,11 @@ int main(int argc, char **argv) {
       {"listen", required_argument, 0, O_LISTEN},
       {"first", required_argument, 0, O_FIRST},
       {"mailboxes", required_argument, 0, O_MAILBOXES},
+      {"source", required_argument, 0, O_SOURCE},
+      {"first-user", required_argument, 0, O_FIRST_USER},
+      {"connect-rate", required_argument, 0, O_CONNECT_RATE},
+      {"life", required_argument, 0, O_LIFE},
+      {"reconnect-ms", required_argument, 0, O_RECONNECT},
       {"help", no_argument, 0, O_HELP},
       {0, 0, 0, 0},
   };
@@ -246,8 +268,40 @@ int main(int argc, char **argv) {
     case O_BEXPECT:
       o.bcast_expect = (uint32_t)strtoul(optarg, NULL, 10);
       break;
-    case O_PID:
-      o.pid = (pid_t)strtol(optarg, NULL, 10);
+    case O_PID: {
+      char *p = optarg, *end;
+      o.npids = 0;
+      while (*p) {
+        long v = strtol(p, &end, 10);
+        if (end == p || v <= 0 || o.npids == WR_BENCH_MAX_PIDS) {
+          fprintf(stderr, "warren-bench: --pid takes up to %d pids, comma-separated\n",
+                  WR_BENCH_MAX_PIDS);
+          return 2;
+        }
+        o.pids[o.npids++] = (pid_t)v;
+        p = *end == ',' ? end + 1 : end;
+        if (*end != ',' && *end != '\0') {
+          fprintf(stderr, "warren-bench: --pid %s: not a pid list\n", optarg);
+          return 2;
+        }
+      }
+      o.pid = o.npids ? o.pids[0] : 0;
+      break;
+    }
+    case O_SOURCE:
+      o.source = optarg;
+      break;
+    case O_FIRST_USER:
+      o.first_user = strtoull(optarg, NULL, 10);
+      break;
+    case O_CONNECT_RATE:
+      o.connect_rate = strtod(optarg, NULL);
+      break;
+    case O_LIFE:
+      o.life_s = strtod(optarg, NULL);
+      break;
+    case O_RECONNECT:
+      o.reconnect_ms = (uint32_t)strtoul(optarg, NULL, 10);
       break;
     case O_CONT:
       o.cont_on_usr1 = true;
