@@ -35,6 +35,11 @@
 #define WR_AMQP_BROADCAST_KEY "b"
 #define WR_AMQP_FRAME_MAX 131072
 #define WR_AMQP_RPC_TIMEOUT_S 10
+/* Blocking RPCs (binds, unbinds, probes) one turn of the AMQP thread's loop
+ * makes at most before it reads deliveries and sends acks again: a burst of
+ * users connecting, or a reconnect with thousands online, never holds
+ * deliveries back for more than a few tens of ms at a time. */
+#define WR_AMQP_RPC_BUDGET 32
 #define WR_AMQP_NAME_MAX 256
 
 /* What the AMQP thread keeps with each delivery so that it can republish
@@ -115,6 +120,7 @@ typedef struct wr_mbox_s {
                          is the first of a backlog (replay latency) */
   bool indexed;       /* an entry for it was put in Q.mailbox.index since the
                          index read began (a second one is a duplicate) */
+  uint64_t want_gen;  /* the connection generation its consumer was last sought on */
   char *user;         /* the user id (malloc'd) */
   char key[];         /* the user key, also its consumer tag */
 } wr_mbox_t;
@@ -123,6 +129,9 @@ typedef struct wr_mboxes_s {
   wr_mbox_t **buckets;
   size_t nbuckets; /* power of two, 0 before the first entry */
   size_t n;
+  size_t resume_bucket;   /* a new connection consumes the online users' mailboxes again from here */
+  size_t resume_nbuckets; /* the table's size when that pass began (a rehash restarts it) */
+  bool resuming;
 } wr_mboxes_t;
 
 /* Cluster mode (cluster.c): one user's binding to this node's queue. */
@@ -131,6 +140,7 @@ typedef struct wr_nodebind_s {
   struct wr_nodebind_s *qnext; /* in the unbind queue while leaving */
   uint64_t hash;
   bool bound;       /* queue.bind done (on this or an earlier connection) */
+  uint64_t bound_gen; /* the connection generation it was last bound on */
   bool leaving;     /* the user's last connection closed: in the unbind queue */
   int64_t due_ms;   /* monotonic: unbind then, unless they join again */
   char key[];       /* the user key, the routing key */
@@ -141,6 +151,9 @@ typedef struct wr_nodebinds_s {
   size_t nbuckets; /* power of two, 0 before the first entry */
   size_t n;
   wr_nodebind_t *qhead, *qtail; /* leaving users, by due time (one grace for all) */
+  size_t resume_bucket;  /* a new connection binds the online users again from here */
+  size_t resume_nbuckets; /* the table's size when that pass began (a rehash restarts it) */
+  bool resuming;
 } wr_nodebinds_t;
 
 struct wr_amqp_s {
@@ -174,6 +187,8 @@ struct wr_amqp_s {
   bool mbox_channel_open;  /* channel 4 */
   bool new_consuming;      /* the consumer of Q.mailbox.new */
   bool node_consuming;     /* the consumer of this node's queue (cluster mode) */
+  bool more_commands;      /* the last drain stopped at its RPC budget */
+  bool more_steps;         /* unbinds due, or re-binding/re-consuming, left for the next turn */
   wr_nodebinds_t binds;    /* users bound to this node's queue (cluster.c) */
   int64_t next_janitor_ms; /* monotonic */
   size_t janitor_cursor;   /* the bucket the janitor's next pass starts at */
@@ -391,6 +406,10 @@ int wr_amqp_mbox_create(wr_amqp_t *a, const char *user, bool known_ok);
  * that user's key is the routing key, else the id of a plain routing key
  * ("u.<id>"); NULL when neither (malloc'd). */
 char *wr_amqp_mbox_new_owner(const amqp_table_t *headers, amqp_bytes_t routing_key);
+/* After a new connection: seeks the mailboxes of up to WR_AMQP_RPC_BUDGET
+ * online users not yet sought on it (probe, consume). a->mboxes.resuming
+ * stays true while users are left. */
+int wr_amqp_mbox_resume_step(wr_amqp_t *a);
 /* A new connection: opens channel 4 and consumes the mailboxes of online
  * users again. Returns 0 or a negative errno. */
 int wr_amqp_mbox_session_open(wr_amqp_t *a, char *err, size_t errlen);
@@ -424,9 +443,14 @@ int wr_amqp_mbox_made_elsewhere(wr_amqp_t *a, const char *user);
 int wr_amqp_node_command(wr_amqp_t *a, wr_amqp_cmd_t *c);
 /* A new connection: binds again every user bound before (a node queue
  * deleted behind warren's back comes back with the topology). */
-int wr_amqp_node_session_open(wr_amqp_t *a, char *err, size_t errlen);
-/* Unbinds the users whose grace is over. */
-int wr_amqp_node_unbind_due(wr_amqp_t *a);
+void wr_amqp_node_session_open(wr_amqp_t *a);
+/* Unbinds the users whose grace is over, at most WR_AMQP_RPC_BUDGET of them;
+ * *more (may be NULL) is set when more are due. */
+int wr_amqp_node_unbind_due(wr_amqp_t *a, bool *more);
+/* After a new connection: binds again up to WR_AMQP_RPC_BUDGET online users
+ * not yet bound on it. Returns 0 or a negative errno; a->binds.resuming
+ * stays true while users are left. */
+int wr_amqp_node_resume_step(wr_amqp_t *a);
 /* Cluster mode: what a delivery's headers say before it goes to the loop.
  * Returns 0 (deliver it), 3 when it is a fan copy that ended in a mailbox or
  * this node's own fan copy (ack and drop it: the node that sent it delivered

@@ -137,6 +137,7 @@ static int do_bind(wr_amqp_t *a, wr_nodebind_t *e) {
   if ((rc = bind_rpc(a, e->key, true)) < 0)
     return rc;
   WR_AMQP_STAT_ADD(a, node_binds, 1);
+  e->bound_gen = a->generation;
   if (rc == 0 && !e->bound) {
     e->bound = true;
     WR_AMQP_STAT_ADD(a, node_users_bound, 1);
@@ -191,7 +192,7 @@ int wr_amqp_node_command(wr_amqp_t *a, wr_amqp_cmd_t *c) {
         t->qhead = e;
       t->qtail = e;
       if (a->cfg->cluster_unbind_grace_ms == 0)
-        rc = wr_amqp_node_unbind_due(a);
+        rc = wr_amqp_node_unbind_due(a, NULL);
     }
   } else {
     /* Stale: no connection here, whatever the entry says (a binding of an
@@ -296,10 +297,15 @@ int wr_amqp_node_inspect(wr_amqp_t *a, const amqp_table_t *h, wr_amqp_source_t s
   return 0;
 }
 
-int wr_amqp_node_unbind_due(wr_amqp_t *a) {
+int wr_amqp_node_unbind_due(wr_amqp_t *a, bool *more) {
   wr_nodebinds_t *t = &a->binds;
   int64_t now = wr_amqp_now_ms();
-  while (t->qhead != NULL && t->qhead->due_ms <= now) {
+  for (int n = 0; t->qhead != NULL && t->qhead->due_ms <= now; n++) {
+    if (n == WR_AMQP_RPC_BUDGET) {
+      if (more != NULL)
+        *more = true;
+      return 0;
+    }
     int rc = do_unbind(a, t->qhead);
     if (rc < 0)
       return rc;
@@ -307,23 +313,38 @@ int wr_amqp_node_unbind_due(wr_amqp_t *a) {
   return 0;
 }
 
-int wr_amqp_node_session_open(wr_amqp_t *a, char *err, size_t errlen) {
+/* Bindings of a durable exchange and queue outlive connections, so this
+ * only repairs a node queue deleted behind warren's back: it runs in steps
+ * between deliveries, never before them. */
+void wr_amqp_node_session_open(wr_amqp_t *a) {
+  a->binds.resume_bucket = 0;
+  a->binds.resume_nbuckets = a->binds.nbuckets;
+  a->binds.resuming = a->binds.n > 0;
+}
+
+int wr_amqp_node_resume_step(wr_amqp_t *a) {
   wr_nodebinds_t *t = &a->binds;
-  size_t n = 0;
-  for (size_t i = 0; i < t->nbuckets; i++) {
-    for (wr_nodebind_t *e = t->buckets[i]; e != NULL; e = e->hnext) {
-      if (e->leaving)
-        continue; /* unbound when its grace is over */
+  int budget = WR_AMQP_RPC_BUDGET;
+  if (!t->resuming || a->conn == NULL)
+    return 0;
+  if (t->resume_nbuckets != t->nbuckets) {
+    /* Rehashed meanwhile: go over it again (the bound ones are skipped). */
+    t->resume_bucket = 0;
+    t->resume_nbuckets = t->nbuckets;
+  }
+  for (; t->resume_bucket < t->nbuckets; t->resume_bucket++) {
+    for (wr_nodebind_t *e = t->buckets[t->resume_bucket]; e != NULL; e = e->hnext) {
+      if (e->leaving || e->bound_gen == a->generation)
+        continue; /* unbound when its grace is over; or bound already */
+      if (budget-- == 0)
+        return 0;
       int rc = do_bind(a, e);
-      if (rc < 0) {
-        snprintf(err, errlen, "cannot bind user key %s to this node again", e->key);
+      if (rc < 0)
         return rc;
-      }
-      n++;
     }
   }
-  if (n > 0)
-    wr_info("amqp", "%zu online user(s) bound to this node again", n);
+  t->resuming = false;
+  wr_info("amqp", "the users online here are bound to this node again");
   return 0;
 }
 

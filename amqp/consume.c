@@ -46,9 +46,11 @@ static int acks_maybe_send(wr_amqp_t *a, int64_t *timeout) {
  * user who has gone. */
 static int drain_verdicts(wr_amqp_t *a) {
   wr_amqp_cmd_t *c;
-  int rc = 0;
+  int rc = 0, budget = WR_AMQP_RPC_BUDGET;
+  a->more_commands = false;
   while ((c = a->cbs->next_command_cb(a->cbs->data)) != NULL) {
     int r;
+    bool rpc = c->kind != WR_CMD_VERDICT;
     if (c->kind == WR_CMD_VERDICT)
       r = wr_amqp_verdict_run(a, (wr_amqp_delivery_t *)c);
     else if (c->kind == WR_CMD_MAILBOX_OPEN || c->kind == WR_CMD_MAILBOX_CLOSE)
@@ -57,6 +59,17 @@ static int drain_verdicts(wr_amqp_t *a) {
       r = wr_amqp_node_command(a, c);
     if (r < 0 && rc == 0)
       rc = r;
+    /* Mailbox and binding commands are blocking RPCs: a burst of users
+     * connecting is worked off a budget at a time, in order, with
+     * deliveries and acks read in between (the rest wait in the ring). A
+     * finished RPC is progress for the watchdog. */
+    if (rpc) {
+      __atomic_fetch_add(&a->progress, 1, __ATOMIC_RELAXED);
+      if (--budget == 0 && a->conn != NULL && !a->stopping) {
+        a->more_commands = true;
+        break;
+      }
+    }
   }
   if (rc == 0)
     rc = acks_maybe_send(a, NULL);
@@ -581,9 +594,13 @@ static int poll_queues(wr_amqp_t *a) {
   int64_t now = wr_amqp_now_ms();
   int rc;
 
+  a->more_steps = false;
   if ((rc = wr_amqp_mbox_index_step(a)) < 0 || (rc = wr_amqp_mbox_janitor(a)) < 0 ||
-      (rc = wr_amqp_node_unbind_due(a)) < 0)
+      (rc = wr_amqp_node_unbind_due(a, &a->more_steps)) < 0 ||
+      (rc = wr_amqp_node_resume_step(a)) < 0 || (rc = wr_amqp_mbox_resume_step(a)) < 0)
     return rc;
+  if (a->binds.resuming || a->mboxes.resuming)
+    a->more_steps = true;
   if (a->cbs->queue_stats_cb == NULL || now < a->next_poll_ms)
     return 0;
   a->next_poll_ms = now + (a->cfg->queue_poll_ms ? a->cfg->queue_poll_ms : 5000);
@@ -656,10 +673,10 @@ static int session_open(wr_amqp_t *a, char *err, size_t errlen) {
   amqp_confirm_select(a->conn, WR_AMQP_CH_PUBLISH);
   if ((rc = wr_amqp_reply_err(amqp_get_rpc_reply(a->conn), "confirm.select", err, errlen)) < 0)
     return rc;
-  /* Bindings first: the mailboxes consumed next route what they hold to
-   * Q.route, which must reach this node for its online users. */
-  if (a->cfg->cluster_node_id != NULL && (rc = wr_amqp_node_session_open(a, err, errlen)) < 0)
-    return rc;
+  /* The online users are bound again and their mailboxes consumed again in
+   * steps once deliveries flow (poll_queues). */
+  if (a->cfg->cluster_node_id != NULL)
+    wr_amqp_node_session_open(a);
   if (a->cfg->mailbox_enabled && !a->cancelled &&
       (rc = wr_amqp_mbox_session_open(a, err, errlen)) < 0)
     return rc;
@@ -731,8 +748,11 @@ static int session_run(wr_amqp_t *a) {
      * will never wake poll(). */
     if (amqp_frames_enqueued(a->conn) || amqp_data_in_buffer(a->conn))
       timeout = 0;
-    /* The mailbox index is read in steps, between deliveries. */
-    if (!a->index_done && a->index_left > 0 && a->mbox_channel_open)
+    /* The mailbox index is read in steps, between deliveries; so are
+     * commands over one turn's RPC budget, unbinds due, and the re-binding
+     * and re-consuming after a reconnect. */
+    if ((!a->index_done && a->index_left > 0 && a->mbox_channel_open) || a->more_commands ||
+        a->more_steps)
       timeout = 0;
     if (timeout < 0)
       timeout = 0;

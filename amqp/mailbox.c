@@ -225,6 +225,7 @@ static int want(wr_amqp_t *a, wr_mbox_t *m) {
   int rc;
   if (a->conn == NULL || m->consuming || !a->mbox_channel_open)
     return 0;
+  m->want_gen = a->generation;
   if ((rc = probe(a, m, &messages, NULL)) < 0)
     return rc;
   if (m->state != WR_MBOX_EXISTS)
@@ -395,14 +396,42 @@ int wr_amqp_mbox_session_open(wr_amqp_t *a, char *err, size_t errlen) {
   a->index_channel_open = false;
   if (!a->index_done && (rc = index_count(a)) < 0)
     return rc;
-  for (size_t i = 0; i < t->nbuckets; i++) {
-    for (wr_mbox_t *m = t->buckets[i]; m != NULL; m = m->hnext) {
-      if (m->wanted && (rc = want(a, m)) < 0) {
-        snprintf(err, errlen, "cannot consume the mailbox of user %s again", m->user);
+  /* The online users' mailboxes are sought again in steps between
+   * deliveries (wr_amqp_mbox_resume_step): with thousands online, a probe
+   * each would hold the first delivery back for seconds. */
+  t->resume_bucket = 0;
+  t->resume_nbuckets = t->nbuckets;
+  t->resuming = t->n > 0;
+  return 0;
+}
+
+int wr_amqp_mbox_resume_step(wr_amqp_t *a) {
+  wr_mboxes_t *t = &a->mboxes;
+  int budget = WR_AMQP_RPC_BUDGET;
+  if (!t->resuming)
+    return 0;
+  if (a->conn == NULL || !a->mbox_channel_open) {
+    t->resuming = false; /* cancelled: nothing is consumed any more */
+    return 0;
+  }
+  if (t->resume_nbuckets != t->nbuckets) {
+    t->resume_bucket = 0; /* rehashed: again (those sought are skipped) */
+    t->resume_nbuckets = t->nbuckets;
+  }
+  for (; t->resume_bucket < t->nbuckets; t->resume_bucket++) {
+    for (wr_mbox_t *m = t->buckets[t->resume_bucket]; m != NULL; m = m->hnext) {
+      if (!m->wanted || m->consuming || m->want_gen == a->generation)
+        continue;
+      if (budget-- == 0)
+        return 0;
+      int rc = want(a, m);
+      if (rc < 0) {
+        wr_warn("amqp", "cannot consume the mailbox of user %s again", m->user);
         return rc;
       }
     }
   }
+  t->resuming = false;
   return 0;
 }
 
