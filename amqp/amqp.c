@@ -80,6 +80,7 @@ void wr_amqp_free(wr_amqp_t *a) {
   wr_amqp_acks_free(&a->acks);
   wr_amqp_mbox_free(a);
   wr_amqp_node_free(a);
+  free(a->deferred.items);
   pthread_mutex_destroy(&a->fd_lock);
   close(a->efd);
   free(a);

@@ -156,6 +156,16 @@ typedef struct wr_nodebinds_s {
   bool resuming;
 } wr_nodebinds_t;
 
+/* Mailbox and binding commands over one turn's RPC budget, and the verdicts
+ * about their users, waiting in order (consume.c, drain_verdicts). */
+#define WR_AMQP_DEFER_SLOTS 4096
+typedef struct wr_amqp_deferred_s {
+  struct wr_amqp_cmd_s **items; /* a ring of cap */
+  size_t head, n, cap;
+  uint32_t users[WR_AMQP_DEFER_SLOTS]; /* waiting items per hash of a user id */
+  bool hit; /* scratch of must_wait */
+} wr_amqp_deferred_t;
+
 struct wr_amqp_s {
   const wr_config_t *cfg;
   const wr_amqp_callbacks_t *cbs;
@@ -187,7 +197,8 @@ struct wr_amqp_s {
   bool mbox_channel_open;  /* channel 4 */
   bool new_consuming;      /* the consumer of Q.mailbox.new */
   bool node_consuming;     /* the consumer of this node's queue (cluster mode) */
-  bool more_commands;      /* the last drain stopped at its RPC budget */
+  bool more_commands;      /* commands wait in deferred for the next turn */
+  wr_amqp_deferred_t deferred;
   bool more_steps;         /* unbinds due, or re-binding/re-consuming, left for the next turn */
   wr_nodebinds_t binds;    /* users bound to this node's queue (cluster.c) */
   int64_t next_janitor_ms; /* monotonic */

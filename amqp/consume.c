@@ -40,37 +40,129 @@ static int acks_maybe_send(wr_amqp_t *a, int64_t *timeout) {
   return wr_amqp_acks_send(a);
 }
 
-/* Verdicts and mailbox commands, in the order the loop sent them: a
- * mailbox's consumer is cancelled before the nacks that give its user's
- * unacked notifications back, so the broker does not deliver them again to a
- * user who has gone. */
-static int drain_verdicts(wr_amqp_t *a) {
-  wr_amqp_cmd_t *c;
-  int rc = 0, budget = WR_AMQP_RPC_BUDGET;
-  a->more_commands = false;
-  while ((c = a->cbs->next_command_cb(a->cbs->data)) != NULL) {
-    int r;
-    bool rpc = c->kind != WR_CMD_VERDICT;
-    if (c->kind == WR_CMD_VERDICT)
-      r = wr_amqp_verdict_run(a, (wr_amqp_delivery_t *)c);
-    else if (c->kind == WR_CMD_MAILBOX_OPEN || c->kind == WR_CMD_MAILBOX_CLOSE)
-      r = wr_amqp_mbox_command(a, c);
-    else
-      r = wr_amqp_node_command(a, c);
-    if (r < 0 && rc == 0)
-      rc = r;
-    /* Mailbox and binding commands are blocking RPCs: a burst of users
-     * connecting is worked off a budget at a time, in order, with
-     * deliveries and acks read in between (the rest wait in the ring). A
-     * finished RPC is progress for the watchdog. */
-    if (rpc) {
-      __atomic_fetch_add(&a->progress, 1, __ATOMIC_RELAXED);
-      if (--budget == 0 && a->conn != NULL && !a->stopping) {
-        a->more_commands = true;
-        break;
-      }
-    }
+/* Runs one command: a verdict, a mailbox or a binding command. */
+static int run_command(wr_amqp_t *a, wr_amqp_cmd_t *c) {
+  if (c->kind == WR_CMD_VERDICT)
+    return wr_amqp_verdict_run(a, (wr_amqp_delivery_t *)c);
+  if (c->kind == WR_CMD_MAILBOX_OPEN || c->kind == WR_CMD_MAILBOX_CLOSE)
+    return wr_amqp_mbox_command(a, c);
+  return wr_amqp_node_command(a, c);
+}
+
+/* The users a deferred command or verdict concerns, counted by a hash of
+ * their id (a collision only defers a verdict that need not wait). */
+static uint32_t *defer_slot(wr_amqp_t *a, const char *user) {
+  uint64_t h = 1469598103934665603ull;
+  for (const char *p = user; *p != '\0'; p++) {
+    h ^= (unsigned char)*p;
+    h *= 1099511628211ull;
   }
+  return &a->deferred.users[h & (WR_AMQP_DEFER_SLOTS - 1)];
+}
+
+/* Calls fn on every user c concerns: a mailbox or binding command's user; a
+ * verdict's target (a mailbox item's owner) and its copies' users. */
+static void for_users(wr_amqp_t *a, wr_amqp_cmd_t *c, void (*fn)(wr_amqp_t *, const char *, int),
+                      int arg) {
+  if (c->kind != WR_CMD_VERDICT) {
+    fn(a, ((wr_amqp_mbox_cmd_t *)c)->user, arg);
+    return;
+  }
+  wr_amqp_delivery_t *d = (wr_amqp_delivery_t *)c;
+  if (d->target_user != NULL)
+    fn(a, d->target_user, arg);
+  for (size_t i = 0; i < d->n_pubs; i++)
+    if (d->pubs[i].user != NULL)
+      fn(a, d->pubs[i].user, arg);
+}
+
+static void count_user(wr_amqp_t *a, const char *user, int delta) {
+  *defer_slot(a, user) += (uint32_t)delta;
+}
+
+static void check_user(wr_amqp_t *a, const char *user, int unused) {
+  (void)unused;
+  if (*defer_slot(a, user) > 0)
+    a->deferred.hit = true;
+}
+
+/* Whether c must wait behind the deferred commands: it is an RPC command
+ * itself (they keep their order), or a verdict about a user who has one
+ * waiting (a mailbox item's requeue after its mailbox's close, a copy mailed
+ * after its stale binding is dropped). Other verdicts go ahead. */
+static bool must_wait(wr_amqp_t *a, wr_amqp_cmd_t *c) {
+  if (a->deferred.n == 0)
+    return false;
+  if (c->kind != WR_CMD_VERDICT)
+    return true;
+  a->deferred.hit = false;
+  for_users(a, c, check_user, 0);
+  return a->deferred.hit;
+}
+
+static int defer_push(wr_amqp_t *a, wr_amqp_cmd_t *c) {
+  wr_amqp_deferred_t *q = &a->deferred;
+  if (q->n == q->cap) {
+    size_t cap = q->cap ? q->cap * 2 : 256;
+    wr_amqp_cmd_t **items = malloc(cap * sizeof(*items));
+    if (items == NULL)
+      return -ENOMEM;
+    for (size_t k = 0; k < q->n; k++)
+      items[k] = q->items[(q->head + k) % q->cap];
+    free(q->items);
+    q->items = items;
+    q->cap = cap;
+    q->head = 0;
+  }
+  q->items[(q->head + q->n++) % q->cap] = c;
+  for_users(a, c, count_user, 1);
+  return 0;
+}
+
+/* Verdicts and mailbox and binding commands, in the order the loop sent
+ * them for each user: a mailbox's consumer is cancelled before the nacks
+ * that give its user's unacked notifications back, so the broker does not
+ * deliver them again to a user who has gone. Mailbox and binding commands
+ * are blocking RPCs: at most WR_AMQP_RPC_BUDGET of them run per turn, so a
+ * burst of users connecting never holds deliveries and acks back for long;
+ * the others wait in a FIFO of their own (a->deferred), in order, with the
+ * verdicts about their users behind them, while every other verdict goes
+ * ahead. A finished RPC is progress for the watchdog. */
+static int drain_verdicts(wr_amqp_t *a) {
+  wr_amqp_deferred_t *q = &a->deferred;
+  wr_amqp_cmd_t *c;
+  int rc = 0, r;
+  /* Disconnected or stopping, commands cost nothing or everything must go. */
+  bool bounded = a->conn != NULL && !a->stopping;
+  int budget = WR_AMQP_RPC_BUDGET;
+
+  while (q->n > 0 && (!bounded || budget > 0)) {
+    c = q->items[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->n--;
+    for_users(a, c, count_user, -1);
+    if (c->kind != WR_CMD_VERDICT) {
+      budget--;
+      __atomic_fetch_add(&a->progress, 1, __ATOMIC_RELAXED);
+    }
+    if ((r = run_command(a, c)) < 0 && rc == 0)
+      rc = r;
+  }
+  while ((c = a->cbs->next_command_cb(a->cbs->data)) != NULL) {
+    bool rpc = c->kind != WR_CMD_VERDICT;
+    if (bounded && (must_wait(a, c) || (rpc && budget == 0))) {
+      if (defer_push(a, c) == 0)
+        continue;
+      /* No memory to keep it waiting: run it now, in order. */
+    }
+    if (rpc) {
+      budget--;
+      __atomic_fetch_add(&a->progress, 1, __ATOMIC_RELAXED);
+    }
+    if ((r = run_command(a, c)) < 0 && rc == 0)
+      rc = r;
+  }
+  a->more_commands = q->n > 0;
   if (rc == 0)
     rc = acks_maybe_send(a, NULL);
   return rc;
