@@ -81,6 +81,7 @@ void wr_amqp_free(wr_amqp_t *a) {
   wr_amqp_mbox_free(a);
   wr_amqp_node_free(a);
   free(a->deferred.items);
+  free(a->deferred.buckets); /* empty: the thread ran every deferred item before it ended */
   pthread_mutex_destroy(&a->fd_lock);
   close(a->efd);
   free(a);

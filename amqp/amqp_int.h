@@ -158,12 +158,13 @@ typedef struct wr_nodebinds_s {
 
 /* Mailbox and binding commands over one turn's RPC budget, and the verdicts
  * about their users, waiting in order (consume.c, drain_verdicts). */
-#define WR_AMQP_DEFER_SLOTS 4096
 typedef struct wr_amqp_deferred_s {
   struct wr_amqp_cmd_s **items; /* a ring of cap */
   size_t head, n, cap;
-  uint32_t users[WR_AMQP_DEFER_SLOTS]; /* waiting items per hash of a user id */
-  bool hit; /* scratch of must_wait */
+  void **buckets; /* the users they concern, with counts (consume.c) */
+  size_t nbuckets, nusers;
+  bool lost; /* out of memory counting them: every verdict waits until the FIFO empties */
+  bool hit;  /* scratch of must_wait */
 } wr_amqp_deferred_t;
 
 struct wr_amqp_s {

@@ -49,15 +49,53 @@ static int run_command(wr_amqp_t *a, wr_amqp_cmd_t *c) {
   return wr_amqp_node_command(a, c);
 }
 
-/* The users a deferred command or verdict concerns, counted by a hash of
- * their id (a collision only defers a verdict that need not wait). */
-static uint32_t *defer_slot(wr_amqp_t *a, const char *user) {
+/* The users a deferred command or verdict concerns, with how many items
+ * wait for each: an exact map (a saturated summary would hold every verdict
+ * back once thousands of users wait). */
+typedef struct defer_user_s {
+  struct defer_user_s *next;
+  uint64_t hash;
+  uint32_t n;
+  char id[];
+} defer_user_t;
+
+static uint64_t id_hash(const char *user) {
   uint64_t h = 1469598103934665603ull;
   for (const char *p = user; *p != '\0'; p++) {
     h ^= (unsigned char)*p;
     h *= 1099511628211ull;
   }
-  return &a->deferred.users[h & (WR_AMQP_DEFER_SLOTS - 1)];
+  return h;
+}
+
+/* The entry of user (made with n = 0 when make is set); NULL when absent or
+ * out of memory. */
+static defer_user_t **defer_find(wr_amqp_deferred_t *q, const char *user, uint64_t h) {
+  if (q->nbuckets == 0)
+    return NULL;
+  defer_user_t **pp = (defer_user_t **)&q->buckets[h & (q->nbuckets - 1)];
+  for (; *pp != NULL; pp = &(*pp)->next)
+    if ((*pp)->hash == h && strcmp((*pp)->id, user) == 0)
+      return pp;
+  return pp;
+}
+
+static int defer_grow(wr_amqp_deferred_t *q) {
+  size_t n = q->nbuckets ? q->nbuckets * 2 : 1024;
+  void **b = calloc(n, sizeof(*b));
+  if (b == NULL)
+    return -ENOMEM;
+  for (size_t i = 0; i < q->nbuckets; i++) {
+    for (defer_user_t *e = q->buckets[i], *next; e != NULL; e = next) {
+      next = e->next;
+      e->next = b[e->hash & (n - 1)];
+      b[e->hash & (n - 1)] = e;
+    }
+  }
+  free(q->buckets);
+  q->buckets = b;
+  q->nbuckets = n;
+  return 0;
 }
 
 /* Calls fn on every user c concerns: a mailbox or binding command's user; a
@@ -77,12 +115,43 @@ static void for_users(wr_amqp_t *a, wr_amqp_cmd_t *c, void (*fn)(wr_amqp_t *, co
 }
 
 static void count_user(wr_amqp_t *a, const char *user, int delta) {
-  *defer_slot(a, user) += (uint32_t)delta;
+  wr_amqp_deferred_t *q = &a->deferred;
+  uint64_t h = id_hash(user);
+  if (delta > 0 && q->nusers >= q->nbuckets && defer_grow(q) < 0 && q->nbuckets == 0) {
+    q->lost = true; /* no memory: every verdict waits from now on (safe) */
+    return;
+  }
+  defer_user_t **pp = defer_find(q, user, h);
+  if (pp == NULL)
+    return;
+  if (*pp == NULL) {
+    if (delta < 0)
+      return;
+    size_t len = strlen(user);
+    defer_user_t *e = calloc(1, sizeof(*e) + len + 1);
+    if (e == NULL) {
+      q->lost = true;
+      return;
+    }
+    e->hash = h;
+    memcpy(e->id, user, len + 1);
+    *pp = e;
+    q->nusers++;
+  }
+  defer_user_t *e = *pp;
+  if (delta > 0) {
+    e->n++;
+  } else if (--e->n == 0) {
+    *pp = e->next;
+    free(e);
+    q->nusers--;
+  }
 }
 
 static void check_user(wr_amqp_t *a, const char *user, int unused) {
   (void)unused;
-  if (*defer_slot(a, user) > 0)
+  defer_user_t **pp = defer_find(&a->deferred, user, id_hash(user));
+  if (a->deferred.lost || (pp != NULL && *pp != NULL))
     a->deferred.hit = true;
 }
 
@@ -163,6 +232,8 @@ static int drain_verdicts(wr_amqp_t *a) {
       rc = r;
   }
   a->more_commands = q->n > 0;
+  if (q->n == 0)
+    q->lost = false;
   if (rc == 0)
     rc = acks_maybe_send(a, NULL);
   return rc;
