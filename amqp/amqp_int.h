@@ -252,6 +252,18 @@ bool wr_amqp_headers_has_warren(const amqp_table_t *t);
  * trusted. h may be NULL. */
 bool wr_amqp_headers_trusted(const amqp_table_t *h, amqp_bytes_t exchange, const char *queue);
 
+/* FNV-1a of s[0..n): the registries' and maps' hash. */
+uint64_t wr_amqp_hash(const char *s, size_t n);
+/* Whether b holds exactly the NUL-terminated s. */
+bool wr_amqp_bytes_is(amqp_bytes_t b, const char *s);
+
+/* queue.bind (bind) or queue.unbind of queue to exchange with key on
+ * channel 3; what names it in logs. Returns 0, 1 when the broker refused
+ * (logged; channel 3 is open again), or a negative errno when the
+ * connection failed (topology.c). */
+int wr_amqp_bind_rpc(wr_amqp_t *a, amqp_bytes_t queue, const char *exchange, const char *key,
+                     bool bind, const char *what);
+
 /* The queue of the newest x-death entry of h (may be NULL), or empty bytes. */
 amqp_bytes_t wr_amqp_death_queue(const amqp_table_t *h);
 

@@ -18,19 +18,6 @@
 #include "config/log.h"
 #include "amqp/amqp_int.h"
 
-static bool bytes_is(amqp_bytes_t b, const char *s) {
-  return b.len == strlen(s) && memcmp(b.bytes, s, b.len) == 0;
-}
-
-static uint64_t key_hash(const char *s, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) {
-    h ^= (unsigned char)s[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 static wr_nodebind_t **slot(wr_nodebinds_t *t, const char *key, size_t len, uint64_t h) {
   wr_nodebind_t **pp = &t->buckets[h & (t->nbuckets - 1)];
   for (; *pp != NULL; pp = &(*pp)->hnext)
@@ -60,7 +47,7 @@ static int rehash(wr_nodebinds_t *t) {
 /* The entry of a user key, made when absent and make is set. */
 static wr_nodebind_t *lookup(wr_nodebinds_t *t, const char *key, bool make) {
   size_t len = strlen(key);
-  uint64_t h = key_hash(key, len);
+  uint64_t h = wr_amqp_hash(key, len);
   wr_nodebind_t **pp, *e;
   if (t->nbuckets == 0 && (!make || rehash(t) < 0))
     return NULL;
@@ -107,27 +94,22 @@ static void dequeue(wr_nodebinds_t *t, wr_nodebind_t *e) {
   e->leaving = false;
 }
 
-/* queue.bind / queue.unbind of this node's queue to Q.route with key.
- * Returns 0, 1 when the broker refused (logged; channel 3 is open again), or
- * a negative errno when the connection failed. */
-static int bind_rpc(wr_amqp_t *a, const char *key, bool bind) {
-  char node[WR_AMQP_NAME_MAX], route[WR_AMQP_NAME_MAX];
-  int rc, refusal = 0;
-  if ((rc = wr_amqp_node_queue_name(a->cfg, node, sizeof(node))) < 0 ||
-      (rc = wr_amqp_name_fmt(route, sizeof(route), a->cfg->queue, ".route")) < 0 ||
-      (rc = wr_amqp_poll_open(a)) < 0)
+/* queue.bind / queue.unbind of node queue node (this node's, or another's)
+ * to Q.route with key: wr_amqp_bind_rpc's answer. */
+static int route_bind(wr_amqp_t *a, amqp_bytes_t node, const char *key, bool bind) {
+  char route[WR_AMQP_NAME_MAX];
+  int rc;
+  if ((rc = wr_amqp_name_fmt(route, sizeof(route), a->cfg->queue, ".route")) < 0)
     return rc;
-  if (bind)
-    amqp_queue_bind(a->conn, WR_AMQP_CH_POLL, amqp_cstring_bytes(node), amqp_cstring_bytes(route),
-                    amqp_cstring_bytes(key), amqp_empty_table);
-  else
-    amqp_queue_unbind(a->conn, WR_AMQP_CH_POLL, amqp_cstring_bytes(node),
-                      amqp_cstring_bytes(route), amqp_cstring_bytes(key), amqp_empty_table);
-  rc = wr_amqp_poll_reply(a, bind ? "node bind" : "node unbind", &refusal);
-  if (rc == 1)
-    wr_warn("amqp", "cannot %s %s for %s: %s", bind ? "bind" : "unbind", node, key,
-            strerror(-refusal));
-  return rc;
+  return wr_amqp_bind_rpc(a, node, route, key, bind, bind ? "node bind" : "node unbind");
+}
+
+static int bind_rpc(wr_amqp_t *a, const char *key, bool bind) {
+  char node[WR_AMQP_NAME_MAX];
+  int rc;
+  if ((rc = wr_amqp_node_queue_name(a->cfg, node, sizeof(node))) < 0)
+    return rc;
+  return route_bind(a, amqp_cstring_bytes(node), key, bind);
 }
 
 static int do_bind(wr_amqp_t *a, wr_nodebind_t *e) {
@@ -242,7 +224,7 @@ int wr_amqp_node_inspect(wr_amqp_t *a, const amqp_table_t *h, wr_amqp_source_t s
       return 3; /* a hint that found no node: nothing to do */
     const amqp_field_value_t *u = wr_amqp_table_get(h, "x-warren-user");
     if ((ctl->kind == AMQP_FIELD_KIND_UTF8 || ctl->kind == AMQP_FIELD_KIND_BYTES) &&
-        bytes_is(ctl->value.bytes, CONTROL_MAILBOX) && u != NULL &&
+        wr_amqp_bytes_is(ctl->value.bytes, CONTROL_MAILBOX) && u != NULL &&
         (u->kind == AMQP_FIELD_KIND_UTF8 || u->kind == AMQP_FIELD_KIND_BYTES)) {
       char *who = wr_amqp_bytes_strdup(u->value.bytes);
       int rc = who != NULL ? wr_amqp_mbox_made_elsewhere(a, who) : -ENOMEM;
@@ -254,12 +236,11 @@ int wr_amqp_node_inspect(wr_amqp_t *a, const amqp_table_t *h, wr_amqp_source_t s
   }
   const amqp_field_value_t *f = wr_amqp_table_get(h, "x-warren-fan");
   bool is_fan = f != NULL && (f->kind == AMQP_FIELD_KIND_UTF8 || f->kind == AMQP_FIELD_KIND_BYTES);
-  char own[WR_AMQP_NAME_MAX], route[WR_AMQP_NAME_MAX], key[WR_AMQP_USER_KEY_MAX];
-  int rc, refusal = 0;
+  char own[WR_AMQP_NAME_MAX], key[WR_AMQP_USER_KEY_MAX];
 
   *fan = false;
   if (source == WR_SRC_NODE) {
-    if (is_fan && bytes_is(f->value.bytes, a->cfg->cluster_node_id)) {
+    if (is_fan && wr_amqp_bytes_is(f->value.bytes, a->cfg->cluster_node_id)) {
       WR_AMQP_STAT_ADD(a, fan_echoes, 1);
       return 3;
     }
@@ -278,15 +259,11 @@ int wr_amqp_node_inspect(wr_amqp_t *a, const amqp_table_t *h, wr_amqp_source_t s
   size_t qlen = strlen(a->cfg->queue);
   if (dq.len <= qlen + 6 || memcmp(dq.bytes, a->cfg->queue, qlen) != 0 ||
       memcmp((const char *)dq.bytes + qlen, ".node.", 6) != 0 || user == NULL ||
-      wr_amqp_node_queue_name(a->cfg, own, sizeof(own)) < 0 || bytes_is(dq, own))
+      wr_amqp_node_queue_name(a->cfg, own, sizeof(own)) < 0 || wr_amqp_bytes_is(dq, own))
     return 0;
-  if (wr_amqp_user_key(user, key, sizeof(key)) < 0 ||
-      wr_amqp_name_fmt(route, sizeof(route), a->cfg->queue, ".route") < 0 ||
-      (rc = wr_amqp_poll_open(a)) < 0)
+  if (wr_amqp_user_key(user, key, sizeof(key)) < 0)
     return 0;
-  amqp_queue_unbind(a->conn, WR_AMQP_CH_POLL, dq, amqp_cstring_bytes(route),
-                    amqp_cstring_bytes(key), amqp_empty_table);
-  rc = wr_amqp_poll_reply(a, "unbinding another node", &refusal);
+  int rc = route_bind(a, dq, key, false);
   if (rc < 0)
     return rc;
   if (rc == 0) {

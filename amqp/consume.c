@@ -59,15 +59,6 @@ typedef struct defer_user_s {
   char id[];
 } defer_user_t;
 
-static uint64_t id_hash(const char *user) {
-  uint64_t h = 1469598103934665603ull;
-  for (const char *p = user; *p != '\0'; p++) {
-    h ^= (unsigned char)*p;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 /* The entry of user (made with n = 0 when make is set); NULL when absent or
  * out of memory. */
 static defer_user_t **defer_find(wr_amqp_deferred_t *q, const char *user, uint64_t h) {
@@ -116,7 +107,7 @@ static void for_users(wr_amqp_t *a, wr_amqp_cmd_t *c, void (*fn)(wr_amqp_t *, co
 
 static void count_user(wr_amqp_t *a, const char *user, int delta) {
   wr_amqp_deferred_t *q = &a->deferred;
-  uint64_t h = id_hash(user);
+  uint64_t h = wr_amqp_hash(user, strlen(user));
   if (delta > 0 && q->nusers >= q->nbuckets && defer_grow(q) < 0 && q->nbuckets == 0) {
     q->lost = true; /* no memory: every verdict waits from now on (safe) */
     return;
@@ -150,7 +141,7 @@ static void count_user(wr_amqp_t *a, const char *user, int delta) {
 
 static void check_user(wr_amqp_t *a, const char *user, int unused) {
   (void)unused;
-  defer_user_t **pp = defer_find(&a->deferred, user, id_hash(user));
+  defer_user_t **pp = defer_find(&a->deferred, user, wr_amqp_hash(user, strlen(user)));
   if (a->deferred.lost || (pp != NULL && *pp != NULL))
     a->deferred.hit = true;
 }
@@ -306,9 +297,6 @@ static int read_warren_headers(wr_amqp_t *a, wr_amqp_delivery_t *d, const amqp_b
  * on its announced size, and buffering up to the broker's maximum message
  * size first would let one publish cost that much memory. Reads nothing from
  * the connection's pool after it returns. NULL when out of memory. */
-static bool tag_is(amqp_bytes_t t, const char *s) {
-  return t.len == strlen(s) && memcmp(t.bytes, s, t.len) == 0;
-}
 
 static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver_t *m,
                                           amqp_channel_t ch, const amqp_basic_properties_t *pr,
@@ -372,9 +360,9 @@ static wr_amqp_delivery_t *delivery_build(wr_amqp_t *a, const amqp_basic_deliver
   }
   /* Mailbox deliveries are for their mailbox's owner, node-queue copies for
    * the user they name (set_source). */
-  bool from_mailbox = ch == WR_AMQP_CH_MAILBOX || tag_is(m->consumer_tag, WR_AMQP_CONSUMER_TAG_NEW) ||
-                      tag_is(m->consumer_tag, WR_AMQP_CONSUMER_TAG_NODE);
-  if (!from_mailbox && read_warren_headers(a, d, m, h) < 0) {
+  bool set_later = ch == WR_AMQP_CH_MAILBOX || wr_amqp_bytes_is(m->consumer_tag, WR_AMQP_CONSUMER_TAG_NEW) ||
+                      wr_amqp_bytes_is(m->consumer_tag, WR_AMQP_CONSUMER_TAG_NODE);
+  if (!set_later && read_warren_headers(a, d, m, h) < 0) {
     wr_amqp_delivery_free(d);
     return NULL;
   }
@@ -430,21 +418,19 @@ static int set_source(wr_amqp_t *a, wr_amqp_delivery_t *d, const amqp_basic_deli
     owner = strdup(user);
     d->source = WR_SRC_MAILBOX;
     WR_AMQP_STAT_ADD(a, mailbox_items, 1);
-  } else if (tag_is(m->consumer_tag, WR_AMQP_CONSUMER_TAG_NODE)) {
+  } else if (wr_amqp_bytes_is(m->consumer_tag, WR_AMQP_CONSUMER_TAG_NODE)) {
     /* Only warren's routers publish to Q.route and Q.broadcast: its headers
      * are its own (the same trust as the ladder: broker permissions are the
      * boundary, docs/cluster.md). A broadcast names no user. */
     d->source = WR_SRC_NODE;
     d->trusted = true;
     WR_AMQP_STAT_ADD(a, node_items, 1);
-    free(d->target_user);
-    d->target_user = NULL;
     int rc = wr_amqp_node_inspect(a, h, WR_SRC_NODE, NULL, &d->fan);
     if (rc != 0)
       return rc;
     return wr_amqp_headers_parse(h, &d->attempt, &d->target_user, &d->expires_at_ms);
-  } else if (tag_is(m->consumer_tag, WR_AMQP_CONSUMER_TAG_NEW)) {
-    if (tag_is(m->routing_key, WR_AMQP_BROADCAST_KEY)) {
+  } else if (wr_amqp_bytes_is(m->consumer_tag, WR_AMQP_CONSUMER_TAG_NEW)) {
+    if (wr_amqp_bytes_is(m->routing_key, WR_AMQP_BROADCAST_KEY)) {
       /* A broadcast copy that waited in a node queue past its TTL: a
        * broadcast goes to who is online when it is sent, never later. */
       WR_AMQP_STAT_ADD(a, broadcasts_expired, 1);
@@ -649,7 +635,7 @@ static int consume_start(wr_amqp_t *a, char *err, size_t errlen) {
  * same channel, so unsettled tags stay valid. */
 static int on_broker_cancel(wr_amqp_t *a, amqp_bytes_t tag) {
   char err[512];
-  bool fresh = tag_is(tag, WR_AMQP_CONSUMER_TAG_NEW), node = tag_is(tag, WR_AMQP_CONSUMER_TAG_NODE);
+  bool fresh = wr_amqp_bytes_is(tag, WR_AMQP_CONSUMER_TAG_NEW), node = wr_amqp_bytes_is(tag, WR_AMQP_CONSUMER_TAG_NODE);
   wr_error("amqp",
            "the broker cancelled the consumer on %s%s%s (queue deleted?); redeclaring the "
            "topology and consuming again",

@@ -132,6 +132,19 @@ static bool is_ladder_queue(amqp_bytes_t name, const char *queue) {
   return true;
 }
 
+uint64_t wr_amqp_hash(const char *s, size_t n) {
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  for (size_t i = 0; i < n; i++) {
+    h ^= (unsigned char)s[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+bool wr_amqp_bytes_is(amqp_bytes_t b, const char *s) {
+  return b.len == strlen(s) && (b.len == 0 || memcmp(b.bytes, s, b.len) == 0);
+}
+
 amqp_bytes_t wr_amqp_death_queue(const amqp_table_t *h) {
   const amqp_field_value_t *xd = wr_amqp_table_get(h, "x-death");
   if (xd == NULL || xd->kind != AMQP_FIELD_KIND_ARRAY || xd->value.array.num_entries < 1 ||

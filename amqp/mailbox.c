@@ -32,20 +32,11 @@ wr_amqp_cmd_t *wr_amqp_mbox_cmd_new(wr_amqp_cmd_kind_t kind, const char *user) {
   return &c->cmd;
 }
 
-static uint64_t hash_bytes(const char *s, size_t n) {
-  uint64_t h = 1469598103934665603ull;
-  for (size_t i = 0; i < n; i++) {
-    h ^= (unsigned char)s[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 static wr_mbox_t *find(wr_amqp_t *a, const char *key, size_t len) {
   wr_mboxes_t *t = &a->mboxes;
   if (t->nbuckets == 0)
     return NULL;
-  uint64_t h = hash_bytes(key, len);
+  uint64_t h = wr_amqp_hash(key, len);
   for (wr_mbox_t *m = t->buckets[h & (t->nbuckets - 1)]; m != NULL; m = m->hnext)
     if (m->hash == h && strlen(m->key) == len && memcmp(m->key, key, len) == 0)
       return m;
@@ -97,7 +88,7 @@ static wr_mbox_t *get(wr_amqp_t *a, const char *user) {
     return NULL;
   }
   memcpy(m->key, key, (size_t)klen + 1);
-  m->hash = hash_bytes(key, (size_t)klen);
+  m->hash = wr_amqp_hash(key, (size_t)klen);
   m->hnext = t->buckets[m->hash & (t->nbuckets - 1)];
   t->buckets[m->hash & (t->nbuckets - 1)] = m;
   t->n++;
@@ -158,21 +149,12 @@ static int probe(wr_amqp_t *a, wr_mbox_t *m, uint32_t *messages, uint32_t *consu
 
 static int bind_rpc(wr_amqp_t *a, wr_mbox_t *m, bool bind) {
   char name[WR_AMQP_NAME_MAX], x[WR_AMQP_NAME_MAX];
-  int rc, refusal = 0;
+  int rc;
   if ((rc = mailbox_name(a, m, name, sizeof(name))) < 0 ||
-      (rc = wr_amqp_name_fmt(x, sizeof(x), a->cfg->queue, ".mailbox")) < 0 ||
-      (rc = wr_amqp_poll_open(a)) < 0)
+      (rc = wr_amqp_name_fmt(x, sizeof(x), a->cfg->queue, ".mailbox")) < 0)
     return rc;
-  if (bind)
-    amqp_queue_bind(a->conn, WR_AMQP_CH_POLL, amqp_cstring_bytes(name), amqp_cstring_bytes(x),
-                    amqp_cstring_bytes(m->key), amqp_empty_table);
-  else
-    amqp_queue_unbind(a->conn, WR_AMQP_CH_POLL, amqp_cstring_bytes(name), amqp_cstring_bytes(x),
-                      amqp_cstring_bytes(m->key), amqp_empty_table);
-  rc = wr_amqp_poll_reply(a, bind ? "mailbox bind" : "mailbox unbind", &refusal);
-  if (rc == 1)
-    wr_warn("amqp", "cannot %s mailbox %s: %s", bind ? "bind" : "unbind", name, strerror(-refusal));
-  return rc;
+  return wr_amqp_bind_rpc(a, amqp_cstring_bytes(name), x, m->key, bind,
+                          bind ? "mailbox bind" : "mailbox unbind");
 }
 
 /* basic.consume of an existing mailbox on channel 4, tagged with its key. A

@@ -445,9 +445,7 @@ int wr_amqp_confirm_settle(wr_amqp_t *a, uint64_t tag, bool multiple, bool ok) {
 }
 
 static bool bytes_eq_str(amqp_bytes_t b, const char *s) {
-  if (s == NULL)
-    return b.len == 0;
-  return b.len == strlen(s) && memcmp(b.bytes, s, b.len) == 0;
+  return s == NULL ? b.len == 0 : wr_amqp_bytes_is(b, s);
 }
 
 int wr_amqp_confirm_return(wr_amqp_t *a, const amqp_basic_return_t *ret) {

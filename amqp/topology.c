@@ -288,6 +288,24 @@ int wr_amqp_poll_open(wr_amqp_t *a) {
   return 0;
 }
 
+int wr_amqp_bind_rpc(wr_amqp_t *a, amqp_bytes_t queue, const char *exchange, const char *key,
+                     bool bind, const char *what) {
+  int rc, refusal = 0;
+  if ((rc = wr_amqp_poll_open(a)) < 0)
+    return rc;
+  if (bind)
+    amqp_queue_bind(a->conn, WR_AMQP_CH_POLL, queue, amqp_cstring_bytes(exchange),
+                    amqp_cstring_bytes(key), amqp_empty_table);
+  else
+    amqp_queue_unbind(a->conn, WR_AMQP_CH_POLL, queue, amqp_cstring_bytes(exchange),
+                      amqp_cstring_bytes(key), amqp_empty_table);
+  rc = wr_amqp_poll_reply(a, what, &refusal);
+  if (rc == 1)
+    wr_warn("amqp", "cannot %s %.*s (exchange %s, key %s): %s", bind ? "bind" : "unbind",
+            (int)queue.len, (const char *)queue.bytes, exchange, key, strerror(-refusal));
+  return rc;
+}
+
 int wr_amqp_poll_reply(wr_amqp_t *a, const char *what, int *refusal) {
   amqp_rpc_reply_t r = amqp_get_rpc_reply(a->conn);
   char err[512];
