@@ -644,6 +644,8 @@ void wr_admin_render(wr_bridge_t *b, const wr_ws_stats_t *ws, const wr_amqp_stat
     wr_metrics_render_prom(wr_admin_metrics, wr_admin_n_metrics, &src, sb);
 }
 
+/* Every response already carries "Cache-Control: no-store"
+ * (wr_ws_http_head_write): extra_headers must not repeat it. */
 int wr_admin_http_cb(wr_ws_server_t *srv, const char *method, const char *path, const char *query,
                      wr_ws_http_response_t *resp, void *data) {
   wr_bridge_t *b = data;
@@ -664,7 +666,6 @@ int wr_admin_http_cb(wr_ws_server_t *srv, const char *method, const char *path, 
                                                      : "not ready: not listening\n";
     respond_static(resp, "text/plain; charset=utf-8", why, strlen(why));
     resp->status = ok ? 200 : 503;
-    resp->extra_headers = "Cache-Control: no-store\r\n";
     return 0;
   }
   if (strcmp(path, "/dashboard") == 0 || strcmp(path, "/") == 0) {
@@ -678,7 +679,6 @@ int wr_admin_http_cb(wr_ws_server_t *srv, const char *method, const char *path, 
   } else if (strcmp(path, "/api/stats") == 0) {
     wr_admin_render(b, wr_ws_server_stats(b->ws), wr_amqp_stats(b->amqp), true, &sb);
     resp->content_type = "application/json";
-    resp->extra_headers = "Cache-Control: no-store\r\n";
   } else {
     return -ENOENT;
   }

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import net from 'node:net';
 import path from 'node:path';
 import {
   startWarren,
@@ -485,6 +486,32 @@ test('a real Prometheus server scrapes warren and answers a query', { timeout: 6
     await exited;
     clearTimeout(timer);
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// The header lines of one raw HTTP/1.0 response (fetch would fold repeated
+// headers into one value and hide a duplicate).
+function rawHeadLines(url) {
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const s = net.connect(Number(u.port), u.hostname);
+    let buf = '';
+    s.setTimeout(3000, () => s.destroy(new Error(`no answer from ${url}`)));
+    s.on('connect', () => s.write(`GET ${u.pathname} HTTP/1.0\r\nHost: ${u.host}\r\n\r\n`));
+    s.on('data', (d) => (buf += d.toString('latin1')));
+    s.on('error', reject);
+    s.on('close', () => resolve(buf.split('\r\n\r\n')[0].split('\r\n')));
+  });
+}
+
+test('every admin response names each header once, Cache-Control: no-store among them', async () => {
+  for (const p of ['/readyz', '/healthz', '/api/stats', '/metrics', '/dashboard']) {
+    const lines = await rawHeadLines(`${w.adminUrl}${p}`);
+    assert.match(lines[0], /^HTTP\/1\.1 200 /, `${p}: ${lines[0]}`);
+    const names = lines.slice(1).map((l) => l.slice(0, l.indexOf(':')).toLowerCase());
+    const repeated = names.filter((n, i) => names.indexOf(n) !== i);
+    assert.deepEqual(repeated, [], `${p} repeats ${repeated.join(', ')}:\n${lines.join('\n')}`);
+    assert.ok(lines.includes('Cache-Control: no-store'), `${p} has Cache-Control: no-store`);
   }
 });
 
