@@ -4,7 +4,7 @@
 // README promises and fails (non-zero exit) when the broker refuses.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
@@ -17,6 +17,8 @@ import {
   daemonEnv,
   routingFieldsIn,
   randomHex,
+  waitFor,
+  sleep,
   INTEGRATION_DIR,
 } from './lib/index.js';
 
@@ -143,4 +145,30 @@ test('every example exits non-zero for a missing exchange or an unroutable messa
   } finally {
     await deleteObjects({ exchanges: [x] });
   }
+});
+
+// The demo publisher of docker-compose.yml runs this loop as its container's
+// PID 1, where SIGTERM without a handler is ignored: it must handle the
+// signal itself and end cleanly (status 0, not killed by the signal).
+test('the python example publishing --every N stops with status 0 on SIGTERM and on SIGINT', { timeout: 60000 }, async () => {
+  const user = 'pub-every';
+  const c = await connectClient(w.wsUrl(), await w.token(user));
+  for (const sig of ['SIGTERM', 'SIGINT']) {
+    const p = spawn(PUBLISHERS.python[0], [PUBLISHERS.python[1], '--every', '0.2', user, 'tick', 'loop'], {
+      env: daemonEnv({ WARREN_AMQP_URL: broker.url, WARREN_AMQP_EXCHANGE: w.exchange }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.stderr.on('data', (d) => (err += d));
+    const exited = new Promise((resolve) => p.on('exit', (code, signal) => resolve({ code, signal })));
+    await waitFor(() => out.split('\n').filter(Boolean).length >= 2, { timeout: 15000, what: `two ids printed (${err})` });
+    await c.waitForIds(out.split('\n').filter(Boolean).slice(0, 2), { timeout: 15000 });
+    p.kill(sig);
+    const r = await Promise.race([exited, sleep(5000).then(() => ({ code: 'still running 5 s after ' + sig }))]);
+    if (r.code === undefined || typeof r.code === 'string') p.kill('SIGKILL');
+    assert.deepEqual(r, { code: 0, signal: null }, `after ${sig}: ${err}`);
+  }
+  c.close();
 });

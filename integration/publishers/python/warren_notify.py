@@ -21,13 +21,14 @@ should retry or report the failure.
 Run directly, it publishes one notification and prints its id:
     python3 warren_notify.py USER_ID TITLE CONTENT [DATA_JSON]
 and with --every SECONDS it keeps publishing (the demo publisher in
-docker-compose.yml).
+docker-compose.yml), until SIGTERM or SIGINT, which end it with status 0.
 
 pika's BlockingConnection is not thread-safe: use one WarrenNotifier per thread.
 """
 
 import json
 import os
+import signal
 import sys
 import time
 import uuid
@@ -110,7 +111,15 @@ class WarrenNotifier:
         self._conn = self._ch = None
 
 
+def _stop(signum, frame):
+    raise SystemExit(0)
+
+
 def main(argv):
+    # SIGTERM's default action would end the process, except as a container's
+    # PID 1, where the kernel ignores a signal without a handler: "docker
+    # stop" then waits out its grace period and kills it with 137.
+    signal.signal(signal.SIGTERM, _stop)
     every = None
     if len(argv) > 2 and argv[1] == "--every":
         every = float(argv[2])
@@ -120,6 +129,18 @@ def main(argv):
         return 2
     data = json.loads(argv[4]) if len(argv) > 4 else {}
     notifier = WarrenNotifier()
+    try:
+        return _loop(notifier, argv, every, data)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        try:
+            notifier.close()
+        except pika.exceptions.AMQPError:
+            pass
+
+
+def _loop(notifier, argv, every, data):
     n = 0
     while True:
         try:
@@ -132,7 +153,6 @@ def main(argv):
                 return 1
             notifier.close()
         if every is None:
-            notifier.close()
             return 0
         time.sleep(every)
 
