@@ -396,9 +396,11 @@ int wr_amqp_poll_reply(wr_amqp_t *a, const char *what, int *refusal);
 /* "<queue>.node.<cluster.node_id>", this node's queue (cluster mode). 0 or
  * -ENAMETOOLONG. */
 int wr_amqp_node_queue_name(const wr_config_t *cfg, char *out, size_t outlen);
-/* x-delivery-limit of a quorum node queue: a copy delivered this many times
- * without an ack (this node crashing on it) goes to its user's mailbox. */
-#define WR_AMQP_NODE_DELIVERY_LIMIT 20
+/* x-delivery-limit of every quorum queue warren declares (RabbitMQ 4.0
+ * defaults it to 20 when absent): a message delivered this many times
+ * without an ack is dead-lettered: a node queue's copy to its user's
+ * mailbox, Q's and the ladder's to Q.dlx (then Q.dead). */
+#define WR_AMQP_DELIVERY_LIMIT 20
 
 #define WR_AMQP_MAILBOX_ARGS 6
 int wr_amqp_mailbox_args(const wr_config_t *cfg, amqp_table_entry_t e[WR_AMQP_MAILBOX_ARGS],

@@ -43,6 +43,37 @@ static int declare_queue(amqp_connection_state_t c, amqp_channel_t ch, const cha
   return rc;
 }
 
+/* declare_queue for a quorum queue, with an explicit x-delivery-limit
+ * appended to args (room for one more entry is the caller's): RabbitMQ 4.0
+ * gives quorum queues a default limit of 20 otherwise. A queue an earlier
+ * warren declared without one refuses the new argument (406); it is then
+ * declared as it is, with a warning, and keeps working (its messages over the
+ * broker's limit go to its dead-letter exchange, Q.dlx). */
+static int declare_quorum_queue(amqp_connection_state_t c, amqp_channel_t ch, const char *name,
+                                amqp_table_t args, char *err, size_t errlen) {
+  amqp_table_entry_t *lim = &args.entries[args.num_entries++];
+  lim->key = amqp_cstring_bytes("x-delivery-limit");
+  lim->value.kind = AMQP_FIELD_KIND_I64;
+  lim->value.value.i64 = WR_AMQP_DELIVERY_LIMIT;
+  int rc = declare_queue(c, ch, name, args, WR_QUEUE_QUORUM, err, errlen);
+  if (rc != -EEXIST)
+    return rc;
+  amqp_channel_close_ok_t ok = {0};
+  if (amqp_send_method(c, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok) != AMQP_STATUS_OK)
+    return -ECONNRESET;
+  if ((rc = wr_amqp_channel_open(c, ch, err, errlen)) < 0)
+    return rc;
+  args.num_entries--;
+  if ((rc = declare_queue(c, ch, name, args, WR_QUEUE_QUORUM, err, errlen)) < 0)
+    return rc;
+  wr_warn("amqp",
+          "quorum queue %s exists without x-delivery-limit (declared by an earlier warren): "
+          "RabbitMQ 4.0 and later apply their default limit of 20 redeliveries to it; set a "
+          "delivery-limit policy on it, or recreate it empty, to make the limit explicit",
+          name);
+  return 0;
+}
+
 static int bind_queue(amqp_connection_state_t c, amqp_channel_t ch, const char *queue,
                       const char *exchange, const char *key, char *err, size_t errlen) {
   char why[512];
@@ -140,7 +171,7 @@ static int declare_cluster(amqp_connection_state_t c, amqp_channel_t ch, const w
     set_str(&e[args.num_entries++], "x-overflow", "reject-publish");
     e[args.num_entries].key = amqp_cstring_bytes("x-delivery-limit");
     e[args.num_entries].value.kind = AMQP_FIELD_KIND_I64;
-    e[args.num_entries++].value.value.i64 = WR_AMQP_NODE_DELIVERY_LIMIT;
+    e[args.num_entries++].value.value.i64 = WR_AMQP_DELIVERY_LIMIT;
   } else {
     e[args.num_entries].key = amqp_cstring_bytes("x-queue-version");
     e[args.num_entries].value.kind = AMQP_FIELD_KIND_I64;
@@ -193,7 +224,8 @@ int wr_amqp_topology_declare(amqp_connection_state_t c, amqp_channel_t ch, const
       dead[WR_AMQP_NAME_MAX], name[WR_AMQP_NAME_MAX];
   uint32_t delays[WR_CONFIG_MAX_DELAYS];
   size_t n_delays = wr_amqp_delays_distinct(cfg, delays);
-  amqp_table_entry_t e[4];
+  /* Room for x-delivery-limit after the most arguments (a retry queue's 4). */
+  amqp_table_entry_t e[5];
   amqp_table_t args = {.num_entries = 0, .entries = e};
   int rc;
 
@@ -215,7 +247,9 @@ int wr_amqp_topology_declare(amqp_connection_state_t c, amqp_channel_t ch, const
   args.num_entries = 1;
   if (quorum)
     set_str(&e[args.num_entries++], "x-queue-type", "quorum");
-  if ((rc = declare_queue(c, ch, q, args, cfg->queue_type, err, errlen)) < 0)
+  rc = quorum ? declare_quorum_queue(c, ch, q, args, err, errlen)
+              : declare_queue(c, ch, q, args, cfg->queue_type, err, errlen);
+  if (rc < 0)
     return rc;
   if ((rc = bind_queue(c, ch, q, cfg->exchange, "#", err, errlen)) < 0)
     return rc;
@@ -234,7 +268,9 @@ int wr_amqp_topology_declare(amqp_connection_state_t c, amqp_channel_t ch, const
     args.num_entries = 3;
     if (quorum)
       set_str(&e[args.num_entries++], "x-queue-type", "quorum");
-    if ((rc = declare_queue(c, ch, name, args, cfg->queue_type, err, errlen)) < 0)
+    rc = quorum ? declare_quorum_queue(c, ch, name, args, err, errlen)
+                : declare_queue(c, ch, name, args, cfg->queue_type, err, errlen);
+    if (rc < 0)
       return rc;
     if ((rc = bind_queue(c, ch, name, retry_x, key, err, errlen)) < 0)
       return rc;
@@ -243,7 +279,9 @@ int wr_amqp_topology_declare(amqp_connection_state_t c, amqp_channel_t ch, const
   args.num_entries = 0;
   if (quorum)
     set_str(&e[args.num_entries++], "x-queue-type", "quorum");
-  if ((rc = declare_queue(c, ch, parked, args, cfg->queue_type, err, errlen)) < 0)
+  rc = quorum ? declare_quorum_queue(c, ch, parked, args, err, errlen)
+              : declare_queue(c, ch, parked, args, cfg->queue_type, err, errlen);
+  if (rc < 0)
     return rc;
 
   if ((rc = declare_exchange(c, ch, dlx, "fanout", err, errlen)) < 0)
