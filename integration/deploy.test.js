@@ -56,7 +56,20 @@ function loadYaml(file) {
   return JSON.parse(out);
 }
 
-const compose = () => loadYaml(repo('docker-compose.yml'));
+// A compose file as docker compose and podman-compose read it with none of
+// its variables set: ${NAME:-default} becomes the default.
+function loadCompose(file) {
+  const text = read(file);
+  const tmpFile = path.join(os.tmpdir(), `warren-compose-${process.pid}-${path.basename(file)}`);
+  fs.writeFileSync(tmpFile, text.replace(/\$\{[A-Z0-9_]+:-([^}]*)\}/g, '$1'));
+  try {
+    return loadYaml(tmpFile);
+  } finally {
+    fs.rmSync(tmpFile, { force: true });
+  }
+}
+
+const compose = () => loadCompose('docker-compose.yml');
 const portOf = (hostPort) => Number(String(hostPort).split(':').pop());
 
 // "HOST:PORT:CPORT", "PORT:CPORT" or {target, published, host_ip} → {hostIp, container}
@@ -173,7 +186,9 @@ test('docker-compose.yml parses and has the dev stack', () => {
   for (const s of ['rabbitmq', 'warren', 'prometheus', 'grafana', 'demo-publisher']) {
     assert.ok(c.services[s], `service ${s} missing`);
   }
-  assert.match(c.services.rabbitmq.image, /^rabbitmq:3\.10-management/);
+  // Pinned to the exact release scripts/test-containers runs.
+  assert.match(c.services.rabbitmq.image, /^rabbitmq:4\.0\.5-management$/);
+  assert.match(read('scripts/containers/lib.sh'), /RABBITMQ_IMAGE=docker\.io\/library\/rabbitmq:4\.0\.5-management\n/);
   const build = c.services.warren.build;
   const context = typeof build === 'string' ? build : build.context;
   assert.ok(fs.existsSync(path.join(REPO_ROOT, context, (build && build.dockerfile) || 'Dockerfile')), 'warren build context has no Dockerfile');
@@ -543,7 +558,7 @@ const envMap = (env) => (Array.isArray(env) ? Object.fromEntries(env.map((e) => 
 // on these rules.
 function clusterCompose() {
   const base = compose();
-  const over = loadYaml(repo('docker-compose.cluster.yml'));
+  const over = loadCompose('docker-compose.cluster.yml');
   const merged = structuredClone(base);
   for (const [name, svc] of Object.entries(over.services)) {
     const b = merged.services[name];
@@ -853,4 +868,35 @@ test('deploy/nginx/warren-cluster.conf runs in nginx: a ?token= handshake fails 
     await new Promise((r) => (proc.exitCode !== null || proc.signalCode !== null ? r() : proc.once('exit', r)));
     children.delete(proc);
   }
+});
+
+// podman-compose 1.0.3 (Debian 12) ignores depends_on conditions, so nothing
+// may wait on one (warren and the demo publisher retry the broker); every
+// published host port can be moved by a STACK_* variable (a broker already on
+// 5672 is no obstacle); the ports' defaults are the documented ones.
+test('the compose files need no healthcheck condition and every host port has a STACK_ variable', () => {
+  for (const file of ['docker-compose.yml', 'docker-compose.cluster.yml']) {
+    const raw = loadYaml(repo(file));
+    for (const [name, svc] of Object.entries(raw.services)) {
+      const deps = svc.depends_on || [];
+      assert.ok(Array.isArray(deps), `${file}: ${name}: depends_on with conditions (podman-compose ignores them)`);
+      for (const p of svc.ports || []) {
+        assert.match(String(p), /^(?:[\d.]+:)?\$\{STACK_[A-Z0-9_]+:-\d+\}:\d+$/, `${file}: ${name}: host port ${p} is fixed`);
+      }
+    }
+  }
+  const defaults = {};
+  for (const file of ['docker-compose.yml', 'docker-compose.cluster.yml']) {
+    for (const [, v, d] of read(file).matchAll(/\$\{(STACK_[A-Z0-9_]+):-(\d+)\}/g)) defaults[v] = d;
+  }
+  assert.deepEqual(defaults, {
+    STACK_RABBITMQ_PORT: '5672',
+    STACK_RABBITMQ_UI_PORT: '15672',
+    STACK_WARREN_PORT: '8080',
+    STACK_ADMIN_PORT: '9090',
+    STACK_PROMETHEUS_PORT: '9091',
+    STACK_GRAFANA_PORT: '3000',
+    STACK_ADMIN2_PORT: '9092',
+    STACK_NGINX_PORT: '8088',
+  });
 });
