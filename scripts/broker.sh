@@ -29,13 +29,14 @@
 # cluster-stop keeps its membership and data and comes back with cluster-start.
 # Do not run a single node on a port a cluster uses (or its +20000/+30000).
 #
-# BROKER_IMAGE=IMAGE runs a single node (start/stop/ctl/pid) in a podman
+# BROKER_IMAGE=IMAGE runs each node (single or of a cluster) in a podman
 # container of that image instead, with the host's network and epmd, DIR
-# mounted at the same path and the same environment, so nothing else
-# changes: scripts/test-rabbitmq4 runs the integration tests this way against
-# RabbitMQ 4.0.5 (Debian 13's package, image built by scripts/test-containers).
-# The container is named warren-broker-PORT; ctl runs rabbitmqctl inside it;
-# pid is the VM's pid as the host sees it (kill -9 and -STOP still work).
+# mounted at the same path (a cluster's whole DIR, for the shared cookie) and
+# the same environment, so nothing else changes: scripts/test-rabbitmq4 runs
+# the integration tests this way against RabbitMQ 4.0.5 (Debian 13's package,
+# image built by scripts/test-containers). A node's container is named
+# warren-broker-PORT; ctl runs rabbitmqctl inside it; pid is the VM's pid as
+# the host sees it (kill -9 and -STOP still work).
 # BROKER_IMAGE_CONF adds rabbitmq.conf lines for that image only.
 #
 # We call /usr/lib/rabbitmq/bin/* directly rather than the /usr/sbin wrappers:
@@ -198,7 +199,7 @@ start() {
     # shellcheck disable=SC2046 # one option per line
     if ! (IFS='
 ' && podman run -d --rm --replace --name "warren-broker-$port" --network host \
-      --user "$(id -u):$(id -g)" -v "$dir:$dir" -w "$dir" $(ctr_env) \
+      --user "$(id -u):$(id -g)" -v "${mount_dir:-$dir}:${mount_dir:-$dir}" -w "$dir" $(ctr_env) \
       -e "RABBITMQ_LOGS=$dir/log/$node.log" "$BROKER_IMAGE" "$RMQ_BIN/rabbitmq-server") \
       >"$dir/log/startup.log" 2>&1 </dev/null; then
       echo "broker.sh: podman run of $BROKER_IMAGE failed:" >&2
@@ -283,6 +284,8 @@ cluster_node() {
   mkdir -p "$cdir/n$1"
   node_env "$cdir/n$1" $((cport + $1 - 1)) "$cepmd"
   own_epmd=0
+  # In a container (BROKER_IMAGE) the node also sees DIR/.erlang.cookie.
+  mount_dir=$cdir
   export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="${RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS:+$RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS }+S 1:1"
 }
 
@@ -411,12 +414,6 @@ cluster_stop() {
 
 case $cmd in
 start | stop | ctl | pid) node_env "$dir" "$port" $((port + 30000)) ;;
-cluster-*)
-  if [ -n "${BROKER_IMAGE:-}" ]; then
-    echo "broker.sh: BROKER_IMAGE runs single nodes only, not $cmd" >&2
-    exit 2
-  fi
-  ;;
 esac
 
 case $cmd in
