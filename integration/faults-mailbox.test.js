@@ -9,6 +9,9 @@ import { startWarren, WarrenClient, signJwt, waitFor, sleep } from './lib/index.
 import { size, report, usePrivateBroker, lossOf } from './lib/faults.js';
 
 const BACKLOG = size(1000, 5000);
+// mailbox.max_messages (1,000 by default) would drop the head of the full
+// forms' backlogs (5,000; 2,000) to Q.parked: room for all of them.
+const CAP = 10000;
 
 let broker;
 usePrivateBroker(undefined, (b) => {
@@ -34,7 +37,7 @@ function client(w, user, opts = {}) {
 test('warren killed with SIGKILL while a backlog replays: lost 0', { timeout: 180000 }, async (t) => {
   const w = await startWarren({
     name: 'fault-mbox-kill',
-    config: { amqp: { url: broker.url, heartbeat_s: 2 }, mailbox: { prefetch: 50 } },
+    config: { amqp: { url: broker.url, heartbeat_s: 2 }, mailbox: { prefetch: 50, max_messages: CAP } },
   });
   const user = 'backlogged';
   const ids = Array.from({ length: BACKLOG }, (_, i) => `kb-${w.name}-${i}`);
@@ -74,7 +77,7 @@ test('warren killed with SIGKILL while a backlog replays: lost 0', { timeout: 18
 test('broker restarted with mailboxes holding backlogs: lost 0', { timeout: 240000 }, async (t) => {
   const w = await startWarren({
     name: 'fault-mbox-broker',
-    config: { amqp: { url: broker.url, heartbeat_s: 2 } },
+    config: { amqp: { url: broker.url, heartbeat_s: 2 }, mailbox: { max_messages: CAP } },
   });
   const away = 'away-through-restart';
   const online = 'online-through-restart';
@@ -140,9 +143,11 @@ test('upgrade from a warren without mailboxes whose ladder is full: lost 0', { t
   await old.stop('SIGTERM');
   // The new one, same queue, mailboxes on (the default): the copies come
   // back from the ladder into Q and go to the user's mailbox.
-  old.config.mailbox = { enabled: true };
+  old.config.mailbox = { enabled: true, max_messages: CAP };
   const fs = await import('node:fs');
-  const ini = fs.readFileSync(old.iniFile, 'utf8').replace(/\[mailbox\]\nenabled = false\n/, '[mailbox]\nenabled = true\n');
+  const ini = fs
+    .readFileSync(old.iniFile, 'utf8')
+    .replace(/\[mailbox\]\nenabled = false\n/, `[mailbox]\nenabled = true\nmax_messages = ${CAP}\n`);
   fs.writeFileSync(old.iniFile, ini);
   await old.start();
   await waitFor(async () => (await broker.queueCount(mailboxOf(old, user))) === confirmed.length, {
