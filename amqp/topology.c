@@ -28,8 +28,8 @@ static int declare_exchange(amqp_connection_state_t c, amqp_channel_t ch, const 
   return declare_exchange_args(c, ch, name, type, amqp_empty_table, err, errlen);
 }
 
-static int declare_queue(amqp_connection_state_t c, amqp_channel_t ch, const char *name,
-                         amqp_table_t args, wr_queue_type_t type, char *err, size_t errlen) {
+static int declare_queue_once(amqp_connection_state_t c, amqp_channel_t ch, const char *name,
+                              amqp_table_t args, wr_queue_type_t type, char *err, size_t errlen) {
   char why[512];
   amqp_queue_declare(c, ch, amqp_cstring_bytes(name), 0, 1, 0, 0, args);
   int rc = wr_amqp_reply_err(amqp_get_rpc_reply(c), "", why, sizeof(why));
@@ -43,19 +43,28 @@ static int declare_queue(amqp_connection_state_t c, amqp_channel_t ch, const cha
   return rc;
 }
 
-/* declare_queue for a quorum queue, with an explicit x-delivery-limit
- * appended to args (room for one more entry is the caller's): RabbitMQ 4.0
- * gives quorum queues a default limit of 20 otherwise. A queue an earlier
- * warren declared without one refuses the new argument (406); it is then
- * declared as it is, with a warning, and keeps working (its messages over the
- * broker's limit go to its dead-letter exchange, Q.dlx). */
-static int declare_quorum_queue(amqp_connection_state_t c, amqp_channel_t ch, const char *name,
-                                amqp_table_t args, char *err, size_t errlen) {
-  amqp_table_entry_t *lim = &args.entries[args.num_entries++];
-  lim->key = amqp_cstring_bytes("x-delivery-limit");
-  lim->value.kind = AMQP_FIELD_KIND_I64;
-  lim->value.value.i64 = WR_AMQP_DELIVERY_LIMIT;
-  int rc = declare_queue(c, ch, name, args, WR_QUEUE_QUORUM, err, errlen);
+static void set_str(amqp_table_entry_t *e, const char *k, const char *v) {
+  e->key = amqp_cstring_bytes(k);
+  e->value.kind = AMQP_FIELD_KIND_UTF8;
+  e->value.value.bytes = amqp_cstring_bytes(v);
+}
+
+/* A durable queue. A quorum queue gets x-queue-type and an explicit
+ * x-delivery-limit appended to args (room for two more entries is the
+ * caller's): RabbitMQ 4.0 gives quorum queues a default limit of 20
+ * otherwise. One an earlier warren declared without the limit refuses the
+ * new argument (406); it is then declared as it is, with a warning, and keeps
+ * working (what passes the broker's limit goes to its dead-letter exchange). */
+static int declare_queue(amqp_connection_state_t c, amqp_channel_t ch, const char *name,
+                         amqp_table_t args, wr_queue_type_t type, char *err, size_t errlen) {
+  if (type != WR_QUEUE_QUORUM)
+    return declare_queue_once(c, ch, name, args, type, err, errlen);
+  amqp_table_entry_t *e = args.entries;
+  set_str(&e[args.num_entries++], "x-queue-type", "quorum");
+  e[args.num_entries].key = amqp_cstring_bytes("x-delivery-limit");
+  e[args.num_entries].value.kind = AMQP_FIELD_KIND_I64;
+  e[args.num_entries++].value.value.i64 = WR_AMQP_DELIVERY_LIMIT;
+  int rc = declare_queue_once(c, ch, name, args, type, err, errlen);
   if (rc != -EEXIST)
     return rc;
   amqp_channel_close_ok_t ok = {0};
@@ -64,7 +73,7 @@ static int declare_quorum_queue(amqp_connection_state_t c, amqp_channel_t ch, co
   if ((rc = wr_amqp_channel_open(c, ch, err, errlen)) < 0)
     return rc;
   args.num_entries--;
-  if ((rc = declare_queue(c, ch, name, args, WR_QUEUE_QUORUM, err, errlen)) < 0)
+  if ((rc = declare_queue_once(c, ch, name, args, type, err, errlen)) < 0)
     return rc;
   wr_warn("amqp",
           "quorum queue %s exists without x-delivery-limit (declared by an earlier warren): "
@@ -84,12 +93,6 @@ static int bind_queue(amqp_connection_state_t c, amqp_channel_t ch, const char *
     snprintf(err, errlen, "cannot bind queue %s to exchange %s with key \"%s\"%s", queue, exchange,
              key, why);
   return rc;
-}
-
-static void set_str(amqp_table_entry_t *e, const char *k, const char *v) {
-  e->key = amqp_cstring_bytes(k);
-  e->value.kind = AMQP_FIELD_KIND_UTF8;
-  e->value.value.bytes = amqp_cstring_bytes(v);
 }
 
 /* Q.mailbox (direct, alternate exchange Q.mailbox.new) and Q.mailbox.new
@@ -136,13 +139,12 @@ int wr_amqp_node_queue_name(const wr_config_t *cfg, char *out, size_t outlen) {
  * Q.mailbox with its routing key (the user key), so a node that never comes
  * back strands nothing. As a quorum queue (the default) that dead-lettering
  * is at-least-once, which needs overflow reject-publish; its delivery limit
- * is set explicitly (RabbitMQ 4.0 defaults it to 20 and drops what passes
- * it when no dead-letter exchange is set). */
+ * is explicit, as on every quorum queue (declare_queue). */
 static int declare_cluster(amqp_connection_state_t c, amqp_channel_t ch, const wr_config_t *cfg,
                            char *err, size_t errlen) {
   char route[WR_AMQP_NAME_MAX], bcast[WR_AMQP_NAME_MAX], mailbox[WR_AMQP_NAME_MAX],
       node[WR_AMQP_NAME_MAX];
-  amqp_table_entry_t e[7];
+  amqp_table_entry_t e[6]; /* with declare_queue's two */
   amqp_table_t args = {.num_entries = 0, .entries = e};
   bool quorum = cfg->node_queue_type == WR_QUEUE_QUORUM;
   int rc;
@@ -166,12 +168,8 @@ static int declare_cluster(amqp_connection_state_t c, amqp_channel_t ch, const w
   set_str(&e[1], "x-dead-letter-exchange", mailbox);
   args.num_entries = 2;
   if (quorum) {
-    set_str(&e[args.num_entries++], "x-queue-type", "quorum");
     set_str(&e[args.num_entries++], "x-dead-letter-strategy", "at-least-once");
     set_str(&e[args.num_entries++], "x-overflow", "reject-publish");
-    e[args.num_entries].key = amqp_cstring_bytes("x-delivery-limit");
-    e[args.num_entries].value.kind = AMQP_FIELD_KIND_I64;
-    e[args.num_entries++].value.value.i64 = WR_AMQP_DELIVERY_LIMIT;
   } else {
     e[args.num_entries].key = amqp_cstring_bytes("x-queue-version");
     e[args.num_entries].value.kind = AMQP_FIELD_KIND_I64;
@@ -224,7 +222,7 @@ int wr_amqp_topology_declare(amqp_connection_state_t c, amqp_channel_t ch, const
       dead[WR_AMQP_NAME_MAX], name[WR_AMQP_NAME_MAX];
   uint32_t delays[WR_CONFIG_MAX_DELAYS];
   size_t n_delays = wr_amqp_delays_distinct(cfg, delays);
-  /* Room for x-delivery-limit after the most arguments (a retry queue's 4). */
+  /* A retry queue's 3 arguments, and declare_queue's two for a quorum one. */
   amqp_table_entry_t e[5];
   amqp_table_t args = {.num_entries = 0, .entries = e};
   int rc;
@@ -241,15 +239,12 @@ int wr_amqp_topology_declare(amqp_connection_state_t c, amqp_channel_t ch, const
   if ((rc = declare_exchange(c, ch, cfg->exchange, "topic", err, errlen)) < 0)
     return rc;
 
-  /* Classic queues get no x-queue-type at all so that a queue declared by an
-   * older warren (or by hand) without it still matches. */
+  /* Classic queues get no x-queue-type at all (declare_queue adds it for
+   * quorum ones) so that a queue declared by an older warren (or by hand)
+   * without it still matches. */
   set_str(&e[0], "x-dead-letter-exchange", dlx);
   args.num_entries = 1;
-  if (quorum)
-    set_str(&e[args.num_entries++], "x-queue-type", "quorum");
-  rc = quorum ? declare_quorum_queue(c, ch, q, args, err, errlen)
-              : declare_queue(c, ch, q, args, cfg->queue_type, err, errlen);
-  if (rc < 0)
+  if ((rc = declare_queue(c, ch, q, args, cfg->queue_type, err, errlen)) < 0)
     return rc;
   if ((rc = bind_queue(c, ch, q, cfg->exchange, "#", err, errlen)) < 0)
     return rc;
@@ -266,22 +261,14 @@ int wr_amqp_topology_declare(amqp_connection_state_t c, amqp_channel_t ch, const
     set_str(&e[1], "x-dead-letter-exchange", "");
     set_str(&e[2], "x-dead-letter-routing-key", q);
     args.num_entries = 3;
-    if (quorum)
-      set_str(&e[args.num_entries++], "x-queue-type", "quorum");
-    rc = quorum ? declare_quorum_queue(c, ch, name, args, err, errlen)
-                : declare_queue(c, ch, name, args, cfg->queue_type, err, errlen);
-    if (rc < 0)
+    if ((rc = declare_queue(c, ch, name, args, cfg->queue_type, err, errlen)) < 0)
       return rc;
     if ((rc = bind_queue(c, ch, name, retry_x, key, err, errlen)) < 0)
       return rc;
   }
 
   args.num_entries = 0;
-  if (quorum)
-    set_str(&e[args.num_entries++], "x-queue-type", "quorum");
-  rc = quorum ? declare_quorum_queue(c, ch, parked, args, err, errlen)
-              : declare_queue(c, ch, parked, args, cfg->queue_type, err, errlen);
-  if (rc < 0)
+  if ((rc = declare_queue(c, ch, parked, args, cfg->queue_type, err, errlen)) < 0)
     return rc;
 
   if ((rc = declare_exchange(c, ch, dlx, "fanout", err, errlen)) < 0)

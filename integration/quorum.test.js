@@ -2,7 +2,8 @@
 // an explicit x-delivery-limit (RabbitMQ 4.0 applies a default of 20 when it
 // is absent; README.md, "Broker versions"); a notification reaches an online
 // user and an offline one through the ladder; a Q declared by an earlier
-// warren without the limit is used as it is, with a warning, not refused.
+// warren without the limit is used as it is, with a warning, not refused; a
+// cluster node queue carries the same limit.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -64,4 +65,18 @@ test('a quorum Q an earlier warren declared without x-delivery-limit is used as 
   const c = await connectClient(w.wsUrl(), await w.token('q-old'));
   await pub.publishAll(w.exchange, [{ id: 'q-old-1', user_id: 'q-old', title: 'still delivered' }]);
   await c.waitForIds(['q-old-1'], { timeout: 10000 });
+});
+
+test('a cluster node queue (quorum by default) carries the same explicit x-delivery-limit', { timeout: 60000 }, async (t) => {
+  const b = await ensureBroker();
+  if (!b.dir) return t.skip('WARREN_TEST_BROKER_DIR unknown: cannot list queue arguments');
+  const w = await startWarren({ name: 'quorum-node', config: { cluster: { node_id: 'qn-1' } } });
+  const node = `${w.queue}.node.qn-1`;
+  const a = queueArgs([node])[node];
+  assert.ok(a, `${node} not declared`);
+  assert.equal(a['x-queue-type'], 'quorum', JSON.stringify(a));
+  assert.equal(a['x-delivery-limit'], 20, JSON.stringify(a));
+  assert.equal(a['x-dead-letter-strategy'], 'at-least-once', JSON.stringify(a));
+  await w.stop();
+  await withChannel((ch) => ch.deleteQueue(node));
 });
