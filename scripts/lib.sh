@@ -75,3 +75,13 @@ http_status() {
   ) 2>/dev/null) || return 0
   printf '%s\n' "$line" | awk '{print $2}'
 }
+
+# tap_counts FILE: "PASS FAIL SKIP" from the last summary of node --test's
+# TAP output in FILE (0 for what it lacks).
+tap_counts() {
+  local p f k
+  p=$(sed -nE 's/^# pass ([0-9]+)$/\1/p' "$1" | tail -1)
+  f=$(sed -nE 's/^# fail ([0-9]+)$/\1/p' "$1" | tail -1)
+  k=$(sed -nE 's/^# skipped ([0-9]+)$/\1/p' "$1" | tail -1)
+  echo "${p:-0} ${f:-0} ${k:-0}"
+}

@@ -118,10 +118,19 @@ after(() => {
   for (const s of stacks) s.teardown();
 });
 
-async function freePorts(names) {
+// `up -d SERVICES` of a new project of FILES, every host port of
+// docker-compose.yml (and EXTRA_PORTS) a free one; { s, ports, t0 }.
+async function upStack(name, files, extraPorts, services) {
   const ports = {};
-  for (const n of names) ports[n] = String(await freePort());
-  return ports;
+  for (const n of ['STACK_WARREN_PORT', 'STACK_ADMIN_PORT', 'STACK_RABBITMQ_PORT', 'STACK_RABBITMQ_UI_PORT',
+    'STACK_PROMETHEUS_PORT', 'STACK_GRAFANA_PORT', ...extraPorts]) ports[n] = String(await freePort());
+  const s = new Stack(name, files, ports);
+  stacks.push(s);
+  const t0 = Date.now();
+  s.up = true;
+  const up = s.compose(['up', '-d', ...services], { timeout: 600000 });
+  assert.equal(up.code, 0, `compose up failed:\n${up.out.slice(-4000)}`);
+  return { s, ports, t0 };
 }
 
 async function ready(adminPort, what) {
@@ -172,15 +181,9 @@ test('the images build with the compose file: warren runs as non-root with runti
 });
 
 test('the dev stack: demo page, warren publish to a WebSocket client, Prometheus, clean stop and down', { timeout: 600000 }, async (t) => {
-  const ports = await freePorts(['STACK_WARREN_PORT', 'STACK_ADMIN_PORT', 'STACK_RABBITMQ_PORT', 'STACK_RABBITMQ_UI_PORT', 'STACK_PROMETHEUS_PORT', 'STACK_GRAFANA_PORT']);
-  const s = new Stack('warren-dev', ['docker-compose.yml'], ports);
-  stacks.push(s);
-  const t0 = Date.now();
-  s.up = true;
   // Grafana has no Debian package, hence no stand-in image: the rest of the
   // stack runs without it.
-  const up = s.compose(['up', '-d', 'rabbitmq', 'warren', 'demo-publisher', 'prometheus'], { timeout: 600000 });
-  assert.equal(up.code, 0, `compose up failed:\n${up.out.slice(-4000)}`);
+  const { s, ports, t0 } = await upStack('warren-dev', ['docker-compose.yml'], [], ['rabbitmq', 'warren', 'demo-publisher', 'prometheus']);
   await ready(ports.STACK_ADMIN_PORT, 'warren');
   t.diagnostic(`up -d until /readyz 200: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   t.diagnostic(`broker: RabbitMQ ${s.exec('rabbitmq', ['rabbitmqctl', '-q', 'version']).trim()}`);
@@ -271,13 +274,8 @@ test('the dev stack: demo page, warren publish to a WebSocket client, Prometheus
 });
 
 test('the two-node stack behind nginx: a notification reaches a user on each node', { timeout: 600000 }, async (t) => {
-  const ports = await freePorts(['STACK_WARREN_PORT', 'STACK_ADMIN_PORT', 'STACK_ADMIN2_PORT', 'STACK_NGINX_PORT', 'STACK_RABBITMQ_PORT', 'STACK_RABBITMQ_UI_PORT', 'STACK_PROMETHEUS_PORT', 'STACK_GRAFANA_PORT']);
-  const s = new Stack('warren-cluster', ['docker-compose.yml', 'docker-compose.cluster.yml'], ports);
-  stacks.push(s);
-  const t0 = Date.now();
-  s.up = true;
-  const up = s.compose(['up', '-d', 'rabbitmq', 'warren', 'warren-2', 'nginx'], { timeout: 600000 });
-  assert.equal(up.code, 0, `compose up failed:\n${up.out.slice(-4000)}`);
+  const { s, ports, t0 } = await upStack('warren-cluster', ['docker-compose.yml', 'docker-compose.cluster.yml'],
+    ['STACK_ADMIN2_PORT', 'STACK_NGINX_PORT'], ['rabbitmq', 'warren', 'warren-2', 'nginx']);
   await ready(ports.STACK_ADMIN_PORT, 'warren-1');
   await ready(ports.STACK_ADMIN2_PORT, 'warren-2');
   t.diagnostic(`up -d until both nodes ready: ${((Date.now() - t0) / 1000).toFixed(1)} s`);
